@@ -1,0 +1,57 @@
+"""Target profiles: the CPU budget a variant must run in (threads, shapes, a memory budget)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BenchError
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    threads: int = Field(ge=1, le=256)
+    batch_size: int = Field(1, ge=1)
+    """Batch size of the latency measurements."""
+    seq_lengths: list[Literal["real"] | int] = ["real", 128]
+    """`real` replays the evaluation data's own lengths; an integer pads or truncates every input to it."""
+    throughput_batch: int | None = Field(32, ge=1)
+    memory_budget_mb: float | None = Field(None, gt=0)
+
+
+BUILTIN = {
+    "edge-1t": Profile(name="edge-1t", threads=1, memory_budget_mb=256,
+                       description="one core of a small edge CPU; the primary, least noisy profile"),
+    "laptop-2t": Profile(name="laptop-2t", threads=2, memory_budget_mb=1024,
+                         description="two cores of a laptop-class CPU"),
+}
+
+
+def load(spec: str | dict | Profile) -> Profile:
+    """A built-in name, a YAML file path, or a mapping."""
+    if isinstance(spec, Profile):
+        return spec
+    if isinstance(spec, str):
+        if spec in BUILTIN:
+            return BUILTIN[spec]
+        path = Path(spec)
+        if not path.exists():
+            raise BenchError(f"profile '{spec}' is neither built in ({', '.join(BUILTIN)}) nor a YAML file: "
+                             "fix the name or the path")
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise BenchError(f"profile file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        spec.setdefault("name", path.stem)
+    try:
+        return Profile(**spec)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise BenchError(f"profile '{spec.get('name', '?')}': {where}: {err['msg']} (input {err.get('input')!r})") from exc

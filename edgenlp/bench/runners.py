@@ -1,0 +1,87 @@
+"""How to run a model folder: encoded numpy inputs in, logits out.
+
+The harness and the validator only see this interface, so any way of running a model (onnxruntime,
+PyTorch eager, a third-party wrapper given as `module:Class`) is measured the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import import_module
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import BenchError
+
+
+class Runner(Protocol):
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, threads: int):
+        from ..runtime import OnnxModel
+
+        onnx_path = path if path.suffix == ".onnx" else sorted(path.glob("*.onnx"))[0]
+        self.model = OnnxModel(onnx_path, threads=threads)
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model.run(inputs)
+
+
+class PytorchRunner:
+    """PyTorch eager FP32: the reference that every other variant is compared with."""
+
+    def __init__(self, path: Path, threads: int):
+        import torch
+        import transformers
+        from transformers import AutoModelForSequenceClassification
+
+        transformers.logging.set_verbosity_error()
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+        import inspect
+
+        self.accepted = set(inspect.signature(self.model.forward).parameters)
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        with self.torch.inference_mode():
+            feed = {k: self.torch.from_numpy(v) for k, v in inputs.items() if k in self.accepted}
+            return self.model(**feed).logits.numpy()
+
+
+BUILTIN = {"onnx": OnnxRunner, "pytorch": PytorchRunner}
+
+
+def detect_format(path: Path) -> str:
+    """`onnx` or `pytorch`, from artifact.json if present, else from the files."""
+    if path.is_file():
+        if path.suffix == ".onnx":
+            return "onnx"
+        raise BenchError(f"{path} is not a model: pass a model folder, a run's variant folder or an .onnx file")
+    meta = path / "artifact.json"
+    if meta.exists():
+        try:
+            return json.loads(meta.read_text())["format"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise BenchError(f"{meta} is unreadable ({exc}): delete the variant folder and rerun") from exc
+    if any(path.glob("*.onnx")):
+        return "onnx"
+    if (path / "config.json").exists() and any((path / w).exists() for w in ("model.safetensors", "pytorch_model.bin")):
+        return "pytorch"
+    raise BenchError(f"{path} holds no model (.onnx, or config.json with weights): pass a model folder")
+
+
+def open_runner(path: Path, runner: str, threads: int) -> Runner:
+    """`runner` is `onnx`, `pytorch` or `package.module:Class` (constructed as Class(path, threads))."""
+    if runner in BUILTIN:
+        return BUILTIN[runner](path, threads)
+    module_name, _, class_name = runner.partition(":")
+    try:
+        cls = getattr(import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise BenchError(f"runner '{runner}' cannot be imported ({exc}): use onnx, pytorch or module:Class") from exc
+    return cls(path, threads)

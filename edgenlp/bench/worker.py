@@ -1,0 +1,139 @@
+"""One model in one fresh process, answering measurement requests from the harness.
+
+    python -m edgenlp.bench.worker PATH RUNNER THREADS TEXTS_JSONL
+
+Requests and answers are JSON lines on stdin and on a private copy of stdout (libraries that print
+are sent to stderr). Thread counts are fixed through the environment before any numeric library
+loads. Only the runner's own imports happen here, so an ONNX worker's peak memory is that of the
+torch-free inference path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def _pin_threads(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class Worker:
+    def __init__(self, path: str, runner: str, threads: int, texts_file: str):
+        import numpy as np
+
+        from ..runtime import TextTokenizer
+        from .runners import open_runner
+
+        from pathlib import Path
+
+        started = time.perf_counter()
+        self.np = np
+        model_path = Path(path)
+        self.runner = open_runner(model_path, runner, threads)
+        self.tokenizer = TextTokenizer(model_path if model_path.is_dir() else model_path.parent)
+        self.load_seconds = time.perf_counter() - started
+        self.rss_after_load = _peak_rss_bytes()
+        with open(texts_file, encoding="utf-8") as f:
+            self.texts = [json.loads(line)["text"] for line in f if line.strip()]
+        self._encoded: dict = {}
+
+    def _single(self, shape) -> list:
+        """Batch-1 inputs for every text, at its own length (`real`) or padded/truncated to `shape`."""
+        if shape not in self._encoded:
+            pad_to = None if shape == "real" else int(shape)
+            self._encoded[shape] = [self._fixed(self.tokenizer.encode([t], pad_to=pad_to), pad_to) for t in self.texts]
+        return self._encoded[shape]
+
+    def _fixed(self, enc: dict, pad_to: int | None) -> dict:
+        if pad_to is None:
+            return enc
+        return {k: v[:, :pad_to] for k, v in enc.items()}
+
+    def _batched(self, batch: int, shape) -> list:
+        key = ("batch", batch, shape)
+        if key not in self._encoded:
+            pad_to = None if shape == "real" else int(shape)
+            self._encoded[key] = [self._fixed(self.tokenizer.encode(self.texts[i:i + batch], pad_to=pad_to), pad_to)
+                                  for i in range(0, len(self.texts) - batch + 1, batch)] or \
+                                 [self.tokenizer.encode(self.texts[:batch], pad_to=pad_to)]
+        return self._encoded[key]
+
+    def _timed(self, inputs: list, start: int, n: int, warmup: int) -> list[float]:
+        logits, clock = self.runner.logits, time.perf_counter_ns
+        for i in range(warmup):
+            logits(inputs[(start + i) % len(inputs)])
+        times = []
+        for i in range(n):
+            x = inputs[(start + warmup + i) % len(inputs)]
+            t0 = clock()
+            logits(x)
+            times.append((clock() - t0) / 1e6)
+        return times
+
+    def handle(self, req: dict) -> dict:
+        op = req["op"]
+        if op == "eval":
+            probs, preds = [], []
+            for enc in self._single("real"):
+                logits = self.runner.logits(enc)[0].astype("float64")
+                e = self.np.exp(logits - logits.max())
+                p = e / e.sum()
+                probs.append(p.round(6).tolist())
+                preds.append(int(p.argmax()))
+            return {"preds": preds, "probs": probs}
+        if op == "latency":
+            shape, batch = req.get("shape", "real"), req.get("batch", 1)
+            inputs = self._single(shape) if batch == 1 else self._batched(batch, shape)
+            return {"ms": self._timed(inputs, req.get("start", 0), req["n"], req.get("warmup", 2))}
+        if op == "e2e":
+            texts, clock, out = self.texts, time.perf_counter_ns, []
+            start = req.get("start", 0)
+            for i in range(req.get("warmup", 2) + req["n"]):
+                text = texts[(start + i) % len(texts)]
+                t0 = clock()
+                logits = self.runner.logits(self.tokenizer.encode([text]))
+                int(logits[0].argmax())
+                if i >= req.get("warmup", 2):
+                    out.append((clock() - t0) / 1e6)
+            return {"ms": out}
+        if op == "stats":
+            return {"peak_rss_bytes": _peak_rss_bytes(), "rss_after_load_bytes": self.rss_after_load,
+                    "load_seconds": self.load_seconds}
+        raise ValueError(f"unknown op {op}")
+
+
+def main(argv: list[str]) -> int:
+    path, runner, threads, texts_file = argv[1], argv[2], int(argv[3]), argv[4]
+    _pin_threads(threads)
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
+    try:
+        worker = Worker(path, runner, threads, texts_file)
+    except Exception as exc:  # reported to the harness, which turns it into a one-line error
+        reply.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        return 1
+    reply.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req.get("op") == "quit":
+            break
+        try:
+            reply.write(json.dumps(worker.handle(req)) + "\n")
+        except Exception as exc:
+            reply.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

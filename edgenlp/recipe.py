@@ -1,0 +1,140 @@
+"""Recipes: a YAML file that says which model, which data, which variants and how to measure them.
+
+    name: minilm-tweets
+    model: minilm
+    data: {source: tweets}
+    variants:
+      - {name: pytorch-fp32, stage: finetune, config: {epochs: 1}}
+      - {name: onnx-fp32, stage: export, parent: pytorch-fp32}
+      - {name: onnx-int8-dynamic, stage: quantize, parent: onnx-fp32}
+    bench: {profiles: [edge-1t, laptop-2t]}
+
+Variants form a tree: each names its parent (none means the source model) and a stage whose typed
+config is checked here, so a typo fails before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from . import stages
+from .bench.harness import BenchSettings
+from .data import DataSpec
+from .errors import EdgeNLPError, RecipeError
+
+
+class VariantSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    stage: str
+    parent: str | None = None
+    """Name of the variant this one is made from; none means the recipe's model."""
+    config: dict[str, Any] = {}
+
+
+class ValidationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    examples: int = Field(64, ge=1)
+    atol: float = Field(1e-3, gt=0)
+    min_label_agreement: float = Field(0.9, ge=0, le=1)
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    model: str = "minilm"
+    data: DataSpec = DataSpec()
+    variants: list[VariantSpec]
+    validation: ValidationSettings = ValidationSettings()
+    bench: BenchSettings = BenchSettings()
+
+    @model_validator(mode="after")
+    def _check_tree(self) -> "Recipe":
+        seen: set[str] = set()
+        for v in self.variants:
+            if v.name in seen:
+                raise ValueError(f"variant '{v.name}' is defined twice")
+            if v.parent is not None and v.parent not in seen:
+                raise ValueError(f"variant '{v.name}' names parent '{v.parent}', which is not defined above it")
+            seen.add(v.name)
+        if self.bench.reference and self.bench.reference not in seen:
+            raise ValueError(f"bench.reference '{self.bench.reference}' is not a variant")
+        return self
+
+    def stage_config(self, variant: VariantSpec):
+        """The variant's config parsed by its stage (finetune inherits the recipe's data)."""
+        stage = stages.get(variant.stage)
+        raw = dict(variant.config)
+        if variant.stage == "finetune":
+            raw.setdefault("data", self.data.model_dump())
+        return stage.Config(**raw)
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "recipe"
+
+
+def _one_line(err: dict, loc: tuple, origin: str) -> str:
+    where = _where(loc)
+    if err["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{loc[-1]}' at {where}: check its spelling against the documented keys"
+    if err["type"] == "missing":
+        return f"{origin}: required key {where} is missing: add it"
+    return f"{origin}: {where}: {err['msg']} (got {err.get('input')!r}): fix that value"
+
+
+def parse(data: dict, origin: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin} must be a YAML mapping (name, model, data, variants, ...)")
+    try:
+        recipe = Recipe(**data)
+        for i, v in enumerate(recipe.variants):
+            try:
+                recipe.stage_config(v)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = ("variants", i, "config", *err["loc"])
+                raise RecipeError(_one_line(err, loc, origin)) from exc
+        return recipe
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise RecipeError(_one_line(err, err["loc"], origin)) from exc
+    except RecipeError:
+        raise
+    except EdgeNLPError as exc:
+        raise RecipeError(f"{origin}: {exc}") from exc
+
+
+def load(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe {path} not found: pass an existing YAML file (see recipes/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(exc).split())[:200]}") from exc
+    return parse(data, str(path))
+
+
+def recipes_dir() -> Path:
+    """`recipes/` of a source checkout, or the copy inside an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "recipes", here / "_recipes"):
+        if candidate.is_dir():
+            return candidate
+    raise RecipeError("the bundled recipes folder is missing: reinstall edgenlp")
+
+
+def default() -> Recipe:
+    return load(recipes_dir() / "default.yaml")

@@ -1,0 +1,1 @@
+"""Renderers of `results.json`: they format what the harness measured and compute nothing new."""

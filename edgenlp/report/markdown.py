@@ -1,0 +1,102 @@
+"""`results.json` -> `report.md`: one table per profile plus the ratios against the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MB = 1e6
+MIB = 2**20
+
+
+def _ms(summary: dict | None, key: str = "p50") -> str:
+    if not summary or key not in summary:
+        return "-"
+    lo, hi = summary.get(f"{key}_ci", [None, None])
+    return f"{summary[key]:.2f}" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else "")
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def render(results: dict) -> str:
+    ref = results["reference"]
+    run = results.get("run", {})
+    env = results["environment"]
+    lines = [f"# edgenlp report: {run.get('recipe', 'benchmark')}", ""]
+    if run:
+        lines += [f"Model `{run.get('model')}`, data `{run.get('data', {}).get('name')}`; "
+                  f"evaluated on {results['eval']['examples']} held-out examples ({results['eval']['name']}). "
+                  f"Reference: `{ref}`.", ""]
+    lines += ["## Accuracy and size", "",
+              "| variant | format | size MB | size vs ref | accuracy % [95% CI] | Δ acc (points) | McNemar p | macro-F1 | agreement with ref | peak RSS MiB |",
+              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for v in results["variants"]:
+        m, r = v["metrics"], v["ratios"]
+        lo, hi = m["accuracy_ci"]
+        mc = m.get("mcnemar_vs_reference", {}).get("p_value")
+        agree = m.get("label_agreement_with_reference")
+        lines.append(
+            f"| {v['name']} | {v.get('format', '?')} {v.get('precision', '')} | {v['size_bytes'] / MB:.1f} | {_x(r['size'])} | "
+            f"{100 * m['accuracy']:.2f} [{100 * lo:.1f}-{100 * hi:.1f}] | {r['accuracy_delta_points']:+.2f} | "
+            f"{'-' if mc is None else f'{mc:.3f}'} | {m['macro_f1']:.4f} | "
+            f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {v['peak_rss_bytes'] / MIB:.0f} |")
+    for p in results["profiles"]:
+        name = p["name"]
+        shapes = [("real" if s == "real" else f"len{s}") for s in p["seq_lengths"]]
+        lines += ["", f"## Latency: profile `{name}` ({p['threads']} thread{'s' if p['threads'] > 1 else ''}, "
+                      f"batch {p['batch_size']})", "",
+                  "p50 ms [95% CI], p90 and p99 ms; speed-up = reference p50 / variant p50.", "",
+                  "| variant | " + " | ".join(f"{s} p50 | {s} p90 | {s} p99 | {s} speed-up" for s in shapes)
+                  + " | end-to-end p50 | throughput seq/s | peak RSS MiB | fits budget |",
+                  "|---|" + "---:|" * (4 * len(shapes) + 4)]
+        for v in results["variants"]:
+            lat = v["latency_ms"].get(name, {})
+            prof = v["profiles"].get(name, {})
+            cells = []
+            for s in shapes:
+                summ = lat.get(s)
+                cells += [_ms(summ), _ms(summ, "p90").split(" ")[0], _ms(summ, "p99").split(" ")[0],
+                          _x(v["ratios"]["speedup_p50"].get(f"{name}/{s}"))]
+            fits = prof.get("fits_memory_budget")
+            tput = prof.get("throughput_seq_per_s")
+            lines.append(f"| {v['name']} | " + " | ".join(cells) + f" | {_ms(prof.get('e2e_ms'))} | "
+                         f"{'-' if tput is None else f'{tput:.0f}'} | {prof.get('peak_rss_bytes', 0) / MIB:.0f} | "
+                         f"{'-' if fits is None else ('yes' if fits else 'NO')} (budget {p.get('memory_budget_mb') or '-'} MiB) |")
+    notes = []
+    for v in results["variants"]:
+        meta = v.get("metadata") or {}
+        if "reason" in meta:
+            notes.append(f"- `{v['name']}`: quantised for **{meta['isa']}** (reduce_range={meta['reduce_range']}, "
+                         f"per_channel={meta['per_channel']}, {meta['activation_type']} activations x "
+                         f"{meta['weight_type']} weights, ops {', '.join(meta['op_types'])}). Why: {meta['reason']}.")
+        if "fusions" in meta:
+            fused = ", ".join(f"{k} x{n}" for k, n in meta["fusions"].items()) or "none"
+            notes.append(f"- `{v['name']}`: fusions applied: {fused}.")
+        val = v.get("validation")
+        if val:
+            if val["check"] == "logits":
+                notes.append(f"- `{v['name']}` validated against `{val['parent']}`: max |Δlogit| "
+                             f"{val['max_abs_logit_diff']:.1e} (tolerance {val['atol']}) on {val['examples']} texts.")
+            else:
+                notes.append(f"- `{v['name']}` validated against `{val['parent']}`: label agreement "
+                             f"{100 * val['label_agreement']:.1f}% (minimum {100 * val['min_label_agreement']:.0f}%) "
+                             f"on {val['examples']} texts.")
+    if notes:
+        lines += ["", "## How the variants were made", "", *notes]
+    cpu = env["cpu"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    lines += ["", "## Environment", "",
+              f"- CPU: {cpu['model']} ({cpu['arch']}, {cpu['logical_cores']} logical cores, INT8 ISA {cpu['isa']}; "
+              f"flags {', '.join(cpu['flags']) or 'none'})",
+              f"- Python {env['python']}; {versions}",
+              f"- Threads: {env['threads_note']}. Each variant and profile ran in its own fresh process; "
+              f"measurements were interleaved over {results['settings']['rounds']} rounds; warm-up excluded.", ""]
+    return "\n".join(lines)
+
+
+def write(results: dict, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(results), encoding="utf-8")
+    tmp.replace(path)
+    return path
