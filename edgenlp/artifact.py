@@ -159,12 +159,14 @@ def build(
     run: Callable[[Path], StageOutput],
     check: Callable[[Artifact], dict[str, Any]] | None = None,
     name: str | None = None,
+    check_settings: dict[str, Any] | None = None,
 ) -> tuple[Artifact, bool]:
     """Make `dest` hold the output of one stage, unless it already does.
 
     Returns the artifact and whether it was reused. `run` writes into an empty work folder; `check`
     (validation against the parent) sees the finished artifact before it is published, and raising
-    there discards it. Nothing is renamed into place until both succeed.
+    there discards it. Nothing is renamed into place until both succeed. A reused artifact whose
+    check ran under other `check_settings` (a tightened tolerance, say) is checked again.
     """
     config_data = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
     artifact_id = stable_id(parent.id, stage_name, config_data)
@@ -172,6 +174,10 @@ def build(
         try:
             existing = Artifact.load(dest)
             if existing.meta.get("id") == artifact_id and existing.verify():
+                if check is not None and existing.meta.get("check_settings") != check_settings:
+                    existing.meta["validation"] = check(existing)
+                    existing.meta["check_settings"] = check_settings
+                    _write_json_atomic(dest / META_FILE, existing.meta)
                 return existing, True
         except ArtifactError:
             pass
@@ -202,6 +208,7 @@ def build(
         artifact = Artifact(path=work, meta=meta)
         if check is not None:
             meta["validation"] = check(artifact)
+            meta["check_settings"] = check_settings
         _write_json_atomic(work / META_FILE, meta)
         if dest.exists():
             old = dest.parent / f".{dest.name}.old-{os.getpid()}"

@@ -11,6 +11,7 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import progress
 from .errors import EdgeNLPError
@@ -40,7 +41,7 @@ def _guarded(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EdgeNLPError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             err_console.print("interrupted: finished variants are kept; rerun to continue")
@@ -50,7 +51,8 @@ def _guarded(fn: Callable) -> Callable:
         except Exception as exc:
             log = Path("edgenlp-error.log").resolve()
             log.write_text(traceback.format_exc())
-            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            first_line = escape(str(exc).splitlines()[0]) if str(exc) else ""
+            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {first_line} "
                               f"(a bug: traceback written to {log}; please report it)", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
@@ -144,12 +146,14 @@ def bench(
     iterations: int = typer.Option(200, help="Timed inferences per candidate, profile and length."),
     max_eval_examples: Optional[int] = typer.Option(None),
     runner: Optional[str] = typer.Option(None, help="Run every path with this runner: onnx, pytorch or module:Class."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of a data file."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of a data file."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Measure any models side by side under target profiles; writes results.json and report.md."""
     _setup(verbose)
     from . import data as data_module
-    from .artifact import write_json_atomic
+    from .artifact import Artifact, write_json_atomic
     from .bench import profiles as profile_module
     from .bench.harness import BenchSettings, Candidate, EvalSet, measure
     from .bench.runners import detect_format
@@ -162,7 +166,9 @@ def bench(
             raise EdgeNLPError(f"{p} does not exist: pass a model folder, a variant folder or an .onnx file")
         name = p.stem if p.is_file() else p.name
         candidates.append(Candidate(name=name, path=p.resolve(), runner=runner or detect_format(p)))
-    dataset = data_module.load(data)
+    dataset = data_module.load(data_module.DataSpec(source=data, text_column=text_column, label_column=label_column))
+    model_dir = candidates[0].path if candidates[0].path.is_dir() else candidates[0].path.parent
+    dataset = dataset.aligned_to(Artifact(model_dir).labels())
     settings = BenchSettings(profiles=profiles, iterations=iterations, reference=reference,
                              max_eval_examples=max_eval_examples)
     results = measure(candidates, EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels,

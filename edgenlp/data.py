@@ -87,6 +87,21 @@ class ClassificationData:
     validation: Split
     test: Split
 
+    def aligned_to(self, model_labels: list[str]) -> "ClassificationData":
+        """The same data with label ids in the model's order (a model's id2label need not be sorted)."""
+        if not model_labels or model_labels == self.labels:
+            return self
+        if sorted(model_labels) != sorted(self.labels):
+            raise DataError(f"the model predicts {model_labels} but the data has labels {self.labels}: "
+                            "benchmark it on data with the same labels")
+        new_id = [model_labels.index(name) for name in self.labels]
+
+        def remap(split: Split) -> Split:
+            return Split(split.texts, [new_id[y] for y in split.labels])
+
+        return ClassificationData(self.name, list(model_labels), remap(self.train), remap(self.validation),
+                                  remap(self.test))
+
     def describe(self) -> dict:
         return {"name": self.name, "labels": self.labels,
                 "sizes": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}}

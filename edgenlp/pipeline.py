@@ -60,7 +60,8 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.Classific
             artifact, was_reused = build(
                 out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,
                 run=lambda work, stage=stage, parent=parent, config=config: stage.run(parent, config, work),
-                check=None if spec.stage == "finetune" else check, name=spec.name)
+                check=None if spec.stage == "finetune" else check, name=spec.name,
+                check_settings=recipe.validation.model_dump())
         except EdgeNLPError as exc:
             done = ", ".join(built) or "none"
             raise type(exc)(f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {done}]") from exc

@@ -71,6 +71,9 @@ class Worker:
                 self._encoded[shape] = [self.tokenizer.encode([t]) for t in self.texts]
             else:
                 length, n = int(shape), len(self.texts)
+                if length > self.tokenizer.max_length:
+                    raise ValueError(f"the profile asks for {length} tokens but this model takes at most "
+                                     f"{self.tokenizer.max_length}: lower the profile's seq_lengths")
                 packed = []
                 for i in range(n):
                     parts, j = [self.texts[i]], i

@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny random BERT classifier and a small labelled data set, built in seconds."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+POSITIVE = ["good", "great", "happy", "love", "excellent", "nice", "fun", "best"]
+NEGATIVE = ["bad", "awful", "sad", "hate", "terrible", "poor", "boring", "worst"]
+FILLER = ["the", "movie", "was", "really", "a", "film", "plot", "this", "very", "quite"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label else NEGATIVE) for _ in range(2)]
+        rng.shuffle(words)
+        rows.append({"review": " ".join(words) + f" {i}", "sentiment": "pos" if label else "neg"})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT base model (not fine-tuned) with a real WordPiece tokenizer.json."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB + [str(i) for i in range(10)]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=64)
+    config = BertConfig(vocab_size=len(VOCAB) + 10, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["review", "sentiment"])
+        writer.writeheader()
+        writer.writerows(make_rows(240))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tiny_bert, tiny_csv) -> dict:
+    return {
+        "name": "tiny",
+        "model": str(tiny_bert),
+        "data": {"source": str(tiny_csv), "text_column": "review", "label_column": "sentiment"},
+        "variants": [
+            {"name": "pytorch-fp32", "stage": "finetune",
+             "config": {"max_steps": 30, "batch_size": 16, "eval_every": 10, "learning_rate": 1e-3, "max_length": 32}},
+            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+            {"name": "onnx-fp32-opt", "stage": "optimize-graph", "parent": "onnx-fp32"},
+            {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
+        ],
+        "validation": {"examples": 16, "min_label_agreement": 0.5},
+        "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real", 32], "memory_budget_mb": 512}], "iterations": 10, "rounds": 2, "warmup": 1, "throughput_batches": 2,
+                  "bootstrap": 200, "reference": "pytorch-fp32"},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_recipe, tmp_path_factory):
+    """One full pipeline run on the tiny model, shared by the tests that inspect its outputs."""
+    from edgenlp import pipeline, recipe
+
+    out = tmp_path_factory.mktemp("run")
+    return pipeline.run(recipe.parse(tiny_recipe), out)

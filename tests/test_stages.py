@@ -1,0 +1,91 @@
+"""Every stage on the tiny model, through the shared pipeline run and on its own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgenlp import models, stages, validate
+from edgenlp.artifact import Artifact, build
+from edgenlp.errors import ArtifactError, RecipeError, ValidationFailed
+
+
+def test_finetune_writes_checkpoint_and_training_log(tiny_run):
+    art = tiny_run.variants["pytorch-fp32"]
+    assert art.format == "pytorch" and art.task == "text-classification"
+    assert art.labels() == ["neg", "pos"]
+    log = json.loads((art.path / "training_log.json").read_text())
+    assert len(log["steps"]) == 30 and log["evals"] and log["best_step"] > 0
+    assert {"accuracy", "macro_f1", "loss"} <= set(log["evals"][0])
+
+
+def test_export_matches_pytorch_logits(tiny_run):
+    art = tiny_run.variants["onnx-fp32"]
+    assert art.format == "onnx" and art.meta["validation"]["passed"]
+    assert art.meta["validation"]["max_abs_logit_diff"] < 1e-3
+    assert {"input_ids", "attention_mask"} <= set(art.meta["metadata"]["inputs"])
+
+
+def test_graph_optimisation_reports_fusions(tiny_run):
+    fusions = tiny_run.variants["onnx-fp32-opt"].meta["metadata"]["fusions"]
+    assert fusions.get("Attention", 0) == 2 and fusions.get("SkipLayerNormalization", 0) >= 2
+
+
+def test_quantize_int8_matmuls_and_embeddings(tiny_run):
+    art = tiny_run.variants["onnx-int8-dynamic"]
+    meta = art.meta["metadata"]
+    assert art.precision == "int8" and meta["isa"] in stages.get("quantize").ISAS and meta["reason"]
+    graph = onnx.load(str(art.onnx_path)).graph
+    eight_bit = {t.name for t in graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    assert "bert.embeddings.word_embeddings.weight_quantized" in eight_bit, "the embedding table must be quantised"
+    assert sum("MatMul" in n and n.endswith("_quantized") for n in eight_bit) == 2 * 6  # 6 weight MatMuls a layer
+    assert meta["quantized_nodes"]["MatMulInteger"] >= 12
+
+
+@pytest.mark.parametrize("isa, reduce_range", [("avx2", True), ("avx512_vnni", False), ("arm64", False), ("generic", True)])
+def test_quantize_settings_follow_the_instruction_set(isa, reduce_range):
+    quantize = stages.get("quantize")
+    assert quantize.resolve(quantize.Config(isa=isa)).reduce_range is reduce_range
+    assert quantize.resolve(quantize.Config(isa=isa, reduce_range=not reduce_range)).reduce_range is not reduce_range
+
+
+def test_validation_rejects_a_wrong_fp32_model(tiny_run, tiny_bert):
+    parent = tiny_run.variants["pytorch-fp32"]
+    wrong = tiny_run.variants["onnx-int8-dynamic"]
+    fake_fp32 = Artifact(path=wrong.path, meta={**wrong.meta, "precision": "fp32"})
+    with pytest.raises(ValidationFailed, match="FP32 logits differ"):
+        validate.against_parent(parent, fake_fp32, ["good movie", "bad film"] * 8, validate.Tolerance(atol=1e-9))
+
+
+def test_stages_refuse_the_wrong_input_format(tiny_run, tmp_path):
+    torch_art = tiny_run.variants["pytorch-fp32"]
+    with pytest.raises(ArtifactError, match="needs an ONNX variant"):
+        stages.get("quantize").run(torch_art, stages.get("quantize").Config(), tmp_path)
+    with pytest.raises(ArtifactError, match="already int8"):
+        stages.get("quantize").run(tiny_run.variants["onnx-int8-dynamic"], stages.get("quantize").Config(), tmp_path)
+
+
+def test_unknown_stage_is_a_recipe_error():
+    with pytest.raises(RecipeError, match="unknown stage 'prune-it'"):
+        stages.get("prune-it")
+
+
+def test_export_of_a_base_model_asks_for_finetuning(tiny_bert, tmp_path):
+    source = models.resolve(str(tiny_bert))
+    with pytest.raises(ArtifactError, match="fine-tune it"):
+        build(tmp_path / "x", source, "export", {}, run=lambda w: stages.get("export").run(source, stages.get("export").Config(), w))
+
+
+def test_runtime_classifier_agrees_with_pytorch(tiny_run):
+    from edgenlp.bench.runners import PytorchRunner
+    from edgenlp.runtime import TextClassifier
+
+    clf = TextClassifier(tiny_run.variants["onnx-fp32"].path)
+    texts = ["the movie was great", "awful boring plot", "ünïcödé ✓ \ufffd"]
+    out = clf.classify(texts)
+    assert [o["label"] for o in out][:2] and all(0 <= o["score"] <= 1 for o in out)
+    torch_logits = PytorchRunner(tiny_run.variants["pytorch-fp32"].path, 1).logits(clf.tokenizer.encode(texts))
+    np.testing.assert_allclose(clf.logits(clf.tokenizer.encode(texts)), torch_logits, atol=1e-4)
