@@ -1,0 +1,157 @@
+"""Choosing among measured variants: the Pareto front, constraint-based selection and CI gates.
+
+Everything here reads an `edgenlp.results/1` document and adds `selection` and `gates` to it; it
+measures nothing. Latency means batch-1 p50 on the evaluation data's real lengths under the first
+profile (the primary one) unless a gate names another.
+
+Gate syntax (`--fail-if`): terms `METRIC[@PROFILE] OP NUMBER` joined by `or` / `and` (`and` binds
+tighter), e.g. `accuracy_drop>1.0 or p90_ms>20 or size_mb>30`. Metrics: accuracy (%), accuracy_drop
+(points below the reference), macro_f1, p50_ms / p90_ms / p99_ms (real lengths), p50_ms_lenN etc.
+(N tokens), e2e_p50_ms, size_mb, peak_rss_mb, speedup (reference p50 / variant p50).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import BenchError
+
+MB = 1e6
+MIB = 2**20
+OPERATORS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__,
+             "==": float.__eq__, "!=": float.__ne__}
+_TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:@([\w.\-]+))?\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+_LATENCY = re.compile(r"^(e2e_)?p(50|90|99)_ms(?:_len(\d+))?$")
+PLAIN_METRICS = ("accuracy", "accuracy_drop", "macro_f1", "size_mb", "peak_rss_mb", "speedup")
+
+
+def _primary(results: dict) -> str:
+    return results["profiles"][0]["name"]
+
+
+def metric(results: dict, variant: dict, name: str, profile: str | None = None) -> float:
+    """One number of one variant, by the names that gates and selection use."""
+    profile = profile or _primary(results)
+    if profile not in variant["latency_ms"]:
+        raise BenchError(f"profile '{profile}' was not measured (measured: {', '.join(variant['latency_ms'])})")
+    ref = next(v for v in results["variants"] if v["name"] == results["reference"])
+    if name == "accuracy":
+        return 100.0 * variant["metrics"]["accuracy"]
+    if name == "accuracy_drop":
+        return 100.0 * (ref["metrics"]["accuracy"] - variant["metrics"]["accuracy"])
+    if name == "macro_f1":
+        return variant["metrics"]["macro_f1"]
+    if name == "size_mb":
+        return variant["size_bytes"] / MB
+    if name == "peak_rss_mb":
+        return variant["profiles"][profile]["peak_rss_bytes"] / MIB
+    if name == "speedup":
+        return variant["ratios"]["speedup_p50"].get(f"{profile}/real", float("nan"))
+    match = _LATENCY.match(name)
+    if match:
+        e2e, pct, length = match.groups()
+        if e2e:
+            return variant["profiles"][profile]["e2e_ms"][f"p{pct}"]
+        shape = f"len{length}" if length else "real"
+        if shape not in variant["latency_ms"][profile]:
+            raise BenchError(f"{name}: length {length} was not measured under profile {profile}")
+        return variant["latency_ms"][profile][shape][f"p{pct}"]
+    raise BenchError(f"unknown metric '{name}': use one of {', '.join(PLAIN_METRICS)}, p50_ms, p90_ms, p99_ms, "
+                     "p90_ms_len128, e2e_p50_ms")
+
+
+@dataclass(frozen=True)
+class Term:
+    metric: str
+    profile: str | None
+    op: str
+    threshold: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}{'@' + self.profile if self.profile else ''}{self.op}{self.threshold:g}"
+
+
+def parse_gates(expression: str) -> list[list[Term]]:
+    """`a>1 or b>2 and c<3` -> [[a>1], [b>2, c<3]] (any group whose terms all hold fails the gate)."""
+    groups = []
+    for group in re.split(r"\s+or\s+", expression.strip()):
+        terms = []
+        for text in re.split(r"\s+and\s+", group):
+            match = _TERM.match(text)
+            if not match:
+                raise BenchError(f"gate term '{text.strip()}' is not METRIC OP NUMBER (e.g. p90_ms>20): fix --fail-if")
+            name, profile, op, number = match.groups()
+            if name not in PLAIN_METRICS and not _LATENCY.match(name):
+                raise BenchError(f"unknown metric '{name}' in --fail-if: use one of {', '.join(PLAIN_METRICS)}, "
+                                 "p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms")
+            terms.append(Term(name, profile, op, float(number)))
+        groups.append(terms)
+    if not groups or not groups[0]:
+        raise BenchError("--fail-if is empty: give a condition such as 'accuracy_drop>1.0 or p90_ms>20'")
+    return groups
+
+
+def evaluate_gates(results: dict, expression: str, variant_name: str | None = None) -> dict:
+    groups = parse_gates(expression)
+    name = variant_name or (results.get("selection") or {}).get("selected") or results["reference"]
+    variant = next((v for v in results["variants"] if v["name"] == name), None)
+    if variant is None:
+        raise BenchError(f"gate variant '{name}' is not among the measured variants")
+    checked, failed = [], False
+    for terms in groups:
+        group_hits = []
+        for t in terms:
+            value = metric(results, variant, t.metric, t.profile)
+            hit = OPERATORS[t.op](float(value), t.threshold)
+            checked.append({"term": str(t), "value": value, "triggered": hit})
+            group_hits.append(hit)
+        failed = failed or all(group_hits)
+    return {"expression": expression, "variant": name, "failed": failed, "terms": checked}
+
+
+def verdict_line(gates: dict) -> str:
+    parts = [f"{t['term']} ({t['value']:.3g}{' TRIGGERED' if t['triggered'] else ''})" for t in gates["terms"]]
+    state = "FAILED" if gates["failed"] else "passed"
+    return f"gate {state} for {gates['variant']}: " + "; ".join(parts)
+
+
+def pareto_front(results: dict, profile: str | None = None) -> list[str]:
+    """Variants no other beats on accuracy, p50 latency and size at once."""
+    points = {v["name"]: (metric(results, v, "accuracy", profile), metric(results, v, "p50_ms", profile),
+                          v["size_bytes"]) for v in results["variants"]}
+
+    def dominates(a, b):
+        return a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2] and a != b
+
+    return [n for n, p in points.items() if not any(dominates(q, p) for m, q in points.items() if m != n)]
+
+
+def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms: float | None = None,
+           max_size_mb: float | None = None, profile: str | None = None) -> dict:
+    """The fastest variant within the limits (ties: the smaller); None if nothing qualifies."""
+    profile = profile or _primary(results)
+    feasible, rejected = [], {}
+    for v in results["variants"]:
+        why = []
+        if max_accuracy_drop is not None and metric(results, v, "accuracy_drop", profile) > max_accuracy_drop:
+            why.append(f"accuracy drop {metric(results, v, 'accuracy_drop', profile):.2f} > {max_accuracy_drop}")
+        if max_latency_ms is not None and metric(results, v, "p50_ms", profile) > max_latency_ms:
+            why.append(f"p50 {metric(results, v, 'p50_ms', profile):.2f} ms > {max_latency_ms}")
+        if max_size_mb is not None and v["size_bytes"] / MB > max_size_mb:
+            why.append(f"size {v['size_bytes'] / MB:.1f} MB > {max_size_mb}")
+        if why:
+            rejected[v["name"]] = "; ".join(why)
+        else:
+            feasible.append(v)
+    feasible.sort(key=lambda v: (metric(results, v, "p50_ms", profile), v["size_bytes"]))
+    return {
+        "profile": profile,
+        "objective": "lowest p50 latency at real lengths, then smallest size",
+        "constraints": {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms,
+                        "max_size_mb": max_size_mb},
+        "pareto_front": pareto_front(results, profile),
+        "feasible": [v["name"] for v in feasible],
+        "rejected": rejected,
+        "selected": feasible[0]["name"] if feasible else None,
+    }
