@@ -59,6 +59,39 @@ def _guarded(fn: Callable) -> Callable:
     return wrapper
 
 
+def _selection(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if):
+    """The recipe's (or a previous run's) selection settings with the command-line flags on top."""
+    from .bench.selection import parse_gates
+    from .recipe import SelectionSettings
+
+    if fail_if:
+        parse_gates(fail_if)  # a typo fails now, not after minutes of measuring
+    flags = {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms,
+             "max_size_mb": max_size_mb, "fail_if": fail_if}
+    return (base or SelectionSettings()).model_copy(update={k: v for k, v in flags.items() if v is not None})
+
+
+def _conclude(results: dict, out_dir: Path) -> None:
+    from .bench.selection import verdict_line
+
+    console = Console()
+    selected = (results.get("selection") or {}).get("selected")
+    console.print(f"selected: {selected or 'none meets the limits'}", highlight=False)
+    console.print(f"results: {out_dir / 'results.json'}\nreport:  {out_dir / 'report.md'}, {out_dir / 'report.html'}",
+                  highlight=False)
+    gates = results.get("gates")
+    if gates:
+        err_console.print(escape(verdict_line(gates)), highlight=False, soft_wrap=True)
+        if gates["failed"]:
+            raise typer.Exit(1)
+
+
+MAX_DROP = typer.Option(None, "--max-accuracy-drop", help="Selection: accuracy points a variant may lose against the reference.")
+MAX_LATENCY = typer.Option(None, "--max-latency-ms", help="Selection: p50 ms limit (first profile, real lengths).")
+MAX_SIZE = typer.Option(None, "--max-size-mb", help="Selection: size limit in MB.")
+FAIL_IF = typer.Option(None, "--fail-if", help="Gate on the selected variant, e.g. 'accuracy_drop>1.0 or p90_ms>20 or size_mb>30'; exit 1 when it holds.")
+
+
 @app.command()
 @_guarded
 def optimize(
@@ -69,6 +102,10 @@ def optimize(
     text_column: Optional[str] = typer.Option(None, help="Text column of a data file."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a data file."),
     no_bench: bool = typer.Option(False, "--no-bench", help="Build and validate the variants, skip the benchmark."),
+    max_accuracy_drop: Optional[float] = MAX_DROP,
+    max_latency_ms: Optional[float] = MAX_LATENCY,
+    max_size_mb: Optional[float] = MAX_SIZE,
+    fail_if: Optional[str] = FAIL_IF,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fine-tune (if needed), export, optimise, quantise, validate and benchmark every variant."""
@@ -77,6 +114,8 @@ def optimize(
     from . import recipe as recipe_module
 
     recipe = recipe_module.load(recipe_file) if recipe_file else recipe_module.default()
+    recipe = recipe.model_copy(update={"selection": _selection(recipe.selection, max_accuracy_drop, max_latency_ms,
+                                                               max_size_mb, fail_if)})
     updates: dict = {}
     if model:
         updates["model"] = model
@@ -85,16 +124,16 @@ def optimize(
                                                          {"source": data, "text_column": text_column,
                                                           "label_column": label_column}.items() if v})
     if updates:
-        recipe = recipe_module.parse({**recipe.model_dump(mode="json", exclude_unset=False), **{
+        recipe = recipe_module.parse({**recipe.model_dump(mode="json"), **{
             k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in updates.items()}}, "recipe")
     out_dir = out or Path("runs") / recipe.name
     outcome = pipeline.run(recipe, out_dir, bench=not no_bench)
     console = Console()
     for name in outcome.variants:
         state = "reused" if name in outcome.reused else "built"
-        console.print(f"  {name:<24} {state:<7} {outcome.variants[name].path}")
+        console.print(f"  {name:<24} {state:<7} {outcome.variants[name].path}", highlight=False)
     if outcome.results:
-        console.print(f"results: {out_dir / 'results.json'}\nreport:  {out_dir / 'report.md'}")
+        _conclude(outcome.results, out_dir)
 
 
 @app.command()
@@ -148,17 +187,22 @@ def bench(
     runner: Optional[str] = typer.Option(None, help="Run every path with this runner: onnx, pytorch or module:Class."),
     text_column: Optional[str] = typer.Option(None, help="Text column of a data file."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a data file."),
+    max_accuracy_drop: Optional[float] = MAX_DROP,
+    max_latency_ms: Optional[float] = MAX_LATENCY,
+    max_size_mb: Optional[float] = MAX_SIZE,
+    fail_if: Optional[str] = FAIL_IF,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Measure any models side by side under target profiles; writes results.json and report.md."""
     _setup(verbose)
     from . import data as data_module
-    from .artifact import Artifact, write_json_atomic
+    from .artifact import Artifact
     from .bench import profiles as profile_module
     from .bench.harness import BenchSettings, Candidate, EvalSet, measure
     from .bench.runners import detect_format
-    from .report import markdown
+    from .pipeline import publish
 
+    selection = _selection(None, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)
     profiles = [profile_module.load(p) for p in profile]
     candidates = []
     for p in paths:
@@ -173,19 +217,23 @@ def bench(
                              max_eval_examples=max_eval_examples)
     results = measure(candidates, EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels,
                                           name=f"{dataset.name}/test"), settings, out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", results)
-    markdown.write(results, out / "report.md")
-    Console().print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}")
+    _conclude(publish(results, out, selection), out)
 
 
 @app.command()
 @_guarded
-def report(run_dir: Path = typer.Argument(..., help="A run folder holding results.json.")) -> None:
-    """Render results.json of a run into report.md."""
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder holding results.json."),
+    max_accuracy_drop: Optional[float] = MAX_DROP,
+    max_latency_ms: Optional[float] = MAX_LATENCY,
+    max_size_mb: Optional[float] = MAX_SIZE,
+    fail_if: Optional[str] = FAIL_IF,
+) -> None:
+    """Render results.json of a run into report.md and report.html (re-selecting and gating if asked)."""
     import json
 
-    from .report import markdown
+    from .pipeline import publish
+    from .recipe import SelectionSettings
 
     results_path = run_dir / "results.json"
     if not results_path.exists():
@@ -194,7 +242,11 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder holding result
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as exc:
         raise EdgeNLPError(f"{results_path} is not valid JSON ({exc.msg}): rerun the benchmark") from exc
-    Console().print(f"report: {markdown.write(results, run_dir / 'report.md')}")
+    previous = results.get("selection") or {}
+    base = SelectionSettings(**(previous.get("constraints") or {}),
+                             fail_if=(results.get("gates") or {}).get("expression"))
+    _conclude(publish(results, run_dir, _selection(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)),
+              run_dir)
 
 
 def main() -> None:

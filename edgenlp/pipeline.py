@@ -14,10 +14,11 @@ from pathlib import Path
 from . import data as data_module
 from . import models, stages, validate
 from .artifact import Artifact, build, write_json_atomic
+from .bench import selection
 from .bench.harness import Candidate, EvalSet, measure
 from .errors import EdgeNLPError
-from .recipe import Recipe
-from .report import markdown
+from .recipe import Recipe, SelectionSettings
+from .report import html, markdown
 
 log = logging.getLogger(__name__)
 VARIANTS_DIR = "variants"
@@ -100,6 +101,17 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
         results = measure(candidates_of(variants), eval_set, recipe.bench, out_dir / "bench")
         results["run"] = {"recipe": recipe.name, "model": recipe.model, "data": dataset.describe()}
         results["training"] = training_logs(variants)
-        write_json_atomic(out_dir / "results.json", results)
-        markdown.write(results, out_dir / "report.md")
+        publish(results, out_dir, recipe.selection)
     return RunOutcome(out_dir, variants, reused, results)
+
+
+def publish(results: dict, out_dir: Path, selection_settings: SelectionSettings | None = None) -> dict:
+    """Add the selection (and the gate verdict), then write results.json, report.md and report.html."""
+    s = selection_settings or SelectionSettings()
+    results["selection"] = selection.select(results, s.max_accuracy_drop, s.max_latency_ms, s.max_size_mb)
+    results["gates"] = selection.evaluate_gates(results, s.fail_if) if s.fail_if else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "results.json", results)
+    markdown.write(results, out_dir / "report.md")
+    html.write(results, out_dir / "report.html")
+    return results

@@ -45,6 +45,19 @@ class ValidationSettings(BaseModel):
     min_label_agreement: float = Field(0.9, ge=0, le=1)
 
 
+class SelectionSettings(BaseModel):
+    """Which variant to recommend, and when to fail (for users who run edgenlp in their own CI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_accuracy_drop: float | None = Field(None, ge=0)
+    """Points of accuracy a variant may lose against the reference."""
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_size_mb: float | None = Field(None, gt=0)
+    fail_if: str | None = None
+    """Gate on the selected variant, e.g. `accuracy_drop>1.0 or p90_ms>20 or size_mb>30`."""
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -55,6 +68,7 @@ class Recipe(BaseModel):
     variants: list[VariantSpec]
     validation: ValidationSettings = ValidationSettings()
     bench: BenchSettings = BenchSettings()
+    selection: SelectionSettings = SelectionSettings()
 
     @model_validator(mode="after")
     def _check_tree(self) -> "Recipe":
@@ -67,6 +81,10 @@ class Recipe(BaseModel):
             seen.add(v.name)
         if self.bench.reference and self.bench.reference not in seen:
             raise ValueError(f"bench.reference '{self.bench.reference}' is not a variant")
+        if self.selection.fail_if:
+            from .bench.selection import parse_gates
+
+            parse_gates(self.selection.fail_if)
         return self
 
     def stage_config(self, variant: VariantSpec):

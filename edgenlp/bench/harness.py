@@ -267,6 +267,8 @@ def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, set
             "params": parameter_count(c.path),
             "metrics": metrics,
             "latency_ms": latency,
+            "latency_samples_ms": {p.name: {k: [round(x, 4) for x in v] for k, v in r["profiles"][p.name]["latency"].items()}
+                                   for p in profiles},
             "profiles": per_profile,
             "peak_rss_bytes": per_profile[profiles[0].name]["peak_rss_bytes"],
         })

@@ -28,6 +28,19 @@ def render(results: dict) -> str:
         lines += [f"Model `{run.get('model')}`, data `{run.get('data', {}).get('name')}`; "
                   f"evaluated on {results['eval']['examples']} held-out examples ({results['eval']['name']}). "
                   f"Reference: `{ref}`.", ""]
+    sel = results.get("selection")
+    if sel:
+        limits = ", ".join(f"{k} {v}" for k, v in sel["constraints"].items() if v is not None) or "none"
+        lines += [f"**Selected: `{sel['selected'] or 'none meets the limits'}`** ({sel['objective']} under "
+                  f"profile `{sel['profile']}`; limits: {limits}). Pareto front (accuracy, latency, size): "
+                  + ", ".join(f"`{n}`" for n in sel["pareto_front"]) + "."]
+        lines += [f"- `{n}` rejected: {why}" for n, why in sel["rejected"].items()]
+        lines.append("")
+    gates = results.get("gates")
+    if gates:
+        lines += [f"**Gate {'FAILED' if gates['failed'] else 'passed'}** for `{gates['variant']}` "
+                  f"(`{gates['expression']}`): " + "; ".join(
+                      f"{t['term']} = {t['value']:.3g}{' (triggered)' if t['triggered'] else ''}" for t in gates["terms"]), ""]
     lines += ["## Accuracy and size", "",
               "| variant | format | size MB | size vs ref | accuracy % [95% CI] | Δ acc (points) | McNemar p | macro-F1 | agreement with ref | peak RSS MiB |",
               "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
@@ -36,8 +49,9 @@ def render(results: dict) -> str:
         lo, hi = m["accuracy_ci"]
         mc = m.get("mcnemar_vs_reference", {}).get("p_value")
         agree = m.get("label_agreement_with_reference")
+        mark = " (selected)" if sel and v["name"] == sel["selected"] else ""
         lines.append(
-            f"| {v['name']} | {v.get('format', '?')} {v.get('precision', '')} | {v['size_bytes'] / MB:.1f} | {_x(r['size'])} | "
+            f"| {v['name']}{mark} | {v.get('format', '?')} {v.get('precision', '')} | {v['size_bytes'] / MB:.1f} | {_x(r['size'])} | "
             f"{100 * m['accuracy']:.2f} [{100 * lo:.1f}-{100 * hi:.1f}] | {r['accuracy_delta_points']:+.2f} | "
             f"{'-' if mc is None else f'{mc:.3f}'} | {m['macro_f1']:.4f} | "
             f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {v['peak_rss_bytes'] / MIB:.0f} |")

@@ -1,0 +1,33 @@
+"""`results.json` -> one self-contained `report.html` (tables and embedded PNG plots, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from . import plots
+
+MB = 1e6
+MIB = 2**20
+
+
+def render(results: dict) -> str:
+    env = Environment(loader=PackageLoader("edgenlp.report", "templates"), autoescape=select_autoescape(["html"]))
+    figures = [
+        ("Accuracy against latency, with the Pareto front", plots.accuracy_vs_latency(results)),
+        ("Size on disk", plots.sizes(results)),
+        ("Latency distributions (batch 1)", plots.latency_distributions(results)),
+        ("Confusion matrices", plots.confusion_matrices(results)),
+        ("Precision-recall curves (one vs rest)", plots.pr_curves(results)),
+        ("Training", plots.training_curves(results)),
+    ]
+    return env.get_template("report.html.j2").render(
+        r=results, figures=[(title, png) for title, png in figures if png], MB=MB, MIB=MIB)
+
+
+def write(results: dict, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render(results), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,57 @@
+"""The HTML report is self-contained and its plots draw in a real (headless) browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from edgenlp.cli import app
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_html_report_is_self_contained(tiny_run):
+    page = (tiny_run.out_dir / "report.html").read_text()
+    assert page.count('<img class="plot"') >= 5
+    assert not re.search(r'src="(?!data:)', page), "every image must be embedded"
+    assert "http://" not in page and "https://" not in page
+    for name in tiny_run.variants:
+        assert name in page
+    assert "avx" in page or "arm64" in page or "generic" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_plots_render_in_headless_chromium(tiny_run, tmp_path):
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+         (tiny_run.out_dir / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    match = re.search(r'data-plots="(\d+)/(\d+)"', result.stdout)
+    assert match, result.stderr[-2000:]
+    drawn, total = map(int, match.groups())
+    assert total >= 5 and drawn == total
+
+
+def test_report_command_reselects_and_gates(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run.out_dir / "results.json", run / "results.json")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["report", str(run), "--max-size-mb", "1000", "--fail-if", "size_mb>1000"])
+    assert ok.exit_code == 0, ok.output
+    assert "gate passed" in " ".join(ok.output.split())
+    failed = runner.invoke(app, ["report", str(run), "--fail-if", "size_mb>0.001 or accuracy_drop>50"])
+    assert failed.exit_code == 1
+    assert "gate FAILED" in " ".join(failed.output.split()) and "TRIGGERED" in failed.output
+    results = json.loads((run / "results.json").read_text())
+    assert results["gates"]["failed"] and results["selection"]["selected"]
+    assert (run / "report.html").exists() and "Gate FAILED" in (run / "report.md").read_text()
+    typo = runner.invoke(app, ["report", str(run), "--fail-if", "sizemb>1"])
+    assert typo.exit_code == 2 and "unknown metric 'sizemb'" in typo.output
