@@ -21,10 +21,12 @@ def test_results_follow_the_documented_schema(tiny_run):
             assert summary["p50"] <= summary["p90"] <= summary["p99"]
         assert v["profiles"]["tiny-1t"]["throughput_seq_per_s"] > 0
         assert "speedup_p50" in v["ratios"] and "accuracy_delta_points" in v["ratios"]
+        assert v["params"] > 0 and 0 < v["macs"]["real_mean"] < v["macs"]["len32"]
     int8 = results["variants"][-1]
     assert int8["ratios"]["size"] == int8["size_bytes"] / results["variants"][0]["size_bytes"]
     assert "mcnemar_vs_reference" in int8["metrics"]
     assert results["environment"]["cpu"]["isa"]
+    assert 3 < results["eval"]["mean_tokens"] < 32
 
 
 def test_onnx_workers_do_not_pay_for_torch(tiny_run):

@@ -28,3 +28,18 @@ def test_classification_metrics():
     m = stats.classification_metrics([0, 1, 1, 2], [0, 1, 2, 2], 3, n_boot=200)
     assert m["accuracy"] == 0.75 and m["confusion_matrix"][1] == [0, 1, 1]
     assert m["accuracy_ci"][0] <= 0.75 <= m["accuracy_ci"][1]
+
+
+def test_encoder_macs_match_a_hand_count(tmp_path):
+    import json
+
+    from edgenlp.bench.harness import encoder_macs
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bert", "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 8, "id2label": {"0": "a", "1": "b"}, "pruned_heads": {"0": [1]}}))
+    # one head of dim 2 left: qkv 3*L*4*2, scores+context 2*L*L*2, out L*2*4, ffn 2*L*4*8, pooler 16, classifier 8
+    L = 3
+    assert encoder_macs(tmp_path, L) == 3 * L * 4 * 2 + 2 * L * L * 2 + L * 2 * 4 + 2 * L * 4 * 8 + 16 + 8
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    assert encoder_macs(tmp_path, L) is None

@@ -107,6 +107,31 @@ def parameter_count(path: Path) -> int | None:
     return None
 
 
+def encoder_macs(path: Path, length: float) -> int | None:
+    """Multiply-accumulates of one BERT-family classification pass over `length` tokens, from config.json.
+
+    Counts the matrix products (projections, attention scores and context, feed-forward, pooler,
+    classifier); element-wise work is left out. Pruned heads are honoured. None for other models.
+    """
+    folder = path if path.is_dir() else path.parent
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        return None
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") not in ("bert", "roberta", "distilbert", "xlm-roberta", "electra"):
+        return None
+    h, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads, inter = config["num_attention_heads"], config["intermediate_size"]
+    head_dim = h // heads
+    pruned = {int(k): len(v) for k, v in (config.get("pruned_heads") or {}).items()}
+    total = 0.0
+    for layer in range(layers):
+        a = (heads - pruned.get(layer, 0)) * head_dim
+        total += 3 * length * h * a + 2 * length * length * a + length * a * h + 2 * length * h * inter
+    total += h * h + h * max(1, len(config.get("id2label") or {}) or 2)
+    return int(total)
+
+
 class _WorkerProcess:
     def __init__(self, candidate: Candidate, profile: Profile, texts_file: Path, log_dir: Path):
         self.candidate, self.profile = candidate, profile
@@ -265,6 +290,8 @@ def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, set
             **c.info,
             "size_bytes": model_size_bytes(c.path),
             "params": parameter_count(c.path),
+            "macs": {"real_mean": encoder_macs(c.path, r["profiles"][profiles[0].name]["process"]["mean_tokens"]),
+                     **{f"len{L}": encoder_macs(c.path, L) for p in profiles for L in p.seq_lengths if L != "real"}},
             "metrics": metrics,
             "latency_ms": latency,
             "latency_samples_ms": {p.name: {k: [round(x, 4) for x in v] for k, v in r["profiles"][p.name]["latency"].items()}
@@ -279,7 +306,8 @@ def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, set
         "schema": RESULTS_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "reference": reference,
-        "eval": {"name": eval_set.name, "examples": len(texts), "labels": eval_set.label_names},
+        "eval": {"name": eval_set.name, "examples": len(texts), "labels": eval_set.label_names,
+                 "mean_tokens": raw[reference]["profiles"][profiles[0].name]["process"]["mean_tokens"]},
         "profiles": [p.model_dump() for p in profiles],
         "settings": settings.model_dump(mode="json", exclude={"profiles"}),
         "environment": environment(),

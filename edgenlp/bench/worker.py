@@ -133,7 +133,8 @@ class Worker:
             return {"ms": out}
         if op == "stats":
             return {"peak_rss_bytes": _peak_rss_bytes(), "rss_after_load_bytes": self.rss_after_load,
-                    "load_seconds": self.load_seconds}
+                    "load_seconds": self.load_seconds,
+                    "mean_tokens": sum(self.tokenizer.lengths(self.texts)) / max(1, len(self.texts))}
         raise ValueError(f"unknown op {op}")
 
 
