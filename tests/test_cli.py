@@ -128,3 +128,16 @@ def test_bench_command_measures_any_folder(tmp_path, tiny_run, tiny_csv):
     assert [v["name"] for v in results["variants"]] == ["onnx-int8-dynamic", "onnx-fp32"]
     assert results["variants"][0]["latency_ms"]["tiny-1t"]["len16"]["n"] >= 10
     assert results["variants"][0]["profiles"]["tiny-1t"]["fits_memory_budget"] is not None
+
+
+def test_finetune_command_writes_a_checkpoint_and_reuses_it(tmp_path, tiny_bert, tiny_csv):
+    args = ["finetune", str(tiny_bert), "--data", str(tiny_csv), "--text-column", "review",
+            "--label-column", "sentiment", "--max-steps", "4", "--eval-every", "2", "--batch-size", "8",
+            "--max-length", "32", "--out", str(tmp_path / "ft")]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "fine-tuned" in first.output and (tmp_path / "ft" / "model.safetensors").exists()
+    log = json.loads((tmp_path / "ft" / "training_log.json").read_text())
+    assert [e["step"] for e in log["evals"]] == [2, 4]
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0 and "reused" in second.output

@@ -6,6 +6,7 @@ PyTorch eager, a third-party wrapper given as `module:Class`) is measured the sa
 
 from __future__ import annotations
 
+import inspect
 import json
 from importlib import import_module
 from pathlib import Path
@@ -43,8 +44,6 @@ class PytorchRunner:
         torch.set_num_threads(threads)
         self.torch = torch
         self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
-        import inspect
-
         self.accepted = set(inspect.signature(self.model.forward).parameters)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

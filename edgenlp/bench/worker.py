@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def _pin_threads(threads: int) -> None:
@@ -45,8 +46,6 @@ class Worker:
 
         from ..runtime import TextTokenizer
         from .runners import open_runner
-
-        from pathlib import Path
 
         started = time.perf_counter()
         self.np = np
