@@ -89,6 +89,9 @@ def _conclude(results: dict, out_dir: Path) -> None:
 MAX_DROP = typer.Option(None, "--max-accuracy-drop", help="Selection: accuracy points a variant may lose against the reference.")
 MAX_LATENCY = typer.Option(None, "--max-latency-ms", help="Selection: p50 ms limit (first profile, real lengths).")
 MAX_SIZE = typer.Option(None, "--max-size-mb", help="Selection: size limit in MB.")
+TEXT_COLUMN = typer.Option(None, "--text-column", help="Text column of a data file.")
+LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column of a data file.")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Show details (library logs and warnings).")
 FAIL_IF = typer.Option(None, "--fail-if", help="Gate on the selected variant, e.g. 'accuracy_drop>1.0 or p90_ms>20 or size_mb>30'; exit 1 when it holds.")
 
 
@@ -99,14 +102,14 @@ def optimize(
     data: Optional[str] = typer.Option(None, "--data", "-d", help="tweets, sst2, bbc-news, medical-abstracts, a CSV/TSV/JSONL file, or hub:NAME."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML (default: recipes/default.yaml)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<recipe name>)."),
-    text_column: Optional[str] = typer.Option(None, help="Text column of a data file."),
-    label_column: Optional[str] = typer.Option(None, help="Label column of a data file."),
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
     no_bench: bool = typer.Option(False, "--no-bench", help="Build and validate the variants, skip the benchmark."),
     max_accuracy_drop: Optional[float] = MAX_DROP,
     max_latency_ms: Optional[float] = MAX_LATENCY,
     max_size_mb: Optional[float] = MAX_SIZE,
     fail_if: Optional[str] = FAIL_IF,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Fine-tune (if needed), export, optimise, quantise, validate and benchmark every variant."""
     _setup(verbose)
@@ -151,9 +154,9 @@ def finetune(
     patience: int = typer.Option(3),
     seed: int = typer.Option(42),
     max_train_examples: Optional[int] = typer.Option(None, help="Train on a seeded subset of this size."),
-    text_column: Optional[str] = typer.Option(None),
-    label_column: Optional[str] = typer.Option(None),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Fine-tune a model for sequence classification; writes a save_pretrained checkpoint and a training log."""
     _setup(verbose)
@@ -185,13 +188,13 @@ def bench(
     iterations: int = typer.Option(200, help="Timed inferences per candidate, profile and length."),
     max_eval_examples: Optional[int] = typer.Option(None),
     runner: Optional[str] = typer.Option(None, help="Run every path with this runner: onnx, pytorch or module:Class."),
-    text_column: Optional[str] = typer.Option(None, help="Text column of a data file."),
-    label_column: Optional[str] = typer.Option(None, help="Label column of a data file."),
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
     max_accuracy_drop: Optional[float] = MAX_DROP,
     max_latency_ms: Optional[float] = MAX_LATENCY,
     max_size_mb: Optional[float] = MAX_SIZE,
     fail_if: Optional[str] = FAIL_IF,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Measure any models side by side under target profiles; writes results.json and report.md."""
     _setup(verbose)

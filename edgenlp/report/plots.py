@@ -86,14 +86,19 @@ def latency_distributions(results: dict) -> str:
     return _encode(plt, fig)
 
 
-def confusion_matrices(results: dict) -> str:
+def _per_variant(results: dict, cell_width: float):
+    """A figure with one panel per variant, three to a row: yields (plt, fig, [(axes, variant)])."""
     variants = results["variants"]
-    labels = results["eval"]["labels"]
     cols = min(3, len(variants))
     rows = (len(variants) + cols - 1) // cols
-    plt, fig = _figure(3.4 * cols, 3.0 * rows)
-    for k, v in enumerate(variants):
-        ax = fig.add_subplot(rows, cols, k + 1)
+    plt, fig = _figure(cell_width * cols, 3.0 * rows)
+    return plt, fig, [(fig.add_subplot(rows, cols, k + 1), v) for k, v in enumerate(variants)]
+
+
+def confusion_matrices(results: dict) -> str:
+    labels = results["eval"]["labels"]
+    plt, fig, panels = _per_variant(results, 3.4)
+    for ax, v in panels:
         matrix = v["metrics"]["confusion_matrix"]
         ax.imshow(matrix, cmap="Blues")
         for i, row in enumerate(matrix):
@@ -108,13 +113,9 @@ def confusion_matrices(results: dict) -> str:
 
 
 def pr_curves(results: dict) -> str:
-    variants = results["variants"]
     labels = results["eval"]["labels"]
-    cols = min(3, len(variants))
-    rows = (len(variants) + cols - 1) // cols
-    plt, fig = _figure(3.6 * cols, 3.0 * rows)
-    for k, v in enumerate(variants):
-        ax = fig.add_subplot(rows, cols, k + 1)
+    plt, fig, panels = _per_variant(results, 3.6)
+    for ax, v in panels:
         for curve in v["metrics"].get("pr_curves", []):
             ax.plot(curve["recall"], curve["precision"],
                     label=f"{labels[curve['class']]} (AP {curve['average_precision']:.3f})")
