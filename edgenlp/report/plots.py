@@ -101,9 +101,11 @@ def confusion_matrices(results: dict) -> str:
     for ax, v in panels:
         matrix = v["metrics"]["confusion_matrix"]
         ax.imshow(matrix, cmap="Blues")
+        top = max(max(row) for row in matrix) or 1
         for i, row in enumerate(matrix):
             for j, count in enumerate(row):
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                        color="white" if count > top / 2 else "black")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(v["name"], fontsize=9)
