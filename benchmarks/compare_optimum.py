@@ -56,8 +56,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "sst2-minilm.yaml"))
     parser.add_argument("--out", default=None)
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--iterations", type=int, default=320)
+    parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
 
     recipe = recipe_module.load(args.recipe)

@@ -120,12 +120,12 @@ def test_bench_command_measures_any_folder(tmp_path, tiny_run, tiny_csv):
     profile = tmp_path / "tiny-1t.yaml"
     profile.write_text("threads: 1\nseq_lengths: [real, 16]\nmemory_budget_mb: 300\n")
     result = runner.invoke(app, ["bench", str(tiny_run.variants["onnx-int8-dynamic"].path),
-                                 str(tiny_run.variants["onnx-fp32"].path), "--data", str(tiny_csv),
+                                 str(tiny_run.variants["onnx-fp32"].path / "model.onnx"), "--data", str(tiny_csv),
                                  "--text-column", "review", "--label-column", "sentiment",
                                  "--profile", str(profile), "--iterations", "10", "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert [v["name"] for v in results["variants"]] == ["onnx-int8-dynamic", "onnx-fp32"]
+    assert [v["name"] for v in results["variants"]] == ["onnx-int8-dynamic", "model"]  # a bare .onnx file
     assert results["variants"][0]["latency_ms"]["tiny-1t"]["len16"]["n"] >= 10
     assert results["variants"][0]["profiles"]["tiny-1t"]["fits_memory_budget"] is not None
 

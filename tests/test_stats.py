@@ -43,3 +43,13 @@ def test_encoder_macs_match_a_hand_count(tmp_path):
     assert encoder_macs(tmp_path, L) == 3 * L * 4 * 2 + 2 * L * L * 2 + L * 2 * 4 + 2 * L * 4 * 8 + 16 + 8
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     assert encoder_macs(tmp_path, L) is None
+
+
+def test_round_bootstrap_widens_intervals_when_rounds_drift():
+    rng = np.random.default_rng(1)
+    rounds = [list(rng.normal(10.0 + shift, 0.05, size=40)) for shift in (0.0, 0.3, -0.2, 0.1, 0.25, -0.1)]
+    flat = [x for r in rounds for x in r]
+    iid, grouped = stats.latency_summary(flat), stats.latency_summary(rounds)
+    assert grouped["n"] == iid["n"] == 240 and grouped["rounds"] == 6 and grouped["p50"] == iid["p50"]
+    width = lambda s: s["p50_ci"][1] - s["p50_ci"][0]  # noqa: E731
+    assert width(grouped) > 2 * width(iid)

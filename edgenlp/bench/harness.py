@@ -44,8 +44,9 @@ class BenchSettings(BaseModel):
     profiles: list[str | Profile] = ["edge-1t", "laptop-2t"]
     iterations: int = Field(200, ge=10)
     """Timed batch-1 inferences per candidate, profile and sequence length (spread over the rounds)."""
-    rounds: int = Field(5, ge=1)
-    """Interleaving rounds: each round visits every candidate in a rotated order."""
+    rounds: int = Field(8, ge=1)
+    """Interleaving rounds: each round visits every candidate in a rotated order. The confidence
+    intervals resample rounds, so more rounds give intervals that hold across runs."""
     warmup: int = Field(10, ge=0)
     throughput_batches: int = Field(10, ge=1)
     max_eval_examples: int | None = Field(None, ge=1)
@@ -234,8 +235,8 @@ def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSetti
                     for shape in w.profile.seq_lengths:
                         ms = w.ask(op="latency", shape=shape, batch=w.profile.batch_size, n=per_round,
                                    start=start, warmup=warm)["ms"]
-                        slot["latency"].setdefault(_shape_key(shape), []).extend(ms)
-                    slot["e2e"].extend(w.ask(op="e2e", n=max(1, per_round // 2), start=start, warmup=2)["ms"])
+                        slot["latency"].setdefault(_shape_key(shape), []).append(ms)
+                    slot["e2e"].append(w.ask(op="e2e", n=max(1, per_round // 2), start=start, warmup=2)["ms"])
                     if w.profile.throughput_batch:
                         n_batches = max(1, settings.throughput_batches // settings.rounds)
                         slot["throughput"].extend(w.ask(op="latency", shape="real", batch=w.profile.throughput_batch,
@@ -294,8 +295,8 @@ def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, set
                      **{f"len{L}": encoder_macs(c.path, L) for p in profiles for L in p.seq_lengths if L != "real"}},
             "metrics": metrics,
             "latency_ms": latency,
-            "latency_samples_ms": {p.name: {k: [round(x, 4) for x in v] for k, v in r["profiles"][p.name]["latency"].items()}
-                                   for p in profiles},
+            "latency_samples_ms": {p.name: {k: [round(x, 4) for one_round in v for x in one_round]
+                                            for k, v in r["profiles"][p.name]["latency"].items()} for p in profiles},
             "profiles": per_profile,
             "peak_rss_bytes": per_profile[profiles[0].name]["peak_rss_bytes"],
         })

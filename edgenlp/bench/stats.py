@@ -7,14 +7,41 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 
 
-def latency_summary(samples_ms: list[float], n_boot: int = 1000, seed: int = 0) -> dict:
-    """p50/p90/p99 and mean with percentile-bootstrap 95% confidence intervals."""
-    x = np.asarray(samples_ms, dtype=np.float64)
+def _two_stage_resample(rounds: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap that resamples whole rounds, then samples within each picked round.
+
+    Timings within one round share the machine's state of that moment (another tenant, a clock
+    change), so they are not independent: resampling single timings gives intervals that two runs
+    on different minutes fail to share. Resampling rounds first carries that drift into the interval.
+    """
+    sizes = np.array([len(r) for r in rounds])
+    n = int(sizes.sum())
+    out = np.empty((n_boot, n))
+    for b in range(n_boot):
+        picked = rng.integers(0, len(rounds), size=len(rounds))
+        parts = [rounds[i][rng.integers(0, sizes[i], size=sizes[i])] for i in picked]
+        drawn = np.concatenate(parts)
+        out[b] = np.resize(drawn, n)
+    return out
+
+
+def latency_summary(samples_ms: list[float] | list[list[float]], n_boot: int = 1000, seed: int = 0) -> dict:
+    """p50/p90/p99 and mean with bootstrap 95% confidence intervals.
+
+    `samples_ms` is either one list of timings (independent bootstrap) or one list per
+    measurement round (two-stage bootstrap over rounds, then timings).
+    """
+    grouped = bool(samples_ms) and isinstance(samples_ms[0], (list, tuple, np.ndarray))
+    rounds = [np.asarray(r, dtype=np.float64) for r in samples_ms if len(r)] if grouped else []
+    x = np.concatenate(rounds) if grouped and rounds else np.asarray([] if grouped else samples_ms, dtype=np.float64)
     if x.size == 0:
         return {"n": 0}
     rng = np.random.default_rng(seed)
-    boot = x[rng.integers(0, x.size, size=(n_boot, x.size))]
-    out: dict = {"n": int(x.size), "mean": float(x.mean()), "min": float(x.min())}
+    if len(rounds) > 1:
+        boot = _two_stage_resample(rounds, n_boot, rng)
+    else:
+        boot = x[rng.integers(0, x.size, size=(n_boot, x.size))]
+    out: dict = {"n": int(x.size), "rounds": max(1, len(rounds)), "mean": float(x.mean()), "min": float(x.min())}
     for p in PERCENTILES:
         estimates = np.percentile(boot, p, axis=1)
         out[f"p{p}"] = float(np.percentile(x, p))
