@@ -223,7 +223,7 @@ def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSetti
                 reply = workers[(c.name, profiles[0].name)].ask(op="eval")
                 raw[c.name]["preds"], raw[c.name]["probs"] = reply["preds"], reply["probs"]
                 advance(1)
-        per_round = max(1, settings.iterations // settings.rounds)
+        per_round = -(-settings.iterations // settings.rounds)  # ceil: at least `iterations` in all
         visits = list(workers.items())
         with progress.task("latency rounds", settings.rounds * len(visits)) as advance:
             for r in range(settings.rounds):
