@@ -132,13 +132,10 @@ class Artifact:
         return bool(files)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
     os.replace(tmp, path)
-
-
-write_json_atomic = _write_json_atomic
 
 
 @dataclass
@@ -177,7 +174,7 @@ def build(
                 if check is not None and existing.meta.get("check_settings") != check_settings:
                     existing.meta["validation"] = check(existing)
                     existing.meta["check_settings"] = check_settings
-                    _write_json_atomic(dest / META_FILE, existing.meta)
+                    write_json_atomic(dest / META_FILE, existing.meta)
                 return existing, True
         except ArtifactError:
             pass
@@ -209,7 +206,7 @@ def build(
         if check is not None:
             meta["validation"] = check(artifact)
             meta["check_settings"] = check_settings
-        _write_json_atomic(work / META_FILE, meta)
+        write_json_atomic(work / META_FILE, meta)
         if dest.exists():
             old = dest.parent / f".{dest.name}.old-{os.getpid()}"
             os.replace(dest, old)
