@@ -86,6 +86,15 @@ def _conclude(results: dict, out_dir: Path) -> None:
             raise typer.Exit(1)
 
 
+def _run_name(recipe_name: str, model: str | None, data: str | None) -> str:
+    """Default run folder: overriding the model or data gets its own folder, so it never replaces
+    the finished variants of another run."""
+    import re
+
+    parts = [recipe_name] + [Path(x.rstrip("/")).stem or x for x in (model, data) if x]
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts)
+
+
 MAX_DROP = typer.Option(None, "--max-accuracy-drop", help="Selection: accuracy points a variant may lose against the reference.")
 MAX_LATENCY = typer.Option(None, "--max-latency-ms", help="Selection: p50 ms limit (first profile, real lengths).")
 MAX_SIZE = typer.Option(None, "--max-size-mb", help="Selection: size limit in MB.")
@@ -129,7 +138,7 @@ def optimize(
     if updates:
         recipe = recipe_module.parse({**recipe.model_dump(mode="json"), **{
             k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in updates.items()}}, "recipe")
-    out_dir = out or Path("runs") / recipe.name
+    out_dir = out or Path("runs") / _run_name(recipe.name, model, data)
     outcome = pipeline.run(recipe, out_dir, bench=not no_bench)
     console = Console()
     for name in outcome.variants:

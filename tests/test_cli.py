@@ -141,3 +141,11 @@ def test_finetune_command_writes_a_checkpoint_and_reuses_it(tmp_path, tiny_bert,
     assert [e["step"] for e in log["evals"]] == [2, 4]
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and "reused" in second.output
+
+
+def test_overriding_model_or_data_gets_its_own_run_folder():
+    from edgenlp.cli import _run_name
+
+    assert _run_name("minilm-tweets", None, None) == "minilm-tweets"
+    assert _run_name("minilm-tweets", None, "sst2") == "minilm-tweets-sst2"
+    assert _run_name("minilm-tweets", "/x/my bert/", "/d/reviews.csv") == "minilm-tweets-my_bert-reviews"
