@@ -92,7 +92,7 @@ def _run_name(recipe_name: str, model: str | None, data: str | None) -> str:
     import re
 
     parts = [recipe_name] + [Path(x.rstrip("/")).stem or x for x in (model, data) if x]
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts)
+    return "-".join(re.sub(r"[^A-Za-z0-9_.\-]+", "_", p) for p in parts)
 
 
 MAX_DROP = typer.Option(None, "--max-accuracy-drop", help="Selection: accuracy points a variant may lose against the reference.")
