@@ -154,7 +154,7 @@ def _read_rows(raw: bytes, suffix: str, origin: str) -> list[dict]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{origin} is not valid JSON ({exc.msg}): use a list of objects, or JSON lines") from exc
-        if not isinstance(data, list):
+        if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
             raise DataError(f"{origin} must hold a list of objects: one object per labelled text")
         return data
     delimiter = "\t" if suffix == ".tsv" else ","

@@ -78,3 +78,10 @@ def test_kit_missing_gives_the_setting_to_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGENLP_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match="EDGENLP_DATA_DIR"):
         data.load("sst2")
+
+
+def test_json_that_is_not_a_list_of_objects(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[["a text", 1], ["another", 0]]')
+    with pytest.raises(DataError, match="list of objects"):
+        data.load(str(path))

@@ -20,6 +20,7 @@ def test_results_follow_the_documented_schema(tiny_run):
             assert summary["n"] >= 10 and summary["p50_ci"][0] <= summary["p50"] <= summary["p50_ci"][1]
             assert summary["p50"] <= summary["p90"] <= summary["p99"]
         assert v["profiles"]["tiny-1t"]["throughput_seq_per_s"] > 0
+        assert len(v["latency_samples_ms"]["tiny-1t"]["real"]) >= 10  # iterations asked, across rounds
         assert "speedup_p50" in v["ratios"] and "accuracy_delta_points" in v["ratios"]
         assert v["params"] > 0 and 0 < v["macs"]["real_mean"] < v["macs"]["len32"]
     int8 = results["variants"][-1]

@@ -238,7 +238,7 @@ def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSetti
                         slot["latency"].setdefault(_shape_key(shape), []).append(ms)
                     slot["e2e"].append(w.ask(op="e2e", n=max(1, per_round // 2), start=start, warmup=2)["ms"])
                     if w.profile.throughput_batch:
-                        n_batches = max(1, settings.throughput_batches // settings.rounds)
+                        n_batches = -(-settings.throughput_batches // settings.rounds)
                         slot["throughput"].extend(w.ask(op="latency", shape="real", batch=w.profile.throughput_batch,
                                                         n=n_batches, start=r * n_batches, warmup=1)["ms"])
                     advance(1)
