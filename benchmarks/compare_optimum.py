@@ -25,7 +25,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 
 from edgenlp import data as data_module  # noqa: E402
 from edgenlp import pipeline, recipe as recipe_module  # noqa: E402
-from edgenlp.artifact import copy_support_files, write_json_atomic  # noqa: E402
+from edgenlp.artifact import copy_support_files  # noqa: E402
+from edgenlp.fsio import write_json_atomic  # noqa: E402
 from edgenlp.bench.harness import BenchSettings, Candidate, EvalSet, measure  # noqa: E402
 from edgenlp.report import markdown  # noqa: E402
 

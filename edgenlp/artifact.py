@@ -4,15 +4,17 @@ An artifact is a folder holding a model (a `save_pretrained` checkpoint or an ON
 its tokenizer) plus `artifact.json`: what it is (format, task, precision), where it came from
 (parent id, stage, stage config), the library versions that made it, and the sha256 of every file.
 
-Its id hashes the parent id with the stage name and config, so a rerun that asks for the same thing
-finds it finished and skips it. A stage writes into a temporary folder that is renamed only once it
-is complete, so a stage that fails never leaves a half-written artifact or touches its parent.
+Its id hashes the parent id with the stage name and config, what else the stage read and the library
+versions, so a rerun that asks for the same thing finds it finished and skips it. A stage writes into
+a temporary folder that is swapped into place only once it is complete, so a stage that fails never
+leaves a half-written artifact or touches its parent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -21,11 +23,15 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from . import fsio
 from .errors import ArtifactError
+
+log = logging.getLogger(__name__)
 
 META_FILE = "artifact.json"
 META_SCHEMA = "edgenlp.artifact/1"
-MODEL_SUFFIXES = (".onnx", ".onnx_data", ".data", ".safetensors", ".bin", ".ort")
+MODEL_SUFFIXES = (".onnx", ".onnx_data", ".data", ".safetensors", ".bin", ".ort", ".pt", ".pth")
+"""Files that are (parts of) a model, never copied as support files beside a new model."""
 TRACKED_LIBRARIES = ("edgenlp", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
                      "torch-pruning", "tokenizers", "numpy")
 
@@ -51,6 +57,50 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 def hash_tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): sha256_file(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != META_FILE}
+
+
+def onnx_file(path: Path) -> Path:
+    """The ONNX model a runner loads from `path` (the file itself, or `model.onnx`, else the first)."""
+    from .runtime import onnx_file as find
+
+    try:
+        return find(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} holds no .onnx file: point to an exported ONNX variant") from None
+
+
+def _external_data(onnx_path: Path) -> list[Path]:
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    names = {ExternalDataInfo(t).location for t in tensors if uses_external_data(t)}
+    return [onnx_path.parent / n for n in sorted(names)]
+
+
+def loaded_model_files(path: Path) -> list[Path]:
+    """The files a runner reads to run the model at `path`, each once: the size a user ships.
+
+    ONNX: the graph and the external-data files it names (not other models' data beside it).
+    PyTorch: the weights `from_pretrained` picks (safetensors, shards by their index, else the .bin),
+    not training state such as `training_args.bin` or `optimizer.pt`.
+    """
+    path = Path(path)
+    if path.suffix == ".onnx" or (path.is_dir() and any(path.glob("*.onnx"))):
+        graph = onnx_file(path)
+        return [graph, *_external_data(graph)]
+    if not path.is_dir():
+        return [path] if path.exists() else []
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = path / index_name
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+            return [path / s for s in shards]
+        if (path / single).exists():
+            return [path / single]
+    return []
 
 
 def stable_id(*parts: Any) -> str:
@@ -88,14 +138,11 @@ class Artifact:
 
     @property
     def onnx_path(self) -> Path:
-        candidates = sorted(self.path.glob("*.onnx"))
-        if not candidates:
-            raise ArtifactError(f"{self.path} holds no .onnx file: point to an exported ONNX variant")
-        return candidates[0]
+        return onnx_file(self.path)
 
     @property
     def model_files(self) -> list[Path]:
-        return sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix in MODEL_SUFFIXES)
+        return loaded_model_files(self.path)
 
     @property
     def size_bytes(self) -> int:
@@ -132,12 +179,6 @@ class Artifact:
         return bool(files)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
-
-
 @dataclass
 class StageOutput:
     """What a stage reports about the folder it wrote."""
@@ -146,6 +187,34 @@ class StageOutput:
     task: str
     precision: str = "fp32"
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _refuse_foreign(dest: Path, parent: Artifact, stage_name: str, name: str) -> None:
+    """Never replace what edgenlp did not write: only an earlier output of this same variant may go."""
+    if dest.exists() and not dest.is_dir():
+        raise ArtifactError(f"{dest} is a file: pass a folder for the output")
+    here, source = dest.resolve(), parent.path.resolve()
+    if here == source or here in source.parents:
+        raise ArtifactError(f"output folder {dest} holds the model being read ({parent.path}): pass another --out")
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return
+    meta_path = dest / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or not str(meta.get("schema", "")).startswith("edgenlp.artifact/"):
+        raise ArtifactError(f"{dest} is not empty and is not an edgenlp artifact: edgenlp never replaces a folder "
+                            "it did not write; pass a new or empty --out")
+    if meta.get("stage") != stage_name or meta.get("name") != name:
+        raise ArtifactError(f"{dest} holds edgenlp variant '{meta.get('name')}' ({meta.get('stage')}), not an output "
+                            f"of '{name}' ({stage_name}): pass another --out")
+    known = set(meta.get("files") or {}) | {META_FILE}
+    foreign = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()
+                     and str(p.relative_to(dest)) not in known)
+    if foreign:
+        raise ArtifactError(f"{dest} holds {foreign[0]}, which edgenlp did not write: move it out of the folder, "
+                            "or pass another --out")
 
 
 def build(
@@ -157,16 +226,27 @@ def build(
     check: Callable[[Artifact], dict[str, Any]] | None = None,
     name: str | None = None,
     check_settings: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> tuple[Artifact, bool]:
     """Make `dest` hold the output of one stage, unless it already does.
 
-    Returns the artifact and whether it was reused. `run` writes into an empty work folder; `check`
-    (validation against the parent) sees the finished artifact before it is published, and raising
-    there discards it. Nothing is renamed into place until both succeed. A reused artifact whose
-    check ran under other `check_settings` (a tightened tolerance, say) is checked again.
+    Returns the artifact and whether it was reused. The id covers the parent, the stage and its
+    config, what else the stage read (`inputs`: the data's content hash, say) and the versions of
+    the libraries that make it, so a change in any of them rebuilds. `run` writes into an empty work
+    folder; `check` (validation against the parent) sees the finished artifact before it is
+    published, and raising there discards it. A reused artifact whose check ran under other
+    `check_settings` (a tightened tolerance, say) is checked again.
+
+    Publishing is crash-safe: a process killed at any point leaves either the previous artifact or
+    the new one at `dest`, and the next build cleans up what dead processes left beside it. A folder
+    that edgenlp did not write is never replaced.
     """
+    name = name or dest.name
     config_data = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
-    artifact_id = stable_id(parent.id, stage_name, config_data)
+    versions = library_versions()
+    artifact_id = stable_id(parent.id, stage_name, config_data, inputs or {}, versions)
+    for line in fsio.recover_folder(dest):
+        log.info("%s", line)
     if (dest / META_FILE).exists():
         try:
             existing = Artifact.load(dest)
@@ -174,10 +254,11 @@ def build(
                 if check is not None and existing.meta.get("check_settings") != check_settings:
                     existing.meta["validation"] = check(existing)
                     existing.meta["check_settings"] = check_settings
-                    write_json_atomic(dest / META_FILE, existing.meta)
+                    fsio.write_json_atomic(dest / META_FILE, existing.meta)
                 return existing, True
         except ArtifactError:
             pass
+    _refuse_foreign(dest, parent, stage_name, name)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
@@ -189,15 +270,16 @@ def build(
         meta = {
             "schema": META_SCHEMA,
             "id": artifact_id,
-            "name": name or dest.name,
+            "name": name,
             "format": output.format,
             "task": output.task,
             "precision": output.precision,
             "parent": {"id": parent.id, "name": parent.name, "path": str(parent.path)},
             "stage": stage_name,
             "stage_config": config_data,
+            "inputs": inputs or {},
             "metadata": output.metadata,
-            "versions": library_versions(),
+            "versions": versions,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(time.time() - started, 2),
             "files": hash_tree(work),
@@ -206,14 +288,8 @@ def build(
         if check is not None:
             meta["validation"] = check(artifact)
             meta["check_settings"] = check_settings
-        write_json_atomic(work / META_FILE, meta)
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-            os.replace(dest, old)
-            os.replace(work, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, dest)
+        fsio.write_json_atomic(work / META_FILE, meta)
+        fsio.replace_folder(work, dest, dest.parent / f".{dest.name}.old-{os.getpid()}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

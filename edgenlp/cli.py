@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
@@ -48,15 +49,59 @@ def _guarded(fn: Callable) -> Callable:
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort):
             raise
+        except OSError as exc:
+            if exc.errno not in USER_OS_ERRORS:
+                _internal_error(exc)
+            where = f" {exc.filename}" if exc.filename else ""
+            err_console.print(f"[red]error:[/red] cannot write or read{escape(where)}: {escape(exc.strerror or str(exc))}: "
+                              f"{USER_OS_ERRORS[exc.errno]}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER_ERROR)
         except Exception as exc:
-            log = Path("edgenlp-error.log").resolve()
-            log.write_text(traceback.format_exc())
-            first_line = escape(str(exc).splitlines()[0]) if str(exc) else ""
-            err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {first_line} "
-                              f"(a bug: traceback written to {log}; please report it)", highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
+            _internal_error(exc)
 
     return wrapper
+
+
+USER_OS_ERRORS = {
+    errno.EACCES: "fix the permissions, or point --out (or the working directory) at a writable folder",
+    errno.EPERM: "fix the permissions, or point --out (or the working directory) at a writable folder",
+    errno.EROFS: "the file system is read-only: point --out (or the working directory) at a writable folder",
+    errno.ENOSPC: "the disk is full: free space, or point --out at another disk; finished variants are kept",
+    errno.EDQUOT: "the disk quota is used up: free space, or point --out at another disk",
+}
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug: one line on the terminal, the traceback in a file (the working directory, else the temp folder)."""
+    import tempfile
+
+    trace = traceback.format_exc()
+    log = None
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            candidate = (folder / "edgenlp-error.log").resolve()
+            candidate.write_text(trace)
+            log = candidate
+            break
+        except OSError:
+            continue
+    first_line = escape(str(exc).splitlines()[0]) if str(exc) else ""
+    where = f"traceback written to {log}" if log else "no folder was writable for the traceback"
+    err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {first_line} "
+                      f"(a bug: {where}; please report it)", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _typed(cls, what: str, **values):
+    """Build a settings model from command-line values; a bad value is one line naming the option."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else what
+        raise EdgeNLPError(f"{what}: {option} {err['msg'].lower()} (got {err.get('input')!r}): fix that value") from None
 
 
 def _selection(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if):
@@ -68,7 +113,8 @@ def _selection(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if):
         parse_gates(fail_if)  # a typo fails now, not after minutes of measuring
     flags = {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms,
              "max_size_mb": max_size_mb, "fail_if": fail_if}
-    return (base or SelectionSettings()).model_copy(update={k: v for k, v in flags.items() if v is not None})
+    merged = {**(base or SelectionSettings()).model_dump(), **{k: v for k, v in flags.items() if v is not None}}
+    return _typed(SelectionSettings, "selection", **merged)
 
 
 def _conclude(results: dict, out_dir: Path) -> None:
@@ -171,16 +217,20 @@ def finetune(
     _setup(verbose)
     from . import models
     from .artifact import build
-    from .data import DataSpec
+    from .data import DataSpec, fingerprint
+    from .fsio import FolderLock
     from .stages import finetune as stage
 
-    spec = DataSpec(source=data, text_column=text_column, label_column=label_column,
-                    max_train_examples=max_train_examples, seed=seed)
-    config = stage.Config(data=spec, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                          learning_rate=learning_rate, max_length=max_length, eval_every=eval_every,
-                          patience=patience, seed=seed)
+    spec = _typed(DataSpec, "finetune", source=data, text_column=text_column, label_column=label_column,
+                  max_train_examples=max_train_examples, seed=seed)
+    config = _typed(stage.Config, "finetune", data=spec, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                    learning_rate=learning_rate, max_length=max_length, eval_every=eval_every,
+                    patience=patience, seed=seed)
     parent = models.resolve(model)
-    artifact, reused = build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work))
+    inputs = {"data_sha256": fingerprint(spec)}
+    with FolderLock(out.parent, f".{out.name}.lock"):
+        artifact, reused = build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work),
+                                 inputs=inputs)
     meta = artifact.meta["metadata"]
     Console().print(f"{'reused' if reused else 'fine-tuned'}: {artifact.path} "
                     f"(best validation {config.metric} {meta[f'validation_{config.metric}']:.4f} at step {meta['best_step']})")
@@ -208,28 +258,34 @@ def bench(
     """Measure any models side by side under target profiles; writes results.json and report.md."""
     _setup(verbose)
     from . import data as data_module
-    from .artifact import Artifact
     from .bench import profiles as profile_module
-    from .bench.harness import BenchSettings, Candidate, EvalSet, measure
+    from .bench.harness import BenchSettings, Candidate, EvalSet, measure, preflight
     from .bench.runners import detect_format
-    from .pipeline import publish
+    from .bench.selection import check_gates
+    from .fsio import FolderLock
+    from .pipeline import model_labels, publish
 
     selection = _selection(None, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)
     profiles = [profile_module.load(p) for p in profile]
+    settings = _typed(BenchSettings, "bench", profiles=profiles, iterations=iterations, reference=reference,
+                      max_eval_examples=max_eval_examples)
+    if selection.fail_if:
+        check_gates(selection.fail_if, profiles)
     candidates = []
     for p in paths:
         if not p.exists():
             raise EdgeNLPError(f"{p} does not exist: pass a model folder, a variant folder or an .onnx file")
         name = p.stem if p.is_file() else p.name
         candidates.append(Candidate(name=name, path=p.resolve(), runner=runner or detect_format(p)))
-    dataset = data_module.load(data_module.DataSpec(source=data, text_column=text_column, label_column=label_column))
-    model_dir = candidates[0].path if candidates[0].path.is_dir() else candidates[0].path.parent
-    dataset = dataset.aligned_to(Artifact(model_dir).labels())
-    settings = BenchSettings(profiles=profiles, iterations=iterations, reference=reference,
-                             max_eval_examples=max_eval_examples)
-    results = measure(candidates, EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels,
-                                          name=f"{dataset.name}/test"), settings, out)
-    _conclude(publish(results, out, selection), out)
+    preflight(candidates, settings)
+    spec = _typed(data_module.DataSpec, "bench", source=data, text_column=text_column, label_column=label_column)
+    dataset = data_module.load(spec).aligned_to(model_labels([c.path for c in candidates]))
+    with FolderLock(out):
+        results = measure(candidates, EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels,
+                                              name=f"{dataset.name}/test"), settings, out)
+        results["run"] = {"recipe": "benchmark", "model": ", ".join(c.name for c in candidates),
+                          "data": dataset.describe()}
+        _conclude(publish(results, out, selection), out)
 
 
 @app.command()
@@ -244,21 +300,33 @@ def report(
     """Render results.json of a run into report.md and report.html (re-selecting and gating if asked)."""
     import json
 
+    from .bench.harness import READABLE_SCHEMAS
+    from .fsio import FolderLock
     from .pipeline import publish
     from .recipe import SelectionSettings
 
     results_path = run_dir / "results.json"
-    if not results_path.exists():
+    if not results_path.is_file():
         raise EdgeNLPError(f"{results_path} not found: pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
     try:
         results = json.loads(results_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise EdgeNLPError(f"{results_path} is not valid JSON ({exc.msg}): rerun the benchmark") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgeNLPError(f"{results_path} is not valid JSON ({exc}): rerun the benchmark") from exc
+    if not isinstance(results, dict) or results.get("schema") not in READABLE_SCHEMAS:
+        what = f"schema {results.get('schema')!r}" if isinstance(results, dict) else f"a JSON {type(results).__name__}"
+        raise EdgeNLPError(f"{results_path} is {what}, not edgenlp results ({', '.join(READABLE_SCHEMAS)}): "
+                           "pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
     previous = results.get("selection") or {}
-    base = SelectionSettings(**(previous.get("constraints") or {}),
-                             fail_if=(results.get("gates") or {}).get("expression"))
-    _conclude(publish(results, run_dir, _selection(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)),
-              run_dir)
+    base = _typed(SelectionSettings, "report", **(previous.get("constraints") or {}),
+                  fail_if=(results.get("gates") or {}).get("expression"))
+    settings = _selection(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)
+    if settings.fail_if:
+        from .bench.profiles import Profile
+        from .bench.selection import check_gates
+
+        check_gates(settings.fail_if, [Profile(**p) for p in results["profiles"]])
+    with FolderLock(run_dir):
+        _conclude(publish(results, run_dir, settings), run_dir)
 
 
 def main() -> None:

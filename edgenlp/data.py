@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Iterable
@@ -70,14 +70,6 @@ class Split:
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
         return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx])
 
-    def to_jsonl(self, path: Path, label_names: list[str]) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for text, label in zip(self.texts, self.labels):
-                f.write(json.dumps({"text": text, "label": label, "label_name": label_names[label]},
-                                   ensure_ascii=False) + "\n")
-        tmp.replace(path)
-
 
 @dataclass
 class ClassificationData:
@@ -86,6 +78,8 @@ class ClassificationData:
     train: Split
     validation: Split
     test: Split
+    notes: list[str] = field(default_factory=list)
+    """What a reader of the figures must know about the splits (a substituted test split, say)."""
 
     def aligned_to(self, model_labels: list[str]) -> "ClassificationData":
         """The same data with label ids in the model's order (a model's id2label need not be sorted)."""
@@ -100,10 +94,10 @@ class ClassificationData:
             return Split(split.texts, [new_id[y] for y in split.labels])
 
         return ClassificationData(self.name, list(model_labels), remap(self.train), remap(self.validation),
-                                  remap(self.test))
+                                  remap(self.test), self.notes)
 
     def describe(self) -> dict:
-        return {"name": self.name, "labels": self.labels,
+        return {"name": self.name, "labels": self.labels, "notes": self.notes,
                 "sizes": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}}
 
 
@@ -145,9 +139,13 @@ def _read_rows(raw: bytes, suffix: str, origin: str) -> list[dict]:
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{origin} line {n} is not valid JSON ({exc.msg}): fix or remove that line") from exc
+                if not isinstance(row, dict):
+                    raise DataError(f"{origin} line {n} is a JSON {type(row).__name__}, not an object: write one "
+                                    '{"text": ..., "label": ...} object per line')
+                rows.append(row)
         return rows
     if suffix == ".json":
         try:
@@ -191,6 +189,10 @@ def _rows_to_splits(rows: list[dict], spec: DataSpec, origin: str,
         raise DataError(f"data file {origin} has a header but no rows: add labelled texts")
     text_col = _pick_column(rows[0].keys(), spec.text_column, text_defaults, "text", origin)
     label_col = _pick_column(rows[0].keys(), spec.label_column, label_defaults, "label", origin)
+    for n, r in enumerate(rows, 1):
+        if isinstance(r.get(label_col), (list, dict)):
+            raise DataError(f"{origin} row {n}: label {r[label_col]!r} is a {type(r[label_col]).__name__}; each "
+                            "text needs exactly one label (multi-label data is not supported): keep one label per row")
     kept = [r for r in rows if clean_text(r.get(text_col)) and r.get(label_col) not in (None, "")]
     if not kept:
         raise DataError(f"{origin} has no row with both a text and a label: check columns "
@@ -204,10 +206,15 @@ def _rows_to_splits(rows: list[dict], spec: DataSpec, origin: str,
         if key not in index:
             raise DataError(f"{origin}: label '{key}' is not one of {names}: fix the row or the label list")
         labels.append(index[key])
-    if "split" in rows[0]:
+    with_split = sum("split" in r for r in rows)
+    if with_split and with_split < len(rows):
+        n = next(i for i, r in enumerate(rows, 1) if "split" not in r)
+        raise DataError(f"{origin}: {with_split} of {len(rows)} rows have a 'split' and row {n} has none: give every "
+                        "row a split (train, validation or test), or remove the column to split by hash")
+    if with_split:
         splits = {"train": Split([], []), "validation": Split([], []), "test": Split([], [])}
         for r, t, y in zip(kept, texts, labels):
-            name = {"dev": "validation", "valid": "validation", "val": "validation"}.get(r["split"], r["split"])
+            name = {"dev": "validation", "valid": "validation", "val": "validation"}.get(str(r["split"]), str(r["split"]))
             if name not in splits:
                 raise DataError(f"{origin}: split '{r['split']}' is not train, validation or test: fix the split column")
             splits[name].texts.append(t)
@@ -277,7 +284,7 @@ def _load_tweets(spec: DataSpec) -> tuple[list[str], dict[str, Split]]:
     return _rows_to_splits(rows, fixed, "tweets", label_names=["negative", "neutral", "positive"])
 
 
-def _load_hub(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split]]:
+def _load_hub(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split], list[str]]:
     if settings.offline():
         raise DataError(f"data '{name}' is a hub dataset but hub access is off: use a local file or a kit set")
     try:
@@ -290,12 +297,66 @@ def _load_hub(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split]]:
     except Exception as exc:  # datasets raises many unrelated types for a bad id or no network
         raise DataError(f"could not load hub dataset '{name}' ({type(exc).__name__}: {str(exc)[:120]}): "
                         "check the name and your network") from exc
-    rows = []
+    return hub_splits(ds, spec, f"hub:{name}")
+
+
+def hub_splits(ds, spec: DataSpec, origin: str) -> tuple[list[str], dict[str, Split], list[str]]:
+    """Rows of a hub `DatasetDict` (split name -> rows) as splits.
+
+    Benchmarks such as GLUE hide their test labels as -1: such rows cannot be scored, so they are
+    dropped, and when that leaves no test split the validation split becomes the test split (and a
+    share of train the validation split). The returned notes say so.
+    """
+    label_col = spec.label_column or "label"
+    rows, notes = [], []
     for split_name, split in ds.items():
-        for row in split:
-            rows.append({**row, "split": split_name})
-    rows = [r for r in rows if r.get(spec.label_column or "label", 0) != -1]  # GLUE hides test labels as -1
-    return _rows_to_splits(rows, spec, f"hub:{name}")
+        split_rows = [{**row, "split": split_name} for row in split]
+        scored = [r for r in split_rows if r.get(label_col) not in (-1, "-1", None)]
+        if len(scored) < len(split_rows):
+            notes.append(f"{origin}: {len(split_rows) - len(scored)} rows of split '{split_name}' have no label "
+                         "(-1) and were left out")
+        rows += scored
+    present = {str(r["split"]) for r in rows}
+    if "test" not in present and present & {"validation", "dev", "valid", "val"}:
+        for r in rows:
+            if str(r["split"]) in ("validation", "dev", "valid", "val"):
+                r["split"] = "test"
+        notes.append(f"{origin}: the test split has no labels, so the validation split is the test split and "
+                     f"{spec.validation_fraction:.0%} of train (by text hash) is held out for validation")
+    names, splits = _rows_to_splits(rows, spec, origin)
+    return names, splits, notes
+
+
+KIT_FILES = {"sst2": ("sst2/train.tsv", "sst2/validation.tsv"), "bbc-news": ("bbc-news/bbc_news.tsv",),
+             "medical-abstracts": ("medical-abstracts/train.tsv", "medical-abstracts/test.tsv")}
+
+
+def fingerprint(spec: DataSpec | str) -> str:
+    """A hash of the data's content, so that anything built from an edited file is rebuilt.
+
+    Files (the kit's, the tweets' and the user's) are hashed byte for byte. A hub dataset is named
+    by its id only: its content cannot be read without downloading it.
+    """
+    if isinstance(spec, str):
+        spec = DataSpec(source=spec)
+    source = spec.source.strip()
+    if source.startswith("hub:"):
+        return "hub:" + source[4:]
+    if source == EMBEDDED:
+        files = [tweets_csv()]
+    elif source in KIT_SETS:
+        files = [_kit_file(*name.split("/")) for name in KIT_FILES[source]]
+    else:
+        files = [Path(source).expanduser()]
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        except OSError as exc:
+            raise DataError(f"data file {path} cannot be read ({exc.strerror}): fix the path or its permissions") from exc
+    return digest.hexdigest()[:32]
 
 
 def load(spec: DataSpec | str) -> ClassificationData:
@@ -303,12 +364,13 @@ def load(spec: DataSpec | str) -> ClassificationData:
     if isinstance(spec, str):
         spec = DataSpec(source=spec)
     source = spec.source.strip()
+    notes: list[str] = []
     if source == EMBEDDED:
         names, splits = _load_tweets(spec)
     elif source in KIT_SETS:
         names, splits = _load_kit(source, spec)
     elif source.startswith("hub:"):
-        names, splits = _load_hub(source[4:], spec)
+        names, splits, notes = _load_hub(source[4:], spec)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -329,4 +391,5 @@ def load(spec: DataSpec | str) -> ClassificationData:
         train=splits["train"].sample(spec.max_train_examples, spec.seed),
         validation=splits["validation"],
         test=splits["test"].sample(spec.max_test_examples, spec.seed),
+        notes=notes,
     )

@@ -12,7 +12,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from . import settings
-from .artifact import Artifact, sha256_file, stable_id
+from .artifact import Artifact, loaded_model_files, sha256_file, stable_id
 from .errors import ModelNotFoundError
 
 # Short names for models that ship inside PyPI packages, so they work with no network at all.
@@ -21,7 +21,6 @@ PACKAGED_MODELS = {
 }
 HUB_ALIASES = {hub_id.lower(): short for short, (_, hub_id) in PACKAGED_MODELS.items()}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def packaged_model_dir(short_name: str) -> Path:
@@ -54,7 +53,7 @@ def model_artifact(path: Path, identity: dict) -> Artifact:
     if not config_path.exists():
         raise ModelNotFoundError(f"{path} has no config.json: point to a folder written by save_pretrained")
     config = json.loads(config_path.read_text())
-    weights = [path / w for w in WEIGHT_FILES if (path / w).exists()]
+    weights = loaded_model_files(path)
     if not weights:
         raise ModelNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin: "
                                  "point to a folder written by save_pretrained")
@@ -102,15 +101,31 @@ def _installed(dist_name: str) -> bool:
         return False
 
 
+def download_patterns(repo_files: list[str]) -> list[str]:
+    """What to fetch of a hub repository: config and tokenizer files, and one copy of the weights.
+
+    safetensors when the repository has them, else the PyTorch `.bin` files (older repositories
+    have only those); never both, and never other frameworks' weights (TF, Flax, ONNX).
+    """
+    support = ["*.json", "*.txt", "*.model"]
+    if any(f.endswith(".safetensors") for f in repo_files):
+        return support + ["*.safetensors"]
+    if any(f.endswith(".bin") and "pytorch_model" in f for f in repo_files):
+        return support + ["pytorch_model*.bin"]
+    raise ModelNotFoundError("the hub repository has no PyTorch weights (model.safetensors or pytorch_model.bin): "
+                             "pass a repository or folder with PyTorch weights")
+
+
 def _from_hub(repo_id: str) -> Artifact:
     if settings.offline():
         raise ModelNotFoundError(f"model '{repo_id}' is a hub id but hub access is off (HF_HUB_OFFLINE=1): "
                                  "download it elsewhere and pass the local folder")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        local = snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+        patterns = download_patterns(list_repo_files(repo_id))
+        local = snapshot_download(repo_id, allow_patterns=patterns)
     except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise ModelNotFoundError(f"could not fetch '{repo_id}' from the hub ({type(exc).__name__}): "
                                  "check the id and your network, or pass a local folder") from exc

@@ -1,7 +1,8 @@
 """Wire a recipe's stages into a tree of variants, validate each, benchmark them all, report.
 
-No stage logic lives here: the pipeline resolves the model and data, asks `artifact.build` for each
-variant in recipe order (finished ones are reused), and hands the folders to the harness.
+No stage logic lives here: the pipeline checks what can be checked before any work, resolves the
+model and data, asks `artifact.build` for each variant in recipe order (finished ones are reused),
+and hands the folders to the harness. One process at a time works in a run folder (a lock).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pathlib import Path
 
 from . import data as data_module
 from . import models, stages, validate
-from .artifact import Artifact, build, write_json_atomic
+from .artifact import Artifact, build
 from .bench import selection
-from .bench.harness import Candidate, EvalSet, measure
-from .errors import EdgeNLPError
+from .bench.harness import Candidate, EvalSet, check_lengths, measure, preflight
+from .bench.profiles import load as load_profile
+from .errors import BenchError, EdgeNLPError
+from .fsio import FolderLock, write_json_atomic
 from .recipe import Recipe, SelectionSettings
 from .report import html, markdown
 
@@ -32,15 +35,22 @@ class RunOutcome:
     results: dict | None
 
 
-def _already_finetuned(parent: Artifact, labels: list[str]) -> bool:
-    return parent.task == "text-classification" and parent.labels() == labels
+def check_before_work(recipe: Recipe, source: Artifact) -> None:
+    """Refuse, before anything is built or measured, what would fail only after minutes of work."""
+    profiles = [load_profile(p) for p in recipe.bench.profiles]
+    if recipe.selection.fail_if:
+        selection.check_gates(recipe.selection.fail_if, profiles)
+    check_lengths([Candidate("source model", source.path, source.format)], profiles)
 
 
-def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.ClassificationData) -> tuple[dict[str, Artifact], list[str]]:
-    source = models.resolve(recipe.model)
+def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.ClassificationData,
+                   source: Artifact | None = None) -> tuple[dict[str, Artifact], list[str]]:
+    source = source or models.resolve(recipe.model)
     built: dict[str, Artifact] = {}
     reused: list[str] = []
     check_texts = dataset.validation.sample(recipe.validation.examples, seed=0).texts
+    data_hash = data_module.fingerprint(recipe.data)
+    check_settings = {**recipe.validation.model_dump(), "data_sha256": data_hash}
     tolerance = validate.Tolerance(recipe.validation.atol, recipe.validation.min_label_agreement)
     for spec in recipe.variants:
         parent = built[spec.parent] if spec.parent else source
@@ -48,11 +58,12 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.Classific
         config = recipe.stage_config(spec)
         if hasattr(stage, "resolve"):
             config = stage.resolve(config)
-        if spec.stage == "finetune" and _already_finetuned(parent, dataset.labels):
-            log.info("%s: %s is already fine-tuned for %s; using it as is", spec.name, parent.path, dataset.labels)
+        if stages.satisfied_by(stage, parent, dataset.labels):
+            log.info("%s: %s already is what %s would make; using it as is", spec.name, parent.path, spec.stage)
             built[spec.name] = parent
             reused.append(spec.name)
             continue
+        inputs = {"data_sha256": data_module.fingerprint(config.data)} if stages.uses_data(stage) else {}
 
         def check(child: Artifact, parent: Artifact = parent) -> dict:
             return validate.against_parent(parent, child, check_texts, tolerance)
@@ -61,8 +72,8 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.Classific
             artifact, was_reused = build(
                 out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,
                 run=lambda work, stage=stage, parent=parent, config=config: stage.run(parent, config, work),
-                check=None if spec.stage == "finetune" else check, name=spec.name,
-                check_settings=recipe.validation.model_dump())
+                check=check if stages.checked_against_parent(stage) else None, name=spec.name,
+                check_settings=check_settings, inputs=inputs)
         except EdgeNLPError as exc:
             done = ", ".join(built) or "none"
             raise type(exc)(f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {done}]") from exc
@@ -82,6 +93,19 @@ def candidates_of(variants: dict[str, Artifact]) -> list[Candidate]:
     return out
 
 
+def model_labels(paths: list[Path]) -> list[str]:
+    """The label order the models predict in; they must all agree, or accuracy would be misread."""
+    found = {}
+    for path in paths:
+        labels = Artifact(path if path.is_dir() else path.parent).labels()
+        if labels:
+            found[str(path)] = labels
+    if len({tuple(v) for v in found.values()}) > 1:
+        listed = "; ".join(f"{p}: {v}" for p, v in found.items())
+        raise BenchError(f"the models predict labels in different orders ({listed}): measure models of one label set")
+    return next(iter(found.values()), [])
+
+
 def training_logs(variants: dict[str, Artifact]) -> dict[str, dict]:
     logs = {}
     for name, art in variants.items():
@@ -92,25 +116,35 @@ def training_logs(variants: dict[str, Artifact]) -> dict[str, dict]:
 
 
 def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    source = models.resolve(recipe.model)
+    check_before_work(recipe, source)
     dataset = data_module.load(recipe.data)
-    variants, reused = build_variants(recipe, out_dir, dataset)
-    results = None
-    if bench:
-        eval_set = EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels, name=f"{dataset.name}/test")
-        results = measure(candidates_of(variants), eval_set, recipe.bench, out_dir / "bench")
-        results["run"] = {"recipe": recipe.name, "model": recipe.model, "data": dataset.describe()}
-        results["training"] = training_logs(variants)
-        publish(results, out_dir, recipe.selection)
+    with FolderLock(out_dir):
+        variants, reused = build_variants(recipe, out_dir, dataset, source)
+        results = None
+        if bench:
+            candidates = candidates_of(variants)
+            preflight(candidates, recipe.bench)
+            test = dataset.aligned_to(model_labels([c.path for c in candidates]))
+            eval_set = EvalSet(test.test.texts, test.test.labels, test.labels, name=f"{dataset.name}/test")
+            results = measure(candidates, eval_set, recipe.bench, out_dir / "bench")
+            results["run"] = {"recipe": recipe.name, "model": recipe.model, "data": test.describe()}
+            results["training"] = training_logs(variants)
+            publish(results, out_dir, recipe.selection)
     return RunOutcome(out_dir, variants, reused, results)
 
 
 def publish(results: dict, out_dir: Path, selection_settings: SelectionSettings | None = None) -> dict:
-    """Add the selection (and the gate verdict), then write results.json, report.md and report.html."""
+    """Write the measurements, then add the selection and the gate verdict, then the reports.
+
+    `results.json` is written before anything that could fail on it, so minutes of measurement
+    are never lost to a selection or gate error. The caller holds the run folder's lock.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "results.json", results)
     s = selection_settings or SelectionSettings()
     results["selection"] = selection.select(results, s.max_accuracy_drop, s.max_latency_ms, s.max_size_mb)
     results["gates"] = selection.evaluate_gates(results, s.fail_if) if s.fail_if else None
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "results.json", results)
     markdown.write(results, out_dir / "report.md")
     html.write(results, out_dir / "report.html")

@@ -88,10 +88,10 @@ class Recipe(BaseModel):
         return self
 
     def stage_config(self, variant: VariantSpec):
-        """The variant's config parsed by its stage (finetune inherits the recipe's data)."""
+        """The variant's config parsed by its stage (a stage that reads data inherits the recipe's)."""
         stage = stages.get(variant.stage)
         raw = dict(variant.config)
-        if variant.stage == "finetune":
+        if stages.uses_data(stage):
             raw.setdefault("data", self.data.model_dump())
         return stage.Config(**raw)
 
@@ -104,12 +104,16 @@ def _where(loc: tuple) -> str:
 
 
 def _one_line(err: dict, loc: tuple, origin: str) -> str:
+    """A pydantic error as one line naming the key path; the offending value only when it is small."""
     where = _where(loc)
     if err["type"] == "extra_forbidden":
         return f"{origin}: unknown key '{loc[-1]}' at {where}: check its spelling against the documented keys"
     if err["type"] == "missing":
         return f"{origin}: required key {where} is missing: add it"
-    return f"{origin}: {where}: {err['msg']} (got {err.get('input')!r}): fix that value"
+    message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = "" if isinstance(value, (dict, list)) or len(repr(value)) > 80 else f" (got {value!r})"
+    return f"{origin}: {where}: {message}{shown}: fix that value"
 
 
 def parse(data: dict, origin: str = "recipe") -> Recipe:
@@ -138,8 +142,12 @@ def load(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe {path} not found: pass an existing YAML file (see recipes/)")
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} is a folder: pass a YAML file (see recipes/)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"recipe {path} is not UTF-8 text ({exc.reason}): pass a YAML file") from exc
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(str(exc).split())[:200]}") from exc
     return parse(data, str(path))

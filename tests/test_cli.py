@@ -80,24 +80,38 @@ def test_failure_in_a_later_stage_keeps_finished_variants(tmp_path, tiny_recipe,
     assert not [p for p in (out / "variants").iterdir() if p.name.startswith(".")]
 
 
-def test_bench_rejects_a_corrupt_onnx_file(tmp_path, tiny_run):
+@pytest.fixture()
+def short_profile(tmp_path):
+    path = tmp_path / "tiny-1t.yaml"
+    path.write_text("threads: 1\nseq_lengths: [real, 16]\nmemory_budget_mb: 300\n")
+    return str(path)
+
+
+def test_bench_rejects_a_corrupt_onnx_file(tmp_path, tiny_run, short_profile):
     import shutil
 
     folder = tmp_path / "corrupt"
     shutil.copytree(tiny_run.variants["onnx-fp32"].path, folder)
     (folder / "model.onnx").write_bytes(b"not an onnx model")
-    _fails_cleanly(["bench", str(folder), "--data", str(tiny_run.out_dir / "nonexistent.csv")], "data")
+    _fails_cleanly(["bench", str(folder), "--profile", short_profile, "--data", str(tmp_path / "nonexistent.csv")],
+                   "data '" + str(tmp_path / "nonexistent.csv") + "' is neither a known set", "fix the name or the path")
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("text,label\n" + "".join(f"good movie {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
-    _fails_cleanly(["bench", str(folder), "--data", str(csv_path), "--out", str(tmp_path / "b")],
+    _fails_cleanly(["bench", str(folder), "--profile", short_profile, "--data", str(csv_path), "--out", str(tmp_path / "b")],
                    "corrupt cannot be measured")
 
 
-def test_bench_rejects_data_with_other_labels(tmp_path, tiny_run):
+def test_bench_rejects_data_with_other_labels(tmp_path, tiny_run, short_profile):
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("text,label\n" + "".join(f"good movie {i},{i % 3}\n" for i in range(40)))
-    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--data", str(csv_path)],
+    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", short_profile, "--data", str(csv_path)],
                    "the model predicts ['neg', 'pos'] but the data has labels ['0', '1', '2']")
+
+
+def test_a_length_beyond_the_model_is_refused_before_measuring(tmp_path, tiny_run):
+    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--out", str(tmp_path / "b")],
+                   "profile 'edge-1t' asks for 128 tokens but onnx-fp32 takes at most 32")
+    assert not (tmp_path / "b").exists()
 
 
 def test_bench_rejects_a_path_that_is_not_a_model(tmp_path):

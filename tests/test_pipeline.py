@@ -9,7 +9,7 @@ from edgenlp import pipeline, recipe
 
 def test_results_follow_the_documented_schema(tiny_run):
     results = json.loads((tiny_run.out_dir / "results.json").read_text())
-    assert results["schema"] == "edgenlp.results/1" and results["reference"] == "pytorch-fp32"
+    assert results["schema"] == "edgenlp.results/2" and results["reference"] == "pytorch-fp32"
     names = [v["name"] for v in results["variants"]]
     assert names == ["pytorch-fp32", "onnx-fp32", "onnx-fp32-opt", "onnx-int8-dynamic"]
     for v in results["variants"]:
@@ -19,11 +19,20 @@ def test_results_follow_the_documented_schema(tiny_run):
             summary = v["latency_ms"]["tiny-1t"][shape]
             assert summary["n"] >= 10 and summary["p50_ci"][0] <= summary["p50"] <= summary["p50_ci"][1]
             assert summary["p50"] <= summary["p90"] <= summary["p99"]
-        assert v["profiles"]["tiny-1t"]["throughput_seq_per_s"] > 0
-        assert len(v["latency_samples_ms"]["tiny-1t"]["real"]) >= 10  # iterations asked, across rounds
+        prof = v["profiles"]["tiny-1t"]
+        assert prof["throughput_seq_per_s"] > 0 and 0 <= prof["throughput"]["padding_share"] < 1
+        assert prof["throughput"]["sequences"] > 0
+        assert prof["load_peak_rss_bytes"] <= prof["peak_rss_bytes"] and prof["steady_rss_bytes"] > 0
+        rounds = v["latency_samples_ms"]["tiny-1t"]["real"]
+        assert len(rounds) == 2 and sum(map(len, rounds)) >= 10  # iterations asked, kept per round
+        assert len(v["predictions"]) == results["eval"]["examples"]
         assert "speedup_p50" in v["ratios"] and "accuracy_delta_points" in v["ratios"]
         assert v["params"] > 0 and 0 < v["macs"]["real_mean"] < v["macs"]["len32"]
     int8 = results["variants"][-1]
+    lo, hi = int8["ratios"]["speedup_p50_ci"]["tiny-1t/real"]
+    assert lo <= int8["ratios"]["speedup_p50"]["tiny-1t/real"] <= hi
+    orders = results["visiting_order"]["rounds"]
+    assert len(orders) == 2 and sorted(orders[0]) == sorted(f"{v}@tiny-1t" for v in names)
     assert int8["ratios"]["size"] == int8["size_bytes"] / results["variants"][0]["size_bytes"]
     assert "mcnemar_vs_reference" in int8["metrics"]
     assert results["environment"]["cpu"]["isa"]

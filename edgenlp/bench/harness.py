@@ -2,11 +2,11 @@
 
 Each (candidate, profile) pair gets its own fresh worker process, so no variant warms caches or
 allocators for another and peak memory is per model. The workers stay alive and the harness asks
-them for measurements in rounds, rotating the order each round: machine noise (another tenant, a
-frequency change) then hits every candidate alike, and the ratios between them stay honest even
-when absolute times drift. Warm-up calls are never timed.
+them for measurements in rounds, in a fresh random order each round (seeded and recorded): machine
+noise (another tenant, a frequency change) then hits every candidate alike, and the ratios between
+them stay honest even when absolute times drift. Warm-up calls are never timed.
 
-Results follow the `edgenlp.results/1` schema (see `results_schema` below and README).
+Results follow the `edgenlp.results/2` schema (see README); `edgenlp report` still reads `/1`.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import progress
-from ..artifact import MODEL_SUFFIXES, library_versions
+from ..artifact import library_versions, loaded_model_files, onnx_file
 from ..errors import BenchError
 from ..hardware import cpu_info
 from . import stats
 from .profiles import Profile
 from .profiles import load as load_profile
 
-RESULTS_SCHEMA = "edgenlp.results/1"
+RESULTS_SCHEMA = "edgenlp.results/2"
+READABLE_SCHEMAS = ("edgenlp.results/1", RESULTS_SCHEMA)
 
 
 class BenchSettings(BaseModel):
@@ -45,7 +46,7 @@ class BenchSettings(BaseModel):
     iterations: int = Field(200, ge=10)
     """Timed batch-1 inferences per candidate, profile and sequence length (spread over the rounds)."""
     rounds: int = Field(8, ge=1)
-    """Interleaving rounds: each round visits every candidate in a rotated order. The confidence
+    """Interleaving rounds: each round visits every candidate in a seeded random order. The confidence
     intervals resample rounds, so more rounds give intervals that hold across runs."""
     warmup: int = Field(10, ge=0)
     throughput_batches: int = Field(10, ge=1)
@@ -79,20 +80,17 @@ class EvalSet:
 
 
 def model_size_bytes(path: Path) -> int:
-    if path.is_file():
-        siblings = [p for p in path.parent.iterdir() if p.suffix in (".onnx_data", ".data") and p.stem.startswith(path.stem)]
-        return path.stat().st_size + sum(p.stat().st_size for p in siblings)
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in MODEL_SUFFIXES)
+    """Bytes of the files the runner loads, each once (see `artifact.loaded_model_files`)."""
+    return sum(p.stat().st_size for p in loaded_model_files(path))
 
 
 def parameter_count(path: Path) -> int | None:
     """Number of stored weights (an INT8 weight counts once, like its FP32 original)."""
     try:
-        onnx_files = [path] if path.suffix == ".onnx" else sorted(path.glob("*.onnx"))
-        if onnx_files:
+        if path.suffix == ".onnx" or any(path.glob("*.onnx")):
             import onnx
 
-            model = onnx.load(str(onnx_files[0]), load_external_data=False)
+            model = onnx.load(str(onnx_file(path)), load_external_data=False)
             float_or_int8 = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8,
                              onnx.TensorProto.UINT8, onnx.TensorProto.BFLOAT16}
             return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer
@@ -108,21 +106,42 @@ def parameter_count(path: Path) -> int | None:
     return None
 
 
+_CONFIG_ALIASES = {  # BERT's field names, then what other encoders call the same thing
+    "hidden_size": ("hidden_size", "dim"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layers"),
+    "num_attention_heads": ("num_attention_heads", "n_heads"),
+    "intermediate_size": ("intermediate_size", "hidden_dim"),
+}
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "xlm-roberta", "electra")
+
+
+def _read_config(path: Path) -> dict:
+    folder = path if path.is_dir() else path.parent
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def encoder_macs(path: Path, length: float) -> int | None:
     """Multiply-accumulates of one BERT-family classification pass over `length` tokens, from config.json.
 
     Counts the matrix products (projections, attention scores and context, feed-forward, pooler,
-    classifier); element-wise work is left out. Pruned heads are honoured. None for other models.
+    classifier); element-wise work is left out. Pruned heads are honoured. None for other models,
+    or when the config lacks a size it needs.
     """
-    folder = path if path.is_dir() else path.parent
-    config_path = folder / "config.json"
-    if not config_path.exists():
+    config = _read_config(path)
+    if config.get("model_type") not in ENCODER_TYPES:
         return None
-    config = json.loads(config_path.read_text())
-    if config.get("model_type") not in ("bert", "roberta", "distilbert", "xlm-roberta", "electra"):
-        return None
-    h, layers = config["hidden_size"], config["num_hidden_layers"]
-    heads, inter = config["num_attention_heads"], config["intermediate_size"]
+    sizes = {}
+    for field_name, aliases in _CONFIG_ALIASES.items():
+        value = next((config[a] for a in aliases if isinstance(config.get(a), int)), None)
+        if value is None:
+            return None
+        sizes[field_name] = value
+    h, layers = sizes["hidden_size"], sizes["num_hidden_layers"]
+    heads, inter = sizes["num_attention_heads"], sizes["intermediate_size"]
     head_dim = h // heads
     pruned = {int(k): len(v) for k, v in (config.get("pruned_heads") or {}).items()}
     total = 0.0
@@ -133,16 +152,46 @@ def encoder_macs(path: Path, length: float) -> int | None:
     return int(total)
 
 
+def max_tokens(path: Path) -> int | None:
+    """The longest input the candidate takes: the tokenizer's limit within the position embeddings."""
+    from ..runtime import DEFAULT_MAX_LENGTH
+
+    folder = path if path.is_dir() else path.parent
+    limits = []
+    try:
+        tokenizer_limit = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length")
+        if isinstance(tokenizer_limit, (int, float)):
+            limits.append(int(min(tokenizer_limit, DEFAULT_MAX_LENGTH)))
+    except (OSError, ValueError, AttributeError):
+        pass
+    config = _read_config(path)
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if isinstance(positions, int):
+        limits.append(positions)
+    return min(limits) if limits else None
+
+
+def check_lengths(candidates: list[Candidate], profiles: list[Profile]) -> None:
+    """Refuse a profile length that a candidate cannot take, before any process starts."""
+    for c in candidates:
+        limit = max_tokens(c.path)
+        for p in profiles:
+            too_long = [n for n in p.seq_lengths if n != "real" and limit is not None and n > limit]
+            if too_long:
+                raise BenchError(f"profile '{p.name}' asks for {too_long[0]} tokens but {c.name} takes at most "
+                                 f"{limit}: lower the profile's seq_lengths")
+
+
 class _WorkerProcess:
-    def __init__(self, candidate: Candidate, profile: Profile, texts_file: Path, log_dir: Path):
-        self.candidate, self.profile = candidate, profile
+    def __init__(self, candidate: Candidate, threads: int, label: str, texts_file: Path, log_dir: Path):
+        self.candidate, self.threads = candidate, threads
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"{candidate.name}.{profile.name}.log"
+        self.log_path = log_dir / f"{candidate.name}.{label}.log"
         self._log = open(self.log_path, "w")
-        env = {**os.environ, "OMP_NUM_THREADS": str(profile.threads), "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgenlp.bench.worker", str(candidate.path), candidate.runner,
-             str(profile.threads), str(texts_file)],
+             str(threads), str(texts_file)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
         self._read()  # waits for "ready"
 
@@ -184,8 +233,8 @@ def _shape_key(shape) -> str:
     return "real" if shape == "real" else f"len{shape}"
 
 
-def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSettings, work_dir: Path) -> dict:
-    """Measure every candidate under every profile; returns an `edgenlp.results/1` document."""
+def preflight(candidates: list[Candidate], settings: BenchSettings) -> tuple[str, list[Profile]]:
+    """Everything that can be refused before a process starts: names, reference, profiles, lengths."""
     if not candidates:
         raise BenchError("nothing to measure: give at least one model")
     names = [c.name for c in candidates]
@@ -195,7 +244,20 @@ def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSetti
     if reference not in names:
         raise BenchError(f"reference '{reference}' is not among the measured variants ({', '.join(names)})")
     profiles = [load_profile(p) for p in settings.profiles]
+    if len({p.name for p in profiles}) != len(profiles):
+        raise BenchError(f"profile names must be unique, got {[p.name for p in profiles]}")
+    check_lengths(candidates, profiles)
+    return reference, profiles
 
+
+def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSettings, work_dir: Path) -> dict:
+    """Measure every candidate under every profile; returns an `edgenlp.results/2` document.
+
+    Accuracy comes from one process per candidate that does nothing else and is closed before the
+    timing starts; latency, throughput and memory from one fresh process per candidate and
+    profile, so every profile's memory figures describe the same work.
+    """
+    reference, profiles = preflight(candidates, settings)
     order = list(range(len(eval_set.texts)))
     random.Random(settings.seed).shuffle(order)
     if settings.max_eval_examples:
@@ -212,35 +274,43 @@ def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSetti
     workers: dict[tuple[str, str], _WorkerProcess] = {}
     raw: dict[str, dict] = {c.name: {"profiles": {p.name: {"latency": {}, "e2e": [], "throughput": []}
                                                   for p in profiles}} for c in candidates}
+    visiting_orders = []
     try:
+        with progress.task("accuracy", len(candidates)) as advance:
+            for c in candidates:
+                evaluator = _WorkerProcess(c, profiles[0].threads, "eval", texts_file, work_dir / "logs")
+                try:
+                    reply = evaluator.ask(op="eval")
+                finally:
+                    evaluator.close()
+                raw[c.name]["preds"], raw[c.name]["probs"] = reply["preds"], reply["probs"]
+                advance(1)
         with progress.task("starting workers", len(candidates) * len(profiles)) as advance:
             for c in candidates:
                 for p in profiles:
-                    workers[(c.name, p.name)] = _WorkerProcess(c, p, texts_file, work_dir / "logs")
+                    workers[(c.name, p.name)] = _WorkerProcess(c, p.threads, p.name, texts_file, work_dir / "logs")
                     advance(1)
-        with progress.task("accuracy", len(candidates)) as advance:
-            for c in candidates:
-                reply = workers[(c.name, profiles[0].name)].ask(op="eval")
-                raw[c.name]["preds"], raw[c.name]["probs"] = reply["preds"], reply["probs"]
-                advance(1)
         per_round = -(-settings.iterations // settings.rounds)  # ceil: at least `iterations` in all
-        visits = list(workers.items())
+        batches_per_round = -(-settings.throughput_batches // settings.rounds)
+        visits = list(workers)
+        rng = random.Random(settings.seed)
         with progress.task("latency rounds", settings.rounds * len(visits)) as advance:
             for r in range(settings.rounds):
-                shift = r % len(visits)
-                for (cname, pname), w in visits[shift:] + visits[:shift]:
+                rng.shuffle(visits)  # a fresh random order each round, so no variant always follows another
+                visiting_orders.append([f"{c}@{p}" for c, p in visits])
+                for cname, pname in visits:
+                    w, profile = workers[(cname, pname)], next(p for p in profiles if p.name == pname)
                     slot = raw[cname]["profiles"][pname]
                     start = r * per_round
                     warm = settings.warmup if r == 0 else 2
-                    for shape in w.profile.seq_lengths:
-                        ms = w.ask(op="latency", shape=shape, batch=w.profile.batch_size, n=per_round,
+                    for shape in profile.seq_lengths:
+                        ms = w.ask(op="latency", shape=shape, batch=profile.batch_size, n=per_round,
                                    start=start, warmup=warm)["ms"]
                         slot["latency"].setdefault(_shape_key(shape), []).append(ms)
                     slot["e2e"].append(w.ask(op="e2e", n=max(1, per_round // 2), start=start, warmup=2)["ms"])
-                    if w.profile.throughput_batch:
-                        n_batches = -(-settings.throughput_batches // settings.rounds)
-                        slot["throughput"].extend(w.ask(op="latency", shape="real", batch=w.profile.throughput_batch,
-                                                        n=n_batches, start=r * n_batches, warmup=1)["ms"])
+                    if profile.throughput_batch:
+                        slot["throughput"].append(w.ask(op="throughput", batch=profile.throughput_batch,
+                                                        n=batches_per_round, start=r * batches_per_round, warmup=1))
                     advance(1)
         for (cname, pname), w in workers.items():
             raw[cname]["profiles"][pname]["process"] = w.ask(op="stats")
@@ -249,13 +319,36 @@ def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSetti
             w.close()
         texts_file.unlink(missing_ok=True)
 
-    return _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, settings)
+    results = _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, settings)
+    results["visiting_order"] = {"seed": settings.seed, "rounds": visiting_orders}
+    return results
+
+
+def _throughput(rounds: list[dict], batch: int) -> dict | None:
+    """Sequences and real tokens per second over all timed batches; padding stated, not hidden."""
+    if not rounds:
+        return None
+    ms = sum(sum(r["ms"]) for r in rounds)
+    sequences = sum(sum(r["sequences"]) for r in rounds)
+    tokens = sum(sum(r["tokens"]) for r in rounds)
+    positions = sum(sum(r["positions"]) for r in rounds)
+    return {"batch": batch, "batches": sum(len(r["ms"]) for r in rounds), "sequences": sequences,
+            "seq_per_s": 1000.0 * sequences / ms, "real_tokens_per_s": 1000.0 * tokens / ms,
+            "padding_share": 1.0 - tokens / positions if positions else 0.0,
+            "how": "consecutive batches of the evaluation texts, each padded to its longest text"}
+
+
+def _process_memory(process: dict) -> dict:
+    return {"peak_rss_bytes": process["peak_rss_bytes"], "load_peak_rss_bytes": process.get("load_peak_rss_bytes"),
+            "rss_after_load_bytes": process.get("rss_after_load_bytes"),
+            "steady_rss_bytes": process.get("steady_rss_bytes"), "load_seconds": process["load_seconds"]}
 
 
 def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, settings) -> dict:
     n_classes = len(eval_set.label_names)
     variants = []
     ref_correct = np.asarray(raw[reference]["preds"]) == np.asarray(labels)
+    primary = profiles[0].name
     for c in candidates:
         r = raw[c.name]
         preds = r["preds"]
@@ -269,20 +362,18 @@ def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, set
         for p in profiles:
             slot = r["profiles"][p.name]
             latency[p.name] = {k: stats.latency_summary(v, settings.bootstrap) for k, v in slot["latency"].items()}
-            batch_ms = np.asarray(slot["throughput"]) if slot["throughput"] else None
-            process = slot["process"]
+            throughput = _throughput(slot["throughput"], p.throughput_batch)
+            memory = _process_memory(slot["process"])
             per_profile[p.name] = {
                 "threads": p.threads,
                 "e2e_ms": stats.latency_summary(slot["e2e"], settings.bootstrap),
-                "throughput_seq_per_s": (float(p.throughput_batch * 1000.0 / np.median(batch_ms))
-                                         if batch_ms is not None else None),
+                "throughput": throughput,
+                "throughput_seq_per_s": throughput["seq_per_s"] if throughput else None,
                 "throughput_batch": p.throughput_batch,
-                "peak_rss_bytes": process["peak_rss_bytes"],
-                "rss_after_load_bytes": process["rss_after_load_bytes"],
-                "load_seconds": process["load_seconds"],
+                **memory,
                 "memory_budget_mb": p.memory_budget_mb,
                 "fits_memory_budget": (None if p.memory_budget_mb is None
-                                       else process["peak_rss_bytes"] <= p.memory_budget_mb * 2**20),
+                                       else memory["peak_rss_bytes"] <= p.memory_budget_mb * 2**20),
             }
         variants.append({
             "name": c.name,
@@ -290,25 +381,28 @@ def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, set
             "runner": c.runner,
             **c.info,
             "size_bytes": model_size_bytes(c.path),
+            "size_files": [str(f.name) for f in loaded_model_files(c.path)],
             "params": parameter_count(c.path),
-            "macs": {"real_mean": encoder_macs(c.path, r["profiles"][profiles[0].name]["process"]["mean_tokens"]),
+            "macs": {"real_mean": encoder_macs(c.path, r["profiles"][primary]["process"]["mean_tokens"]),
                      **{f"len{L}": encoder_macs(c.path, L) for p in profiles for L in p.seq_lengths if L != "real"}},
             "metrics": metrics,
+            "predictions": [int(x) for x in preds],
             "latency_ms": latency,
-            "latency_samples_ms": {p.name: {k: [round(x, 4) for one_round in v for x in one_round]
+            "latency_samples_ms": {p.name: {k: [[round(x, 4) for x in one_round] for one_round in v]
                                             for k, v in r["profiles"][p.name]["latency"].items()} for p in profiles},
             "profiles": per_profile,
-            "peak_rss_bytes": per_profile[profiles[0].name]["peak_rss_bytes"],
+            "peak_rss_bytes": per_profile[primary]["peak_rss_bytes"],
         })
     ref = next(v for v in variants if v["name"] == reference)
     for v in variants:
-        v["ratios"] = _ratios(v, ref)
+        v["ratios"] = _ratios(v, ref, settings.bootstrap)
     return {
         "schema": RESULTS_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "reference": reference,
         "eval": {"name": eval_set.name, "examples": len(texts), "labels": eval_set.label_names,
-                 "mean_tokens": raw[reference]["profiles"][profiles[0].name]["process"]["mean_tokens"]},
+                 "labels_true": [int(y) for y in labels],
+                 "mean_tokens": raw[reference]["profiles"][primary]["process"]["mean_tokens"]},
         "profiles": [p.model_dump() for p in profiles],
         "settings": settings.model_dump(mode="json", exclude={"profiles"}),
         "environment": environment(),
@@ -316,15 +410,19 @@ def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, set
     }
 
 
-def _ratios(v: dict, ref: dict) -> dict:
-    speedup = {}
-    for pname, shapes in v["latency_ms"].items():
-        for shape, summary in shapes.items():
-            base = ref["latency_ms"].get(pname, {}).get(shape, {}).get("p50")
-            if base and summary.get("p50"):
-                speedup[f"{pname}/{shape}"] = base / summary["p50"]
+def _ratios(v: dict, ref: dict, n_boot: int) -> dict:
+    """Every ratio against the reference; speed-ups carry a 95% interval paired by round."""
+    speedup, speedup_ci = {}, {}
+    for pname, shapes in v["latency_samples_ms"].items():
+        for shape, rounds in shapes.items():
+            base = ref["latency_samples_ms"].get(pname, {}).get(shape)
+            if base and rounds:
+                one = stats.speedup(base, rounds, n_boot)
+                speedup[f"{pname}/{shape}"] = one["ratio"]
+                speedup_ci[f"{pname}/{shape}"] = one["ci"]
     return {
         "speedup_p50": speedup,
+        "speedup_p50_ci": speedup_ci,
         "size": v["size_bytes"] / ref["size_bytes"] if ref["size_bytes"] else None,
         "accuracy_delta_points": 100.0 * (v["metrics"]["accuracy"] - ref["metrics"]["accuracy"]),
         "macro_f1_delta_points": 100.0 * (v["metrics"]["macro_f1"] - ref["metrics"]["macro_f1"]),

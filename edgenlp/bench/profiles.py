@@ -44,14 +44,20 @@ def load(spec: str | dict | Profile) -> Profile:
         if not path.exists():
             raise BenchError(f"profile '{spec}' is neither built in ({', '.join(BUILTIN)}) nor a YAML file: "
                              "fix the name or the path")
+        if not path.is_file():
+            raise BenchError(f"profile {path} is a folder: pass a YAML file or a built-in name ({', '.join(BUILTIN)})")
         try:
-            spec = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise BenchError(f"profile file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(spec, dict):
+            raise BenchError(f"profile file {path} holds a YAML {type(spec).__name__}, not a mapping: write keys "
+                             "such as threads, seq_lengths and memory_budget_mb")
         spec.setdefault("name", path.stem)
     try:
         return Profile(**spec)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
-        raise BenchError(f"profile '{spec.get('name', '?')}': {where}: {err['msg']} (input {err.get('input')!r})") from exc
+        raise BenchError(f"profile '{spec.get('name', '?')}': {where}: {err['msg']} (input {err.get('input')!r}): "
+                         "fix that value") from exc

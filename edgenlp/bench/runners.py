@@ -23,10 +23,9 @@ class Runner(Protocol):
 
 class OnnxRunner:
     def __init__(self, path: Path, threads: int):
-        from ..runtime import OnnxModel
+        from ..runtime import OnnxModel, onnx_file
 
-        onnx_path = path if path.suffix == ".onnx" else sorted(path.glob("*.onnx"))[0]
-        self.model = OnnxModel(onnx_path, threads=threads)
+        self.model = OnnxModel(onnx_file(path), threads=threads)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.model.run(inputs)

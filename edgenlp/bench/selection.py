@@ -6,8 +6,9 @@ profile (the primary one) unless a gate names another.
 
 Gate syntax (`--fail-if`): terms `METRIC[@PROFILE] OP NUMBER` joined by `or` / `and` (`and` binds
 tighter), e.g. `accuracy_drop>1.0 or p90_ms>20 or size_mb>30`. Metrics: accuracy (%), accuracy_drop
-(points below the reference), macro_f1, p50_ms / p90_ms / p99_ms (real lengths), p50_ms_lenN etc.
-(N tokens), e2e_p50_ms, size_mb, peak_rss_mb, speedup (reference p50 / variant p50).
+(points below the reference), macro_f1 (%), p50_ms / p90_ms / p99_ms (real lengths), p50_ms_lenN etc.
+(N tokens), e2e_p50_ms (real lengths only), size_mb, peak_rss_mb, speedup (reference p50 / variant
+p50). When no variant meets the selection limits, the gate fails: there is nothing fit to ship.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def metric(results: dict, variant: dict, name: str, profile: str | None = None) 
     if name == "accuracy_drop":
         return 100.0 * (ref["metrics"]["accuracy"] - variant["metrics"]["accuracy"])
     if name == "macro_f1":
-        return variant["metrics"]["macro_f1"]
+        return 100.0 * variant["metrics"]["macro_f1"]
     if name == "size_mb":
         return variant["size_bytes"] / MB
     if name == "peak_rss_mb":
@@ -52,6 +53,8 @@ def metric(results: dict, variant: dict, name: str, profile: str | None = None) 
     if match:
         e2e, pct, length = match.groups()
         if e2e:
+            if length:
+                raise BenchError(f"{name}: end-to-end latency is measured at real lengths only: use e2e_p{pct}_ms")
             return variant["profiles"][profile]["e2e_ms"][f"p{pct}"]
         shape = f"len{length}" if length else "real"
         if shape not in variant["latency_ms"][profile]:
@@ -82,9 +85,13 @@ def parse_gates(expression: str) -> list[list[Term]]:
             if not match:
                 raise BenchError(f"gate term '{text.strip()}' is not METRIC OP NUMBER (e.g. p90_ms>20): fix --fail-if")
             name, profile, op, number = match.groups()
-            if name not in PLAIN_METRICS and not _LATENCY.match(name):
+            latency = _LATENCY.match(name)
+            if name not in PLAIN_METRICS and not latency:
                 raise BenchError(f"unknown metric '{name}' in --fail-if: use one of {', '.join(PLAIN_METRICS)}, "
                                  "p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms")
+            if latency and latency.group(1) and latency.group(3):
+                raise BenchError(f"'{name}' in --fail-if: end-to-end latency is measured at real lengths only: "
+                                 f"use e2e_p{latency.group(2)}_ms")
             terms.append(Term(name, profile, op, float(number)))
         groups.append(terms)
     if not groups or not groups[0]:
@@ -92,9 +99,31 @@ def parse_gates(expression: str) -> list[list[Term]]:
     return groups
 
 
+def check_gates(expression: str, profiles: list) -> None:
+    """Refuse, before anything is measured, a gate that names a profile or length that will not be."""
+    by_name = {p.name: p for p in profiles}
+    for terms in parse_gates(expression):
+        for t in terms:
+            profile = by_name.get(t.profile) if t.profile else profiles[0]
+            if profile is None:
+                raise BenchError(f"--fail-if term '{t}' names profile '{t.profile}', which is not measured "
+                                 f"(profiles: {', '.join(by_name)}): fix the term or add the profile")
+            latency = _LATENCY.match(t.metric)
+            if latency and latency.group(3) and int(latency.group(3)) not in profile.seq_lengths:
+                raise BenchError(f"--fail-if term '{t}' needs length {latency.group(3)}, which profile "
+                                 f"'{profile.name}' does not measure (lengths: {profile.seq_lengths}): "
+                                 "fix the term or the profile's seq_lengths")
+
+
 def evaluate_gates(results: dict, expression: str, variant_name: str | None = None) -> dict:
     groups = parse_gates(expression)
-    name = variant_name or (results.get("selection") or {}).get("selected") or results["reference"]
+    selection = results.get("selection") or {}
+    name = variant_name or selection.get("selected")
+    if name is None and selection:
+        limits = ", ".join(f"{k} {v}" for k, v in (selection.get("constraints") or {}).items() if v is not None)
+        return {"expression": expression, "variant": None, "failed": True, "terms": [],
+                "reason": f"no variant meets the selection limits ({limits or 'none'}): nothing fit to ship"}
+    name = name or results["reference"]
     variant = next((v for v in results["variants"] if v["name"] == name), None)
     if variant is None:
         raise BenchError(f"gate variant '{name}' is not among the measured variants")
@@ -111,6 +140,8 @@ def evaluate_gates(results: dict, expression: str, variant_name: str | None = No
 
 
 def verdict_line(gates: dict) -> str:
+    if gates.get("variant") is None:
+        return f"gate FAILED: {gates['reason']}"
     parts = [f"{t['term']} ({t['value']:.3g}{' TRIGGERED' if t['triggered'] else ''})" for t in gates["terms"]]
     state = "FAILED" if gates["failed"] else "passed"
     return f"gate {state} for {gates['variant']}: " + "; ".join(parts)

@@ -7,46 +7,106 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 
 
-def _two_stage_resample(rounds: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap that resamples whole rounds, then samples within each picked round.
+MIN_TAIL_SAMPLES = 10
+"""A percentile is called stable once at least this many timings lie beyond it."""
 
-    Timings within one round share the machine's state of that moment (another tenant, a clock
-    change), so they are not independent: resampling single timings gives intervals that two runs
-    on different minutes fail to share. Resampling rounds first carries that drift into the interval.
+
+def _as_rounds(samples_ms) -> list[np.ndarray]:
+    """One array per measurement round; a flat list of timings is one round."""
+    if len(samples_ms) and isinstance(samples_ms[0], (list, tuple, np.ndarray)):
+        return [np.asarray(r, dtype=np.float64) for r in samples_ms if len(r)]
+    return [np.asarray(samples_ms, dtype=np.float64)] if len(samples_ms) else []
+
+
+def _replicates(rounds: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Bootstrap replicates of the pooled timings.
+
+    With several rounds, whole rounds are resampled and each keeps its own timings and size (a
+    cluster bootstrap): timings within a round share the machine's state of that moment, so the
+    round is the independent unit, and resampling timings inside the picked rounds as well would
+    count their spread twice. With one round, the timings are resampled one by one.
     """
-    sizes = np.array([len(r) for r in rounds])
-    n = int(sizes.sum())
-    out = np.empty((n_boot, n))
-    for b in range(n_boot):
-        picked = rng.integers(0, len(rounds), size=len(rounds))
-        parts = [rounds[i][rng.integers(0, sizes[i], size=sizes[i])] for i in picked]
-        drawn = np.concatenate(parts)
-        out[b] = np.resize(drawn, n)
+    if len(rounds) > 1:
+        picks = rng.integers(0, len(rounds), size=(n_boot, len(rounds)))
+        return [np.concatenate([rounds[i] for i in row]) for row in picks]
+    x = rounds[0]
+    return list(x[rng.integers(0, x.size, size=(n_boot, x.size))])
+
+
+def tail_warnings(n: int) -> list[str]:
+    out = []
+    for p in PERCENTILES:
+        beyond = n * (100 - p) / 100
+        if beyond < MIN_TAIL_SAMPLES:
+            needed = int(np.ceil(MIN_TAIL_SAMPLES * 100 / (100 - p)))
+            out.append(f"p{p} rests on {beyond:.0f} of {n} timings beyond it: indicative only "
+                       f"(at least {needed} timings for a stable p{p})")
     return out
 
 
-def latency_summary(samples_ms: list[float] | list[list[float]], n_boot: int = 1000, seed: int = 0) -> dict:
+def latency_summary(samples_ms, n_boot: int = 1000, seed: int = 0) -> dict:
     """p50/p90/p99 and mean with bootstrap 95% confidence intervals.
 
-    `samples_ms` is either one list of timings (independent bootstrap) or one list per
-    measurement round (two-stage bootstrap over rounds, then timings).
+    `samples_ms` is one list of timings, or one list per measurement round (then whole rounds are
+    resampled). `warnings` names the percentiles that rest on too few timings.
     """
-    grouped = bool(samples_ms) and isinstance(samples_ms[0], (list, tuple, np.ndarray))
-    rounds = [np.asarray(r, dtype=np.float64) for r in samples_ms if len(r)] if grouped else []
-    x = np.concatenate(rounds) if grouped and rounds else np.asarray([] if grouped else samples_ms, dtype=np.float64)
-    if x.size == 0:
+    rounds = _as_rounds(samples_ms)
+    if not rounds:
         return {"n": 0}
-    rng = np.random.default_rng(seed)
-    if len(rounds) > 1:
-        boot = _two_stage_resample(rounds, n_boot, rng)
-    else:
-        boot = x[rng.integers(0, x.size, size=(n_boot, x.size))]
-    out: dict = {"n": int(x.size), "rounds": max(1, len(rounds)), "mean": float(x.mean()), "min": float(x.min())}
+    x = np.concatenate(rounds)
+    boot = _replicates(rounds, n_boot, np.random.default_rng(seed))
+    out: dict = {"n": int(x.size), "rounds": len(rounds), "mean": float(x.mean()), "min": float(x.min())}
     for p in PERCENTILES:
-        estimates = np.percentile(boot, p, axis=1)
+        estimates = np.array([np.percentile(b, p) for b in boot])
         out[f"p{p}"] = float(np.percentile(x, p))
         out[f"p{p}_ci"] = [float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))]
+    out["warnings"] = tail_warnings(int(x.size))
     return out
+
+
+def speedup(reference_rounds, variant_rounds, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Reference p50 / variant p50 with a 95% interval, paired by round.
+
+    Both were measured in the same rounds, so each bootstrap replicate draws one set of round
+    indices for both: a slow moment of the machine slows both sides of the ratio, as it did.
+    """
+    ref, var = _as_rounds(reference_rounds), _as_rounds(variant_rounds)
+    if not ref or not var:
+        return {}
+    ratio = float(np.median(np.concatenate(ref)) / np.median(np.concatenate(var)))
+    rng = np.random.default_rng(seed)
+    if len(ref) == len(var) and len(ref) > 1:
+        picks = rng.integers(0, len(ref), size=(n_boot, len(ref)))
+        draws = [np.median(np.concatenate([ref[i] for i in row])) / np.median(np.concatenate([var[i] for i in row]))
+                 for row in picks]
+        paired = True
+    else:
+        a, b = np.concatenate(ref), np.concatenate(var)
+        draws = [np.median(a[rng.integers(0, a.size, a.size)]) / np.median(b[rng.integers(0, b.size, b.size)])
+                 for _ in range(n_boot)]
+        paired = False
+    return {"ratio": ratio, "ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
+            "paired_by_round": paired}
+
+
+def paired_latency_test(a_rounds, b_rounds) -> dict:
+    """Is A's latency different from B's? Wilcoxon signed-rank test on the per-round log p50 ratios.
+
+    Rounds are the paired unit (both ran in the same stretch of machine time), so machine drift
+    between rounds cancels; with 8 rounds the smallest two-sided p-value is 2/256.
+    """
+    from scipy.stats import wilcoxon
+
+    a, b = _as_rounds(a_rounds), _as_rounds(b_rounds)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError("a paired latency test needs the same rounds, at least two, for both variants")
+    per_round = np.array([np.log(np.median(x) / np.median(y)) for x, y in zip(a, b)])
+    if np.all(per_round == 0):
+        p = 1.0
+    else:
+        p = float(wilcoxon(per_round, zero_method="zsplit", alternative="two-sided").pvalue)
+    return {"rounds": len(a), "p50_ratio_a_over_b": float(np.exp(np.median(per_round))),
+            "rounds_a_slower": int(np.sum(per_round > 0)), "p_value": p, "significant": p < 0.05}
 
 
 def bootstrap_accuracy_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:

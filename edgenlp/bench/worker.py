@@ -22,22 +22,34 @@ def _pin_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
+def _status_bytes(field: str) -> int | None:
+    status = "/proc/self/status"
+    if os.path.exists(status):
+        with open(status) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    return None
+
+
 def _peak_rss_bytes() -> int:
     """High-water mark of this process's resident memory.
 
     Linux's VmHWM, not getrusage: ru_maxrss survives exec, so a worker spawned by a large parent
     (the pipeline holds torch) would report the parent's peak.
     """
-    status = "/proc/self/status"
-    if os.path.exists(status):
-        with open(status) as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _rss_bytes() -> int | None:
+    """Resident memory now (VmRSS): what the process holds in steady state, not its peak."""
+    return _status_bytes("VmRSS")
 
 
 class Worker:
@@ -53,7 +65,8 @@ class Worker:
         self.runner = open_runner(model_path, runner, threads)
         self.tokenizer = TextTokenizer(model_path if model_path.is_dir() else model_path.parent)
         self.load_seconds = time.perf_counter() - started
-        self.rss_after_load = _peak_rss_bytes()
+        self.load_peak_rss = _peak_rss_bytes()
+        self.rss_after_load = _rss_bytes()
         with open(texts_file, encoding="utf-8") as f:
             self.texts = [json.loads(line)["text"] for line in f if line.strip()]
         self._encoded: dict = {}
@@ -83,14 +96,34 @@ class Worker:
                 self._encoded[shape] = packed
         return self._encoded[shape]
 
-    def _batched(self, batch: int, shape) -> list:
-        """Consecutive batches of texts, each padded to its longest (or to `shape`)."""
-        key = ("batch", batch, shape)
+    def _batched(self, batch: int) -> list:
+        """Consecutive batches of the texts (the last one may be short), each padded to its longest text."""
+        key = ("batch", batch)
         if key not in self._encoded:
-            pad_to = None if shape == "real" else int(shape)
-            self._encoded[key] = [self.tokenizer.encode(self.texts[i:i + batch], pad_to=pad_to)
-                                  for i in range(0, max(1, len(self.texts) - batch + 1), batch)]
+            self._encoded[key] = [self.tokenizer.encode(self.texts[i:i + batch])
+                                  for i in range(0, len(self.texts), batch)]
         return self._encoded[key]
+
+    def _latency_inputs(self, shape, batch: int) -> list:
+        """Inputs of the latency op: single texts, or batches (fixed lengths stack rows of real text)."""
+        if batch == 1:
+            return self._single(shape)
+        if shape == "real":
+            return self._batched(batch)
+        key = ("stacked", batch, shape)
+        if key not in self._encoded:
+            rows = self._single(shape)
+            self._encoded[key] = [{k: self.np.concatenate([rows[(i + j) % len(rows)][k] for j in range(batch)])
+                                   for k in rows[0]} for i in range(0, len(rows), batch)]
+        return self._encoded[key]
+
+    def _throughput(self, batch: int, start: int, n: int, warmup: int) -> dict:
+        """Timed batches with what each really held: sequences, real tokens and padded positions."""
+        inputs = self._batched(batch)
+        ms = self._timed(inputs, start, n, warmup)
+        picked = [inputs[(start + warmup + i) % len(inputs)]["attention_mask"] for i in range(n)]
+        return {"ms": ms, "sequences": [int(m.shape[0]) for m in picked],
+                "tokens": [int(m.sum()) for m in picked], "positions": [int(m.size) for m in picked]}
 
     def _timed(self, inputs: list, start: int, n: int, warmup: int) -> list[float]:
         logits, clock = self.runner.logits, time.perf_counter_ns
@@ -116,9 +149,10 @@ class Worker:
                 preds.append(int(p.argmax()))
             return {"preds": preds, "probs": probs}
         if op == "latency":
-            shape, batch = req.get("shape", "real"), req.get("batch", 1)
-            inputs = self._single(shape) if batch == 1 else self._batched(batch, shape)
+            inputs = self._latency_inputs(req.get("shape", "real"), req.get("batch", 1))
             return {"ms": self._timed(inputs, req.get("start", 0), req["n"], req.get("warmup", 2))}
+        if op == "throughput":
+            return self._throughput(req["batch"], req.get("start", 0), req["n"], req.get("warmup", 1))
         if op == "e2e":
             texts, clock, out = self.texts, time.perf_counter_ns, []
             start = req.get("start", 0)
@@ -131,7 +165,8 @@ class Worker:
                     out.append((clock() - t0) / 1e6)
             return {"ms": out}
         if op == "stats":
-            return {"peak_rss_bytes": _peak_rss_bytes(), "rss_after_load_bytes": self.rss_after_load,
+            return {"peak_rss_bytes": _peak_rss_bytes(), "load_peak_rss_bytes": self.load_peak_rss,
+                    "rss_after_load_bytes": self.rss_after_load, "steady_rss_bytes": _rss_bytes(),
                     "load_seconds": self.load_seconds,
                     "mean_tokens": sum(self.tokenizer.lengths(self.texts)) / max(1, len(self.texts))}
         raise ValueError(f"unknown op {op}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ..fsio import write_text_atomic
 from . import plots
 
 MB = 1e6
@@ -27,7 +28,4 @@ def render(results: dict) -> str:
 
 
 def write(results: dict, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(results), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, render(results))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..fsio import write_text_atomic
+
 MB = 1e6
 MIB = 2**20
 
@@ -15,8 +17,29 @@ def _ms(summary: dict | None, key: str = "p50") -> str:
     return f"{summary[key]:.2f}" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else "")
 
 
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+def _x(value: float | None, ci: list | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
+
+
+def _few(summary: dict | None, pct: int) -> str:
+    """A mark on a percentile that rests on too few timings to trust."""
+    warnings = (summary or {}).get("warnings") or []
+    return "†" if any(w.startswith(f"p{pct} ") for w in warnings) else ""
+
+
+def _throughput(prof: dict) -> str:
+    t = prof.get("throughput")
+    if t:
+        return f"{t['seq_per_s']:.0f} ({100 * t['padding_share']:.0f}% padding)"
+    tput = prof.get("throughput_seq_per_s")  # results/1
+    return "-" if tput is None else f"{tput:.0f}"
+
+
+def _memory(prof: dict) -> str:
+    cells = [prof.get("peak_rss_bytes"), prof.get("load_peak_rss_bytes"), prof.get("steady_rss_bytes")]
+    return " / ".join("-" if b is None else f"{b / MIB:.0f}" for b in cells)
 
 
 def render(results: dict) -> str:
@@ -28,6 +51,7 @@ def render(results: dict) -> str:
         lines += [f"Model `{run.get('model')}`, data `{run.get('data', {}).get('name')}`; "
                   f"evaluated on {results['eval']['examples']} held-out examples ({results['eval']['name']}). "
                   f"Reference: `{ref}`.", ""]
+        lines += [f"- Note: {note}" for note in run.get("data", {}).get("notes") or []]
     sel = results.get("selection")
     if sel:
         limits = ", ".join(f"{k} {v}" for k, v in sel["constraints"].items() if v is not None) or "none"
@@ -37,12 +61,14 @@ def render(results: dict) -> str:
         lines += [f"- `{n}` rejected: {why}" for n, why in sel["rejected"].items()]
         lines.append("")
     gates = results.get("gates")
-    if gates:
+    if gates and gates.get("variant") is None:
+        lines += [f"**Gate FAILED** (`{gates['expression']}`): {gates['reason']}.", ""]
+    elif gates:
         lines += [f"**Gate {'FAILED' if gates['failed'] else 'passed'}** for `{gates['variant']}` "
                   f"(`{gates['expression']}`): " + "; ".join(
                       f"{t['term']} = {t['value']:.3g}{' (triggered)' if t['triggered'] else ''}" for t in gates["terms"]), ""]
     lines += ["## Accuracy and size", "",
-              "| variant | format | size MB | size vs ref | accuracy % [95% CI] | Δ acc (points) | McNemar p | macro-F1 | agreement with ref | peak RSS MiB |",
+              "| variant | format | size MB | size vs ref | accuracy % [95% CI] | Δ acc (points) | McNemar p | macro-F1 % | agreement with ref | peak RSS MiB |",
               "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for v in results["variants"]:
         m, r = v["metrics"], v["ratios"]
@@ -53,16 +79,19 @@ def render(results: dict) -> str:
         lines.append(
             f"| {v['name']}{mark} | {v.get('format', '?')} {v.get('precision', '')} | {v['size_bytes'] / MB:.1f} | {_x(r['size'])} | "
             f"{100 * m['accuracy']:.2f} [{100 * lo:.1f}-{100 * hi:.1f}] | {r['accuracy_delta_points']:+.2f} | "
-            f"{'-' if mc is None else f'{mc:.3f}'} | {m['macro_f1']:.4f} | "
+            f"{'-' if mc is None else f'{mc:.3f}'} | {100 * m['macro_f1']:.2f} | "
             f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {v['peak_rss_bytes'] / MIB:.0f} |")
     for p in results["profiles"]:
         name = p["name"]
         shapes = [("real" if s == "real" else f"len{s}") for s in p["seq_lengths"]]
         lines += ["", f"## Latency: profile `{name}` ({p['threads']} thread{'s' if p['threads'] > 1 else ''}, "
                       f"batch {p['batch_size']})", "",
-                  "p50 ms [95% CI], p90 and p99 ms; speed-up = reference p50 / variant p50.", "",
+                  "p50 ms [95% CI], p90 and p99 ms; speed-up = reference p50 / variant p50 [95% CI, rounds "
+                  "resampled in pairs]. Throughput: batches of the evaluation texts padded to their longest "
+                  "text (padding share in brackets). Memory: peak over the process, peak while loading, resident "
+                  "after the measurements.", "",
                   "| variant | " + " | ".join(f"{s} p50 | {s} p90 | {s} p99 | {s} speed-up" for s in shapes)
-                  + " | end-to-end p50 | throughput seq/s | peak RSS MiB | fits budget |",
+                  + " | end-to-end p50 | throughput seq/s | peak / load / steady RSS MiB | fits budget |",
                   "|---|" + "---:|" * (4 * len(shapes) + 4)]
         for v in results["variants"]:
             lat = v["latency_ms"].get(name, {})
@@ -70,13 +99,17 @@ def render(results: dict) -> str:
             cells = []
             for s in shapes:
                 summ = lat.get(s)
-                cells += [_ms(summ), _ms(summ, "p90").split(" ")[0], _ms(summ, "p99").split(" ")[0],
-                          _x(v["ratios"]["speedup_p50"].get(f"{name}/{s}"))]
+                key = f"{name}/{s}"
+                cells += [_ms(summ), _ms(summ, "p90").split(" ")[0] + _few(summ, 90),
+                          _ms(summ, "p99").split(" ")[0] + _few(summ, 99),
+                          _x(v["ratios"]["speedup_p50"].get(key), (v["ratios"].get("speedup_p50_ci") or {}).get(key))]
             fits = prof.get("fits_memory_budget")
-            tput = prof.get("throughput_seq_per_s")
             lines.append(f"| {v['name']} | " + " | ".join(cells) + f" | {_ms(prof.get('e2e_ms'))} | "
-                         f"{'-' if tput is None else f'{tput:.0f}'} | {prof.get('peak_rss_bytes', 0) / MIB:.0f} | "
+                         f"{_throughput(prof)} | {_memory(prof)} | "
                          f"{'-' if fits is None else ('yes' if fits else 'NO')} (budget {p.get('memory_budget_mb') or '-'} MiB) |")
+        if any(_few((v["latency_ms"].get(name) or {}).get(s), 99) for v in results["variants"] for s in shapes):
+            lines += ["", "† rests on fewer than 10 timings beyond the percentile: indicative only; raise "
+                          "`bench.iterations` (1,000 per length for a stable p99)."]
     notes = []
     for v in results["variants"]:
         meta = v.get("metadata") or {}
@@ -110,7 +143,4 @@ def render(results: dict) -> str:
 
 
 def write(results: dict, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(results), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, render(results))

@@ -68,6 +68,11 @@ def sizes(results: dict) -> str:
     return _encode(plt, fig)
 
 
+def _flat(samples: list) -> list[float]:
+    """Timings of every round in one list (results/2 keeps them per round, results/1 flat)."""
+    return [x for r in samples for x in (r if isinstance(r, list) else [r])]
+
+
 def latency_distributions(results: dict) -> str:
     profiles = results["profiles"]
     shapes = sorted({shape for v in results["variants"] for p in v["latency_samples_ms"].values() for shape in p},
@@ -77,7 +82,8 @@ def latency_distributions(results: dict) -> str:
     for i, profile in enumerate(profiles):
         for j, shape in enumerate(shapes):
             ax = fig.add_subplot(len(profiles), len(shapes), i * len(shapes) + j + 1)
-            data = [v["latency_samples_ms"].get(profile["name"], {}).get(shape, []) or [0.0] for v in results["variants"]]
+            data = [_flat(v["latency_samples_ms"].get(profile["name"], {}).get(shape, [])) or [0.0]
+                    for v in results["variants"]]
             ax.boxplot(data, vert=False, showfliers=True, flierprops={"markersize": 2})
             ax.set_yticks(range(1, len(names) + 1), names, fontsize=7)
             ax.set_xscale("log")

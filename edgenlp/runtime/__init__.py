@@ -98,15 +98,23 @@ class OnnxModel:
         return self.session.run(self.output_names[:1], feed)[0]
 
 
+def onnx_file(path: str | Path) -> Path:
+    """The ONNX model to load from `path`: the file itself, or `model.onnx` in a folder, else its first."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    candidates = sorted(path.glob("*.onnx"), key=lambda p: (p.name != "model.onnx", p.name))
+    if not candidates:
+        raise FileNotFoundError(f"{path} holds no .onnx file")
+    return candidates[0]
+
+
 class TextClassifier:
     """Text in, label out: a tokenizer and an ONNX classifier from one folder."""
 
     def __init__(self, folder: str | Path, threads: int = 1, max_length: int | None = None):
         folder = Path(folder)
-        onnx_files = sorted(folder.glob("*.onnx"))
-        if not onnx_files:
-            raise FileNotFoundError(f"{folder} holds no .onnx file")
-        self.model = OnnxModel(onnx_files[0], threads=threads)
+        self.model = OnnxModel(onnx_file(folder), threads=threads)
         self.tokenizer = TextTokenizer(folder, max_length=max_length)
         config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
         id2label = config.get("id2label") or {}

@@ -5,6 +5,13 @@
     run(parent, config, workdir) -> StageOutput
                                    reads the parent artifact, writes the new model into `workdir`
 
+and may declare what the pipeline needs to know about it:
+
+    Config.data                    a `data` field: the stage reads the recipe's data (the pipeline
+                                   fills it in and puts the data's content hash in the artifact id)
+    CHECKED_AGAINST_PARENT = False its output is meant to differ from its parent (training)
+    satisfied_by(parent, labels)   True when the parent already is what the stage would make
+
 A stage knows nothing about the CLI, the report or the other stages; `artifact.build` gives it an
 empty folder and publishes the result atomically. Heavy libraries are imported inside `run`.
 """
@@ -30,6 +37,19 @@ _MODULES = {
     "quantize": "edgenlp.stages.quantize",
 }
 STAGE_NAMES = tuple(_MODULES)
+
+
+def uses_data(stage: ModuleType) -> bool:
+    return "data" in stage.Config.model_fields
+
+
+def checked_against_parent(stage: ModuleType) -> bool:
+    return getattr(stage, "CHECKED_AGAINST_PARENT", True)
+
+
+def satisfied_by(stage: ModuleType, parent, labels: list[str]) -> bool:
+    hook = getattr(stage, "satisfied_by", None)
+    return bool(hook and hook(parent, labels))
 
 
 def get(name: str) -> ModuleType:

@@ -25,6 +25,7 @@ from . import StageConfig
 
 NAME = "finetune"
 LOG_FILE = "training_log.json"
+CHECKED_AGAINST_PARENT = False  # training is meant to change the outputs
 
 
 class Config(StageConfig):
@@ -44,6 +45,11 @@ class Config(StageConfig):
     """Validation examples used during training (a fixed sample keeps evaluation cheap)."""
     seed: int = 42
     threads: int | None = Field(None, ge=1)
+
+
+def satisfied_by(parent: Artifact, labels: list[str]) -> bool:
+    """A classifier already trained for these labels (in any order) is used as it is."""
+    return parent.task == "text-classification" and sorted(parent.labels()) == sorted(labels)
 
 
 def _batches(encoded: list[list[int]], labels: list[int], order: list[int], batch_size: int, pad_id: int):
