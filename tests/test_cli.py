@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -163,3 +166,146 @@ def test_overriding_model_or_data_gets_its_own_run_folder():
     assert _run_name("minilm-tweets", None, None) == "minilm-tweets"
     assert _run_name("minilm-tweets", None, "sst2") == "minilm-tweets-sst2"
     assert _run_name("minilm-tweets", "/x/my bert/", "/d/reviews.csv") == "minilm-tweets-my_bert-reviews"
+
+
+# --- clean refusals: one line, exit 2, no traceback --------------------------------------------
+
+def test_finetune_never_overwrites_its_own_model_folder(tmp_path, tiny_bert, tiny_csv):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_bert, ckpt)
+    before = sorted(p.name for p in ckpt.iterdir())
+    _fails_cleanly(["finetune", str(ckpt), "--data", str(tiny_csv), "--text-column", "review", "--label-column",
+                    "sentiment", "--max-steps", "2", "--out", str(ckpt)], "holds the model being read")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.md").write_text("keep me")
+    _fails_cleanly(["finetune", str(ckpt), "--data", str(tiny_csv), "--text-column", "review", "--label-column",
+                    "sentiment", "--max-steps", "2", "--out", str(home)], "is not an edgenlp artifact")
+    assert sorted(p.name for p in ckpt.iterdir()) == before and (home / "notes.md").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--epochs", "0"], ["--epochs", "greater than 0"]),
+    (["--batch-size", "0"], ["--batch-size", "greater than or equal to 1"]),
+])
+def test_finetune_settings_out_of_range(tmp_path, tiny_bert, tiny_csv, args, needles):
+    _fails_cleanly(["finetune", str(tiny_bert), "--data", str(tiny_csv), "--out", str(tmp_path / "ft"), *args], *needles)
+
+
+def test_bench_with_too_few_iterations(tmp_path, tiny_run):
+    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--iterations", "5"],
+                   "--iterations", "greater than or equal to 10")
+
+
+def test_a_negative_accuracy_budget_is_refused(tmp_path, tiny_run):
+    _fails_cleanly(["report", str(tiny_run.out_dir), "--max-accuracy-drop", "-1"],
+                   "--max-accuracy-drop", "greater than or equal to 0")
+
+
+def test_recipe_that_is_a_folder(tmp_path):
+    _fails_cleanly(["optimize", "--recipe", str(tmp_path)], "is a folder", "pass a YAML file")
+
+
+def test_profile_file_that_is_a_list(tmp_path, tiny_run):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("- threads: 1\n")
+    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", str(profile)],
+                   "holds a YAML list, not a mapping")
+
+
+def test_results_that_are_not_an_object(tmp_path):
+    (tmp_path / "results.json").write_text("[1, 2]")
+    _fails_cleanly(["report", str(tmp_path)], "is a JSON list, not edgenlp results")
+
+
+def test_recipe_errors_name_the_key_path_without_dumping_the_recipe(tmp_path, tiny_recipe):
+    bad = json.loads(json.dumps(tiny_recipe))
+    bad["variants"][2]["parent"] = "onnx-fp33"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    text = _fails_cleanly(["optimize", "--recipe", str(path)], "names parent 'onnx-fp33'")
+    assert "'variants':" not in text and "tiny-1t" not in text and len(text) < 300
+
+
+def test_unknown_profile_and_unmeasured_gates_are_refused_before_any_work(tmp_path, tiny_recipe):
+    path = tmp_path / "r.yaml"
+    out = tmp_path / "o"
+    for bench, gate, needle in [
+        ({"profiles": ["edge-9t"]}, None, "profile 'edge-9t' is neither built in"),
+        (None, "p50_ms@laptop-2t>5", "names profile 'laptop-2t', which is not measured"),
+        (None, "p90_ms_len64>5", "needs length 64, which profile 'tiny-1t' does not measure"),
+        (None, "e2e_p50_ms_len32>5", "end-to-end latency is measured at real lengths only"),
+        ({"profiles": [{"name": "long", "threads": 1, "seq_lengths": [4096]}]}, None, "asks for 4096 tokens"),
+    ]:
+        recipe = json.loads(json.dumps(tiny_recipe))
+        if bench:
+            recipe["bench"].update(bench)
+        if gate:
+            recipe["selection"] = {"fail_if": gate}
+        path.write_text(yaml.safe_dump(recipe))
+        _fails_cleanly(["optimize", "--recipe", str(path), "--out", str(out)], needle)
+        assert not out.exists(), "nothing may be built before the refusal"
+
+
+def test_a_read_only_working_directory_is_a_user_error(tmp_path, monkeypatch):
+    import os
+
+    if os.geteuid() == 0:
+        # root ignores permission bits; a read-only bind is what a user meets, simulated by the OS error
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied", str(tmp_path / "runs"))
+
+        monkeypatch.setattr("edgenlp.pipeline.FolderLock.__enter__", refuse)
+    else:
+        tmp_path.chmod(0o500)
+    monkeypatch.chdir(tmp_path)
+    try:
+        _fails_cleanly(["optimize", "--no-bench"], "Permission denied", "writable folder")
+    finally:
+        tmp_path.chmod(0o700)
+    assert not (tmp_path / "edgenlp-error.log").exists()
+
+
+def test_an_internal_error_log_falls_back_when_the_working_directory_is_read_only(tmp_path, monkeypatch):
+    from edgenlp import cli
+
+    real_write = Path.write_text
+
+    def write_text(self, *a, **k):
+        if self.parent == tmp_path.resolve():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write(self, *a, **k)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+    @cli._guarded
+    def buggy():
+        raise KeyError("bug")
+
+    with pytest.raises(typer.Exit) as exit_info:
+        buggy()
+    assert exit_info.value.exit_code == 1
+    assert (Path(tempfile.gettempdir()) / "edgenlp-error.log").read_text().count("KeyError") >= 1
+
+
+def test_a_run_folder_in_use_is_refused_with_its_holder(tmp_path, tiny_run):
+    import shutil
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run.out_dir / "results.json", run / "results.json")
+    hold = ("import sys, time\nfrom pathlib import Path\nfrom edgenlp.fsio import FolderLock\n"
+            "with FolderLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        _fails_cleanly(["report", str(run)], f"in use by another edgenlp process (PID {proc.pid}")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -85,3 +86,45 @@ def test_json_that_is_not_a_list_of_objects(tmp_path):
     path.write_text('[["a text", 1], ["another", 0]]')
     with pytest.raises(DataError, match="list of objects"):
         data.load(str(path))
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"text": "a", "label": 0}', '["b", 1]'], "line 2 is a JSON list, not an object"),
+    (['{"text": "a", "label": 0}', '"just text"'], "line 2 is a JSON str, not an object"),
+    (['{"text": "a", "label": [0, 1]}', '{"text": "b", "label": 1}'], "row 1: label [0, 1] is a list"),
+    (['{"text": "a", "label": 0, "split": "train"}', '{"text": "b", "label": 1}'],
+     "1 of 2 rows have a 'split' and row 2 has none"),
+])
+def test_jsonl_rows_that_cannot_be_used(tmp_path, lines, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=re.escape(message)):
+        data.load(str(path))
+
+
+class _FakeSplit(list):
+    pass
+
+
+def test_hub_glue_without_test_labels_evaluates_on_validation():
+    """GLUE's sst2 has label -1 on every test row: score on validation, carve validation from train."""
+    ds = {"train": _FakeSplit({"sentence": f"train sentence {i}", "label": i % 2, "idx": i} for i in range(200)),
+          "validation": _FakeSplit({"sentence": f"validation sentence {i}", "label": i % 2, "idx": i} for i in range(40)),
+          "test": _FakeSplit({"sentence": f"test sentence {i}", "label": -1, "idx": i} for i in range(30))}
+    names, splits, notes = data.hub_splits(ds, data.DataSpec(source="hub:glue:sst2"), "hub:glue:sst2")
+    assert names == ["0", "1"]
+    assert splits["test"].texts == [f"validation sentence {i}" for i in range(40)]
+    assert len(splits["train"]) + len(splits["validation"]) == 200 and len(splits["validation"]) > 0
+    assert any("30 rows of split 'test' have no label" in n for n in notes)
+    assert any("the validation split is the test split" in n for n in notes)
+
+
+def test_hub_downloads_bin_weights_when_a_repository_has_no_safetensors():
+    from edgenlp.errors import ModelNotFoundError
+    from edgenlp.models import download_patterns
+
+    assert "pytorch_model*.bin" in download_patterns(["config.json", "pytorch_model.bin", "vocab.txt"])
+    both = download_patterns(["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"])
+    assert "*.safetensors" in both and not any(p.endswith(".bin") for p in both)
+    with pytest.raises(ModelNotFoundError, match="no PyTorch weights"):
+        download_patterns(["config.json", "tf_model.h5"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from edgenlp import pipeline, recipe
 
 
@@ -75,3 +77,46 @@ def test_an_already_finetuned_model_is_used_as_is(tiny_run, tiny_recipe, tmp_pat
     given["variants"] = tiny_recipe["variants"][:2]
     again = pipeline.run(recipe.parse(given), tmp_path / "r", bench=False)
     assert again.variants["pytorch-fp32"].path == tiny_run.variants["pytorch-fp32"].path
+
+
+def test_a_model_trained_with_another_label_order_is_scored_right(tiny_run, tiny_recipe, tmp_path):
+    """The same classifier with its labels stored in the other order must get the same accuracy."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(tiny_run.variants["pytorch-fp32"].path, flipped)
+    (flipped / "artifact.json").unlink()
+    weights = load_file(str(flipped / "model.safetensors"))
+    for key in ("classifier.weight", "classifier.bias"):
+        weights[key] = weights[key].flip(0).contiguous()
+    save_file(weights, str(flipped / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((flipped / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "pos", "1": "neg"}, {"pos": 0, "neg": 1}
+    (flipped / "config.json").write_text(json.dumps(config))
+
+    given = dict(tiny_recipe, model=str(flipped))
+    given["variants"] = [{"name": "onnx-fp32", "stage": "export"}]
+    given["bench"] = dict(tiny_recipe["bench"], reference="onnx-fp32")
+    again = pipeline.run(recipe.parse(given), tmp_path / "r")
+    before = json.loads((tiny_run.out_dir / "results.json").read_text())
+    expected = next(v for v in before["variants"] if v["name"] == "onnx-fp32")["metrics"]["accuracy"]
+    assert again.results["eval"]["labels"] == ["pos", "neg"]
+    assert again.results["variants"][0]["metrics"]["accuracy"] == pytest.approx(expected)
+
+
+def test_measurements_are_written_before_selection_can_fail(tiny_run, tmp_path, monkeypatch):
+    from edgenlp.bench import selection
+
+    results = json.loads((tiny_run.out_dir / "results.json").read_text())
+    results.pop("selection"), results.pop("gates")
+
+    def broken(*a, **k):
+        raise RuntimeError("selection broke")
+
+    monkeypatch.setattr(selection, "select", broken)
+    with pytest.raises(RuntimeError):
+        pipeline.publish(results, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [v["name"] for v in saved["variants"]] == [v["name"] for v in results["variants"]]

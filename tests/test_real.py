@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from edgenlp import models, pipeline, recipe, settings
+from edgenlp import models, pipeline, recipe
 
 pytestmark = pytest.mark.real
 
@@ -31,7 +31,6 @@ def test_hub_ids_are_refused_clearly_when_offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def minilm_run(tmp_path_factory):
-    assert (settings.data_dir() / "sst2" / "train.tsv").exists(), "the data kit must be at EDGENLP_DATA_DIR"
     spec = {
         "name": "minilm-sst2-slice",
         "model": "minilm",

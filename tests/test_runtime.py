@@ -3,12 +3,43 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
-def test_runtime_and_bench_worker_import_no_torch():
-    code = ("import sys, edgenlp.runtime, edgenlp.bench.worker, edgenlp.bench.runners; "
-            "bad = [m for m in ('torch', 'transformers', 'optimum') if m in sys.modules]; "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True)
+
+TORCH_FORBIDDEN = """
+import importlib.abc, json, sys
+
+class Forbid(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "optimum"):
+            raise ImportError(f"{name} must not be imported by the runtime")
+        return None
+
+sys.meta_path.insert(0, Forbid())
+from edgenlp.runtime import TextClassifier
+from edgenlp.bench.worker import Worker
+
+clf = TextClassifier(sys.argv[1])
+labels = [o["label"] for o in clf.classify(["the movie was great", "awful boring plot"])]
+worker = Worker(sys.argv[1], "onnx", 1, sys.argv[2])
+timed = worker.handle({"op": "latency", "shape": "real", "n": 3, "warmup": 1})
+preds = worker.handle({"op": "eval"})["preds"]
+print(json.dumps({"labels": labels, "timed": len(timed["ms"]), "preds": preds}))
+"""
+
+
+def test_runtime_and_worker_run_where_torch_cannot_be_imported(tiny_run, tmp_path):
+    """Run the real inference path in a process where importing torch, transformers or optimum fails."""
+    import json
+
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["good film", "bad plot", "fun"]))
+    done = subprocess.run([sys.executable, "-c", TORCH_FORBIDDEN, str(tiny_run.variants["onnx-int8-dynamic"].path),
+                           str(texts)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(out["labels"]) <= {"neg", "pos"} and len(out["labels"]) == 2
+    assert out["timed"] == 3 and len(out["preds"]) == 3
 
 
 def test_tokenizer_pads_and_truncates(tiny_run):
@@ -38,3 +69,22 @@ def test_worker_fills_fixed_lengths_with_real_text_not_padding(tiny_run, tmp_pat
     assert [x["input_ids"].shape[1] for x in real] == [3, 4, 6]
     timed = worker.handle({"op": "latency", "shape": 16, "n": 5, "warmup": 2})
     assert len(timed["ms"]) == 5 and min(timed["ms"]) > 0
+
+
+def test_throughput_counts_real_sequences_and_tokens_including_a_short_last_batch(tiny_run, tmp_path):
+    import json
+
+    from edgenlp.bench.harness import _throughput
+    from edgenlp.bench.worker import Worker
+
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["good", "bad film", "the plot was fun",
+                                                                        "awful", "nice movie"]))
+    worker = Worker(str(tiny_run.variants["onnx-fp32"].path), "onnx", 1, str(texts))
+    reply = worker.handle({"op": "throughput", "batch": 2, "n": 3, "warmup": 0})
+    assert reply["sequences"] == [2, 2, 1]  # five texts: the last batch holds one, and counts as one
+    assert reply["tokens"] == [3 + 4, 6 + 3, 4] and reply["positions"] == [2 * 4, 2 * 6, 1 * 4]
+    summary = _throughput([reply], 2)
+    assert summary["sequences"] == 5
+    assert summary["seq_per_s"] == pytest.approx(5000.0 / sum(reply["ms"]))
+    assert summary["padding_share"] == pytest.approx(1 - 20 / 24)

@@ -60,3 +60,36 @@ def test_gate_typos_are_clear(results, expression, message):
 def test_unknown_profile_in_a_gate(results):
     with pytest.raises(BenchError, match="profile 'laptop-2t' was not measured"):
         selection.evaluate_gates(results, "p50_ms@laptop-2t>1")
+
+
+def test_the_gate_fails_when_no_variant_meets_the_limits(results):
+    results["selection"] = selection.select(results, max_accuracy_drop=0.0, max_size_mb=50)
+    assert results["selection"]["selected"] is None
+    gates = selection.evaluate_gates(results, "p50_ms>1000")
+    assert gates["failed"] and gates["variant"] is None
+    assert selection.verdict_line(gates).startswith("gate FAILED: no variant meets the selection limits")
+
+
+def test_macro_f1_is_in_percent_like_accuracy(results):
+    results["selection"] = selection.select(results)
+    v = results["variants"][0]
+    assert selection.metric(results, v, "macro_f1") == pytest.approx(selection.metric(results, v, "accuracy"))
+    assert selection.evaluate_gates(results, "macro_f1<50")["failed"] is False
+
+
+def test_end_to_end_latency_has_no_fixed_lengths(results):
+    with pytest.raises(BenchError, match="end-to-end latency is measured at real lengths only"):
+        selection.parse_gates("e2e_p50_ms_len128>5")
+    with pytest.raises(BenchError, match="real lengths only"):
+        selection.metric(results, results["variants"][0], "e2e_p50_ms_len128")
+
+
+def test_gates_are_checked_against_the_profiles_before_measuring():
+    from edgenlp.bench.profiles import Profile
+
+    profiles = [Profile(name="edge-1t", threads=1, seq_lengths=["real", 128])]
+    selection.check_gates("p90_ms_len128>20 or p50_ms@edge-1t>3", profiles)
+    with pytest.raises(BenchError, match="needs length 64"):
+        selection.check_gates("p90_ms_len64>20", profiles)
+    with pytest.raises(BenchError, match="names profile 'phone'"):
+        selection.check_gates("p90_ms@phone>20", profiles)

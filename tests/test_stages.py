@@ -11,6 +11,7 @@ import pytest
 from edgenlp import models, stages, validate
 from edgenlp.artifact import Artifact, build
 from edgenlp.errors import ArtifactError, RecipeError, ValidationFailed
+from edgenlp.hardware import cpu_info
 
 
 def test_finetune_writes_checkpoint_and_training_log(tiny_run):
@@ -45,11 +46,21 @@ def test_quantize_int8_matmuls_and_embeddings(tiny_run):
     assert meta["quantized_nodes"]["MatMulInteger"] >= 12
 
 
-@pytest.mark.parametrize("isa, reduce_range", [("avx2", True), ("avx512_vnni", False), ("arm64", False), ("generic", True)])
-def test_quantize_settings_follow_the_instruction_set(isa, reduce_range):
+@pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "avx_vnni", "arm64", "generic"])
+def test_quantize_settings_follow_the_measured_table(isa):
+    """`auto` pins the detected ISA; reduce_range follows the measured table unless the recipe sets it."""
     quantize = stages.get("quantize")
-    assert quantize.resolve(quantize.Config(isa=isa)).reduce_range is reduce_range
-    assert quantize.resolve(quantize.Config(isa=isa, reduce_range=not reduce_range)).reduce_range is not reduce_range
+    assert quantize.resolve(quantize.Config(isa=isa)).reduce_range is quantize.REDUCE_RANGE[isa] is False
+    assert quantize.resolve(quantize.Config(isa=isa, reduce_range=True)).reduce_range is True
+    assert quantize.resolve(quantize.Config()).isa == cpu_info().isa
+    if isa in ("avx2", "avx512"):
+        assert "measured on AVX2" in quantize._REASONS[isa]
+
+
+def test_a_recipe_override_of_reduce_range_is_stated(tiny_run, tmp_path):
+    quantize = stages.get("quantize")
+    out = quantize.run(tiny_run.variants["onnx-fp32"], quantize.Config(isa="avx2", reduce_range=True), tmp_path)
+    assert out.metadata["reduce_range"] is True and "(reduce_range=True set by the recipe)" in out.metadata["reason"]
 
 
 def test_validation_rejects_a_wrong_fp32_model(tiny_run, tiny_bert):
@@ -86,6 +97,38 @@ def test_runtime_classifier_agrees_with_pytorch(tiny_run):
     clf = TextClassifier(tiny_run.variants["onnx-fp32"].path)
     texts = ["the movie was great", "awful boring plot", "ünïcödé ✓ \ufffd"]
     out = clf.classify(texts)
-    assert [o["label"] for o in out][:2] and all(0 <= o["score"] <= 1 for o in out)
     torch_logits = PytorchRunner(tiny_run.variants["pytorch-fp32"].path, 1).logits(clf.tokenizer.encode(texts))
     np.testing.assert_allclose(clf.logits(clf.tokenizer.encode(texts)), torch_logits, atol=1e-4)
+    expected = np.exp(torch_logits) / np.exp(torch_logits).sum(-1, keepdims=True)
+    assert [o["label"] for o in out] == [["neg", "pos"][i] for i in torch_logits.argmax(-1)]
+    np.testing.assert_allclose([o["score"] for o in out], expected.max(-1), atol=1e-4)
+
+
+def test_size_counts_the_files_the_runner_loads_once(tmp_path, tiny_run):
+    import shutil
+
+    from edgenlp.artifact import loaded_model_files
+    from edgenlp.bench.harness import model_size_bytes
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_run.variants["pytorch-fp32"].path, ckpt)
+    weights = (ckpt / "model.safetensors").stat().st_size
+    (ckpt / "pytorch_model.bin").write_bytes(b"x" * 1000)  # a second copy of the weights
+    (ckpt / "training_args.bin").write_bytes(b"x" * 100)
+    assert model_size_bytes(ckpt) == weights
+    onnx_dir = tmp_path / "onnx"
+    shutil.copytree(tiny_run.variants["onnx-fp32"].path, onnx_dir)
+    graph = (onnx_dir / "model.onnx").stat().st_size
+    (onnx_dir / "model_quantized.onnx_data").write_bytes(b"x" * 5000)  # another model's external data
+    assert model_size_bytes(onnx_dir / "model.onnx") == graph == model_size_bytes(onnx_dir)
+    assert [p.name for p in loaded_model_files(onnx_dir)] == ["model.onnx"]
+
+
+def test_size_includes_the_external_data_a_graph_names(tmp_path, tiny_run):
+    from edgenlp.bench.harness import model_size_bytes
+
+    model = onnx.load(str(tiny_run.variants["onnx-fp32"].path / "model.onnx"))
+    onnx.save_model(model, str(tmp_path / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.data", size_threshold=0)
+    total = (tmp_path / "model.onnx").stat().st_size + (tmp_path / "weights.data").stat().st_size
+    assert model_size_bytes(tmp_path / "model.onnx") == total

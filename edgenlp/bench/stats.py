@@ -18,19 +18,23 @@ def _as_rounds(samples_ms) -> list[np.ndarray]:
     return [np.asarray(samples_ms, dtype=np.float64)] if len(samples_ms) else []
 
 
-def _replicates(rounds: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Bootstrap replicates of the pooled timings.
+def _boot_percentiles(rounds: list[np.ndarray], qs: list[float], n_boot: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Percentiles `qs` of `n_boot` bootstrap replicates of the pooled timings: shape (n_boot, len(qs)).
 
     With several rounds, whole rounds are resampled and each keeps its own timings and size (a
     cluster bootstrap): timings within a round share the machine's state of that moment, so the
     round is the independent unit, and resampling timings inside the picked rounds as well would
     count their spread twice. With one round, the timings are resampled one by one.
     """
-    if len(rounds) > 1:
-        picks = rng.integers(0, len(rounds), size=(n_boot, len(rounds)))
-        return [np.concatenate([rounds[i] for i in row]) for row in picks]
-    x = rounds[0]
-    return list(x[rng.integers(0, x.size, size=(n_boot, x.size))])
+    if len(rounds) == 1:
+        x = rounds[0]
+        return np.percentile(x[rng.integers(0, x.size, size=(n_boot, x.size))], qs, axis=1).T
+    picks = rng.integers(0, len(rounds), size=(n_boot, len(rounds)))
+    if len({r.size for r in rounds}) == 1:
+        stacked = np.stack(rounds)[picks].reshape(n_boot, -1)
+        return np.percentile(stacked, qs, axis=1).T
+    return np.array([np.percentile(np.concatenate([rounds[i] for i in row]), qs) for row in picks])
 
 
 def tail_warnings(n: int) -> list[str]:
@@ -54,10 +58,10 @@ def latency_summary(samples_ms, n_boot: int = 1000, seed: int = 0) -> dict:
     if not rounds:
         return {"n": 0}
     x = np.concatenate(rounds)
-    boot = _replicates(rounds, n_boot, np.random.default_rng(seed))
+    boot = _boot_percentiles(rounds, list(PERCENTILES), n_boot, np.random.default_rng(seed))
     out: dict = {"n": int(x.size), "rounds": len(rounds), "mean": float(x.mean()), "min": float(x.min())}
-    for p in PERCENTILES:
-        estimates = np.array([np.percentile(b, p) for b in boot])
+    for k, p in enumerate(PERCENTILES):
+        estimates = boot[:, k]
         out[f"p{p}"] = float(np.percentile(x, p))
         out[f"p{p}_ci"] = [float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))]
     out["warnings"] = tail_warnings(int(x.size))
@@ -74,17 +78,14 @@ def speedup(reference_rounds, variant_rounds, n_boot: int = 1000, seed: int = 0)
     if not ref or not var:
         return {}
     ratio = float(np.median(np.concatenate(ref)) / np.median(np.concatenate(var)))
-    rng = np.random.default_rng(seed)
-    if len(ref) == len(var) and len(ref) > 1:
-        picks = rng.integers(0, len(ref), size=(n_boot, len(ref)))
-        draws = [np.median(np.concatenate([ref[i] for i in row])) / np.median(np.concatenate([var[i] for i in row]))
-                 for row in picks]
-        paired = True
+    paired = len(ref) == len(var) and len(ref) > 1
+    if paired:  # the same generator state draws the same round indices for both sides
+        draws = (_boot_percentiles(ref, [50], n_boot, np.random.default_rng(seed))[:, 0]
+                 / _boot_percentiles(var, [50], n_boot, np.random.default_rng(seed))[:, 0])
     else:
-        a, b = np.concatenate(ref), np.concatenate(var)
-        draws = [np.median(a[rng.integers(0, a.size, a.size)]) / np.median(b[rng.integers(0, b.size, b.size)])
-                 for _ in range(n_boot)]
-        paired = False
+        a, b = [np.concatenate(ref)], [np.concatenate(var)]
+        draws = (_boot_percentiles(a, [50], n_boot, np.random.default_rng(seed))[:, 0]
+                 / _boot_percentiles(b, [50], n_boot, np.random.default_rng(seed + 1))[:, 0])
     return {"ratio": ratio, "ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
             "paired_by_round": paired}
 
