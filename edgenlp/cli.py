@@ -288,22 +288,10 @@ def bench(
         _conclude(publish(results, out, selection), out)
 
 
-@app.command()
-@_guarded
-def report(
-    run_dir: Path = typer.Argument(..., help="A run folder holding results.json."),
-    max_accuracy_drop: Optional[float] = MAX_DROP,
-    max_latency_ms: Optional[float] = MAX_LATENCY,
-    max_size_mb: Optional[float] = MAX_SIZE,
-    fail_if: Optional[str] = FAIL_IF,
-) -> None:
-    """Render results.json of a run into report.md and report.html (re-selecting and gating if asked)."""
+def _read_results(run_dir: Path) -> dict:
     import json
 
     from .bench.harness import READABLE_SCHEMAS
-    from .fsio import FolderLock
-    from .pipeline import publish
-    from .recipe import SelectionSettings
 
     results_path = run_dir / "results.json"
     if not results_path.is_file():
@@ -316,6 +304,24 @@ def report(
         what = f"schema {results.get('schema')!r}" if isinstance(results, dict) else f"a JSON {type(results).__name__}"
         raise EdgeNLPError(f"{results_path} is {what}, not edgenlp results ({', '.join(READABLE_SCHEMAS)}): "
                            "pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
+    return results
+
+
+@app.command()
+@_guarded
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder holding results.json."),
+    max_accuracy_drop: Optional[float] = MAX_DROP,
+    max_latency_ms: Optional[float] = MAX_LATENCY,
+    max_size_mb: Optional[float] = MAX_SIZE,
+    fail_if: Optional[str] = FAIL_IF,
+) -> None:
+    """Render results.json of a run into report.md and report.html (re-selecting and gating if asked)."""
+    from .fsio import FolderLock
+    from .pipeline import publish
+    from .recipe import SelectionSettings
+
+    results = _read_results(run_dir)
     previous = results.get("selection") or {}
     base = _typed(SelectionSettings, "report", **(previous.get("constraints") or {}),
                   fail_if=(results.get("gates") or {}).get("expression"))
@@ -327,6 +333,38 @@ def report(
         check_gates(settings.fail_if, [Profile(**p) for p in results["profiles"]])
     with FolderLock(run_dir):
         _conclude(publish(results, run_dir, settings), run_dir)
+
+
+@app.command()
+@_guarded
+def compare(
+    run_dir: Path = typer.Argument(..., help="A run folder holding results.json."),
+    a: str = typer.Argument(..., help="First variant."),
+    b: str = typer.Argument(..., help="Second variant."),
+) -> None:
+    """Paired tests between two variants of one run: McNemar for accuracy, round-paired for latency."""
+    from .bench.stats import compare_variants
+
+    results = _read_results(run_dir)
+    if results.get("schema") != "edgenlp.results/2":
+        raise EdgeNLPError(f"{run_dir / 'results.json'} is {results.get('schema')}, which keeps no per-round timings "
+                           "or predictions: measure again to compare")
+    names = [v["name"] for v in results["variants"]]
+    for name in (a, b):
+        if name not in names:
+            raise EdgeNLPError(f"variant '{name}' is not in {run_dir / 'results.json'} (variants: {', '.join(names)})")
+    verdict = compare_variants(results, a, b)
+    console = Console()
+    acc = verdict["accuracy"]
+    if acc:
+        console.print(f"accuracy: {a} {100 * acc['a']:.2f}% vs {b} {100 * acc['b']:.2f}%; only {a} right on "
+                      f"{acc['a_only_correct']}, only {b} right on {acc['b_only_correct']}; McNemar p = {acc['p_value']:.3g} "
+                      f"({'a real difference' if acc['significant'] else 'no significant difference'})", highlight=False)
+    for key, t in verdict["latency"].items():
+        ratio = t["speedup_b_over_a"]
+        console.print(f"{key}: {b} is {ratio['ratio']:.2f}x as fast as {a} [95% CI {ratio['ci'][0]:.2f}-{ratio['ci'][1]:.2f}]; "
+                      f"{a} slower in {t['rounds_a_slower']} of {t['rounds']} rounds; Wilcoxon p = {t['p_value']:.3g} "
+                      f"({'a real difference' if t['significant'] else 'no significant difference'})", highlight=False)
 
 
 def main() -> None:

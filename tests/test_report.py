@@ -55,3 +55,31 @@ def test_report_command_reselects_and_gates(tiny_run, tmp_path):
     assert (run / "report.html").exists() and "Gate FAILED" in (run / "report.md").read_text()
     typo = runner.invoke(app, ["report", str(run), "--fail-if", "sizemb>1"])
     assert typo.exit_code == 2 and "unknown metric 'sizemb'" in typo.output
+
+
+def test_compare_command_runs_paired_tests(tiny_run):
+    runner = CliRunner()
+    done = runner.invoke(app, ["compare", str(tiny_run.out_dir), "pytorch-fp32", "onnx-int8-dynamic"])
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert "McNemar p =" in text and "tiny-1t/real: onnx-int8-dynamic is" in text and "Wilcoxon p =" in text
+    missing = runner.invoke(app, ["compare", str(tiny_run.out_dir), "pytorch-fp32", "nope"])
+    assert missing.exit_code == 2 and "variant 'nope' is not in" in missing.output
+
+
+def test_report_still_renders_a_results_1_document(tiny_run, tmp_path):
+    """Older runs: flat timings, no intervals on ratios, throughput as one number."""
+    old = json.loads((tiny_run.out_dir / "results.json").read_text())
+    old["schema"] = "edgenlp.results/1"
+    for v in old["variants"]:
+        v["latency_samples_ms"] = {p: {s: [x for r in rounds for x in r] for s, rounds in shapes.items()}
+                                   for p, shapes in v["latency_samples_ms"].items()}
+        v["ratios"].pop("speedup_p50_ci")
+        for prof in v["profiles"].values():
+            for key in ("throughput", "load_peak_rss_bytes", "steady_rss_bytes"):
+                prof.pop(key)
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    done = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert "onnx-int8-dynamic" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.html").read_text().count('<img class="plot"') >= 5

@@ -161,3 +161,29 @@ def pr_curves(labels: list[int], probs: np.ndarray, points: int = 50) -> list[di
         curves.append({"class": k, "average_precision": float(average_precision_score(positive, probs[:, k])),
                        "precision": precision[keep].round(4).tolist(), "recall": recall[keep].round(4).tolist()})
     return curves
+
+
+def compare_variants(results: dict, a: str, b: str) -> dict:
+    """Paired tests between two measured variants of one run: McNemar on their predictions of the same
+    texts, and a round-paired test on every latency shape both were measured at."""
+    by_name = {v["name"]: v for v in results["variants"]}
+    for name in (a, b):
+        if name not in by_name:
+            raise KeyError(name)
+    va, vb = by_name[a], by_name[b]
+    out: dict = {"a": a, "b": b, "accuracy": None, "latency": {}}
+    truth = (results.get("eval") or {}).get("labels_true")
+    if truth is not None and "predictions" in va and "predictions" in vb:
+        y = np.asarray(truth)
+        correct_a, correct_b = np.asarray(va["predictions"]) == y, np.asarray(vb["predictions"]) == y
+        test = mcnemar(correct_b, correct_a)
+        out["accuracy"] = {"a": float(correct_a.mean()), "b": float(correct_b.mean()),
+                           "a_only_correct": test["variant_only_correct"], "b_only_correct": test["reference_only_correct"],
+                           "p_value": test["p_value"], "significant": test["significant"]}
+    for profile, shapes in va.get("latency_samples_ms", {}).items():
+        for shape, rounds in shapes.items():
+            other = vb.get("latency_samples_ms", {}).get(profile, {}).get(shape)
+            if other and rounds and isinstance(rounds[0], list) and len(rounds) == len(other) and len(rounds) > 1:
+                out["latency"][f"{profile}/{shape}"] = {**paired_latency_test(rounds, other),
+                                                        "speedup_b_over_a": speedup(rounds, other)}
+    return out
