@@ -7,7 +7,9 @@ checkpoint quantised by ORTQuantizer with the `avx512_vnni` dynamic preset (per_
 in Optimum's documentation). All of them are measured by one harness run (fresh process each,
 interleaved rounds): Optimum's INT8 file both in a plain onnxruntime session and through its
 ORTModel wrapper, which is how Optimum users run it. Prints accuracy, p50 latency at batch 1
-(real lengths and 128 tokens, 1 and 2 threads), size and peak memory, with edgenlp/Optimum ratios.
+(real lengths and 128 tokens, 1 and 2 threads), size and peak memory, and edgenlp's speed-up over
+Optimum with a 95% interval paired by round; saves the summary to
+`benchmarks/results/compare_optimum.json`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 from edgenlp import data as data_module  # noqa: E402
@@ -28,7 +31,10 @@ from edgenlp import pipeline, recipe as recipe_module  # noqa: E402
 from edgenlp.artifact import copy_support_files  # noqa: E402
 from edgenlp.fsio import write_json_atomic  # noqa: E402
 from edgenlp.bench.harness import BenchSettings, Candidate, EvalSet, measure  # noqa: E402
+from edgenlp.bench import stats  # noqa: E402
 from edgenlp.report import markdown  # noqa: E402
+
+import record  # noqa: E402  (benchmarks/record.py)
 
 
 def build_optimum_variant(checkpoint: Path, out: Path) -> Path:
@@ -53,6 +59,54 @@ def build_optimum_variant(checkpoint: Path, out: Path) -> Path:
     return target
 
 
+def summarize(results: dict, ours: str, peer: str) -> dict:
+    """The figures the README quotes: per variant, and edgenlp against the peer with paired intervals."""
+    by_name = {v["name"]: v for v in results["variants"]}
+    variants = {}
+    for name, v in by_name.items():
+        variants[name] = {
+            "accuracy_pct": round(100 * v["metrics"]["accuracy"], 2),
+            "size_mb": round(v["size_bytes"] / 1e6, 2),
+            "peak_rss_mib": {p: round(prof["peak_rss_bytes"] / 2**20) for p, prof in v["profiles"].items()},
+            "p50_ms": {f"{p}/{s}": [round(x["p50"], 3), [round(c, 3) for c in x["p50_ci"]]]
+                       for p, shapes in v["latency_ms"].items() for s, x in shapes.items()},
+            "speedup_vs_reference": {k: [round(r, 3), [round(c, 3) for c in v["ratios"]["speedup_p50_ci"][k]]]
+                                     for k, r in v["ratios"]["speedup_p50"].items()},
+        }
+    mine, theirs = by_name[ours], by_name[peer]
+    versus = {}
+    for key in variants[ours]["p50_ms"]:
+        profile, shape = key.split("/")
+        one = stats.speedup(theirs["latency_samples_ms"][profile][shape], mine["latency_samples_ms"][profile][shape])
+        versus[key] = {"edgenlp_speedup_over_peer": round(one["ratio"], 3), "ci": [round(c, 3) for c in one["ci"]]}
+    return {"reference": results["reference"], "eval": results["eval"]["name"], "examples": results["eval"]["examples"],
+            "rounds": results["settings"]["rounds"], "iterations": results["settings"]["iterations"],
+            "variants": variants, "edgenlp": ours, "peer": peer, "edgenlp_vs_peer": versus,
+            "accuracy_delta_vs_peer_points": round(100 * (mine["metrics"]["accuracy"] - theirs["metrics"]["accuracy"]), 2),
+            "size_ratio_vs_onnx_fp32": round(mine["size_bytes"] / by_name["onnx-fp32"]["size_bytes"], 4)}
+
+
+def print_summary(summary: dict) -> None:
+    names = list(summary["variants"])
+    width = max(len(n) for n in names)
+    print("\n" + " " * 26 + "  ".join(n.rjust(width) for n in names))
+    rows = [("accuracy %", lambda v: f"{v['accuracy_pct']:.2f}"), ("size MB", lambda v: f"{v['size_mb']:.2f}")]
+    rows += [(f"p50 ms {k}", lambda v, k=k: f"{v['p50_ms'][k][0]:.2f}") for k in summary["variants"][names[0]]["p50_ms"]]
+    rows += [(f"peak RSS MiB {p}", lambda v, p=p: f"{v['peak_rss_mib'][p]}") for p in summary["variants"][names[0]]["peak_rss_mib"]]
+    for label, get in rows:
+        print(f"{label:<26}" + "  ".join(get(summary["variants"][n]).rjust(width) for n in names))
+    print(f"\n{summary['edgenlp']} against {summary['peer']} (reference p50 / variant p50, rounds paired):")
+    for key, one in summary["edgenlp_vs_peer"].items():
+        lo, hi = one["ci"]
+        verdict = "edgenlp faster" if lo > 1 else ("edgenlp slower" if hi < 1 else "no significant difference")
+        print(f"  {key:<18} {one['edgenlp_speedup_over_peer']:.3f}x [95% CI {lo:.3f}-{hi:.3f}]: {verdict}")
+    ours = summary["variants"][summary["edgenlp"]]["speedup_vs_reference"]
+    print(f"{summary['edgenlp']} against {summary['reference']}: " + ", ".join(
+        f"{k} {v[0]:.2f}x [{v[1][0]:.2f}-{v[1][1]:.2f}]" for k, v in ours.items()))
+    print(f"accuracy {summary['accuracy_delta_vs_peer_points']:+.2f} points against the peer; size "
+          f"{100 * summary['size_ratio_vs_onnx_fp32']:.1f}% of onnx-fp32")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "sst2-minilm.yaml"))
@@ -66,6 +120,7 @@ def main() -> int:
     dataset = data_module.load(recipe.data)
     variants, _ = pipeline.build_variants(recipe, out, dataset)
     optimum_dir = build_optimum_variant(variants["pytorch-fp32"].path, out / "peers")
+    dataset = dataset.aligned_to(pipeline.model_labels([variants["pytorch-fp32"].path]))
 
     ours = "onnx-int8-dynamic"
     candidates = [c for c in pipeline.candidates_of(variants) if c.name in ("pytorch-fp32", "onnx-fp32", ours)]
@@ -79,30 +134,9 @@ def main() -> int:
     write_json_atomic(out / "compare-optimum" / "results.json", results)
     markdown.write(results, out / "compare-optimum" / "report.md")
 
-    by_name = {v["name"]: v for v in results["variants"]}
-    rows = [("accuracy %", lambda v: 100 * v["metrics"]["accuracy"], "{:.2f}")]
-    for prof in ("edge-1t", "laptop-2t"):
-        for shape in ("real", "len128"):
-            rows.append((f"p50 ms {prof} {shape}", lambda v, p=prof, s=shape: v["latency_ms"][p][s]["p50"], "{:.2f}"))
-    rows += [("size MB", lambda v: v["size_bytes"] / 1e6, "{:.2f}"),
-             ("peak RSS MiB (1 thread)", lambda v: v["peak_rss_bytes"] / 2**20, "{:.0f}")]
-    names = [c.name for c in candidates]
-    width = max(len(n) for n in names)
-    print("\n" + " " * 26 + "  ".join(n.rjust(width) for n in names) + "   edgenlp/optimum(session)  edgenlp/optimum(ORTModel)")
-    for label, get, fmt in rows:
-        values = [get(by_name[n]) for n in names]
-        mine = get(by_name[ours])
-        r1, r2 = mine / get(by_name["optimum-int8 (ort session)"]), mine / get(by_name["optimum-int8 (ORTModel)"])
-        print(f"{label:<26}" + "  ".join(fmt.format(v).rjust(width) for v in values) + f"   {r1:24.3f}  {r2:25.3f}")
-    for prof in ("edge-1t", "laptop-2t"):
-        for shape in ("real", "len128"):
-            mine, peer = by_name[ours]["latency_ms"][prof][shape], by_name["optimum-int8 (ort session)"]["latency_ms"][prof][shape]
-            print(f"p50 95% CI {prof} {shape}: edgenlp {mine['p50_ci']}, optimum {peer['p50_ci']}")
-    speed = by_name[ours]["ratios"]["speedup_p50"]
-    print(f"\nedgenlp INT8 vs PyTorch FP32 eager (1 thread): {speed['edge-1t/len128']:.2f}x at 128 tokens, "
-          f"{speed['edge-1t/real']:.2f}x at real lengths; size {by_name[ours]['size_bytes'] / by_name['onnx-fp32']['size_bytes']:.1%} "
-          f"of onnx-fp32; accuracy {by_name[ours]['ratios']['accuracy_delta_points']:+.2f} points")
-    print(f"full results: {out / 'compare-optimum' / 'results.json'}")
+    summary = summarize(results, ours, peer="optimum-int8 (ort session)")
+    print_summary(summary)
+    record.save("compare_optimum", summary)
     return 0
 
 
