@@ -41,6 +41,12 @@ def check_before_work(recipe: Recipe, source: Artifact) -> None:
     if recipe.selection.fail_if:
         selection.check_gates(recipe.selection.fail_if, profiles)
     check_lengths([Candidate("source model", source.path, source.format)], profiles)
+    longest = max((n for p in profiles for n in p.seq_lengths if n != "real"), default=0)
+    for spec in recipe.variants:
+        limit = getattr(recipe.stage_config(spec), "max_length", None)
+        if limit is not None and longest > limit:
+            raise BenchError(f"the profiles ask for {longest} tokens but variant {spec.name} is made for at most "
+                             f"{limit} (its max_length): lower the profiles' seq_lengths or raise max_length")
 
 
 def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.ClassificationData,

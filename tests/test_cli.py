@@ -238,6 +238,8 @@ def test_unknown_profile_and_unmeasured_gates_are_refused_before_any_work(tmp_pa
         (None, "p90_ms_len64>5", "needs length 64, which profile 'tiny-1t' does not measure"),
         (None, "e2e_p50_ms_len32>5", "end-to-end latency is measured at real lengths only"),
         ({"profiles": [{"name": "long", "threads": 1, "seq_lengths": [4096]}]}, None, "asks for 4096 tokens"),
+        ({"profiles": [{"name": "long", "threads": 1, "seq_lengths": [48]}]}, None,
+         "variant pytorch-fp32 is made for at most 32 (its max_length)"),
     ]:
         recipe = json.loads(json.dumps(tiny_recipe))
         if bench:
