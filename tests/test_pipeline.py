@@ -41,6 +41,12 @@ def test_results_follow_the_documented_schema(tiny_run):
     assert 3 < results["eval"]["mean_tokens"] < 32
 
 
+def test_accuracy_runs_in_its_own_process_so_every_profile_measures_the_same_work(tiny_run):
+    logs = {p.name for p in (tiny_run.out_dir / "bench" / "logs").iterdir()}
+    for name in tiny_run.variants:
+        assert {f"{name}.eval.log", f"{name}.tiny-1t.log"} <= logs
+
+
 def test_onnx_workers_do_not_pay_for_torch(tiny_run):
     results = json.loads((tiny_run.out_dir / "results.json").read_text())
     rss = {v["name"]: v["peak_rss_bytes"] for v in results["variants"]}
