@@ -17,7 +17,6 @@ import platform
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import progress
 from ..artifact import library_versions, loaded_model_files, onnx_file
 from ..errors import BenchError
+from ..fsio import write_text_atomic
 from ..hardware import cpu_info
 from . import stats
 from .profiles import Profile
@@ -266,10 +266,8 @@ def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSetti
     labels = [eval_set.labels[i] for i in order]
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=work_dir, delete=False, encoding="utf-8") as f:
-        for t in texts:
-            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
-        texts_file = Path(f.name)
+    texts_file = work_dir / "texts.jsonl"  # one fixed name: a killed run leaves nothing a rerun does not overwrite
+    write_text_atomic(texts_file, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
 
     workers: dict[tuple[str, str], _WorkerProcess] = {}
     raw: dict[str, dict] = {c.name: {"profiles": {p.name: {"latency": {}, "e2e": [], "throughput": []}
