@@ -58,6 +58,7 @@ def test_report_renders_every_variant(tiny_run):
     for name in ("pytorch-fp32", "onnx-fp32-opt", "onnx-int8-dynamic"):
         assert name in report
     assert "speed-up" in report and "quantised for" in report and "fusions applied" in report
+    assert "† rests on fewer than 10 timings" in report  # 10 timings per cell: every p99 is indicative
 
 
 def test_rerun_reuses_finished_variants(tiny_run, tiny_recipe):
@@ -126,3 +127,14 @@ def test_measurements_are_written_before_selection_can_fail(tiny_run, tmp_path, 
         pipeline.publish(results, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [v["name"] for v in saved["variants"]] == [v["name"] for v in results["variants"]]
+
+
+def test_models_with_different_label_orders_are_not_measured_together(tmp_path):
+    from edgenlp.errors import BenchError
+
+    for name, labels in (("a", {"0": "neg", "1": "pos"}), ("b", {"0": "pos", "1": "neg"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"id2label": labels}))
+    assert pipeline.model_labels([tmp_path / "a", tmp_path / "a"]) == ["neg", "pos"]
+    with pytest.raises(BenchError, match="predict labels in different orders"):
+        pipeline.model_labels([tmp_path / "a", tmp_path / "b"])
