@@ -36,9 +36,10 @@ TRACKED_LIBRARIES = ("edgenlp", "torch", "transformers", "optimum", "optimum-onn
                      "torch-pruning", "tokenizers", "numpy")
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: tuple[str, ...] = TRACKED_LIBRARIES) -> dict[str, str]:
+    """Installed versions of `names` (those not installed are left out)."""
     versions = {}
-    for name in TRACKED_LIBRARIES:
+    for name in names:
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
@@ -227,12 +228,14 @@ def build(
     name: str | None = None,
     check_settings: dict[str, Any] | None = None,
     inputs: dict[str, Any] | None = None,
+    libraries: tuple[str, ...] = TRACKED_LIBRARIES,
 ) -> tuple[Artifact, bool]:
     """Make `dest` hold the output of one stage, unless it already does.
 
     Returns the artifact and whether it was reused. The id covers the parent, the stage and its
     config, what else the stage read (`inputs`: the data's content hash, say) and the versions of
-    the libraries that make it, so a change in any of them rebuilds. `run` writes into an empty work
+    the `libraries` that make it, so a change in any of them rebuilds (and an upgrade of a library
+    the stage does not use rebuilds nothing). `run` writes into an empty work
     folder; `check` (validation against the parent) sees the finished artifact before it is
     published, and raising there discards it. A reused artifact whose check ran under other
     `check_settings` (a tightened tolerance, say) is checked again.
@@ -243,7 +246,7 @@ def build(
     """
     name = name or dest.name
     config_data = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
-    versions = library_versions()
+    versions = library_versions(("edgenlp", *libraries))
     artifact_id = stable_id(parent.id, stage_name, config_data, inputs or {}, versions)
     for line in fsio.recover_folder(dest):
         log.info("%s", line)

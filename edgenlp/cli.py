@@ -230,7 +230,7 @@ def finetune(
     inputs = {"data_sha256": fingerprint(spec)}
     with FolderLock(out.parent, f".{out.name}.lock"):
         artifact, reused = build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work),
-                                 inputs=inputs)
+                                 inputs=inputs, libraries=stage.LIBRARIES)
     meta = artifact.meta["metadata"]
     Console().print(f"{'reused' if reused else 'fine-tuned'}: {artifact.path} "
                     f"(best validation {config.metric} {meta[f'validation_{config.metric}']:.4f} at step {meta['best_step']})")

@@ -79,7 +79,7 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.Classific
                 out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,
                 run=lambda work, stage=stage, parent=parent, config=config: stage.run(parent, config, work),
                 check=check if stages.checked_against_parent(stage) else None, name=spec.name,
-                check_settings=check_settings, inputs=inputs)
+                check_settings=check_settings, inputs=inputs, libraries=stages.libraries(stage))
         except EdgeNLPError as exc:
             done = ", ".join(built) or "none"
             raise type(exc)(f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {done}]") from exc

@@ -186,9 +186,24 @@ def test_the_id_covers_the_data_content_and_the_library_versions(tmp_path, monke
     assert reused
     edited, reused = build(dest, _parent(tmp_path), "finetune", {}, _writer(calls), inputs={"data_sha256": "bbb"})
     assert not reused and edited.id != first.id
-    monkeypatch.setattr(artifact_module, "library_versions", lambda: {"onnxruntime": "9.9.9"})
+    monkeypatch.setattr(artifact_module, "library_versions", lambda names: {"onnxruntime": "9.9.9"})
     upgraded, reused = build(dest, _parent(tmp_path), "finetune", {}, _writer(calls), inputs={"data_sha256": "bbb"})
     assert not reused and upgraded.id != edited.id and upgraded.meta["versions"] == {"onnxruntime": "9.9.9"}
+
+
+def test_only_the_libraries_a_stage_uses_enter_its_id(tmp_path, monkeypatch):
+    """An onnxruntime upgrade must not retrain a model: it rebuilds what onnxruntime made, nothing else."""
+    installed = {"edgenlp": "0.1.0", "torch": "2.13.0", "onnxruntime": "1.32.0"}
+    monkeypatch.setattr(artifact_module, "library_versions",
+                        lambda names: {n: installed[n] for n in names if n in installed})
+    trained, _ = build(tmp_path / "ft", _parent(tmp_path), "finetune", {}, _writer([]), libraries=("torch",))
+    quantized, _ = build(tmp_path / "q", _parent(tmp_path), "quantize", {}, _writer([]), libraries=("onnxruntime",))
+    installed["onnxruntime"] = "1.33.0"
+    again, reused = build(tmp_path / "ft", _parent(tmp_path), "finetune", {}, _writer([]), libraries=("torch",))
+    assert reused and again.id == trained.id
+    requantized, reused = build(tmp_path / "q", _parent(tmp_path), "quantize", {}, _writer([]), libraries=("onnxruntime",))
+    assert not reused and requantized.id != quantized.id
+    assert requantized.meta["versions"] == {"edgenlp": "0.1.0", "onnxruntime": "1.33.0"}
 
 
 def test_an_edited_data_file_changes_its_fingerprint(tmp_path):

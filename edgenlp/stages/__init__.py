@@ -9,6 +9,8 @@ and may declare what the pipeline needs to know about it:
 
     Config.data                    a `data` field: the stage reads the recipe's data (the pipeline
                                    fills it in and puts the data's content hash in the artifact id)
+    LIBRARIES = (...)              the packages whose versions decide its output (they enter the
+                                   artifact id; default: every tracked library)
     CHECKED_AGAINST_PARENT = False its output is meant to differ from its parent (training)
     satisfied_by(parent, labels)   True when the parent already is what the stage would make
 
@@ -41,6 +43,12 @@ STAGE_NAMES = tuple(_MODULES)
 
 def uses_data(stage: ModuleType) -> bool:
     return "data" in stage.Config.model_fields
+
+
+def libraries(stage: ModuleType) -> tuple[str, ...]:
+    from ..artifact import TRACKED_LIBRARIES
+
+    return tuple(getattr(stage, "LIBRARIES", TRACKED_LIBRARIES))
 
 
 def checked_against_parent(stage: ModuleType) -> bool:

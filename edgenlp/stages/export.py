@@ -10,6 +10,7 @@ from ..errors import ArtifactError
 from . import StageConfig
 
 NAME = "export"
+LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx")
 OPTIMUM_TASKS = {"text-classification": "text-classification", "text-generation": "text-generation-with-past"}
 
 

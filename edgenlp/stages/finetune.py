@@ -24,6 +24,7 @@ from ..errors import ArtifactError
 from . import StageConfig
 
 NAME = "finetune"
+LIBRARIES = ("torch", "transformers", "tokenizers", "numpy")
 LOG_FILE = "training_log.json"
 CHECKED_AGAINST_PARENT = False  # training is meant to change the outputs
 

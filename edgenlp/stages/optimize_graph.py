@@ -14,6 +14,7 @@ from ..errors import ArtifactError
 from . import StageConfig
 
 NAME = "optimize-graph"
+LIBRARIES = ("onnx", "onnxruntime")
 
 
 class Config(StageConfig):

@@ -24,6 +24,7 @@ from ..hardware import cpu_info
 from . import StageConfig
 
 NAME = "quantize"
+LIBRARIES = ("onnx", "onnxruntime")
 ISAS = ("avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "generic")
 
 _MEASURED = ("measured on AVX2: 7-bit weights lost more label agreement (92.9% vs 97.0%) than 16-bit saturation "
