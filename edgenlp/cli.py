@@ -277,7 +277,7 @@ def bench(
             raise EdgeNLPError(f"{p} does not exist: pass a model folder, a variant folder or an .onnx file")
         name = p.stem if p.is_file() else p.name
         candidates.append(Candidate(name=name, path=p.resolve(), runner=runner or detect_format(p)))
-    preflight(candidates, settings)
+    preflight(candidates, settings)  # before the data loads: a bad profile or length costs nothing
     spec = _typed(data_module.DataSpec, "bench", source=data, text_column=text_column, label_column=label_column)
     dataset = data_module.load(spec).aligned_to(model_labels([c.path for c in candidates]))
     with FolderLock(out):

@@ -185,7 +185,7 @@ class FolderLock:
                 "wait for it to finish, or pass another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200],
+                                  "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
                                   "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode(), 0)
         self._fd = fd
         return self

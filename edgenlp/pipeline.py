@@ -16,7 +16,7 @@ from . import data as data_module
 from . import models, stages, validate
 from .artifact import Artifact, build
 from .bench import selection
-from .bench.harness import Candidate, EvalSet, check_lengths, measure, preflight
+from .bench.harness import Candidate, EvalSet, check_lengths, measure
 from .bench.profiles import load as load_profile
 from .errors import BenchError, EdgeNLPError
 from .fsio import FolderLock, write_json_atomic
@@ -130,7 +130,6 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
         results = None
         if bench:
             candidates = candidates_of(variants)
-            preflight(candidates, recipe.bench)
             test = dataset.aligned_to(model_labels([c.path for c in candidates]))
             eval_set = EvalSet(test.test.texts, test.test.labels, test.labels, name=f"{dataset.name}/test")
             results = measure(candidates, eval_set, recipe.bench, out_dir / "bench")

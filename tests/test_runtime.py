@@ -84,6 +84,10 @@ def test_throughput_counts_real_sequences_and_tokens_including_a_short_last_batc
     reply = worker.handle({"op": "throughput", "batch": 2, "n": 3, "warmup": 0})
     assert reply["sequences"] == [2, 2, 1]  # five texts: the last batch holds one, and counts as one
     assert reply["tokens"] == [3 + 4, 6 + 3, 4] and reply["positions"] == [2 * 4, 2 * 6, 1 * 4]
+    stacked = worker.handle({"op": "latency", "shape": 8, "batch": 2, "n": 2, "warmup": 0})
+    assert len(stacked["ms"]) == 2
+    rows = worker._latency_inputs(8, 2)
+    assert all(x["input_ids"].shape == (2, 8) and x["attention_mask"].all() for x in rows)  # real text, no padding
     summary = _throughput([reply], 2)
     assert summary["sequences"] == 5
     assert summary["seq_per_s"] == pytest.approx(5000.0 / sum(reply["ms"]))

@@ -152,23 +152,14 @@ def encoder_macs(path: Path, length: float) -> int | None:
     return int(total)
 
 
-def max_tokens(path: Path) -> int | None:
-    """The longest input the candidate takes: the tokenizer's limit within the position embeddings."""
-    from ..runtime import DEFAULT_MAX_LENGTH
+def max_tokens(path: Path) -> int:
+    """The longest input the candidate takes: its tokenizer's limit within its position embeddings."""
+    from ..runtime import configured_max_length
 
-    folder = path if path.is_dir() else path.parent
-    limits = []
-    try:
-        tokenizer_limit = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length")
-        if isinstance(tokenizer_limit, (int, float)):
-            limits.append(int(min(tokenizer_limit, DEFAULT_MAX_LENGTH)))
-    except (OSError, ValueError, AttributeError):
-        pass
+    limit = configured_max_length(path if path.is_dir() else path.parent)
     config = _read_config(path)
     positions = config.get("max_position_embeddings") or config.get("n_positions")
-    if isinstance(positions, int):
-        limits.append(positions)
-    return min(limits) if limits else None
+    return min(limit, positions) if isinstance(positions, int) else limit
 
 
 def check_lengths(candidates: list[Candidate], profiles: list[Profile]) -> None:
@@ -176,7 +167,7 @@ def check_lengths(candidates: list[Candidate], profiles: list[Profile]) -> None:
     for c in candidates:
         limit = max_tokens(c.path)
         for p in profiles:
-            too_long = [n for n in p.seq_lengths if n != "real" and limit is not None and n > limit]
+            too_long = [n for n in p.seq_lengths if n != "real" and n > limit]
             if too_long:
                 raise BenchError(f"profile '{p.name}' asks for {too_long[0]} tokens but {c.name} takes at most "
                                  f"{limit}: lower the profile's seq_lengths")

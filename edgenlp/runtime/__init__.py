@@ -27,7 +27,7 @@ class TextTokenizer:
         file = path / "tokenizer.json" if path.is_dir() else path
         if not file.exists():
             raise FileNotFoundError(f"{file} not found: the model folder needs a fast tokenizer (tokenizer.json)")
-        self.max_length = max_length or _configured_max_length(folder)
+        self.max_length = max_length or configured_max_length(folder)
         self._tok = Tokenizer.from_file(str(file))
         self._tok.no_padding()
         self._tok.enable_truncation(self.max_length)
@@ -52,7 +52,8 @@ class TextTokenizer:
         return [len(e.ids) for e in self._tok.encode_batch(list(texts))]
 
 
-def _configured_max_length(folder: Path) -> int:
+def configured_max_length(folder: Path) -> int:
+    """The longest input the tokenizer of `folder` produces (its `model_max_length`, at most 512)."""
     cfg = folder / "tokenizer_config.json"
     if cfg.exists():
         value = json.loads(cfg.read_text()).get("model_max_length") or DEFAULT_MAX_LENGTH
