@@ -146,6 +146,8 @@ MAX_LATENCY = typer.Option(None, "--max-latency-ms", help="Selection: p50 ms lim
 MAX_SIZE = typer.Option(None, "--max-size-mb", help="Selection: size limit in MB.")
 TEXT_COLUMN = typer.Option(None, "--text-column", help="Text column of a data file.")
 LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column of a data file.")
+TASK = typer.Option(None, "--task", help="text-classification or text-generation (default: the model's own; "
+                   "a language model becomes a classifier only when asked).")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show details (library logs and warnings).")
 FAIL_IF = typer.Option(None, "--fail-if", help="Gate on the selected variant, e.g. 'accuracy_drop>1.0 or p90_ms>20 or size_mb>30'; exit 1 when it holds.")
 
@@ -198,8 +200,9 @@ def optimize(
 @_guarded
 def finetune(
     model: str = typer.Argument(..., help="Checkpoint folder, hub id, or packaged name (minilm)."),
-    data: str = typer.Option("tweets", "--data", "-d"),
+    data: str = typer.Option("tweets", "--data", "-d", help="Labelled texts (classification) or a corpus (text generation): a kit set, a file, hub:NAME."),
     out: Path = typer.Option(Path("runs/finetuned"), "--out", "-o", help="Folder for the fine-tuned checkpoint."),
+    task: Optional[str] = TASK,
     epochs: float = typer.Option(2.0),
     max_steps: Optional[int] = typer.Option(None),
     batch_size: int = typer.Option(32),
@@ -213,11 +216,11 @@ def finetune(
     label_column: Optional[str] = LABEL_COLUMN,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Fine-tune a model for sequence classification; writes a save_pretrained checkpoint and a training log."""
+    """Fine-tune a classifier, or continue training a language model on a corpus; writes a checkpoint and a log."""
     _setup(verbose)
-    from . import models
+    from . import models, tasks
     from .artifact import build
-    from .data import DataSpec, fingerprint
+    from .data import DataSpec
     from .fsio import FolderLock
     from .stages import finetune as stage
 
@@ -225,15 +228,18 @@ def finetune(
                   max_train_examples=max_train_examples, seed=seed)
     config = _typed(stage.Config, "finetune", data=spec, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate, max_length=max_length, eval_every=eval_every,
-                    patience=patience, seed=seed)
+                    patience=patience, seed=seed, task=task)
     parent = models.resolve(model)
-    inputs = {"data_sha256": fingerprint(spec)}
+    chosen = stage.task_of(parent, config)
+    chosen.load_data(spec)  # a bad corpus or label column fails here, before a model loads
+    inputs = {"data_sha256": chosen.fingerprint(spec)}
     with FolderLock(out.parent, f".{out.name}.lock"):
         artifact, reused = build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work),
                                  inputs=inputs, libraries=stage.LIBRARIES)
     meta = artifact.meta["metadata"]
-    Console().print(f"{'reused' if reused else 'fine-tuned'}: {artifact.path} "
-                    f"(best validation {config.metric} {meta[f'validation_{config.metric}']:.4f} at step {meta['best_step']})")
+    metric = meta.get("metric", "accuracy")
+    Console().print(f"{'reused' if reused else 'fine-tuned'} ({artifact.task}): {artifact.path} "
+                    f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})")
 
 
 @app.command()
@@ -291,7 +297,7 @@ def bench(
 def _read_results(run_dir: Path) -> dict:
     import json
 
-    from .bench.harness import READABLE_SCHEMAS
+    from .bench.results import check
 
     results_path = run_dir / "results.json"
     if not results_path.is_file():
@@ -300,11 +306,7 @@ def _read_results(run_dir: Path) -> dict:
         results = json.loads(results_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgeNLPError(f"{results_path} is not valid JSON ({exc}): rerun the benchmark") from exc
-    if not isinstance(results, dict) or results.get("schema") not in READABLE_SCHEMAS:
-        what = f"schema {results.get('schema')!r}" if isinstance(results, dict) else f"a JSON {type(results).__name__}"
-        raise EdgeNLPError(f"{results_path} is {what}, not edgenlp results ({', '.join(READABLE_SCHEMAS)}): "
-                           "pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
-    return results
+    return check(results, str(results_path))
 
 
 @app.command()
@@ -346,7 +348,9 @@ def compare(
     from .bench.stats import compare_variants
 
     results = _read_results(run_dir)
-    if results.get("schema") != "edgenlp.results/2":
+    from .bench.results import WITH_ROUNDS
+
+    if results.get("schema") not in WITH_ROUNDS:
         raise EdgeNLPError(f"{run_dir / 'results.json'} is {results.get('schema')}, which keeps no per-round timings "
                            "or predictions: measure again to compare")
     names = [v["name"] for v in results["variants"]]

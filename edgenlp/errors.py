@@ -29,3 +29,7 @@ class ValidationFailed(EdgeNLPError):
 
 class BenchError(EdgeNLPError):
     pass
+
+
+class InputError(EdgeNLPError):
+    """A request the model cannot serve: an empty prompt, one longer than its context, a bad count."""

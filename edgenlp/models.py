@@ -39,12 +39,9 @@ def packaged_model_dir(short_name: str) -> Path:
 
 
 def _task_of(config: dict) -> str:
-    archs = config.get("architectures") or []
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        return "text-classification"
-    if any(a.endswith("LMHeadModel") or a.endswith("ForCausalLM") for a in archs):
-        return "text-generation"
-    return "feature-extraction"
+    from .tasks import of_config
+
+    return of_config(config) or "feature-extraction"
 
 
 def model_artifact(path: Path, identity: dict) -> Artifact:

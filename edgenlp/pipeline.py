@@ -12,11 +12,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data as data_module
-from . import models, stages, validate
+from types import ModuleType
+
+from . import models, stages, tasks
 from .artifact import Artifact, build
 from .bench import selection
-from .bench.harness import Candidate, EvalSet, check_lengths, measure
+from .bench.harness import Candidate, check_lengths, measure
 from .bench.profiles import load as load_profile
 from .errors import BenchError, EdgeNLPError
 from .fsio import FolderLock, write_json_atomic
@@ -35,12 +36,17 @@ class RunOutcome:
     results: dict | None
 
 
-def check_before_work(recipe: Recipe, source: Artifact) -> None:
+def task_of(recipe: Recipe, source: Artifact) -> ModuleType:
+    return tasks.resolve(tasks.of_config(source.config()), recipe.task, recipe.model)
+
+
+def check_before_work(recipe: Recipe, source: Artifact, task: ModuleType | None = None) -> None:
     """Refuse, before anything is built or measured, what would fail only after minutes of work."""
+    task = task or task_of(recipe, source)
     profiles = [load_profile(p) for p in recipe.bench.profiles]
     if recipe.selection.fail_if:
-        selection.check_gates(recipe.selection.fail_if, profiles)
-    check_lengths([Candidate("source model", source.path, source.format)], profiles)
+        selection.check_gates(recipe.selection.fail_if, profiles, task.NAME)
+    check_lengths([Candidate("source model", source.path, source.format)], profiles, task.NAME)
     longest = max((n for p in profiles for n in p.seq_lengths if n != "real"), default=0)
     for spec in recipe.variants:
         limit = getattr(recipe.stage_config(spec), "max_length", None)
@@ -49,30 +55,30 @@ def check_before_work(recipe: Recipe, source: Artifact) -> None:
                              f"{limit} (its max_length): lower the profiles' seq_lengths or raise max_length")
 
 
-def build_variants(recipe: Recipe, out_dir: Path, dataset: data_module.ClassificationData,
-                   source: Artifact | None = None) -> tuple[dict[str, Artifact], list[str]]:
+def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | None = None,
+                   task: ModuleType | None = None) -> tuple[dict[str, Artifact], list[str]]:
     source = source or models.resolve(recipe.model)
+    task = task or task_of(recipe, source)
     built: dict[str, Artifact] = {}
     reused: list[str] = []
-    check_texts = dataset.validation.sample(recipe.validation.examples, seed=0).texts
-    data_hash = data_module.fingerprint(recipe.data)
-    check_settings = {**recipe.validation.model_dump(), "data_sha256": data_hash}
-    tolerance = validate.Tolerance(recipe.validation.atol, recipe.validation.min_label_agreement)
+    check_texts = task.validation_texts(dataset, recipe.validation.examples)
+    data_hash = task.fingerprint(recipe.data)
+    check_settings = {**recipe.validation.model_dump(), "data_sha256": data_hash, "task": task.NAME}
     for spec in recipe.variants:
         parent = built[spec.parent] if spec.parent else source
         stage = stages.get(spec.stage)
         config = recipe.stage_config(spec)
         if hasattr(stage, "resolve"):
             config = stage.resolve(config)
-        if stages.satisfied_by(stage, parent, dataset.labels):
+        if stages.satisfied_by(stage, parent, dataset):
             log.info("%s: %s already is what %s would make; using it as is", spec.name, parent.path, spec.stage)
             built[spec.name] = parent
             reused.append(spec.name)
             continue
-        inputs = {"data_sha256": data_module.fingerprint(config.data)} if stages.uses_data(stage) else {}
+        inputs = {"data_sha256": task.fingerprint(config.data)} if stages.uses_data(stage) else {}
 
         def check(child: Artifact, parent: Artifact = parent) -> dict:
-            return validate.against_parent(parent, child, check_texts, tolerance)
+            return task.check_against_parent(parent, child, check_texts, recipe.validation)
 
         try:
             artifact, was_reused = build(
@@ -123,17 +129,17 @@ def training_logs(variants: dict[str, Artifact]) -> dict[str, dict]:
 
 def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
     source = models.resolve(recipe.model)
-    check_before_work(recipe, source)
-    dataset = data_module.load(recipe.data)
+    task = task_of(recipe, source)
+    check_before_work(recipe, source, task)
+    dataset = task.load_data(recipe.data)
     with FolderLock(out_dir):
-        variants, reused = build_variants(recipe, out_dir, dataset, source)
+        variants, reused = build_variants(recipe, out_dir, dataset, source, task)
         results = None
         if bench:
             candidates = candidates_of(variants)
-            test = dataset.aligned_to(model_labels([c.path for c in candidates]))
-            eval_set = EvalSet(test.test.texts, test.test.labels, test.labels, name=f"{dataset.name}/test")
+            eval_set = task.eval_set(dataset, model_labels([c.path for c in candidates]))
             results = measure(candidates, eval_set, recipe.bench, out_dir / "bench")
-            results["run"] = {"recipe": recipe.name, "model": recipe.model, "data": test.describe()}
+            results["run"] = {"recipe": recipe.name, "model": recipe.model, "data": dataset.describe()}
             results["training"] = training_logs(variants)
             publish(results, out_dir, recipe.selection)
     return RunOutcome(out_dir, variants, reused, results)

@@ -64,6 +64,8 @@ class Recipe(BaseModel):
     name: str
     description: str = ""
     model: str = "minilm"
+    task: str | None = None
+    """text-classification or text-generation; None: the model's own task (a bare encoder: classification)."""
     data: DataSpec = DataSpec()
     variants: list[VariantSpec]
     validation: ValidationSettings = ValidationSettings()
@@ -79,6 +81,10 @@ class Recipe(BaseModel):
             if v.parent is not None and v.parent not in seen:
                 raise ValueError(f"variant '{v.name}' names parent '{v.parent}', which is not defined above it")
             seen.add(v.name)
+        if self.task is not None:
+            from .tasks import get
+
+            get(self.task)
         if self.bench.reference and self.bench.reference not in seen:
             raise ValueError(f"bench.reference '{self.bench.reference}' is not a variant")
         if self.selection.fail_if:
@@ -93,6 +99,8 @@ class Recipe(BaseModel):
         raw = dict(variant.config)
         if stages.uses_data(stage):
             raw.setdefault("data", self.data.model_dump())
+        if stages.uses_task(stage) and self.task:
+            raw.setdefault("task", self.task)
         return stage.Config(**raw)
 
 

@@ -17,7 +17,7 @@ class Forbid(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Forbid())
 from edgenlp.runtime import TextClassifier
-from edgenlp.bench.worker import Worker
+from edgenlp.tasks.classification import Session as Worker
 
 clf = TextClassifier(sys.argv[1])
 labels = [o["label"] for o in clf.classify(["the movie was great", "awful boring plot"])]
@@ -32,8 +32,8 @@ def test_runtime_and_worker_run_where_torch_cannot_be_imported(tiny_run, tmp_pat
     """Run the real inference path in a process where importing torch, transformers or optimum fails."""
     import json
 
-    texts = tmp_path / "t.jsonl"
-    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["good film", "bad plot", "fun"]))
+    texts = tmp_path / "eval.json"
+    texts.write_text(json.dumps({"texts": ["good film", "bad plot", "fun"]}))
     done = subprocess.run([sys.executable, "-c", TORCH_FORBIDDEN, str(tiny_run.variants["onnx-int8-dynamic"].path),
                            str(texts)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -57,10 +57,10 @@ def test_tokenizer_pads_and_truncates(tiny_run):
 def test_worker_fills_fixed_lengths_with_real_text_not_padding(tiny_run, tmp_path):
     import json
 
-    from edgenlp.bench.worker import Worker
+    from edgenlp.tasks.classification import Session as Worker
 
-    texts = tmp_path / "t.jsonl"
-    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["good", "bad film", "the plot was fun"]))
+    texts = tmp_path / "eval.json"
+    texts.write_text(json.dumps({"texts": ["good", "bad film", "the plot was fun"]}))
     worker = Worker(str(tiny_run.variants["onnx-int8-dynamic"].path), "onnx", 1, str(texts))
     fixed = worker._single(16)
     assert len(fixed) == 3 and all(x["input_ids"].shape == (1, 16) for x in fixed)
@@ -74,12 +74,12 @@ def test_worker_fills_fixed_lengths_with_real_text_not_padding(tiny_run, tmp_pat
 def test_throughput_counts_real_sequences_and_tokens_including_a_short_last_batch(tiny_run, tmp_path):
     import json
 
-    from edgenlp.bench.harness import _throughput
-    from edgenlp.bench.worker import Worker
+    from edgenlp.tasks.classification import _throughput
+    from edgenlp.tasks.classification import Session as Worker
 
-    texts = tmp_path / "t.jsonl"
-    texts.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["good", "bad film", "the plot was fun",
-                                                                        "awful", "nice movie"]))
+    texts = tmp_path / "eval.json"
+    texts.write_text(json.dumps({"texts": ["good", "bad film", "the plot was fun",
+                                                                        "awful", "nice movie"]}))
     worker = Worker(str(tiny_run.variants["onnx-fp32"].path), "onnx", 1, str(texts))
     reply = worker.handle({"op": "throughput", "batch": 2, "n": 3, "warmup": 0})
     assert reply["sequences"] == [2, 2, 1]  # five texts: the last batch holds one, and counts as one

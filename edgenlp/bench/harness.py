@@ -6,7 +6,7 @@ them for measurements in rounds, in a fresh random order each round (seeded and 
 noise (another tenant, a frequency change) then hits every candidate alike, and the ratios between
 them stay honest even when absolute times drift. Warm-up calls are never timed.
 
-Results follow the `edgenlp.results/2` schema (see README); `edgenlp report` still reads `/1`.
+Results follow the `edgenlp.results/3` schema (`bench/results.py`); `edgenlp report` still reads /1 and /2.
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import progress
+from .. import progress, tasks
 from ..artifact import library_versions, loaded_model_files, onnx_file
 from ..errors import BenchError
-from ..fsio import write_text_atomic
+from ..fsio import write_json_atomic
 from ..hardware import cpu_info
 from . import stats
 from .profiles import Profile
 from .profiles import load as load_profile
+from ..tasks.classification import EvalSet  # noqa: F401  (the classification eval set, kept importable here)
 
-RESULTS_SCHEMA = "edgenlp.results/2"
-READABLE_SCHEMAS = ("edgenlp.results/1", RESULTS_SCHEMA)
+from .results import READABLE as READABLE_SCHEMAS  # noqa: E402
+from .results import SCHEMA as RESULTS_SCHEMA  # noqa: E402
+from .results import check as check_results  # noqa: E402
 
 
 class BenchSettings(BaseModel):
@@ -55,6 +57,16 @@ class BenchSettings(BaseModel):
     """Candidate that ratios and paired tests compare with; default the first one."""
     seed: int = 0
     bootstrap: int = Field(1000, ge=100)
+    generations: int = Field(8, ge=1)
+    """Text generation: timed generations per candidate and profile (spread over the rounds)."""
+    no_cache_variant: str | None = None
+    """Text generation: the variant also timed without its KV cache (default: the reference)."""
+    no_cache_generations: int = Field(2, ge=0)
+    max_eval_tokens: int | None = Field(16384, ge=64)
+    """Text generation: tokens of each held-out text scored for perplexity and divergence."""
+    eval_prompts: int = Field(16, ge=1)
+    """Text generation: prompts whose greedy continuations are compared with the reference's."""
+    continuation_tokens: int = Field(32, ge=1)
 
 
 @dataclass
@@ -69,14 +81,6 @@ class Candidate:
     path: Path
     runner: str
     info: dict = field(default_factory=dict)
-
-
-@dataclass
-class EvalSet:
-    texts: list[str]
-    labels: list[int]
-    label_names: list[str]
-    name: str = "eval"
 
 
 def model_size_bytes(path: Path) -> int:
@@ -162,30 +166,18 @@ def max_tokens(path: Path) -> int:
     return min(limit, positions) if isinstance(positions, int) else limit
 
 
-def check_lengths(candidates: list[Candidate], profiles: list[Profile]) -> None:
-    """Refuse a profile length that a candidate cannot take, before any process starts."""
-    for c in candidates:
-        limit = max_tokens(c.path)
-        for p in profiles:
-            too_long = [n for n in p.seq_lengths if n != "real" and n > limit]
-            if too_long:
-                raise BenchError(f"profile '{p.name}' asks for {too_long[0]} tokens but {c.name} takes at most "
-                                 f"{limit}: lower the profile's seq_lengths")
-
-
 class _WorkerProcess:
-    def __init__(self, candidate: Candidate, threads: int, label: str, texts_file: Path, log_dir: Path):
+    def __init__(self, candidate: Candidate, task: str, threads: int, label: str, payload_file: Path, log_dir: Path):
         self.candidate, self.threads = candidate, threads
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{candidate.name}.{label}.log"
         self._log = open(self.log_path, "w")
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgenlp.bench.worker", str(candidate.path), candidate.runner,
-             str(threads), str(texts_file)],
+            [sys.executable, "-m", "edgenlp.bench.worker", task, str(candidate.path), candidate.runner,
+             str(threads), str(payload_file)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
         self._read()  # waits for "ready"
-
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
@@ -220,11 +212,13 @@ def environment() -> dict:
             "threads_note": "intra-op threads per profile, inter-op 1, sequential execution"}
 
 
-def _shape_key(shape) -> str:
-    return "real" if shape == "real" else f"len{shape}"
+def check_lengths(candidates: list[Candidate], profiles: list[Profile], task: str = "text-classification") -> None:
+    """Refuse what a candidate cannot take under a profile (the task says what that is)."""
+    tasks.get(task).check_profiles(candidates, profiles)
 
 
-def preflight(candidates: list[Candidate], settings: BenchSettings) -> tuple[str, list[Profile]]:
+def preflight(candidates: list[Candidate], settings: BenchSettings,
+              task: str = "text-classification") -> tuple[str, list[Profile]]:
     """Everything that can be refused before a process starts: names, reference, profiles, lengths."""
     if not candidates:
         raise BenchError("nothing to measure: give at least one model")
@@ -237,94 +231,66 @@ def preflight(candidates: list[Candidate], settings: BenchSettings) -> tuple[str
     profiles = [load_profile(p) for p in settings.profiles]
     if len({p.name for p in profiles}) != len(profiles):
         raise BenchError(f"profile names must be unique, got {[p.name for p in profiles]}")
-    check_lengths(candidates, profiles)
+    check_lengths(candidates, profiles, task)
     return reference, profiles
 
 
-def measure(candidates: list[Candidate], eval_set: EvalSet, settings: BenchSettings, work_dir: Path) -> dict:
-    """Measure every candidate under every profile; returns an `edgenlp.results/2` document.
+def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work_dir: Path) -> dict:
+    """Measure every candidate under every profile; returns an `edgenlp.results/3` document.
 
-    Accuracy comes from one process per candidate that does nothing else and is closed before the
-    timing starts; latency, throughput and memory from one fresh process per candidate and
+    The eval set says its task, and the task says what to evaluate and which workloads to time.
+    The quality evaluation runs in one process per candidate that does nothing else and is closed
+    before the timing starts; latency and memory come from one fresh process per candidate and
     profile, so every profile's memory figures describe the same work.
     """
-    reference, profiles = preflight(candidates, settings)
-    order = list(range(len(eval_set.texts)))
-    random.Random(settings.seed).shuffle(order)
-    if settings.max_eval_examples:
-        order = order[:settings.max_eval_examples]
-    texts = [eval_set.texts[i] for i in order]
-    labels = [eval_set.labels[i] for i in order]
-
+    task = tasks.get(eval_set.task)
+    reference, profiles = preflight(candidates, settings, task.NAME)
+    payload = task.payload(eval_set, settings)
     work_dir.mkdir(parents=True, exist_ok=True)
-    texts_file = work_dir / "texts.jsonl"  # one fixed name: a killed run leaves nothing a rerun does not overwrite
-    write_text_atomic(texts_file, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
+    payload_file = work_dir / "eval.json"  # one fixed name: a killed run leaves nothing a rerun does not overwrite
+    write_json_atomic(payload_file, payload)
+    ref_candidate = next(c for c in candidates if c.name == reference)
 
     workers: dict[tuple[str, str], _WorkerProcess] = {}
-    raw: dict[str, dict] = {c.name: {"profiles": {p.name: {"latency": {}, "e2e": [], "throughput": []}
-                                                  for p in profiles}} for c in candidates}
+    raw: dict[str, dict] = {c.name: {"profiles": {p.name: {} for p in profiles}} for c in candidates}
     visiting_orders = []
     try:
-        with progress.task("accuracy", len(candidates)) as advance:
+        with progress.task("quality", len(candidates)) as advance:
             for c in candidates:
-                evaluator = _WorkerProcess(c, profiles[0].threads, "eval", texts_file, work_dir / "logs")
+                evaluator = _WorkerProcess(c, task.NAME, profiles[0].threads, "eval", payload_file, work_dir / "logs")
                 try:
-                    reply = evaluator.ask(op="eval")
+                    raw[c.name]["eval"] = evaluator.ask(op="eval", **task.eval_request(c, ref_candidate))
                 finally:
                     evaluator.close()
-                raw[c.name]["preds"], raw[c.name]["probs"] = reply["preds"], reply["probs"]
                 advance(1)
         with progress.task("starting workers", len(candidates) * len(profiles)) as advance:
             for c in candidates:
                 for p in profiles:
-                    workers[(c.name, p.name)] = _WorkerProcess(c, p.threads, p.name, texts_file, work_dir / "logs")
+                    workers[(c.name, p.name)] = _WorkerProcess(c, task.NAME, p.threads, p.name, payload_file,
+                                                               work_dir / "logs")
                     advance(1)
-        per_round = -(-settings.iterations // settings.rounds)  # ceil: at least `iterations` in all
-        batches_per_round = -(-settings.throughput_batches // settings.rounds)
         visits = list(workers)
         rng = random.Random(settings.seed)
+        by_name = {p.name: p for p in profiles}
         with progress.task("latency rounds", settings.rounds * len(visits)) as advance:
             for r in range(settings.rounds):
                 rng.shuffle(visits)  # a fresh random order each round, so no variant always follows another
                 visiting_orders.append([f"{c}@{p}" for c, p in visits])
                 for cname, pname in visits:
-                    w, profile = workers[(cname, pname)], next(p for p in profiles if p.name == pname)
                     slot = raw[cname]["profiles"][pname]
-                    start = r * per_round
-                    warm = settings.warmup if r == 0 else 2
-                    for shape in profile.seq_lengths:
-                        ms = w.ask(op="latency", shape=shape, batch=profile.batch_size, n=per_round,
-                                   start=start, warmup=warm)["ms"]
-                        slot["latency"].setdefault(_shape_key(shape), []).append(ms)
-                    slot["e2e"].append(w.ask(op="e2e", n=max(1, per_round // 2), start=start, warmup=2)["ms"])
-                    if profile.throughput_batch:
-                        slot["throughput"].append(w.ask(op="throughput", batch=profile.throughput_batch,
-                                                        n=batches_per_round, start=r * batches_per_round, warmup=1))
+                    for workload in task.workloads(by_name[pname], settings, r, cname, reference):
+                        slot.setdefault(workload.key, []).append(workers[(cname, pname)].ask(**workload.request))
                     advance(1)
         for (cname, pname), w in workers.items():
             raw[cname]["profiles"][pname]["process"] = w.ask(op="stats")
     finally:
         for w in workers.values():
             w.close()
-        texts_file.unlink(missing_ok=True)
+        payload_file.unlink(missing_ok=True)
 
-    results = _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, settings)
+    results = _assemble(task, candidates, profiles, raw, payload, reference, settings)
     results["visiting_order"] = {"seed": settings.seed, "rounds": visiting_orders}
-    return results
-
-
-def _throughput(rounds: list[dict], batch: int) -> dict | None:
-    """Sequences and real tokens per second over all timed batches; padding stated, not hidden."""
-    if not rounds:
-        return None
-    ms = sum(sum(r["ms"]) for r in rounds)
-    sequences = sum(sum(r["sequences"]) for r in rounds)
-    tokens = sum(sum(r["tokens"]) for r in rounds)
-    positions = sum(sum(r["positions"]) for r in rounds)
-    return {"batch": batch, "batches": sum(len(r["ms"]) for r in rounds), "sequences": sequences,
-            "seq_per_s": 1000.0 * sequences / ms, "real_tokens_per_s": 1000.0 * tokens / ms,
-            "padding_share": 1.0 - tokens / positions if positions else 0.0,
-            "how": "consecutive batches of the evaluation texts, each padded to its longest text"}
+    return check_results(results, "the measured results")
 
 
 def _process_memory(process: dict) -> dict:
@@ -333,87 +299,36 @@ def _process_memory(process: dict) -> dict:
             "steady_rss_bytes": process.get("steady_rss_bytes"), "load_seconds": process["load_seconds"]}
 
 
-def _assemble(candidates, profiles, raw, texts, labels, eval_set, reference, settings) -> dict:
-    n_classes = len(eval_set.label_names)
+def _assemble(task, candidates, profiles, raw, payload, reference, settings) -> dict:
+    """What every task has (size, memory, lineage) around what the task summarises."""
     variants = []
-    ref_correct = np.asarray(raw[reference]["preds"]) == np.asarray(labels)
     primary = profiles[0].name
     for c in candidates:
-        r = raw[c.name]
-        preds = r["preds"]
-        metrics = stats.classification_metrics(labels, preds, n_classes, settings.bootstrap)
-        metrics["pr_curves"] = stats.pr_curves(labels, np.asarray(r["probs"]))
-        correct = np.asarray(preds) == np.asarray(labels)
-        if c.name != reference:
-            metrics["mcnemar_vs_reference"] = stats.mcnemar(ref_correct, correct)
-            metrics["label_agreement_with_reference"] = float(np.mean(np.asarray(preds) == np.asarray(raw[reference]["preds"])))
-        latency, per_profile = {}, {}
+        v = {"name": c.name, "path": str(c.path), "runner": c.runner, **c.info,
+             "size_bytes": model_size_bytes(c.path), "size_files": [str(f.name) for f in loaded_model_files(c.path)],
+             "params": parameter_count(c.path)}
+        v.update(task.summarise(c, raw[c.name], raw[reference], payload, profiles, settings))
         for p in profiles:
-            slot = r["profiles"][p.name]
-            latency[p.name] = {k: stats.latency_summary(v, settings.bootstrap) for k, v in slot["latency"].items()}
-            throughput = _throughput(slot["throughput"], p.throughput_batch)
-            memory = _process_memory(slot["process"])
-            per_profile[p.name] = {
-                "threads": p.threads,
-                "e2e_ms": stats.latency_summary(slot["e2e"], settings.bootstrap),
-                "throughput": throughput,
-                "throughput_seq_per_s": throughput["seq_per_s"] if throughput else None,
-                "throughput_batch": p.throughput_batch,
-                **memory,
-                "memory_budget_mb": p.memory_budget_mb,
+            memory = _process_memory(raw[c.name]["profiles"][p.name]["process"])
+            v["profiles"][p.name].update({
+                **memory, "memory_budget_mb": p.memory_budget_mb,
                 "fits_memory_budget": (None if p.memory_budget_mb is None
-                                       else memory["peak_rss_bytes"] <= p.memory_budget_mb * 2**20),
-            }
-        variants.append({
-            "name": c.name,
-            "path": str(c.path),
-            "runner": c.runner,
-            **c.info,
-            "size_bytes": model_size_bytes(c.path),
-            "size_files": [str(f.name) for f in loaded_model_files(c.path)],
-            "params": parameter_count(c.path),
-            "macs": {"real_mean": encoder_macs(c.path, r["profiles"][primary]["process"]["mean_tokens"]),
-                     **{f"len{L}": encoder_macs(c.path, L) for p in profiles for L in p.seq_lengths if L != "real"}},
-            "metrics": metrics,
-            "predictions": [int(x) for x in preds],
-            "latency_ms": latency,
-            "latency_samples_ms": {p.name: {k: [[round(x, 4) for x in one_round] for one_round in v]
-                                            for k, v in r["profiles"][p.name]["latency"].items()} for p in profiles},
-            "profiles": per_profile,
-            "peak_rss_bytes": per_profile[primary]["peak_rss_bytes"],
-        })
+                                       else memory["peak_rss_bytes"] <= p.memory_budget_mb * 2**20)})
+        v["peak_rss_bytes"] = v["profiles"][primary]["peak_rss_bytes"]
+        variants.append(v)
     ref = next(v for v in variants if v["name"] == reference)
     for v in variants:
-        v["ratios"] = _ratios(v, ref, settings.bootstrap)
+        v["ratios"] = {**task.ratios(v, ref, settings),
+                       "size": v["size_bytes"] / ref["size_bytes"] if ref["size_bytes"] else None,
+                       "peak_rss": v["peak_rss_bytes"] / ref["peak_rss_bytes"] if ref["peak_rss_bytes"] else None}
     return {
         "schema": RESULTS_SCHEMA,
+        "task": task.NAME,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "reference": reference,
-        "eval": {"name": eval_set.name, "examples": len(texts), "labels": eval_set.label_names,
-                 "labels_true": [int(y) for y in labels],
-                 "mean_tokens": raw[reference]["profiles"][primary]["process"]["mean_tokens"]},
+        "eval": task.eval_section(payload, raw[reference], profiles),
         "profiles": [p.model_dump() for p in profiles],
         "settings": settings.model_dump(mode="json", exclude={"profiles"}),
         "environment": environment(),
         "variants": variants,
-    }
-
-
-def _ratios(v: dict, ref: dict, n_boot: int) -> dict:
-    """Every ratio against the reference; speed-ups carry a 95% interval paired by round."""
-    speedup, speedup_ci = {}, {}
-    for pname, shapes in v["latency_samples_ms"].items():
-        for shape, rounds in shapes.items():
-            base = ref["latency_samples_ms"].get(pname, {}).get(shape)
-            if base and rounds:
-                one = stats.speedup(base, rounds, n_boot)
-                speedup[f"{pname}/{shape}"] = one["ratio"]
-                speedup_ci[f"{pname}/{shape}"] = one["ci"]
-    return {
-        "speedup_p50": speedup,
-        "speedup_p50_ci": speedup_ci,
-        "size": v["size_bytes"] / ref["size_bytes"] if ref["size_bytes"] else None,
-        "accuracy_delta_points": 100.0 * (v["metrics"]["accuracy"] - ref["metrics"]["accuracy"]),
-        "macro_f1_delta_points": 100.0 * (v["metrics"]["macro_f1"] - ref["metrics"]["macro_f1"]),
-        "peak_rss": v["peak_rss_bytes"] / ref["peak_rss_bytes"] if ref["peak_rss_bytes"] else None,
     }

@@ -23,6 +23,10 @@ class Profile(BaseModel):
     """`real` replays the evaluation data's own lengths; an integer pads or truncates every input to it."""
     throughput_batch: int | None = Field(32, ge=1)
     memory_budget_mb: float | None = Field(None, gt=0)
+    prompt_tokens: int = Field(128, ge=1)
+    """Text generation: tokens of real text in each timed prompt."""
+    new_tokens: int = Field(128, ge=1)
+    """Text generation: tokens generated per timed request (a fixed count: end-of-text does not stop it)."""
 
 
 BUILTIN = {

@@ -83,3 +83,64 @@ def open_runner(path: Path, runner: str, threads: int) -> Runner:
     except (ImportError, AttributeError, ValueError) as exc:
         raise BenchError(f"runner '{runner}' cannot be imported ({exc}): use onnx, pytorch or module:Class") from exc
     return cls(path, threads)
+
+
+# -- decoders: `step(ids, past) -> (logits, past)` plus the text codec the harness needs ----------
+
+class CausalRunner(Protocol):
+    context: int
+    eos_id: int | None
+
+    def step(self, ids: np.ndarray, past: object) -> tuple[np.ndarray, object]: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode_ids(self, ids: list[int]) -> str: ...
+
+
+class PytorchCausalLM:
+    """PyTorch eager FP32 with its own KV cache: the reference for decoders."""
+
+    def __init__(self, path: Path, threads: int):
+        import torch
+        import transformers
+        from tokenizers import Tokenizer
+        from transformers import AutoModelForCausalLM
+
+        transformers.logging.set_verbosity_error()
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+        config = self.model.config
+        self.context = int(getattr(config, "n_positions", None) or config.max_position_embeddings)
+        self.eos_id = config.eos_token_id
+        self._tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def step(self, ids: np.ndarray, past):
+        with self.torch.inference_mode():
+            out = self.model(input_ids=self.torch.from_numpy(ids), past_key_values=past, use_cache=True)
+        return out.logits.float().numpy(), out.past_key_values
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def decode_ids(self, ids: list[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+
+def _onnx_causal(path: Path, threads: int):
+    from ..runtime import CausalLM
+
+    return CausalLM(path, threads=threads)
+
+
+BUILTIN_CAUSAL = {"onnx": _onnx_causal, "pytorch": PytorchCausalLM}
+
+
+def open_causal_runner(path: Path, runner: str, threads: int) -> CausalRunner:
+    """A decoder runner: `onnx`, `pytorch` or `package.module:Class` (constructed as Class(path, threads))."""
+    if runner in BUILTIN_CAUSAL:
+        return BUILTIN_CAUSAL[runner](Path(path), threads)
+    return open_runner(Path(path), runner, threads)

@@ -1,8 +1,11 @@
 """Choosing among measured variants: the Pareto front, constraint-based selection and CI gates.
 
-Everything here reads an `edgenlp.results/1` document and adds `selection` and `gates` to it; it
-measures nothing. Latency means batch-1 p50 on the evaluation data's real lengths under the first
-profile (the primary one) unless a gate names another.
+Everything here reads an `edgenlp.results` document and adds `selection` and `gates` to it; it
+measures nothing. The task of the results (classification when older results name none) gives the
+quality axis (accuracy, perplexity) and the speed the selection minimises; latency means batch-1 p50
+on the evaluation data's real lengths under the first profile (the primary one) unless a gate names
+another. Text generation adds perplexity, perplexity_increase (%), kl_mean, top1_agreement (%),
+greedy_identical (%), tokens_per_s, ttft_ms, decode_p50_ms and decode_p90_ms.
 
 Gate syntax (`--fail-if`): terms `METRIC[@PROFILE] OP NUMBER` joined by `or` / `and` (`and` binds
 tighter), e.g. `accuracy_drop>1.0 or p90_ms>20 or size_mb>30`. Metrics: accuracy (%), accuracy_drop
@@ -24,11 +27,21 @@ OPERATORS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": flo
              "==": float.__eq__, "!=": float.__ne__}
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:@([\w.\-]+))?\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 _LATENCY = re.compile(r"^(e2e_)?p(50|90|99)_ms(?:_len(\d+))?$")
-PLAIN_METRICS = ("accuracy", "accuracy_drop", "macro_f1", "size_mb", "peak_rss_mb", "speedup")
+PLAIN_METRICS = ("size_mb", "peak_rss_mb", "speedup")
 
 
 def _primary(results: dict) -> str:
     return results["profiles"][0]["name"]
+
+
+def task_of(results: dict):
+    from ..tasks import get
+
+    return get(results.get("task", "text-classification"))
+
+
+def _known(task) -> tuple[str, ...]:
+    return (*task.GATE_METRICS, *PLAIN_METRICS)
 
 
 def metric(results: dict, variant: dict, name: str, profile: str | None = None) -> float:
@@ -36,13 +49,10 @@ def metric(results: dict, variant: dict, name: str, profile: str | None = None) 
     profile = profile or _primary(results)
     if profile not in variant["latency_ms"]:
         raise BenchError(f"profile '{profile}' was not measured (measured: {', '.join(variant['latency_ms'])})")
-    ref = next(v for v in results["variants"] if v["name"] == results["reference"])
-    if name == "accuracy":
-        return 100.0 * variant["metrics"]["accuracy"]
-    if name == "accuracy_drop":
-        return 100.0 * (ref["metrics"]["accuracy"] - variant["metrics"]["accuracy"])
-    if name == "macro_f1":
-        return 100.0 * variant["metrics"]["macro_f1"]
+    task = task_of(results)
+    value = task.metric(results, variant, name, profile)
+    if value is not None:
+        return value
     if name == "size_mb":
         return variant["size_bytes"] / MB
     if name == "peak_rss_mb":
@@ -60,8 +70,8 @@ def metric(results: dict, variant: dict, name: str, profile: str | None = None) 
         if shape not in variant["latency_ms"][profile]:
             raise BenchError(f"{name}: length {length} was not measured under profile {profile}")
         return variant["latency_ms"][profile][shape][f"p{pct}"]
-    raise BenchError(f"unknown metric '{name}': use one of {', '.join(PLAIN_METRICS)}, p50_ms, p90_ms, p99_ms, "
-                     "p90_ms_len128, e2e_p50_ms")
+    raise BenchError(f"unknown metric '{name}' for {task.NAME}: use one of {', '.join(_known(task))}"
+                     + (", p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms" if "p50_ms" == task.SPEED[0] else ""))
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,7 @@ class Term:
         return f"{self.metric}{'@' + self.profile if self.profile else ''}{self.op}{self.threshold:g}"
 
 
-def parse_gates(expression: str) -> list[list[Term]]:
+def parse_gates(expression: str, task: str | None = None) -> list[list[Term]]:
     """`a>1 or b>2 and c<3` -> [[a>1], [b>2, c<3]] (any group whose terms all hold fails the gate)."""
     groups = []
     for group in re.split(r"\s+or\s+", expression.strip()):
@@ -86,8 +96,9 @@ def parse_gates(expression: str) -> list[list[Term]]:
                 raise BenchError(f"gate term '{text.strip()}' is not METRIC OP NUMBER (e.g. p90_ms>20): fix --fail-if")
             name, profile, op, number = match.groups()
             latency = _LATENCY.match(name)
-            if name not in PLAIN_METRICS and not latency:
-                raise BenchError(f"unknown metric '{name}' in --fail-if: use one of {', '.join(PLAIN_METRICS)}, "
+            names = _all_gate_metrics() if task is None else _known(task_of({"task": task}))
+            if name not in names and not latency:
+                raise BenchError(f"unknown metric '{name}' in --fail-if: use one of {', '.join(names)}, "
                                  "p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms")
             if latency and latency.group(1) and latency.group(3):
                 raise BenchError(f"'{name}' in --fail-if: end-to-end latency is measured at real lengths only: "
@@ -99,10 +110,16 @@ def parse_gates(expression: str) -> list[list[Term]]:
     return groups
 
 
-def check_gates(expression: str, profiles: list) -> None:
+def _all_gate_metrics() -> tuple[str, ...]:
+    from ..tasks import TASK_NAMES, get
+
+    return tuple(dict.fromkeys(m for t in TASK_NAMES for m in _known(get(t))))
+
+
+def check_gates(expression: str, profiles: list, task: str | None = None) -> None:
     """Refuse, before anything is measured, a gate that names a profile or length that will not be."""
     by_name = {p.name: p for p in profiles}
-    for terms in parse_gates(expression):
+    for terms in parse_gates(expression, task):
         for t in terms:
             profile = by_name.get(t.profile) if t.profile else profiles[0]
             if profile is None:
@@ -148,9 +165,11 @@ def verdict_line(gates: dict) -> str:
 
 
 def pareto_front(results: dict, profile: str | None = None) -> list[str]:
-    """Variants no other beats on accuracy, p50 latency and size at once."""
-    points = {v["name"]: (metric(results, v, "accuracy", profile), metric(results, v, "p50_ms", profile),
-                          v["size_bytes"]) for v in results["variants"]}
+    """Variants no other beats on quality, speed and size at once (the task names quality and speed)."""
+    task = task_of(results)
+    sign = 1.0 if task.QUALITY.higher_is_better else -1.0
+    points = {v["name"]: (sign * metric(results, v, task.QUALITY.metric, profile),
+                          metric(results, v, task.SPEED[0], profile), v["size_bytes"]) for v in results["variants"]}
 
     def dominates(a, b):
         return a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2] and a != b
@@ -160,25 +179,32 @@ def pareto_front(results: dict, profile: str | None = None) -> list[str]:
 
 def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms: float | None = None,
            max_size_mb: float | None = None, profile: str | None = None) -> dict:
-    """The fastest variant within the limits (ties: the smaller); None if nothing qualifies."""
+    """The fastest variant within the limits (ties: the smaller); None if nothing qualifies.
+
+    `max_accuracy_drop` limits the task's quality loss: accuracy points for a classifier, the
+    perplexity increase in % for a language model. `max_latency_ms` limits the task's speed metric.
+    """
     profile = profile or _primary(results)
+    task = task_of(results)
+    drop, speed = task.QUALITY.drop_metric, task.SPEED[0]
     feasible, rejected = [], {}
     for v in results["variants"]:
         why = []
-        if max_accuracy_drop is not None and metric(results, v, "accuracy_drop", profile) > max_accuracy_drop:
-            why.append(f"accuracy drop {metric(results, v, 'accuracy_drop', profile):.2f} > {max_accuracy_drop}")
-        if max_latency_ms is not None and metric(results, v, "p50_ms", profile) > max_latency_ms:
-            why.append(f"p50 {metric(results, v, 'p50_ms', profile):.2f} ms > {max_latency_ms}")
+        if max_accuracy_drop is not None and metric(results, v, drop, profile) > max_accuracy_drop:
+            why.append(f"{drop.replace('_', ' ')} {metric(results, v, drop, profile):.2f} {task.QUALITY.drop_unit} "
+                       f"> {max_accuracy_drop}")
+        if max_latency_ms is not None and metric(results, v, speed, profile) > max_latency_ms:
+            why.append(f"{speed} {metric(results, v, speed, profile):.2f} > {max_latency_ms}")
         if max_size_mb is not None and v["size_bytes"] / MB > max_size_mb:
             why.append(f"size {v['size_bytes'] / MB:.1f} MB > {max_size_mb}")
         if why:
             rejected[v["name"]] = "; ".join(why)
         else:
             feasible.append(v)
-    feasible.sort(key=lambda v: (metric(results, v, "p50_ms", profile), v["size_bytes"]))
+    feasible.sort(key=lambda v: (metric(results, v, speed, profile), v["size_bytes"]))
     return {
         "profile": profile,
-        "objective": "lowest p50 latency at real lengths, then smallest size",
+        "objective": f"{task.SPEED[1]}, then smallest size",
         "constraints": {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms,
                         "max_size_mb": max_size_mb},
         "pareto_front": pareto_front(results, profile),

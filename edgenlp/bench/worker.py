@@ -1,6 +1,6 @@
 """One model in one fresh process, answering measurement requests from the harness.
 
-    python -m edgenlp.bench.worker PATH RUNNER THREADS TEXTS_JSONL
+    python -m edgenlp.bench.worker TASK PATH RUNNER THREADS PAYLOAD_JSON
 
 Requests and answers are JSON lines on stdin and on a private copy of stdout (libraries that print
 are sent to stderr). Thread counts are fixed through the environment before any numeric library
@@ -53,132 +53,32 @@ def _rss_bytes() -> int | None:
 
 
 class Worker:
-    def __init__(self, path: str, runner: str, threads: int, texts_file: str):
-        import numpy as np
+    """The task's session for one model, plus what every task reports: load time and memory."""
 
-        from ..runtime import TextTokenizer
-        from .runners import open_runner
+    def __init__(self, task: str, path: str, runner: str, threads: int, payload_file: str):
+        from ..tasks import get
 
         started = time.perf_counter()
-        self.np = np
-        model_path = Path(path)
-        self.runner = open_runner(model_path, runner, threads)
-        self.tokenizer = TextTokenizer(model_path if model_path.is_dir() else model_path.parent)
+        self.session = get(task).Session(path, runner, threads, payload_file)
         self.load_seconds = time.perf_counter() - started
         self.load_peak_rss = _peak_rss_bytes()
         self.rss_after_load = _rss_bytes()
-        with open(texts_file, encoding="utf-8") as f:
-            self.texts = [json.loads(line)["text"] for line in f if line.strip()]
-        self._encoded: dict = {}
-
-    def _single(self, shape) -> list:
-        """Batch-1 inputs for every text: at its own length (`real`), or exactly `shape` tokens.
-
-        A fixed length is filled with real text (the text, then the ones after it, truncated), with
-        no padding: padded positions make onnxruntime's Softmax take a slow exp path for the mask
-        value (4.8 of 12.6 ms for INT8 MiniLM at 128), which would measure the mask, not the model.
-        """
-        if shape not in self._encoded:
-            if shape == "real":
-                self._encoded[shape] = [self.tokenizer.encode([t]) for t in self.texts]
-            else:
-                length, n = int(shape), len(self.texts)
-                if length > self.tokenizer.max_length:
-                    raise ValueError(f"the profile asks for {length} tokens but this model takes at most "
-                                     f"{self.tokenizer.max_length}: lower the profile's seq_lengths")
-                packed = []
-                for i in range(n):
-                    parts, j = [self.texts[i]], i
-                    while self.tokenizer.lengths([" ".join(parts)])[0] < length and j < i + 64:
-                        j += 1
-                        parts.append(self.texts[j % n])
-                    packed.append(self.tokenizer.encode([" ".join(parts)], pad_to=length))
-                self._encoded[shape] = packed
-        return self._encoded[shape]
-
-    def _batched(self, batch: int) -> list:
-        """Consecutive batches of the texts (the last one may be short), each padded to its longest text."""
-        key = ("batch", batch)
-        if key not in self._encoded:
-            self._encoded[key] = [self.tokenizer.encode(self.texts[i:i + batch])
-                                  for i in range(0, len(self.texts), batch)]
-        return self._encoded[key]
-
-    def _latency_inputs(self, shape, batch: int) -> list:
-        """Inputs of the latency op: single texts, or batches (fixed lengths stack rows of real text)."""
-        if batch == 1:
-            return self._single(shape)
-        if shape == "real":
-            return self._batched(batch)
-        key = ("stacked", batch, shape)
-        if key not in self._encoded:
-            rows = self._single(shape)
-            self._encoded[key] = [{k: self.np.concatenate([rows[(i + j) % len(rows)][k] for j in range(batch)])
-                                   for k in rows[0]} for i in range(0, len(rows), batch)]
-        return self._encoded[key]
-
-    def _throughput(self, batch: int, start: int, n: int, warmup: int) -> dict:
-        """Timed batches with what each really held: sequences, real tokens and padded positions."""
-        inputs = self._batched(batch)
-        ms = self._timed(inputs, start, n, warmup)
-        picked = [inputs[(start + warmup + i) % len(inputs)]["attention_mask"] for i in range(n)]
-        return {"ms": ms, "sequences": [int(m.shape[0]) for m in picked],
-                "tokens": [int(m.sum()) for m in picked], "positions": [int(m.size) for m in picked]}
-
-    def _timed(self, inputs: list, start: int, n: int, warmup: int) -> list[float]:
-        logits, clock = self.runner.logits, time.perf_counter_ns
-        for i in range(warmup):
-            logits(inputs[(start + i) % len(inputs)])
-        times = []
-        for i in range(n):
-            x = inputs[(start + warmup + i) % len(inputs)]
-            t0 = clock()
-            logits(x)
-            times.append((clock() - t0) / 1e6)
-        return times
 
     def handle(self, req: dict) -> dict:
-        op = req["op"]
-        if op == "eval":
-            probs, preds = [], []
-            for enc in self._single("real"):
-                logits = self.runner.logits(enc)[0].astype("float64")
-                e = self.np.exp(logits - logits.max())
-                p = e / e.sum()
-                probs.append(p.round(6).tolist())
-                preds.append(int(p.argmax()))
-            return {"preds": preds, "probs": probs}
-        if op == "latency":
-            inputs = self._latency_inputs(req.get("shape", "real"), req.get("batch", 1))
-            return {"ms": self._timed(inputs, req.get("start", 0), req["n"], req.get("warmup", 2))}
-        if op == "throughput":
-            return self._throughput(req["batch"], req.get("start", 0), req["n"], req.get("warmup", 1))
-        if op == "e2e":
-            texts, clock, out = self.texts, time.perf_counter_ns, []
-            start = req.get("start", 0)
-            for i in range(req.get("warmup", 2) + req["n"]):
-                text = texts[(start + i) % len(texts)]
-                t0 = clock()
-                logits = self.runner.logits(self.tokenizer.encode([text]))
-                int(logits[0].argmax())
-                if i >= req.get("warmup", 2):
-                    out.append((clock() - t0) / 1e6)
-            return {"ms": out}
-        if op == "stats":
+        if req["op"] == "stats":
             return {"peak_rss_bytes": _peak_rss_bytes(), "load_peak_rss_bytes": self.load_peak_rss,
                     "rss_after_load_bytes": self.rss_after_load, "steady_rss_bytes": _rss_bytes(),
-                    "load_seconds": self.load_seconds,
-                    "mean_tokens": sum(self.tokenizer.lengths(self.texts)) / max(1, len(self.texts))}
-        raise ValueError(f"unknown op {op}")
+                    "load_seconds": self.load_seconds, **self.session.stats()}
+        return self.session.handle(req)
 
 
 def main(argv: list[str]) -> int:
-    path, runner, threads, texts_file = argv[1], argv[2], int(argv[3]), argv[4]
+    task, path, runner, threads, payload_file = argv[1], argv[2], argv[3], int(argv[4]), argv[5]
     _pin_threads(threads)
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
     try:
-        worker = Worker(path, runner, threads, texts_file)
+        worker = Worker(task, path, runner, threads, payload_file)
     except Exception as exc:  # reported to the harness, which turns it into a one-line error
         reply.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
         return 1

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ..bench.selection import task_of
 from ..fsio import write_text_atomic
 from . import plots
 
@@ -16,15 +17,13 @@ MIB = 2**20
 def render(results: dict) -> str:
     env = Environment(loader=PackageLoader("edgenlp.report", "templates"), autoescape=select_autoescape(["html"]))
     figures = [
-        ("Accuracy against latency, with the Pareto front", plots.accuracy_vs_latency(results)),
+        *task_of(results).figures(results),
         ("Size on disk", plots.sizes(results)),
-        ("Latency distributions (batch 1)", plots.latency_distributions(results)),
-        ("Confusion matrices", plots.confusion_matrices(results)),
-        ("Precision-recall curves (one vs rest)", plots.pr_curves(results)),
+        ("Latency distributions", plots.latency_distributions(results)),
         ("Training", plots.training_curves(results)),
     ]
     return env.get_template("report.html.j2").render(
-        r=results, figures=[(title, png) for title, png in figures if png], MB=MB, MIB=MIB)
+        r=results, task_template=f"{task_of(results).NAME}.html.j2", figures=[(title, png) for title, png in figures if png], MB=MB, MIB=MIB)
 
 
 def write(results: dict, path: Path) -> Path:

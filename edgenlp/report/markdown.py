@@ -1,9 +1,10 @@
-"""`results.json` -> `report.md`: one table per profile plus the ratios against the reference."""
+"""`results.json` -> `report.md`: the run, the selection, the task's own sections, lineage and environment."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..bench.selection import task_of
 from ..fsio import write_text_atomic
 
 MB = 1e6
@@ -67,49 +68,7 @@ def render(results: dict) -> str:
         lines += [f"**Gate {'FAILED' if gates['failed'] else 'passed'}** for `{gates['variant']}` "
                   f"(`{gates['expression']}`): " + "; ".join(
                       f"{t['term']} = {t['value']:.3g}{' (triggered)' if t['triggered'] else ''}" for t in gates["terms"]), ""]
-    lines += ["## Accuracy and size", "",
-              "| variant | format | size MB | size vs ref | accuracy % [95% CI] | Δ acc (points) | McNemar p | macro-F1 % | agreement with ref | peak RSS MiB |",
-              "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for v in results["variants"]:
-        m, r = v["metrics"], v["ratios"]
-        lo, hi = m["accuracy_ci"]
-        mc = m.get("mcnemar_vs_reference", {}).get("p_value")
-        agree = m.get("label_agreement_with_reference")
-        mark = " (selected)" if sel and v["name"] == sel["selected"] else ""
-        lines.append(
-            f"| {v['name']}{mark} | {v.get('format', '?')} {v.get('precision', '')} | {v['size_bytes'] / MB:.1f} | {_x(r['size'])} | "
-            f"{100 * m['accuracy']:.2f} [{100 * lo:.1f}-{100 * hi:.1f}] | {r['accuracy_delta_points']:+.2f} | "
-            f"{'-' if mc is None else f'{mc:.3f}'} | {100 * m['macro_f1']:.2f} | "
-            f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {v['peak_rss_bytes'] / MIB:.0f} |")
-    for p in results["profiles"]:
-        name = p["name"]
-        shapes = [("real" if s == "real" else f"len{s}") for s in p["seq_lengths"]]
-        lines += ["", f"## Latency: profile `{name}` ({p['threads']} thread{'s' if p['threads'] > 1 else ''}, "
-                      f"batch {p['batch_size']})", "",
-                  "p50 ms [95% CI], p90 and p99 ms; speed-up = reference p50 / variant p50 [95% CI, rounds "
-                  "resampled in pairs]. Throughput: batches of the evaluation texts padded to their longest "
-                  "text (padding share in brackets). Memory: peak over the process, peak while loading, resident "
-                  "after the measurements.", "",
-                  "| variant | " + " | ".join(f"{s} p50 | {s} p90 | {s} p99 | {s} speed-up" for s in shapes)
-                  + " | end-to-end p50 | throughput seq/s | peak / load / steady RSS MiB | fits budget |",
-                  "|---|" + "---:|" * (4 * len(shapes) + 4)]
-        for v in results["variants"]:
-            lat = v["latency_ms"].get(name, {})
-            prof = v["profiles"].get(name, {})
-            cells = []
-            for s in shapes:
-                summ = lat.get(s)
-                key = f"{name}/{s}"
-                cells += [_ms(summ), _ms(summ, "p90").split(" ")[0] + _few(summ, 90),
-                          _ms(summ, "p99").split(" ")[0] + _few(summ, 99),
-                          _x(v["ratios"]["speedup_p50"].get(key), (v["ratios"].get("speedup_p50_ci") or {}).get(key))]
-            fits = prof.get("fits_memory_budget")
-            lines.append(f"| {v['name']} | " + " | ".join(cells) + f" | {_ms(prof.get('e2e_ms'))} | "
-                         f"{_throughput(prof)} | {_memory(prof)} | "
-                         f"{'-' if fits is None else ('yes' if fits else 'NO')} (budget {p.get('memory_budget_mb') or '-'} MiB) |")
-        if any(_few((v["latency_ms"].get(name) or {}).get(s), 99) for v in results["variants"] for s in shapes):
-            lines += ["", "† rests on fewer than 10 timings beyond the percentile: indicative only; raise "
-                          "`bench.iterations` (1,000 per length for a stable p99)."]
+    lines += task_of(results).report_sections(results)
     notes = []
     for v in results["variants"]:
         meta = v.get("metadata") or {}
@@ -121,7 +80,9 @@ def render(results: dict) -> str:
             fused = ", ".join(f"{k} x{n}" for k, n in meta["fusions"].items()) or "none"
             notes.append(f"- `{v['name']}`: fusions applied: {fused}.")
         val = v.get("validation")
-        if val:
+        if val and val.get("summary"):
+            notes.append(f"- `{v['name']}` validated against `{val['parent']}`: {val['summary']}.")
+        elif val:
             if val["check"] == "logits":
                 notes.append(f"- `{v['name']}` validated against `{val['parent']}`: max |Δlogit| "
                              f"{val['max_abs_logit_diff']:.1e} (tolerance {val['atol']}) on {val['examples']} texts.")

@@ -136,3 +136,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+from .generation import CausalLM, Generation, Sampling  # noqa: E402  (after the helpers it uses)

@@ -12,7 +12,8 @@ and may declare what the pipeline needs to know about it:
     LIBRARIES = (...)              the packages whose versions decide its output (they enter the
                                    artifact id; default: every tracked library)
     CHECKED_AGAINST_PARENT = False its output is meant to differ from its parent (training)
-    satisfied_by(parent, labels)   True when the parent already is what the stage would make
+    Config.task                    a `task` field: the pipeline fills in the recipe's task
+    satisfied_by(parent, data)     True when the parent already is what the stage would make
 
 A stage knows nothing about the CLI, the report or the other stages; `artifact.build` gives it an
 empty folder and publishes the result atomically. Heavy libraries are imported inside `run`.
@@ -37,6 +38,7 @@ _MODULES = {
     "export": "edgenlp.stages.export",
     "optimize-graph": "edgenlp.stages.optimize_graph",
     "quantize": "edgenlp.stages.quantize",
+    "quantize-int4": "edgenlp.stages.quantize_int4",
 }
 STAGE_NAMES = tuple(_MODULES)
 
@@ -55,9 +57,13 @@ def checked_against_parent(stage: ModuleType) -> bool:
     return getattr(stage, "CHECKED_AGAINST_PARENT", True)
 
 
-def satisfied_by(stage: ModuleType, parent, labels: list[str]) -> bool:
+def uses_task(stage: ModuleType) -> bool:
+    return "task" in stage.Config.model_fields
+
+
+def satisfied_by(stage: ModuleType, parent, dataset) -> bool:
     hook = getattr(stage, "satisfied_by", None)
-    return bool(hook and hook(parent, labels))
+    return bool(hook and hook(parent, dataset))
 
 
 def get(name: str) -> ModuleType:

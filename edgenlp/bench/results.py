@@ -1,0 +1,66 @@
+"""The typed shape of `results.json` (`edgenlp.results/3`), and reading the older versions.
+
+The harness validates what it writes and `report` / `compare` validate what they read, so a
+results file that is not what it claims fails with one line instead of a KeyError deep in a
+renderer. Task-specific parts (metrics, latency kinds) stay mappings: the task defines them.
+Versions: /1 kept latencies flat, /2 per round; neither names its task (both are classification);
+/3 records the task and lets it define metrics and workloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import EdgeNLPError
+
+SCHEMA = "edgenlp.results/3"
+READABLE = ("edgenlp.results/1", "edgenlp.results/2", SCHEMA)
+WITH_ROUNDS = ("edgenlp.results/2", SCHEMA)
+"""Versions that keep per-round timings (what paired comparisons need)."""
+
+
+class VariantResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    path: str
+    runner: str
+    size_bytes: int
+    metrics: dict[str, Any]
+    latency_ms: dict[str, dict[str, Any]]
+    profiles: dict[str, dict[str, Any]]
+    peak_rss_bytes: int
+    ratios: dict[str, Any]
+
+
+class Results(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    schema_: str
+    task: str = "text-classification"
+    created: str
+    reference: str
+    eval: dict[str, Any]
+    profiles: list[dict[str, Any]]
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    variants: list[VariantResult]
+
+
+def check(document: dict, origin: str = "results") -> dict:
+    """The document with its task filled in (older versions are classification), or a one-line error."""
+    if not isinstance(document, dict) or document.get("schema") not in READABLE:
+        what = f"schema {document.get('schema')!r}" if isinstance(document, dict) else f"a JSON {type(document).__name__}"
+        raise EdgeNLPError(f"{origin} is {what}, not edgenlp results ({', '.join(READABLE)}): "
+                           "pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
+    try:
+        Results(schema_=document["schema"], **{k: v for k, v in document.items() if k != "schema"})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise EdgeNLPError(f"{origin} does not hold what {document['schema']} promises ({where}: {err['msg']}): "
+                           "rerun the benchmark") from exc
+    document.setdefault("task", "text-classification")
+    return document

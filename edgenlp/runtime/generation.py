@@ -1,0 +1,205 @@
+"""Text generation with a KV cache: onnxruntime, tokenizers and numpy, nothing else.
+
+`CausalLM` loads a decoder exported with `past_key_values` inputs and `present` outputs (Optimum's
+layout: one graph serves the prompt, with an empty cache, and every decode step). The decoding loop
+(`decode`) only sees a `step(ids, past) -> (logits, past)` function, so the benchmark harness times
+PyTorch, onnxruntime and third-party runners with the very same loop.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+Step = Callable[[np.ndarray, object], tuple[np.ndarray, object]]
+"""(token ids of shape (1, n), past or None) -> (logits (1, n, vocab), the new past)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is picked. temperature 0 is greedy (then top_k, top_p and seed do nothing)."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise InputError(f"temperature {self.temperature} is negative: use 0 (greedy) or a positive value")
+        if self.top_k < 0:
+            raise InputError(f"top_k {self.top_k} is negative: use 0 (off) or a positive count")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p {self.top_p} is outside (0, 1]: use e.g. 0.9, or 1 to switch it off")
+        if self.repetition_penalty <= 0:
+            raise InputError(f"repetition_penalty {self.repetition_penalty} must be positive (1 switches it off)")
+
+
+def pick_token(logits: np.ndarray, seen: Sequence[int], sampling: Sampling, rng: np.random.Generator) -> int:
+    """The next token from one row of logits (HF semantics for the repetition penalty)."""
+    scores = logits.astype(np.float64, copy=True)
+    if sampling.repetition_penalty != 1.0 and len(seen):
+        idx = np.unique(np.asarray(seen))
+        picked = scores[idx]
+        scores[idx] = np.where(picked > 0, picked / sampling.repetition_penalty, picked * sampling.repetition_penalty)
+    if sampling.temperature == 0:
+        return int(scores.argmax())
+    scores = scores / sampling.temperature
+    if sampling.top_k and sampling.top_k < scores.size:
+        kth = np.partition(scores, -sampling.top_k)[-sampling.top_k]
+        scores[scores < kth] = -np.inf
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    if sampling.top_p < 1.0:
+        order = np.argsort(-probs)
+        cumulative = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cumulative, sampling.top_p) + 1)]
+        mask = np.zeros_like(probs)
+        mask[keep] = probs[keep]
+        probs = mask / mask.sum()
+    return int(rng.choice(probs.size, p=probs))
+
+
+def decode(step: Step, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling = Sampling(),
+           eos_id: int | None = None, use_cache: bool = True) -> Iterator[int]:
+    """Yield new token ids one at a time. Without the cache, every step re-reads the whole sequence."""
+    rng = np.random.default_rng(sampling.seed)
+    ids = list(prompt_ids)
+    logits, past = step(np.asarray([ids], dtype=np.int64), None)
+    for _ in range(max_new_tokens):
+        token = pick_token(logits[0, -1], ids, sampling, rng)
+        yield token
+        ids.append(token)
+        if token == eos_id:
+            return
+        if use_cache:
+            logits, past = step(np.asarray([[token]], dtype=np.int64), past)
+        else:
+            logits, _ = step(np.asarray([ids], dtype=np.int64), None)
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    stopped_by: str
+    """`max_new_tokens`, `eos` or `stop:<the stop sequence>`."""
+    token_texts: list[str] = field(default_factory=list)
+
+
+class CausalLM:
+    """A decoder-only ONNX model (GPT-2 family) with its tokenizer, from one folder."""
+
+    def __init__(self, folder: str | Path, threads: int = 1):
+        from tokenizers import Tokenizer
+
+        from . import OnnxModel, onnx_file
+
+        folder = Path(folder)
+        self.folder = folder
+        self.model = OnnxModel(onnx_file(folder), threads=threads)
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+        self.context = int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
+        self.eos_id = config.get("eos_token_id")
+        self.past_names = [n for n in self.model.input_names if n.startswith("past_key_values.")]
+        if not self.past_names:
+            raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
+                             "export it for text-generation")
+        self.present_names = [n for n in self.model.output_names if n.startswith("present")]
+        shape = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).shape
+        self._heads, self._head_dim = int(shape[1]), int(shape[3])
+        past_type = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).type
+        self._past_dtype = np.float16 if "float16" in past_type else np.float32
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tok.no_padding()
+        self._tok.no_truncation()
+
+    # -- the model -----------------------------------------------------------------------------
+    def step(self, ids: np.ndarray, past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass: logits for `ids` given the cache of everything before them."""
+        batch, n = ids.shape
+        if past is None:
+            past = [np.zeros((batch, self._heads, 0, self._head_dim), dtype=self._past_dtype)] * len(self.past_names)
+        past_len = past[0].shape[2]
+        if past_len + n > self.context:
+            raise InputError(f"the sequence would reach {past_len + n} tokens but the model's context is "
+                             f"{self.context}: shorten the prompt or lower max_new_tokens")
+        feed = {"input_ids": ids, "attention_mask": np.ones((batch, past_len + n), dtype=np.int64),
+                **dict(zip(self.past_names, past))}
+        if "position_ids" in self.model.input_names:
+            feed["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :].repeat(batch, 0)
+        outputs = self.model.session.run(["logits", *self.present_names], feed)
+        return outputs[0], outputs[1:]
+
+    # -- text ----------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def check_request(self, prompt_ids: Sequence[int], max_new_tokens: int) -> None:
+        if not prompt_ids:
+            raise InputError("the prompt is empty: give at least one word to continue")
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens {max_new_tokens} is negative: ask for 0 or more tokens")
+        if len(prompt_ids) >= self.context:
+            raise InputError(f"the prompt has {len(prompt_ids)} tokens but the model's context is {self.context}: "
+                             "shorten the prompt")
+        if len(prompt_ids) + max_new_tokens > self.context:
+            raise InputError(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                             f"context of {self.context} tokens: lower max_new_tokens to at most "
+                             f"{self.context - len(prompt_ids)}")
+
+    def stream(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(),
+               stop: Sequence[str] = (), use_cache: bool = True) -> Iterator[str]:
+        """Yield the continuation as text pieces, as soon as each is complete (whole UTF-8 characters)."""
+        for piece in self._pieces(prompt, max_new_tokens, sampling, stop, use_cache):
+            if piece[1]:
+                yield piece[1]
+
+    def generate(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(),
+                 stop: Sequence[str] = (), use_cache: bool = True) -> Generation:
+        ids: list[int] = []
+        texts: list[str] = []
+        stopped_by = "max_new_tokens"
+        for token, text, reason in self._pieces(prompt, max_new_tokens, sampling, stop, use_cache):
+            if token is not None:
+                ids.append(token)
+            texts.append(text)
+            stopped_by = reason or stopped_by
+        return Generation("".join(texts), ids, len(self.encode(prompt)), stopped_by, texts)
+
+    def _pieces(self, prompt: str, max_new_tokens: int, sampling: Sampling, stop: Sequence[str], use_cache: bool):
+        """(token, new text, stop reason or None) per step; text is held back until its characters are whole."""
+        prompt_ids = self.encode(prompt) if prompt and prompt.strip() else []
+        self.check_request(prompt_ids, max_new_tokens)
+        generated: list[int] = []
+        emitted = ""
+        for token in decode(self.step, prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache):
+            generated.append(token)
+            if token == self.eos_id:
+                yield token, "", "eos"
+                return
+            text = self.decode_ids(generated)
+            hit = next((s for s in stop if s and s in text), None)
+            if hit:
+                cut = text[: text.index(hit)]
+                yield token, cut[len(emitted):], f"stop:{hit}"
+                return
+            held = max((len(s) - 1 for s in stop if s), default=0)  # a stop sequence may be half written
+            ready = text if text.endswith("\ufffd") is False else text.rstrip("\ufffd")
+            ready = ready[: max(len(emitted), len(ready) - held)]
+            yield token, ready[len(emitted):], None
+            emitted = ready
+        text = self.decode_ids(generated)
+        if len(text) > len(emitted):
+            yield None, text[len(emitted):], None
