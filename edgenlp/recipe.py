@@ -25,6 +25,7 @@ from . import stages
 from .bench.harness import BenchSettings
 from .data import DataSpec
 from .errors import EdgeNLPError, RecipeError
+from .models import ScratchModel
 
 
 class VariantSpec(BaseModel):
@@ -63,7 +64,8 @@ class Recipe(BaseModel):
 
     name: str
     description: str = ""
-    model: str = "minilm"
+    model: str | ScratchModel = "minilm"
+    """A packaged name, checkpoint folder or hub id, or a config to initialise (architecture, config, tokenizer)."""
     task: str | None = None
     """text-classification or text-generation; None: the model's own task (a bare encoder: classification)."""
     data: DataSpec = DataSpec()

@@ -14,3 +14,9 @@ def data_dir() -> Path:
 def offline() -> bool:
     """True when hub downloads are disabled (HF_HUB_OFFLINE=1 or EDGENLP_OFFLINE=1)."""
     return any(os.environ.get(k, "") in ("1", "true", "TRUE") for k in ("HF_HUB_OFFLINE", "EDGENLP_OFFLINE"))
+
+
+def cache_dir() -> Path:
+    """Where edgenlp keeps what it can rebuild (models initialised from a config): `EDGENLP_CACHE_DIR`,
+    default `~/.cache/edgenlp`."""
+    return Path(os.environ.get("EDGENLP_CACHE_DIR", "~/.cache/edgenlp")).expanduser()

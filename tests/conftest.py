@@ -98,3 +98,67 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"CI needs the real tests: {message}")
     for item in real:
         item.add_marker(pytest.mark.skip(reason=message))
+
+
+def corpus_docs(n: int, seed: int = 0) -> list[str]:
+    """Short documents of the fixture vocabulary, a little repetitive so that a tiny model can learn."""
+    rng = random.Random(seed)
+    return [". ".join(" ".join(rng.sample(FILLER + POSITIVE, 6)) for _ in range(4)) + "." for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer trained on the fixture words (no data kit needed)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus_docs(200), vocab_size=400, special_tokens=["<|endoftext|>"])
+    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
+                                  bos_token="<|endoftext|>", unk_token="<|endoftext|>", model_max_length=64)
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=eos, eos_token_id=eos)
+    import torch
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n\n".join(corpus_docs(300, seed=1)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_recipe(tiny_gpt2, tiny_corpus) -> dict:
+    return {
+        "name": "tiny-gpt2",
+        "model": str(tiny_gpt2),
+        "data": {"source": str(tiny_corpus)},
+        "variants": [
+            {"name": "pytorch-fp32", "stage": "finetune",
+             "config": {"max_steps": 20, "batch_size": 8, "eval_every": 10, "learning_rate": 3e-3, "max_length": 64,
+                        "max_eval_examples": 8}},
+            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+            {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32"},
+            {"name": "onnx-int4", "stage": "quantize-int4", "parent": "onnx-fp32", "config": {"block_size": 16}},
+        ],
+        "validation": {"examples": 8, "atol": 1e-3, "min_label_agreement": 0.5},
+        "bench": {"profiles": [{"name": "gen-1t", "threads": 1, "prompt_tokens": 16, "new_tokens": 8}],
+                  "rounds": 2, "generations": 2, "no_cache_generations": 1, "max_eval_tokens": 512,
+                  "eval_prompts": 4, "continuation_tokens": 8, "bootstrap": 200, "reference": "pytorch-fp32"},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_run(tiny_gpt2_recipe, tmp_path_factory):
+    from edgenlp import pipeline, recipe
+
+    out = tmp_path_factory.mktemp("gpt2-run")
+    return pipeline.run(recipe.parse(tiny_gpt2_recipe), out)

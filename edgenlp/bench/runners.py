@@ -98,7 +98,13 @@ class CausalRunner(Protocol):
     def decode_ids(self, ids: list[int]) -> str: ...
 
 
-class PytorchCausalLM:
+def _text_generator():
+    from ..runtime.generation import TextGenerator
+
+    return TextGenerator
+
+
+class PytorchCausalLM(_text_generator()):
     """PyTorch eager FP32 with its own KV cache: the reference for decoders."""
 
     def __init__(self, path: Path, threads: int):

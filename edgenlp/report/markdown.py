@@ -50,14 +50,15 @@ def render(results: dict) -> str:
     lines = [f"# edgenlp report: {run.get('recipe', 'benchmark')}", ""]
     if run:
         lines += [f"Model `{run.get('model')}`, data `{run.get('data', {}).get('name')}`; "
-                  f"evaluated on {results['eval']['examples']} held-out examples ({results['eval']['name']}). "
+                  f"evaluated on {results['eval']['examples']:,} held-out {results['eval'].get('unit', 'examples')} "
+                  f"({results['eval']['name']}). "
                   f"Reference: `{ref}`.", ""]
-        lines += [f"- Note: {note}" for note in run.get("data", {}).get("notes") or []]
+        lines += [f"- Note: {note}" for note in (run.get("data", {}).get("notes") or []) + results["eval"].get("notes", [])]
     sel = results.get("selection")
     if sel:
         limits = ", ".join(f"{k} {v}" for k, v in sel["constraints"].items() if v is not None) or "none"
         lines += [f"**Selected: `{sel['selected'] or 'none meets the limits'}`** ({sel['objective']} under "
-                  f"profile `{sel['profile']}`; limits: {limits}). Pareto front (accuracy, latency, size): "
+                  f"profile `{sel['profile']}`; limits: {limits}). Pareto front ({task_of(results).QUALITY.label}, speed, size): "
                   + ", ".join(f"`{n}`" for n in sel["pareto_front"]) + "."]
         lines += [f"- `{n}` rejected: {why}" for n, why in sel["rejected"].items()]
         lines.append("")
@@ -72,7 +73,11 @@ def render(results: dict) -> str:
     notes = []
     for v in results["variants"]:
         meta = v.get("metadata") or {}
-        if "reason" in meta:
+        if "reason" in meta and "block_size" in meta:
+            notes.append(f"- `{v['name']}`: INT4 weight-only ({meta['algorithm']}, block {meta['block_size']}, "
+                         f"accuracy_level {meta['accuracy_level']}, LM head {'4-bit' if meta['lm_head_quantized'] else 'float'}, "
+                         f"{meta['gemm_rewritten_to_matmul']} Gemm rewritten to MatMul). Why: {meta['reason']}.")
+        elif "reason" in meta:
             notes.append(f"- `{v['name']}`: quantised for **{meta['isa']}** (reduce_range={meta['reduce_range']}, "
                          f"per_channel={meta['per_channel']}, {meta['activation_type']} activations x "
                          f"{meta['weight_type']} weights, ops {', '.join(meta['op_types'])}). Why: {meta['reason']}.")

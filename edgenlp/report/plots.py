@@ -55,6 +55,36 @@ def accuracy_vs_latency(results: dict) -> str:
     return _encode(plt, fig)
 
 
+def quality_vs_speed(results: dict) -> str:
+    """The task's quality against its speed metric (primary profile), Pareto front joined, choice starred."""
+    from ..bench.selection import metric, task_of
+
+    task = task_of(results)
+    selection = results.get("selection") or {}
+    front = set(selection.get("pareto_front", []))
+    plt, fig = _figure()
+    ax = fig.add_subplot(111)
+    points = []
+    biggest = max(w["size_bytes"] for w in results["variants"])
+    for v in results["variants"]:
+        x, y = metric(results, v, task.SPEED[0]), metric(results, v, task.QUALITY.metric)
+        ax.plot([x], [y], "o", markersize=4 + 10 * v["size_bytes"] / biggest)
+        ax.annotate(v["name"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        if v["name"] in front:
+            points.append((x, y))
+        if v["name"] == selection.get("selected"):
+            ax.plot([x], [y], marker="*", markersize=18, color="gold", markeredgecolor="black", zorder=5, label="selected")
+    if len(points) > 1:
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, linestyle="--", color="grey", label="Pareto front")
+    ax.set_xlabel(f"{task.SPEED[0]} ({results['profiles'][0]['name']})")
+    ax.set_ylabel(task.QUALITY.label + (" (higher is better)" if task.QUALITY.higher_is_better else " (lower is better)"))
+    ax.set_title(f"{task.QUALITY.label} against speed (marker size: model size)")
+    if points or selection.get("selected"):
+        ax.legend(fontsize=8)
+    return _encode(plt, fig)
+
+
 def sizes(results: dict) -> str:
     plt, fig = _figure(6.4, 0.6 + 0.45 * len(results["variants"]))
     ax = fig.add_subplot(111)

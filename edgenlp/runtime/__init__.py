@@ -138,4 +138,4 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-from .generation import CausalLM, Generation, Sampling  # noqa: E402  (after the helpers it uses)
+from .generation import CausalLM, Generation, Sampling, TextGenerator  # noqa: E402  (after the helpers it uses)

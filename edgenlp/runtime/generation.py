@@ -95,56 +95,20 @@ class Generation:
     token_texts: list[str] = field(default_factory=list)
 
 
-class CausalLM:
-    """A decoder-only ONNX model (GPT-2 family) with its tokenizer, from one folder."""
+class TextGenerator:
+    """Text in, text out, for any decoder that provides `step`, `encode`, `decode_ids`, `context`, `eos_id`."""
 
-    def __init__(self, folder: str | Path, threads: int = 1):
-        from tokenizers import Tokenizer
+    context: int
+    eos_id: int | None
 
-        from . import OnnxModel, onnx_file
+    def step(self, ids: np.ndarray, past):  # pragma: no cover - each model defines it
+        raise NotImplementedError
 
-        folder = Path(folder)
-        self.folder = folder
-        self.model = OnnxModel(onnx_file(folder), threads=threads)
-        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
-        self.context = int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
-        self.eos_id = config.get("eos_token_id")
-        self.past_names = [n for n in self.model.input_names if n.startswith("past_key_values.")]
-        if not self.past_names:
-            raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
-                             "export it for text-generation")
-        self.present_names = [n for n in self.model.output_names if n.startswith("present")]
-        shape = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).shape
-        self._heads, self._head_dim = int(shape[1]), int(shape[3])
-        past_type = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).type
-        self._past_dtype = np.float16 if "float16" in past_type else np.float32
-        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tok.no_padding()
-        self._tok.no_truncation()
+    def encode(self, text: str) -> list[int]:  # pragma: no cover
+        raise NotImplementedError
 
-    # -- the model -----------------------------------------------------------------------------
-    def step(self, ids: np.ndarray, past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward pass: logits for `ids` given the cache of everything before them."""
-        batch, n = ids.shape
-        if past is None:
-            past = [np.zeros((batch, self._heads, 0, self._head_dim), dtype=self._past_dtype)] * len(self.past_names)
-        past_len = past[0].shape[2]
-        if past_len + n > self.context:
-            raise InputError(f"the sequence would reach {past_len + n} tokens but the model's context is "
-                             f"{self.context}: shorten the prompt or lower max_new_tokens")
-        feed = {"input_ids": ids, "attention_mask": np.ones((batch, past_len + n), dtype=np.int64),
-                **dict(zip(self.past_names, past))}
-        if "position_ids" in self.model.input_names:
-            feed["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :].repeat(batch, 0)
-        outputs = self.model.session.run(["logits", *self.present_names], feed)
-        return outputs[0], outputs[1:]
-
-    # -- text ----------------------------------------------------------------------------------
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text).ids
-
-    def decode_ids(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=False)
+    def decode_ids(self, ids: Sequence[int]) -> str:  # pragma: no cover
+        raise NotImplementedError
 
     def check_request(self, prompt_ids: Sequence[int], max_new_tokens: int) -> None:
         if not prompt_ids:
@@ -203,3 +167,54 @@ class CausalLM:
         text = self.decode_ids(generated)
         if len(text) > len(emitted):
             yield None, text[len(emitted):], None
+
+
+class CausalLM(TextGenerator):
+    """A decoder-only ONNX model (GPT-2 family) with its tokenizer, from one folder."""
+
+    def __init__(self, folder: str | Path, threads: int = 1):
+        from tokenizers import Tokenizer
+
+        from . import OnnxModel, onnx_file
+
+        folder = Path(folder)
+        self.folder = folder
+        self.model = OnnxModel(onnx_file(folder), threads=threads)
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+        self.context = int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
+        self.eos_id = config.get("eos_token_id")
+        self.past_names = [n for n in self.model.input_names if n.startswith("past_key_values.")]
+        if not self.past_names:
+            raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
+                             "export it for text-generation")
+        self.present_names = [n for n in self.model.output_names if n.startswith("present")]
+        shape = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).shape
+        self._heads, self._head_dim = int(shape[1]), int(shape[3])
+        past_type = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).type
+        self._past_dtype = np.float16 if "float16" in past_type else np.float32
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tok.no_padding()
+        self._tok.no_truncation()
+
+    # -- the model -----------------------------------------------------------------------------
+    def step(self, ids: np.ndarray, past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass: logits for `ids` given the cache of everything before them."""
+        batch, n = ids.shape
+        if past is None:
+            past = [np.zeros((batch, self._heads, 0, self._head_dim), dtype=self._past_dtype)] * len(self.past_names)
+        past_len = past[0].shape[2]
+        if past_len + n > self.context:
+            raise InputError(f"the sequence would reach {past_len + n} tokens but the model's context is "
+                             f"{self.context}: shorten the prompt or lower max_new_tokens")
+        feed = {"input_ids": ids, "attention_mask": np.ones((batch, past_len + n), dtype=np.int64),
+                **dict(zip(self.past_names, past))}
+        if "position_ids" in self.model.input_names:
+            feed["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :].repeat(batch, 0)
+        outputs = self.model.session.run(["logits", *self.present_names], feed)
+        return outputs[0], outputs[1:]
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)

@@ -49,8 +49,8 @@ class Config(StageConfig):
     """One scale per output channel instead of per tensor: sometimes more accurate, slightly larger."""
     reduce_range: bool | None = None
     """7-bit weights; None chooses from the instruction set."""
-    op_types: list[str] = ["MatMul", "Gather"]
-    """Operators to quantise; Gather covers the embedding tables."""
+    op_types: list[str] = ["MatMul", "Gemm", "Gather"]
+    """Operators to quantise; Gemm covers GPT-2's Conv1D projections, Gather the embedding tables."""
     nodes_to_exclude: list[str] = []
 
 

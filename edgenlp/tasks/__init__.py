@@ -8,19 +8,27 @@ Each task module declares
     validation_texts(data, n) -> [str]     texts a new variant is checked on
     check_against_parent(parent, child, texts, settings) -> dict
                                            raises ValidationFailed when the child is not faithful
-    eval_payload(data, settings) -> dict   what the evaluation worker reads (texts, labels, prompts)
+    eval_set(data, model_labels)           the held-out data the harness evaluates on (it names its task)
+    payload(eval_set, settings) -> dict    what the evaluation worker reads (texts, labels, prompts)
+    check_profiles(candidates, profiles)   refuse shapes a candidate cannot take, before any process starts
+    truncated_input(profile) -> int | None the longest input a variant's max_length must allow
     Session(path, runner, threads, payload)
                                            the worker side: answers `eval` and the workload ops
-    workloads(profile, settings) -> [Workload]
+    eval_request(candidate, reference)     extra fields of the `eval` request (the reference to compare with)
+    workloads(profile, settings, round, candidate, reference) -> [Workload]
                                            the timed requests of one round under one profile
-    summarise(candidate_raw, reference_raw, payload, profiles, settings) -> dict
+    summarise(candidate, raw, reference_raw, payload, profiles, settings) -> dict
                                            metrics, latency summaries and per-profile figures
     ratios(variant, reference, settings) -> dict
     QUALITY                                the quality axis of selection and the Pareto front
     metric(results, variant, name, profile) -> float | None
-                                           the task's own gate and selection metrics
-    report_sections(results) -> [str]      its Markdown sections
-    trainer                                the task's half of the fine-tuning loop
+                                           the task's own gate and selection metrics (GATE_METRICS)
+    SPEED                                  (metric, description) that selection minimises
+    eval_section(payload, reference_raw, profiles) -> dict
+                                           the `eval` block of the results
+    report_sections(results) -> [str]      its Markdown sections; figures(results) its plots; and
+                                           `report/templates/<NAME>.html.j2` its HTML tables
+    Trainer                                the task's half of the fine-tuning loop (stages/finetune.py)
 
 The harness, the selection, the pipeline and the report ask the task; none of them branches on its
 name. A task is read from the model's config and can be forced (`--task`, recipe `task:`).

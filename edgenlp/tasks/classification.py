@@ -86,6 +86,11 @@ def check_profiles(candidates, profiles) -> None:
                                  f"{limit}: lower the profile's seq_lengths")
 
 
+def truncated_input(profile) -> int | None:
+    """The longest input a profile feeds, which a variant's `max_length` (its tokenizer's cut) must allow."""
+    return max((n for n in profile.seq_lengths if n != "real"), default=None)
+
+
 # -- the worker side (torch-free for ONNX runners) ------------------------------------------------
 
 class Session:
@@ -340,6 +345,9 @@ class Trainer:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(parent_path), num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)}, ignore_mismatched_sizes=True)
+        if self.tokenizer.pad_token is None:  # GPT-2 has none; its classifier reads the last non-pad token
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.model.config.pad_token_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.max_length = config.max_length
 

@@ -96,6 +96,11 @@ def check_profiles(candidates, profiles) -> None:
                                  f"but {c.name} has a context of {context}: lower prompt_tokens or new_tokens")
 
 
+def truncated_input(profile) -> None:
+    """None: a decoder's inputs are bounded by its context (`check_profiles`), not by a training window."""
+    return None
+
+
 # -- the measurements themselves (shared by the worker and the validator) -------------------------
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -129,14 +134,13 @@ def fidelity(model, ids: list[int], window: int, stride: int, reference=None) ->
     nll_windows, counts, kl, agree = [], [], [], []
     for begin, end, first in sliding_windows(len(ids), window, stride):
         chunk = np.asarray([ids[begin:end]], dtype=np.int64)
-        logp = _log_softmax(model.step(chunk, None)[0][0])
-        rows = np.arange(first - begin - 1, end - begin - 1)  # logits at row j predict token j + 1
+        rows = slice(first - begin - 1, end - begin - 1)  # logits at row j predict token j + 1
+        mine = _log_softmax(model.step(chunk, None)[0][0][rows])
         targets = np.asarray(ids[first:end])
-        nll_windows.append(float(-logp[rows, targets].sum()))
-        counts.append(int(rows.size))
+        nll_windows.append(float(-mine[np.arange(targets.size), targets].sum()))
+        counts.append(int(targets.size))
         if reference is not None:
-            ref_logp = _log_softmax(reference.step(chunk, None)[0][0])[rows]
-            mine = logp[rows]
+            ref_logp = _log_softmax(reference.step(chunk, None)[0][0][rows])
             kl.extend((np.exp(ref_logp) * (ref_logp - mine)).sum(axis=-1).tolist())
             agree.extend((ref_logp.argmax(-1) == mine.argmax(-1)).tolist())
     out = {"tokens": int(sum(counts)), "windows": len(counts), "window": window, "stride": stride,
@@ -268,7 +272,7 @@ class Session:
         with open(payload_file, encoding="utf-8") as f:
             self.payload = json.load(f)
         stream = next(iter(self.payload["streams"].values()))
-        self.prompt_pool = self.model.encode(stream[:200_000])
+        self.prompt_pool = self.model.encode(stream[:100_000])
 
     def _prompt(self, length: int, index: int) -> list[int]:
         """`length` tokens of real held-out text, a different slice for each request."""
@@ -323,7 +327,7 @@ class Session:
         limit = self.payload["max_eval_tokens"]
         streams = {}
         for name, text in self.payload["streams"].items():
-            ids = self.model.encode(text)
+            ids = self.model.encode(text[: limit * 16] if limit else text)  # 16 characters a token is far above English's ~4
             ids = ids[:limit] if limit else ids
             if len(ids) < 2:
                 raise ValueError(f"{name} is too small to score (fewer than 2 tokens): give more held-out text")

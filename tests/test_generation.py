@@ -1,0 +1,280 @@
+"""The text-generation path on a tiny GPT-2: task detection, training, export with KV cache, INT8 and
+INT4, fidelity metrics, the generation benchmark, the runtime's generate() and its refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgenlp.cli import app
+
+runner = CliRunner()
+
+
+# -- tasks ------------------------------------------------------------------------------------------
+
+def test_task_is_read_from_the_config():
+    from edgenlp.tasks import of_config
+
+    assert of_config({"architectures": ["GPT2LMHeadModel"]}) == "text-generation"
+    assert of_config({"architectures": ["BertForSequenceClassification"]}) == "text-classification"
+    assert of_config({"architectures": ["BertModel"], "model_type": "bert"}) is None
+    assert of_config({"model_type": "gpt2"}) == "text-generation"
+
+
+def test_a_language_model_given_labelled_data_is_not_silently_made_a_classifier(tmp_path, tiny_gpt2, tiny_csv):
+    from edgenlp.artifact import Artifact
+
+    common = ["--data", str(tiny_csv), "--text-column", "review", "--max-steps", "2", "--eval-every", "2",
+              "--batch-size", "4", "--max-length", "32"]
+    lm = runner.invoke(app, ["finetune", str(tiny_gpt2), *common, "--out", str(tmp_path / "lm")])
+    assert lm.exit_code == 0, lm.output
+    assert Artifact.load(tmp_path / "lm").task == "text-generation"
+    clf = runner.invoke(app, ["finetune", str(tiny_gpt2), *common, "--label-column", "sentiment",
+                              "--task", "text-classification", "--out", str(tmp_path / "clf")])
+    assert clf.exit_code == 0, clf.output
+    assert Artifact.load(tmp_path / "clf").task == "text-classification"
+    bad = runner.invoke(app, ["finetune", str(tiny_gpt2), *common, "--task", "translation", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown task 'translation'" in bad.output
+
+
+# -- corpora --------------------------------------------------------------------------------------
+
+def test_corpus_sources(tmp_path):
+    from edgenlp import corpus
+    from edgenlp.errors import DataError
+
+    txt = tmp_path / "a.txt"
+    txt.write_text("\n\n".join(f"document number {i} about markets" for i in range(60)))
+    c = corpus.load(str(txt))
+    assert len(c.train) + len(c.validation) + len(c.test) == 60 and c.test and c.validation
+    jl = tmp_path / "a.jsonl"
+    jl.write_text("".join(json.dumps({"body": f"text {i} here", "label": "x"}) + "\n" for i in range(60)))
+    with pytest.raises(DataError, match="text column"):
+        corpus.load(str(jl))
+    assert len(corpus.load(corpus.DataSpec(source=str(jl), text_column="body")).train) > 30
+    raw = " = Alpha = \n \n first line \n = = Sub = = \n more \n = Beta = \n text \n"
+    assert corpus.wikitext_articles(raw) == ["= Alpha =\nfirst line\n= = Sub = =\nmore", "= Beta =\ntext"]
+    empty = tmp_path / "e.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match="empty"):
+        corpus.load(str(empty))
+
+
+def test_a_corpus_too_small_for_one_window_is_one_line(tmp_path, tiny_gpt2):
+    small = tmp_path / "small.txt"
+    small.write_text("\n\n".join(f"good film {i}" for i in range(30)))
+    out = runner.invoke(app, ["finetune", str(tiny_gpt2), "--data", str(small), "--max-length", "64",
+                              "--max-steps", "1", "--out", str(tmp_path / "o")])
+    assert out.exit_code == 2, out.output
+    assert "one window of 64 tokens" in out.output or "one training window of 64 tokens" in out.output and "Traceback" not in out.output
+
+
+# -- perplexity ----------------------------------------------------------------------------------
+
+def test_sliding_window_perplexity_matches_a_direct_pytorch_computation(tiny_gpt2):
+    """The Hugging Face recipe (labels masked to the new tokens of each window) gives the same number."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from edgenlp.bench.runners import PytorchCausalLM
+    from edgenlp.tasks.generation import fidelity
+
+    runner_ = PytorchCausalLM(tiny_gpt2, 1)
+    ids = runner_.encode(" ".join(["the movie was good and the plot was fun"] * 20))[:150]
+    ours = fidelity(runner_, ids, window=64, stride=32)
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2)).eval()
+    nll, count, prev_end = 0.0, 0, 0
+    for begin in range(0, len(ids), 32):
+        end = min(begin + 64, len(ids))
+        target_len = end - prev_end
+        x = torch.tensor([ids[begin:end]])
+        labels = x.clone()
+        labels[:, :-target_len] = -100
+        with torch.no_grad():
+            loss = model(x, labels=labels).loss
+        scored = int((labels[:, 1:] != -100).sum())
+        nll += float(loss) * scored
+        count += scored
+        prev_end = end
+        if end == len(ids):
+            break
+    assert ours["tokens"] == count == len(ids) - 1
+    assert ours["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+def test_kl_and_agreement_of_a_model_with_itself(tiny_gpt2):
+    from edgenlp.bench.runners import PytorchCausalLM
+    from edgenlp.tasks.generation import fidelity, sliding_windows
+
+    m = PytorchCausalLM(tiny_gpt2, 1)
+    ids = m.encode("the film was great fun " * 30)
+    same = fidelity(m, ids, 64, 32, reference=m)
+    assert same["kl_mean"] == pytest.approx(0.0, abs=1e-9) and same["top1_agreement"] == 1.0
+    windows = list(sliding_windows(100, 64, 32))
+    assert windows[0] == (0, 64, 1) and windows[-1][1] == 100
+    assert sum(end - first for _, end, first in windows) == 99  # every token after the first, once
+
+
+# -- the pipeline ---------------------------------------------------------------------------------
+
+def test_pipeline_builds_validates_and_measures_a_decoder(tiny_gpt2_run):
+    results = tiny_gpt2_run.results
+    assert results["schema"] == "edgenlp.results/3" and results["task"] == "text-generation"
+    by = {v["name"]: v for v in results["variants"]}
+    export_check = by["onnx-fp32"]["validation"]
+    assert export_check["greedy_identical"] == 1.0 and export_check["cache_agrees"]
+    assert export_check["max_abs_logit_diff"] < 1e-3
+    for name in ("onnx-int8", "onnx-int4"):
+        m = by[name]["metrics"]
+        assert m["kl_mean"] >= 0 and 0 <= m["top1_agreement"] <= 1 and m["perplexity"] > 1
+        assert by[name]["validation"]["check"] == "top1_agreement"
+    assert by["onnx-fp32"]["metrics"]["perplexity"] == pytest.approx(by["pytorch-fp32"]["metrics"]["perplexity"], rel=1e-4)
+    prof = by["onnx-int8"]["profiles"]["gen-1t"]
+    assert prof["tokens_per_s"] > 0 and prof["new_tokens"] == 8 and prof["decode_weight_bytes"] > 0
+    assert 0 < prof["bandwidth_share"] and prof["bandwidth_limit_tokens_per_s"] > 0
+    assert by["pytorch-fp32"]["profiles"]["gen-1t"]["no_cache"]["tokens_per_s"] > 0  # the reference, uncached
+    assert by["onnx-int8"]["profiles"]["gen-1t"]["no_cache"] is None
+    lat = by["onnx-int4"]["latency_ms"]["gen-1t"]
+    assert lat["decode"]["n"] == 2 * 7 and lat["ttft"]["n"] == 2
+    assert results["selection"]["selected"] in by
+    assert len(by["onnx-int4"]["continuations"]) == 3
+
+
+def test_int8_covers_gpt2_projections_and_int4_leaves_no_float_projection(tiny_gpt2_run):
+    import onnx
+
+    from collections import Counter
+
+    def ops(name):
+        path = tiny_gpt2_run.variants[name].path / "model.onnx"
+        return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+    fp32, int8, int4 = ops("onnx-fp32"), ops("onnx-int8"), ops("onnx-int4")
+    assert fp32["Gemm"] > 0 and int8["Gemm"] == 0
+    assert int8["MatMulInteger"] == fp32["Gemm"] + 1  # every projection and the LM head
+    assert int4["Gemm"] == 0 and int4["MatMulNBits"] == fp32["Gemm"] + 1 and int4["GatherBlockQuantized"] == 2
+    meta = tiny_gpt2_run.variants["onnx-int4"].meta["metadata"]
+    assert meta["gemm_rewritten_to_matmul"] == fp32["Gemm"]
+    sizes = {n: tiny_gpt2_run.variants[n].size_bytes for n in ("onnx-fp32", "onnx-int4")}
+    assert sizes["onnx-int4"] < 0.5 * sizes["onnx-fp32"]  # biases and norms stay float: a tiny model shrinks less
+
+
+def test_gemm_rewrite_is_exact():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgenlp.stages.quantize_int4 import gemm_to_matmul
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((8, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    wt = w.T.copy()
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="g1"),
+         helper.make_node("Gemm", ["x", "wt", "b"], ["z"], name="g2", transB=1)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 5])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(wt, "wt")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    assert gemm_to_matmul(model) == 2
+    assert {n.op_type for n in model.graph.node} == {"MatMul", "Add"}
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    for a, b_ in zip(before, after):
+        np.testing.assert_allclose(a, b_, rtol=1e-6, atol=1e-6)
+
+
+def test_report_renders_generation_sections(tiny_gpt2_run):
+    out = tiny_gpt2_run.out_dir
+    md = (out / "report.md").read_text()
+    assert "## Generation speed: profile `gen-1t`" in md and "perplexity" in md and "Continuations" in md
+    html = (out / "report.html").read_text()
+    assert "Generation speed" in html and "data:image/png;base64," in html
+    rerender = runner.invoke(app, ["report", str(out), "--fail-if", "perplexity_increase>1000 or ttft_ms>100000"])
+    assert rerender.exit_code == 0, rerender.output
+    bad_gate = runner.invoke(app, ["report", str(out), "--fail-if", "accuracy_drop>1"])
+    assert bad_gate.exit_code == 2 and "unknown metric 'accuracy_drop'" in bad_gate.output
+
+
+# -- the runtime ----------------------------------------------------------------------------------
+
+def test_onnx_generation_matches_pytorch_and_cache_matches_no_cache(tiny_gpt2_run):
+    from edgenlp.bench.runners import PytorchCausalLM
+    from edgenlp.runtime import CausalLM
+
+    onnx_model = CausalLM(tiny_gpt2_run.variants["onnx-fp32"].path)
+    torch_model = PytorchCausalLM(tiny_gpt2_run.variants["pytorch-fp32"].path, 1)
+    prompt = "the movie was"
+    a = onnx_model.generate(prompt, 30)
+    assert a.token_ids == torch_model.generate(prompt, 30).token_ids
+    assert a.token_ids == onnx_model.generate(prompt, 30, use_cache=False).token_ids
+    ids = np.asarray([onnx_model.encode("the plot was fun and the film was good")], dtype=np.int64)
+    np.testing.assert_allclose(onnx_model.step(ids, None)[0], torch_model.step(ids, None)[0], atol=1e-4)
+
+
+def test_sampling_stop_sequences_and_streaming(tiny_gpt2_run):
+    from edgenlp.errors import InputError
+    from edgenlp.runtime import CausalLM, Sampling
+
+    model = CausalLM(tiny_gpt2_run.variants["onnx-int8"].path)
+    hot = Sampling(temperature=1.5, top_k=50, top_p=0.95, seed=7)
+    first, again = model.generate("the film", 20, hot), model.generate("the film", 20, hot)
+    assert first.token_ids == again.token_ids  # seeded
+    assert model.generate("the film", 20, Sampling(temperature=1.5, seed=8)).token_ids != first.token_ids
+    streamed = "".join(model.stream("the film", 20, hot))
+    assert streamed == first.text
+    word = first.text.split()[1] if len(first.text.split()) > 1 else first.text.strip()
+    stopped = model.generate("the film", 20, hot, stop=[word])
+    assert stopped.stopped_by == f"stop:{word}" and word not in stopped.text
+    penalised = model.generate("the film", 20, Sampling(repetition_penalty=5.0))
+    assert len(set(penalised.token_ids)) >= len(set(model.generate("the film", 20).token_ids))
+    for bad, message in [(("", 5), "prompt is empty"), (("good", -1), "negative"),
+                         (("good " * 70, 5), "context is 64")]:
+        with pytest.raises(InputError, match=message):
+            model.generate(*bad)
+    with pytest.raises(InputError, match="top_p"):
+        Sampling(top_p=0)
+
+
+def test_generate_command_and_its_refusals(tiny_gpt2_run, tiny_run):
+    variant = str(tiny_gpt2_run.variants["onnx-int8"].path)
+    ok = runner.invoke(app, ["generate", variant, "the movie", "-n", "5"])
+    assert ok.exit_code == 0 and ok.output.strip()
+    for args, needle in [([variant, "   "], "prompt is empty"), ([variant, "good", "-n", "-2"], "negative"),
+                         ([variant, "good " * 80], "context is 64"),
+                         ([str(tiny_run.variants["onnx-int8-dynamic"].path), "hello"], "not a text generator")]:
+        out = runner.invoke(app, ["generate", *args])
+        assert out.exit_code == 2, out.output
+        assert needle in out.output and "Traceback" not in out.output
+
+
+GENERATE_WITHOUT_TORCH = """
+import importlib.abc, sys
+
+class Forbid(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "optimum"):
+            raise ImportError(f"{name} must not be imported by the runtime")
+        return None
+
+sys.meta_path.insert(0, Forbid())
+from edgenlp.runtime import CausalLM
+print(CausalLM(sys.argv[1]).generate("the movie", 5).token_ids)
+"""
+
+
+def test_runtime_generates_where_torch_cannot_be_imported(tiny_gpt2_run):
+    done = subprocess.run([sys.executable, "-c", GENERATE_WITHOUT_TORCH,
+                           str(tiny_gpt2_run.variants["onnx-int4"].path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(json.loads(done.stdout.strip().splitlines()[-1])) == 5
