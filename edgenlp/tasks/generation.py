@@ -283,7 +283,14 @@ class Session:
         return pool[start:start + length]
 
     def _generate(self, prompt: list[int], new_tokens: int, use_cache: bool) -> dict:
-        """Time to first token (prefill + pick) and each later token's step, greedy, no early stop."""
+        """Time to first token (prefill + pick) and each later token's step, greedy, no early stop.
+
+        A runner with its own decoding loop (`timed_generation`, e.g. CTranslate2) reports the same
+        two figures from inside that loop.
+        """
+        if use_cache and hasattr(self.model, "timed_generation"):
+            ttft, per_token = self.model.timed_generation(prompt, new_tokens)
+            return {"ttft_ms": ttft, "decode_ms": per_token}
         step, clock = self.model.step, time.perf_counter_ns
         ids = list(prompt)
         t0 = clock()

@@ -1,0 +1,163 @@
+"""GPT-2 generation speed: edgenlp's variants against PyTorch eager and the peers, side by side in one run.
+
+    python benchmarks/gpt2_generation.py [--recipe recipes/gpt2-small-speed.yaml] [--out runs/gpt2-small-speed]
+                                         [--peers optimum,ctranslate2] [--generations 16] [--rounds 8]
+
+Builds (or reuses) the recipe's variants (by default GPT-2 small's architecture with seeded random
+weights: speed only), then the peers from the same checkpoint: Optimum's ORTModelForCausalLM
+export, FP32 and dynamic INT8 (ORTQuantizer, the preset for this CPU), run through Optimum's
+wrapper and, for INT8, also in a plain onnxruntime loop; CTranslate2 int8 when it is installed. One
+harness run measures everything (fresh process each, interleaved rounds): a 128-token prompt of
+real text, 128 new tokens greedy with no early stop, batch 1, 1 and 2 threads; PyTorch eager also
+without its cache. Prints decode tokens/s, time to first token and the bandwidth share, the fastest
+edgenlp variant's speed-up over PyTorch and over the fastest peer with 95% intervals paired by
+round, and saves the summary to `benchmarks/results/<name>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "benchmarks"),
+                                                         os.environ.get("PYTHONPATH")]))
+
+from edgenlp import models, pipeline, recipe as recipe_module  # noqa: E402
+from edgenlp.artifact import copy_support_files  # noqa: E402
+from edgenlp.bench import stats  # noqa: E402
+from edgenlp.bench.harness import Candidate, measure  # noqa: E402
+from edgenlp.fsio import FolderLock  # noqa: E402
+from edgenlp.hardware import cpu_info  # noqa: E402
+
+import record  # noqa: E402  (benchmarks/record.py)
+
+
+def build_optimum(checkpoint: Path, out: Path) -> tuple[Path, Path]:
+    """Optimum's documented path: ORTModelForCausalLM export with the cache, then ORTQuantizer dynamic INT8."""
+    fp32, int8 = out / "optimum-fp32", out / "optimum-int8"
+    if not (fp32 / "model.onnx").exists():
+        from optimum.onnxruntime import ORTModelForCausalLM
+
+        partial = out / ".optimum-fp32.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        ORTModelForCausalLM.from_pretrained(str(checkpoint), export=True, use_cache=True).save_pretrained(str(partial))
+        copy_support_files(checkpoint, partial)
+        partial.rename(fp32)
+    if not any(int8.glob("*.onnx")):
+        from optimum.onnxruntime import ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        isa = cpu_info().isa
+        preset = AutoQuantizationConfig.avx512_vnni if "vnni" in isa else (
+            AutoQuantizationConfig.avx512 if isa == "avx512" else AutoQuantizationConfig.avx2)
+        partial = out / ".optimum-int8.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        ORTQuantizer.from_pretrained(str(fp32)).quantize(save_dir=str(partial),
+                                                         quantization_config=preset(is_static=False, per_channel=False))
+        copy_support_files(fp32, partial)
+        partial.rename(int8)
+    return fp32, int8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "gpt2-small-speed.yaml"))
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--peers", default="optimum,ctranslate2")
+    parser.add_argument("--generations", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--name", default="gpt2_generation", help="results file name under benchmarks/results/")
+    args = parser.parse_args()
+
+    recipe = recipe_module.load(args.recipe)
+    updates = {k: v for k, v in {"generations": args.generations, "rounds": args.rounds}.items() if v}
+    if updates:
+        recipe = recipe.model_copy(update={"bench": recipe.bench.model_copy(update=updates)})
+    out = Path(args.out or ROOT / "runs" / recipe.name)
+    source = models.resolve(recipe.model)
+    task = pipeline.task_of(recipe, source)
+    dataset = task.load_data(recipe.data)
+    with FolderLock(out):
+        variants, _ = pipeline.build_variants(recipe, out, dataset, source, task)
+        # The recipe's PyTorch reference: a fine-tuned variant if it has one, else the source itself.
+        pytorch = next((a for a in variants.values() if a.format == "pytorch"), source)
+        candidates = [Candidate("pytorch-fp32-eager", pytorch.path, "pytorch", {"format": "pytorch", "precision": "fp32"})]
+        candidates += [c for c in pipeline.candidates_of(variants) if c.runner != "pytorch"]
+        peers = []
+        if "optimum" in args.peers:
+            fp32, int8 = build_optimum(pytorch.path, out / "peers")
+            peers += [Candidate("optimum-fp32", fp32, "optimum_runner:OptimumCausalLM", {"format": "onnx", "precision": "fp32", "peer": "optimum"}),
+                      Candidate("optimum-int8", int8, "optimum_runner:OptimumCausalLM", {"format": "onnx", "precision": "int8", "peer": "optimum"}),
+                      Candidate("optimum-int8-plain-ort", int8, "onnx", {"format": "onnx", "precision": "int8", "peer": "optimum graph, edgenlp loop"})]
+        if "ctranslate2" in args.peers:
+            try:
+                import ctranslate2  # noqa: F401
+
+                from ctranslate2_runner import convert
+
+                ct2 = convert(pytorch.path, out / "peers" / "ctranslate2-int8")
+                peers.append(Candidate("ctranslate2-int8", ct2, "ctranslate2_runner:CTranslate2CausalLM",
+                                       {"format": "ctranslate2", "precision": "int8", "peer": "ctranslate2"}))
+            except ImportError:
+                print("ctranslate2 is not installed: measured without it (pip install ctranslate2)")
+        settings = recipe.bench.model_copy(update={"reference": "pytorch-fp32-eager"})
+        results = measure(candidates + peers, task.eval_set(dataset), settings, out / "bench")
+        results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
+                          "task": task.NAME, "data": dataset.describe()}
+        pipeline.publish(results, out, recipe.selection)
+
+    by = {v["name"]: v for v in results["variants"]}
+    peer_names = [p.name for p in peers]
+    ours = [c.name for c in candidates[1:]]
+    summary: dict = {"model": results["run"]["model"], "weights": "seeded random (speed only)"
+                     if "random" in str(results["run"]["model"]) else "trained", "profiles": {}}
+    print(f"\n{'variant':<24} {'profile':<10} {'decode tok/s':>12} {'tokens/s':>9} {'TTFT ms':>8} {'bandwidth':>9}")
+    for p in results["profiles"]:
+        name = p["name"]
+        rows = {}
+        for v in results["variants"]:
+            prof, lat = v["profiles"][name], v["latency_ms"][name]
+            rows[v["name"]] = {"decode_tokens_per_s": prof["decode_tokens_per_s"], "tokens_per_s": prof["tokens_per_s"],
+                               "ttft_ms_p50": lat["ttft"]["p50"], "decode_ms_p50": lat["decode"]["p50"],
+                               "decode_ms_p90": lat["decode"]["p90"], "bandwidth_share": prof.get("bandwidth_share"),
+                               "no_cache_tokens_per_s": (prof.get("no_cache") or {}).get("tokens_per_s"),
+                               "size_mb": v["size_bytes"] / 1e6, "peak_rss_mib": prof["peak_rss_bytes"] / 2**20,
+                               "top1_agreement": v["metrics"].get("top1_agreement"), "kl_mean": v["metrics"].get("kl_mean")}
+            share = prof.get("bandwidth_share")
+            print(f"{v['name']:<24} {name:<10} {prof['decode_tokens_per_s']:>12.1f} {prof['tokens_per_s']:>9.1f} "
+                  f"{lat['ttft']['p50']:>8.1f} {'-' if share is None else f'{100 * share:.0f}%':>9}")
+        best = max(ours, key=lambda n: rows[n]["decode_tokens_per_s"])
+        samples = {n: by[n]["latency_samples_ms"][name] for n in by}
+        cell = {"rows": rows, "fastest_edgenlp": best,
+                "edgenlp_vs_pytorch_decode": stats.speedup(samples["pytorch-fp32-eager"]["decode"], samples[best]["decode"]),
+                "edgenlp_vs_pytorch_tokens_per_s": rows[best]["tokens_per_s"] / rows["pytorch-fp32-eager"]["tokens_per_s"]}
+        if peer_names:
+            fastest_peer = max(peer_names, key=lambda n: rows[n]["decode_tokens_per_s"])
+            cell.update(fastest_peer=fastest_peer,
+                        edgenlp_vs_fastest_peer_decode=stats.speedup(samples[fastest_peer]["decode"], samples[best]["decode"]),
+                        edgenlp_vs_fastest_peer_tokens_per_s=rows[best]["tokens_per_s"] / rows[fastest_peer]["tokens_per_s"],
+                        fastest_peer_ttft_ms=min(rows[n]["ttft_ms_p50"] for n in peer_names),
+                        edgenlp_ttft_ms=rows[best]["ttft_ms_p50"])
+        summary["profiles"][name] = cell
+        d = cell["edgenlp_vs_pytorch_decode"]
+        print(f"[{name}] fastest edgenlp variant {best}: decode {d['ratio']:.2f}x PyTorch eager "
+              f"[{d['ci'][0]:.2f}-{d['ci'][1]:.2f}]", end="")
+        if peer_names:
+            q = cell["edgenlp_vs_fastest_peer_decode"]
+            print(f", {q['ratio']:.2f}x the fastest peer {cell['fastest_peer']} [{q['ci'][0]:.2f}-{q['ci'][1]:.2f}]; "
+                  f"TTFT {cell['edgenlp_ttft_ms']:.0f} ms vs best peer {cell['fastest_peer_ttft_ms']:.0f} ms")
+        else:
+            print()
+    summary["memory_bandwidth"] = results["variants"][0]["memory_bandwidth"]
+    summary["report"] = str((out / "report.md").relative_to(ROOT)) if ROOT in out.parents else str(out / "report.md")
+    record.save(args.name, summary)
+
+
+if __name__ == "__main__":
+    main()
