@@ -246,7 +246,8 @@ def finetune(
 @_guarded
 def bench(
     paths: List[Path] = typer.Argument(..., help="Variant folders, model folders or .onnx files (tokenizer beside them)."),
-    data: str = typer.Option("tweets", "--data", "-d", help="Labelled data whose test split is replayed."),
+    data: str = typer.Option("tweets", "--data", "-d", help="Labelled data (classifiers) or a corpus (language models) whose test split is replayed."),
+    task: Optional[str] = TASK,
     profile: List[str] = typer.Option(["edge-1t", "laptop-2t"], "--profile", "-p", help="Built-in name or YAML file; repeatable."),
     out: Path = typer.Option(Path("runs/bench"), "--out", "-o"),
     reference: Optional[str] = typer.Option(None, help="Name of the candidate to compare with (default: the first)."),
@@ -263,9 +264,12 @@ def bench(
 ) -> None:
     """Measure any models side by side under target profiles; writes results.json and report.md."""
     _setup(verbose)
+    import json
+
     from . import data as data_module
+    from . import tasks
     from .bench import profiles as profile_module
-    from .bench.harness import BenchSettings, Candidate, EvalSet, measure, preflight
+    from .bench.harness import BenchSettings, Candidate, measure, preflight
     from .bench.runners import detect_format
     from .bench.selection import check_gates
     from .fsio import FolderLock
@@ -283,13 +287,15 @@ def bench(
             raise EdgeNLPError(f"{p} does not exist: pass a model folder, a variant folder or an .onnx file")
         name = p.stem if p.is_file() else p.name
         candidates.append(Candidate(name=name, path=p.resolve(), runner=runner or detect_format(p)))
-    preflight(candidates, settings)  # before the data loads: a bad profile or length costs nothing
+    first = candidates[0].path if candidates[0].path.is_dir() else candidates[0].path.parent
+    config = json.loads((first / "config.json").read_text()) if (first / "config.json").exists() else {}
+    chosen = tasks.resolve(tasks.of_config(config), task, str(first))
+    preflight(candidates, settings, chosen.NAME)  # before the data loads: a bad profile or length costs nothing
     spec = _typed(data_module.DataSpec, "bench", source=data, text_column=text_column, label_column=label_column)
-    dataset = data_module.load(spec).aligned_to(model_labels([c.path for c in candidates]))
+    dataset = chosen.load_data(spec)
     with FolderLock(out):
-        results = measure(candidates, EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels,
-                                              name=f"{dataset.name}/test"), settings, out)
-        results["run"] = {"recipe": "benchmark", "model": ", ".join(c.name for c in candidates),
+        results = measure(candidates, chosen.eval_set(dataset, model_labels([c.path for c in candidates])), settings, out)
+        results["run"] = {"recipe": "benchmark", "model": ", ".join(c.name for c in candidates), "task": chosen.NAME,
                           "data": dataset.describe()}
         _conclude(publish(results, out, selection), out)
 

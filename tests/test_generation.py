@@ -278,3 +278,20 @@ def test_runtime_generates_where_torch_cannot_be_imported(tiny_gpt2_run):
                            str(tiny_gpt2_run.variants["onnx-int4"].path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(json.loads(done.stdout.strip().splitlines()[-1])) == 5
+
+
+def test_bench_command_measures_decoders_side_by_side(tiny_gpt2_run, tiny_corpus, tmp_path):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: tiny-gen\nthreads: 1\nprompt_tokens: 8\nnew_tokens: 4\n")
+    paths = [str(tiny_gpt2_run.variants[n].path) for n in ("onnx-fp32", "onnx-int4")]
+    out = runner.invoke(app, ["bench", *paths, "--data", str(tiny_corpus), "--profile", str(profile),
+                              "--out", str(tmp_path / "b"), "--iterations", "10"])
+    assert out.exit_code == 0, out.output
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["task"] == "text-generation" and results["reference"] == "onnx-fp32"
+    assert results["variants"][1]["metrics"]["top1_agreement"] > 0
+    too_long = tmp_path / "long.yaml"
+    too_long.write_text("name: long\nthreads: 1\nprompt_tokens: 60\nnew_tokens: 10\n")
+    refused = runner.invoke(app, ["bench", *paths, "--data", str(tiny_corpus), "--profile", str(too_long),
+                                  "--out", str(tmp_path / "c")])
+    assert refused.exit_code == 2 and "context of 64" in refused.output

@@ -64,3 +64,33 @@ def test_minilm_exports_exactly_and_quantises_to_a_quarter(minilm_run):
     by_name = {v["name"]: v for v in results["variants"]}
     assert by_name["onnx-int8-dynamic"]["metrics"]["label_agreement_with_reference"] >= 0.9
     assert by_name["onnx-int8-dynamic"]["peak_rss_bytes"] < by_name["pytorch-fp32"]["peak_rss_bytes"] / 2
+
+
+def test_a_gpt2_from_config_with_the_kit_tokenizer_trains_on_one_domain_and_continues_on_another(tmp_path, monkeypatch):
+    """The gpt2-bbc recipe's path in miniature: a GPT-2 from a config with the real GPT-2 tokenizer, a
+    few steps on BBC News, then `edgenlp finetune` continues it on the medical abstracts."""
+    from typer.testing import CliRunner
+
+    from edgenlp.artifact import Artifact
+    from edgenlp.cli import app
+    from edgenlp.corpus import load
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+    source = models.resolve({"architecture": "gpt2", "config": {"n_layer": 1, "n_embd": 32, "n_head": 2,
+                                                                "n_positions": 64}})
+    assert source.task == "text-generation" and source.config()["vocab_size"] == 50257
+    again = models.resolve({"architecture": "gpt2", "config": {"n_layer": 1, "n_embd": 32, "n_head": 2,
+                                                               "n_positions": 64}})
+    assert again.id == source.id  # seeded: the same config gives the same weights, made once
+    run = CliRunner()
+    common = ["--max-steps", "2", "--eval-every", "2", "--batch-size", "2", "--max-length", "64"]
+    bbc = run.invoke(app, ["finetune", str(source.path), "--data", "bbc-news", *common, "--out", str(tmp_path / "bbc")])
+    assert bbc.exit_code == 0, bbc.output
+    med = run.invoke(app, ["finetune", str(tmp_path / "bbc"), "--data", "medical-abstracts", *common,
+                           "--out", str(tmp_path / "med")])
+    assert med.exit_code == 0, med.output
+    trained = Artifact.load(tmp_path / "med")
+    assert trained.task == "text-generation" and trained.meta["metadata"]["metric"] == "perplexity"
+    assert trained.meta["metadata"]["data"]["name"] == "medical-abstracts"
+    wiki = load("wikitext2")
+    assert len(wiki.test) > 50 and all(not doc.startswith(" ") for doc in wiki.test[:5])
