@@ -8,6 +8,19 @@ from pathlib import Path
 
 import pytest
 
+FORBID_TORCH = """
+import importlib.abc, sys
+
+class Forbid(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "optimum"):
+            raise ImportError(f"{name} must not be imported by the runtime")
+        return None
+
+sys.meta_path.insert(0, Forbid())
+"""
+"""Prepended to a script run in a subprocess: importing torch, transformers or optimum fails there."""
+
 POSITIVE = ["good", "great", "happy", "love", "excellent", "nice", "fun", "best"]
 NEGATIVE = ["bad", "awful", "sad", "hate", "terrible", "poor", "boring", "worst"]
 FILLER = ["the", "movie", "was", "really", "a", "film", "plot", "this", "very", "quite"]

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FORBID_TORCH
 from typer.testing import CliRunner
 
 from edgenlp.cli import app
@@ -258,16 +259,7 @@ def test_generate_command_and_its_refusals(tiny_gpt2_run, tiny_run):
         assert needle in out.output and "Traceback" not in out.output
 
 
-GENERATE_WITHOUT_TORCH = """
-import importlib.abc, sys
-
-class Forbid(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "optimum"):
-            raise ImportError(f"{name} must not be imported by the runtime")
-        return None
-
-sys.meta_path.insert(0, Forbid())
+GENERATE_WITHOUT_TORCH = FORBID_TORCH + """
 from edgenlp.runtime import CausalLM
 print(CausalLM(sys.argv[1]).generate("the movie", 5).token_ids)
 """

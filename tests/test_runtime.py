@@ -4,18 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FORBID_TORCH
 
 
-TORCH_FORBIDDEN = """
-import importlib.abc, json, sys
-
-class Forbid(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "optimum"):
-            raise ImportError(f"{name} must not be imported by the runtime")
-        return None
-
-sys.meta_path.insert(0, Forbid())
+TORCH_FORBIDDEN = FORBID_TORCH + """
+import json
 from edgenlp.runtime import TextClassifier
 from edgenlp.tasks.classification import Session as Worker
 

@@ -25,6 +25,24 @@ def _encode(plt, fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _mark(ax, name: str, x: float, y: float, front: set, selection: dict, points: list) -> None:
+    """Label a variant's point, collect it if it is on the Pareto front, star it if it was selected."""
+    ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    if name in front:
+        points.append((x, y))
+    if name == selection.get("selected"):
+        ax.plot([x], [y], marker="*", markersize=18, color="gold", markeredgecolor="black", zorder=5, label="selected")
+
+
+def _front_line(ax, points: list, step: bool) -> None:
+    if len(points) > 1:
+        xs, ys = zip(*sorted(points))
+        if step:
+            ax.step(xs, ys, where="post", linestyle="--", color="grey", label="Pareto front")
+        else:
+            ax.plot(xs, ys, linestyle="--", color="grey", label="Pareto front")
+
+
 def accuracy_vs_latency(results: dict) -> str:
     """Accuracy against p50 latency (primary profile, real lengths), Pareto front joined, choice starred."""
     profile = results["profiles"][0]["name"]
@@ -39,14 +57,8 @@ def accuracy_vs_latency(results: dict) -> str:
         alo, ahi = (100 * a for a in v["metrics"]["accuracy_ci"])
         ax.errorbar(x, y, xerr=[[x - lo], [hi - x]], yerr=[[y - alo], [ahi - y]], fmt="o",
                     markersize=4 + 10 * v["size_bytes"] / max(w["size_bytes"] for w in results["variants"]), capsize=3)
-        ax.annotate(v["name"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
-        if v["name"] in front:
-            points.append((x, y))
-        if v["name"] == selection.get("selected"):
-            ax.plot([x], [y], marker="*", markersize=18, color="gold", markeredgecolor="black", zorder=5, label="selected")
-    if len(points) > 1:
-        xs, ys = zip(*sorted(points))
-        ax.step(xs, ys, where="post", linestyle="--", color="grey", label="Pareto front")
+        _mark(ax, v["name"], x, y, front, selection, points)
+    _front_line(ax, points, step=True)
     ax.set_xlabel(f"p50 latency, ms ({profile}, batch 1, real lengths)")
     ax.set_ylabel("accuracy, % (bootstrap 95% CI)")
     ax.set_title("Accuracy against latency (marker size: model size)")
@@ -69,14 +81,8 @@ def quality_vs_speed(results: dict) -> str:
     for v in results["variants"]:
         x, y = metric(results, v, task.SPEED[0]), metric(results, v, task.QUALITY.metric)
         ax.plot([x], [y], "o", markersize=4 + 10 * v["size_bytes"] / biggest)
-        ax.annotate(v["name"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
-        if v["name"] in front:
-            points.append((x, y))
-        if v["name"] == selection.get("selected"):
-            ax.plot([x], [y], marker="*", markersize=18, color="gold", markeredgecolor="black", zorder=5, label="selected")
-    if len(points) > 1:
-        xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, linestyle="--", color="grey", label="Pareto front")
+        _mark(ax, v["name"], x, y, front, selection, points)
+    _front_line(ax, points, step=False)
     ax.set_xlabel(f"{task.SPEED[0]} ({results['profiles'][0]['name']})")
     ax.set_ylabel(task.QUALITY.label + (" (higher is better)" if task.QUALITY.higher_is_better else " (lower is better)"))
     ax.set_title(f"{task.QUALITY.label} against speed (marker size: model size)")
