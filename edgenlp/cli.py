@@ -162,6 +162,7 @@ def optimize(
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
     no_bench: bool = typer.Option(False, "--no-bench", help="Build and validate the variants, skip the benchmark."),
+    task: Optional[str] = TASK,
     max_accuracy_drop: Optional[float] = MAX_DROP,
     max_latency_ms: Optional[float] = MAX_LATENCY,
     max_size_mb: Optional[float] = MAX_SIZE,
@@ -179,6 +180,8 @@ def optimize(
     updates: dict = {}
     if model:
         updates["model"] = model
+    if task:
+        updates["task"] = task
     if data or text_column or label_column:
         updates["data"] = recipe.data.model_copy(update={k: v for k, v in
                                                          {"source": data, "text_column": text_column,

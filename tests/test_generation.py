@@ -287,3 +287,10 @@ def test_bench_command_measures_decoders_side_by_side(tiny_gpt2_run, tiny_corpus
     refused = runner.invoke(app, ["bench", *paths, "--data", str(tiny_corpus), "--profile", str(too_long),
                                   "--out", str(tmp_path / "c")])
     assert refused.exit_code == 2 and "context of 64" in refused.output
+
+
+def test_asking_an_encoder_to_generate_text_is_refused_before_any_work(tmp_path, tiny_bert, tiny_corpus):
+    out = runner.invoke(app, ["optimize", str(tiny_bert), "--task", "text-generation", "--data", str(tiny_corpus),
+                              "--out", str(tmp_path / "o"), "--no-bench"])
+    assert out.exit_code == 2, out.output
+    assert "not a language model" in out.output and not (tmp_path / "o").exists()

@@ -28,6 +28,8 @@ Each task module declares
                                            the `eval` block of the results
     report_sections(results) -> [str]      its Markdown sections; figures(results) its plots; and
                                            `report/templates/<NAME>.html.j2` its HTML tables
+    MODEL_MUST_BE                          (optional) what a model must already be for this task: it
+                                           cannot be given this task by re-heading another model
     Trainer                                the task's half of the fine-tuning loop (stages/finetune.py)
 
 The harness, the selection, the pipeline and the report ask the task; none of them branches on its
@@ -93,7 +95,11 @@ def resolve(model_task: str | None, asked: str | None, model: str) -> ModuleType
     text-classification`): silently turning a language model into a classifier loses what it was.
     """
     if asked:
-        return get(asked)
+        chosen = get(asked)
+        if getattr(chosen, "MODEL_MUST_BE", None) and model_task != chosen.NAME:
+            raise EdgeNLPError(f"{model} is {'a ' + model_task if model_task else 'a bare encoder'} model, not "
+                               f"{chosen.MODEL_MUST_BE}: pick such a model, or drop the {chosen.NAME} task")
+        return chosen
     if model_task is None:
         return get("text-classification")
     return get(model_task)

@@ -27,6 +27,7 @@ QUALITY = Quality(metric="perplexity", higher_is_better=False, drop_metric="perp
                   label="perplexity")
 GATE_METRICS = ("perplexity", "perplexity_increase", "kl_mean", "kl_p99", "top1_agreement", "greedy_identical",
                 "tokens_per_s", "decode_tokens_per_s", "ttft_ms", "decode_p50_ms", "decode_p90_ms")
+MODEL_MUST_BE = "a language model (a GPT-2-family decoder)"
 SPEED = ("decode_p50_ms", "lowest per-token decode p50 (KV cache, batch 1)")
 PROMPT_WORDS = 24
 """Tokens of each comparison prompt (the start of a held-out document)."""
