@@ -32,9 +32,10 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_config = parent.config()
-    optimized = optimize_model(str(parent.onnx_path), model_type=_model_type(model_config),
-                               num_heads=model_config.get("num_attention_heads", 0),
-                               hidden_size=model_config.get("hidden_size", 0), opt_level=config.opt_level)
+    heads = model_config.get("num_attention_heads") or model_config.get("n_head") or model_config.get("n_heads") or 0
+    hidden = model_config.get("hidden_size") or model_config.get("n_embd") or model_config.get("dim") or 0
+    optimized = optimize_model(str(parent.onnx_path), model_type=_model_type(model_config), num_heads=heads,
+                               hidden_size=hidden, opt_level=config.opt_level)
     fusions = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     optimized.save_model_to_file(str(workdir / "model.onnx"))
     copy_support_files(parent.path, workdir)
