@@ -71,6 +71,7 @@ def test_report_still_renders_a_results_1_document(tiny_run, tmp_path):
     """Older runs: flat timings, no intervals on ratios, throughput as one number."""
     old = json.loads((tiny_run.out_dir / "results.json").read_text())
     old["schema"] = "edgenlp.results/1"
+    old.pop("task")  # versions before /3 name no task: they are classification
     for v in old["variants"]:
         v["latency_samples_ms"] = {p: {s: [x for r in rounds for x in r] for s, rounds in shapes.items()}
                                    for p, shapes in v["latency_samples_ms"].items()}
@@ -83,3 +84,17 @@ def test_report_still_renders_a_results_1_document(tiny_run, tmp_path):
     assert done.exit_code == 0, done.output
     assert "onnx-int8-dynamic" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.html").read_text().count('<img class="plot"') >= 5
+
+
+def test_a_results_file_that_breaks_its_schema_is_one_line(tiny_run, tmp_path):
+    broken = json.loads((tiny_run.out_dir / "results.json").read_text())
+    del broken["variants"][0]["metrics"]
+    (tmp_path / "results.json").write_text(json.dumps(broken))
+    done = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert done.exit_code == 2, done.output
+    assert "does not hold what edgenlp.results/3 promises (variants.0.metrics" in " ".join(done.output.split())
+    broken = json.loads((tiny_run.out_dir / "results.json").read_text())
+    broken["task"] = "summarisation"
+    (tmp_path / "results.json").write_text(json.dumps(broken))
+    done = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert done.exit_code == 2 and "unknown task 'summarisation'" in done.output
