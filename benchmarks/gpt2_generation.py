@@ -69,10 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "gpt2-small-speed.yaml"))
     parser.add_argument("--out", default=None)
-    parser.add_argument("--peers", default="optimum,ctranslate2")
+    parser.add_argument("--peers", default="optimum,ctranslate2", help="comma-separated, or 'none'")
     parser.add_argument("--generations", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--name", default="gpt2_generation", help="results file name under benchmarks/results/")
+    parser.add_argument("--build-only", action="store_true", help="build the variants and peers, measure nothing")
     args = parser.parse_args()
 
     recipe = recipe_module.load(args.recipe)
@@ -106,6 +107,9 @@ def main() -> None:
                                        {"format": "ctranslate2", "precision": "int8", "peer": "ctranslate2"}))
             except ImportError:
                 print("ctranslate2 is not installed: measured without it (pip install ctranslate2)")
+        if args.build_only:
+            print("built:", ", ".join(c.name for c in candidates + peers))
+            return
         settings = recipe.bench.model_copy(update={"reference": "pytorch-fp32-eager"})
         results = measure(candidates + peers, task.eval_set(dataset), settings, out / "bench")
         results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
@@ -154,6 +158,21 @@ def main() -> None:
                   f"TTFT {cell['edgenlp_ttft_ms']:.0f} ms vs best peer {cell['fastest_peer_ttft_ms']:.0f} ms")
         else:
             print()
+    ref_size = by["pytorch-fp32-eager"]["size_bytes"]
+    summary["fidelity"] = {
+        name: {"perplexity": {k: st["perplexity"] for k, st in v["metrics"]["streams"].items()},
+               "perplexity_increase_pct": {k: 100 * (st["perplexity_ratio"] - 1) for k, st in v["metrics"]["streams"].items()},
+               "kl_mean": v["metrics"].get("kl_mean"), "kl_p99": v["metrics"].get("kl_p99"),
+               "top1_agreement": v["metrics"].get("top1_agreement"), "greedy_identical": v["metrics"]["greedy_identical"],
+               "size_mb": v["size_bytes"] / 1e6, "size_vs_pytorch_fp32": v["size_bytes"] / ref_size}
+        for name, v in by.items()}
+    summary["eval"] = results["eval"]["streams"]
+    print(f"\n{'variant':<24} {'ppl':>9} {'Δppl %':>8} {'mean KL':>8} {'top-1':>7} {'greedy':>7} {'size %':>7}")
+    for name, f in summary["fidelity"].items():
+        primary = next(iter(f["perplexity"]))
+        print(f"{name:<24} {f['perplexity'][primary]:>9.2f} {f['perplexity_increase_pct'][primary]:>+8.2f} "
+              f"{f['kl_mean'] or 0:>8.4f} {100 * (f['top1_agreement'] or 1):>6.1f}% {100 * f['greedy_identical']:>6.0f}% "
+              f"{100 * f['size_vs_pytorch_fp32']:>6.1f}%")
     summary["memory_bandwidth"] = results["variants"][0]["memory_bandwidth"]
     summary["report"] = str((out / "report.md").relative_to(ROOT)) if ROOT in out.parents else str(out / "report.md")
     record.save(args.name, summary)
