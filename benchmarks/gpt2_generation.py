@@ -173,7 +173,8 @@ def main() -> None:
         print(f"{name:<24} {f['perplexity'][primary]:>9.2f} {f['perplexity_increase_pct'][primary]:>+8.2f} "
               f"{f['kl_mean'] or 0:>8.4f} {100 * (f['top1_agreement'] or 1):>6.1f}% {100 * f['greedy_identical']:>6.0f}% "
               f"{100 * f['size_vs_pytorch_fp32']:>6.1f}%")
-    summary["memory_bandwidth"] = results["variants"][0]["memory_bandwidth"]
+    summary["memory_bandwidth"] = {p["name"]: results["variants"][0]["profiles"][p["name"]]["memory_bandwidth"]
+                                   for p in results["profiles"]}
     summary["report"] = str((out / "report.md").relative_to(ROOT)) if ROOT in out.parents else str(out / "report.md")
     record.save(args.name, summary)
 

@@ -101,6 +101,8 @@ def loaded_model_files(path: Path) -> list[Path]:
             return [path / s for s in shards]
         if (path / single).exists():
             return [path / single]
+    if (path / "model.bin").exists():  # CTranslate2's single weights file (a peer in the benchmarks)
+        return [path / "model.bin"]
     return []
 
 
