@@ -122,15 +122,7 @@ def _from_labelled(source: str, spec: DataSpec) -> dict[str, list[str]]:
 
 
 def _from_hub(name: str, spec: DataSpec) -> dict[str, list[str]]:
-    if settings.offline():
-        raise DataError(f"corpus 'hub:{name}' is a hub dataset but hub access is off: use a local file or a kit set")
-    import datasets
-
-    repo, _, config = name.partition(":")
-    try:
-        ds = datasets.load_dataset(repo, config or None)
-    except Exception as exc:  # datasets raises many unrelated types for a bad id or no network
-        raise DataError(f"could not load hub dataset '{name}' ({type(exc).__name__}): check the name and your network") from exc
+    ds = labelled.hub_dataset(name)
     rows = [{**row, "split": split} for split, part in ds.items() for row in part]
     return _from_rows(rows, spec, f"hub:{name}")
 

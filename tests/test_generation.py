@@ -294,3 +294,13 @@ def test_asking_an_encoder_to_generate_text_is_refused_before_any_work(tmp_path,
                               "--out", str(tmp_path / "o"), "--no-bench"])
     assert out.exit_code == 2, out.output
     assert "not a language model" in out.output and not (tmp_path / "o").exists()
+
+
+def test_gpt2_short_hub_names_resolve_to_their_hub_ids(monkeypatch):
+    from edgenlp import models
+    from edgenlp.errors import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name, hub_id in (("gpt2", "openai-community/gpt2"), ("distilgpt2", "distilbert/distilgpt2")):
+        with pytest.raises(ModelNotFoundError, match=f"'{hub_id}' is a hub id but hub access is off"):
+            models.resolve(name)
