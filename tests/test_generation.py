@@ -304,3 +304,21 @@ def test_gpt2_short_hub_names_resolve_to_their_hub_ids(monkeypatch):
     for name, hub_id in (("gpt2", "openai-community/gpt2"), ("distilgpt2", "distilbert/distilgpt2")):
         with pytest.raises(ModelNotFoundError, match=f"'{hub_id}' is a hub id but hub access is off"):
             models.resolve(name)
+
+
+def test_hqq_int4_sets_the_asked_accuracy_level(tiny_gpt2_run, tmp_path):
+    import onnx
+
+    from edgenlp.stages import quantize_int4
+
+    parent = tiny_gpt2_run.variants["onnx-fp32"]
+    with pytest.raises(ValueError, match="hqq cannot quantise embedding tables"):
+        quantize_int4.Config(algorithm="hqq")
+    config = quantize_int4.Config(algorithm="hqq", block_size=16, accuracy_level=4, quantize_embeddings=False)
+    out = quantize_int4.run(parent, config, tmp_path)
+    nodes = [n for n in onnx.load(str(tmp_path / "model.onnx")).graph.node if n.op_type == "MatMulNBits"]
+    assert out.precision == "int4" and len(nodes) == out.metadata["gemm_rewritten_to_matmul"] + 1
+    assert all(a.i == 4 for n in nodes for a in n.attribute if a.name == "accuracy_level")
+    from edgenlp.runtime import CausalLM
+
+    assert len(CausalLM(tmp_path).generate("the movie", 4).token_ids) == 4

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..artifact import Artifact, StageOutput, copy_support_files
 from ..errors import ArtifactError
@@ -39,6 +39,13 @@ class Config(StageConfig):
     """Token and position tables as 4-bit blocks (`GatherBlockQuantized`). The exporter stores GPT-2's
     tied embedding twice (the table and the LM head's transposed copy), so both copies are shrunk."""
     nodes_to_exclude: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _hqq_has_no_tables(self) -> "Config":
+        if self.algorithm == "hqq" and self.quantize_embeddings:
+            raise ValueError("algorithm hqq cannot quantise embedding tables (onnxruntime's HQQ has no Gather "
+                             "support): set quantize_embeddings: false, or use algorithm rtn")
+        return self
 
 
 def gemm_to_matmul(model) -> int:
