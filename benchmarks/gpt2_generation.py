@@ -11,7 +11,9 @@ harness run measures everything (fresh process each, interleaved rounds): a 128-
 real text, 128 new tokens greedy with no early stop, batch 1, 1 and 2 threads; PyTorch eager also
 without its cache. Prints decode tokens/s, time to first token and the bandwidth share, the fastest
 edgenlp variant's speed-up over PyTorch and over the fastest peer with 95% intervals paired by
-round, and saves the summary to `benchmarks/results/<name>.json`.
+round, and saves the summary to `benchmarks/results/<name>.json`. A recipe with pruned variants
+(`onnx-int8-pruned-*`, e.g. recipes/gpt2-bbc-pruned.yaml) also gets their decode speed against
+the unpruned INT8 and their perplexity against FP32.
 """
 
 from __future__ import annotations
@@ -173,6 +175,21 @@ def main() -> None:
         print(f"{name:<24} {f['perplexity'][primary]:>9.2f} {f['perplexity_increase_pct'][primary]:>+8.2f} "
               f"{f['kl_mean'] or 0:>8.4f} {100 * (f['top1_agreement'] or 1):>6.1f}% {100 * f['greedy_identical']:>6.0f}% "
               f"{100 * f['size_vs_pytorch_fp32']:>6.1f}%")
+    pruned = [n for n in by if n.startswith("onnx-int8-pruned-")]
+    if pruned and "onnx-int8" in by:
+        # Targets: >= 1.3x the unpruned INT8's decode tokens/s, perplexity at most 10% above FP32 after recovery.
+        summary["pruning"] = {}
+        print("\npruned + recovered + INT8 against the unpruned INT8 (decode tokens/s, paired by round):")
+        for name in pruned:
+            cell = {"perplexity_increase_pct": summary["fidelity"][name]["perplexity_increase_pct"],
+                    "size_vs_unpruned_int8": by[name]["size_bytes"] / by["onnx-int8"]["size_bytes"], "decode_vs_unpruned_int8": {}}
+            for p in results["profiles"]:
+                ratio = stats.speedup(by["onnx-int8"]["latency_samples_ms"][p["name"]]["decode"],
+                                      by[name]["latency_samples_ms"][p["name"]]["decode"])
+                cell["decode_vs_unpruned_int8"][p["name"]] = ratio
+                print(f"  {name:<24} {p['name']:<10} {ratio['ratio']:.2f}x [{ratio['ci'][0]:.2f}-{ratio['ci'][1]:.2f}]; "
+                      "perplexity " + ", ".join(f"{k} {v:+.1f}%" for k, v in cell["perplexity_increase_pct"].items()))
+            summary["pruning"][name] = cell
     summary["memory_bandwidth"] = {p["name"]: results["variants"][0]["profiles"][p["name"]]["memory_bandwidth"]
                                    for p in results["profiles"]}
     summary["report"] = str((out / "report.md").relative_to(ROOT)) if ROOT in out.parents else str(out / "report.md")

@@ -221,10 +221,8 @@ def finetune(
 ) -> None:
     """Fine-tune a classifier, or continue training a language model on a corpus; writes a checkpoint and a log."""
     _setup(verbose)
-    from . import models, tasks
-    from .artifact import build
+    from . import models
     from .data import DataSpec
-    from .fsio import FolderLock
     from .stages import finetune as stage
 
     spec = _typed(DataSpec, "finetune", source=data, text_column=text_column, label_column=label_column,
@@ -232,17 +230,106 @@ def finetune(
     config = _typed(stage.Config, "finetune", data=spec, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate, max_length=max_length, eval_every=eval_every,
                     patience=patience, seed=seed, task=task)
-    parent = models.resolve(model)
-    chosen = stage.task_of(parent, config)
-    chosen.load_data(spec)  # a bad corpus or label column fails here, before a model loads
-    inputs = {"data_sha256": chosen.fingerprint(spec)}
-    with FolderLock(out.parent, f".{out.name}.lock"):
-        artifact, reused = build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work),
-                                 inputs=inputs, libraries=stage.LIBRARIES)
+    artifact, reused = _build_one(models.resolve(model), stage, config, out)
     meta = artifact.meta["metadata"]
     metric = meta.get("metric", "accuracy")
     Console().print(f"{'reused' if reused else 'fine-tuned'} ({artifact.task}): {artifact.path} "
                     f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})")
+
+
+@app.command()
+@_guarded
+def prune(
+    model: str = typer.Argument(..., help="A fine-tuned BERT-family or GPT-2 checkpoint folder (or hub id)."),
+    ratio: float = typer.Option(..., "--ratio", "-r", help="Share of attention heads and feed-forward channels to remove, in [0, 1)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the pruned checkpoint."),
+    mode: str = typer.Option("uniform", help="uniform (same share in every layer) or global (least important across layers)."),
+    importance: str = typer.Option("magnitude", help="magnitude (weights) or taylor (loss gradients on calibration batches; needs --data)."),
+    head_ratio: Optional[float] = typer.Option(None, help="Share of heads alone (default: --ratio)."),
+    ffn_ratio: Optional[float] = typer.Option(None, help="Share of feed-forward channels alone (default: --ratio)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Calibration data for Taylor importance: a kit set, a file, hub:NAME."),
+    calibration_batches: int = typer.Option(8),
+    task: Optional[str] = TASK,
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Remove whole attention heads and feed-forward channels; writes a checkpoint that from_pretrained reloads."""
+    _setup(verbose)
+    from . import models
+    from .data import DataSpec
+    from .stages import prune as stage
+
+    spec = _typed(DataSpec, "prune", source=data, text_column=text_column, label_column=label_column) if data else None
+    config = _typed(stage.Config, "prune", ratio=ratio, mode=mode, importance=importance, head_ratio=head_ratio,
+                    ffn_ratio=ffn_ratio, data=spec, calibration_batches=calibration_batches, task=task)
+    artifact, reused = _build_one(models.resolve(model), stage, config, out)
+    meta = artifact.meta["metadata"]
+    params = meta["parameters"]
+    Console().print(f"{'reused' if reused else 'pruned'}: {artifact.path} (heads per layer {meta['layer_heads']}; "
+                    f"non-embedding parameters {params['before']['non_embedding_parameters']:,} -> "
+                    f"{params['after']['non_embedding_parameters']:,}, MACs x{meta['macs']['kept']:.2f})")
+
+
+@app.command()
+@_guarded
+def distill(
+    model: str = typer.Argument(..., help="The student: usually a checkpoint written by `edgenlp prune`."),
+    data: str = typer.Option("tweets", "--data", "-d", help="Training data: labelled texts or a corpus, as for finetune."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the recovered checkpoint."),
+    teacher: Optional[str] = typer.Option(None, help="Model to imitate (default: the one the student was pruned from)."),
+    temperature: float = typer.Option(2.0),
+    alpha: float = typer.Option(0.5, help="Weight of the teacher's soft labels; the task loss gets 1 - alpha."),
+    hidden_weight: float = typer.Option(0.0, help="Weight of hidden-state matching (0: off)."),
+    epochs: float = typer.Option(1.0),
+    max_steps: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(32),
+    learning_rate: float = typer.Option(5e-5),
+    max_length: int = typer.Option(128),
+    eval_every: int = typer.Option(200),
+    patience: int = typer.Option(3),
+    seed: int = typer.Option(42),
+    max_train_examples: Optional[int] = typer.Option(None, help="Train on a seeded subset of this size."),
+    task: Optional[str] = TASK,
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Recover a pruned model's accuracy by distillation from its unpruned parent (the finetune loop)."""
+    _setup(verbose)
+    from . import models
+    from .data import DataSpec
+    from .stages import distill as stage
+
+    spec = _typed(DataSpec, "distill", source=data, text_column=text_column, label_column=label_column,
+                  max_train_examples=max_train_examples, seed=seed)
+    config = _typed(stage.Config, "distill", data=spec, teacher=teacher, temperature=temperature, alpha=alpha,
+                    hidden_weight=hidden_weight, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                    learning_rate=learning_rate, max_length=max_length, eval_every=eval_every, patience=patience,
+                    seed=seed, task=task)
+    parent = models.resolve(model)
+    stage.teacher_path(parent, config)  # no teacher: fail before the data loads
+    artifact, reused = _build_one(parent, stage, config, out)
+    meta = artifact.meta["metadata"]
+    metric = meta.get("metric", "accuracy")
+    Console().print(f"{'reused' if reused else 'recovered'} ({artifact.task}): {artifact.path} "
+                    f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})")
+
+
+def _build_one(parent, stage, config, out: Path):
+    """One stage on one model into `out`, under a lock, reusing a finished identical output."""
+    from .artifact import build
+    from .fsio import FolderLock
+    from .stages import finetune
+
+    inputs = {}
+    if getattr(config, "data", None) is not None:
+        chosen = finetune.task_of(parent, config)
+        chosen.load_data(config.data)  # a bad data set fails here, before a model loads
+        inputs = {"data_sha256": chosen.fingerprint(config.data)}
+    with FolderLock(out.parent, f".{out.name}.lock"):
+        return build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work),
+                     inputs=inputs, libraries=stage.LIBRARIES)
 
 
 @app.command()

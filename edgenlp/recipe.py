@@ -11,10 +11,20 @@
 
 Variants form a tree: each names its parent (none means the source model) and a stage whose typed
 config is checked here, so a typo fails before any work starts.
+
+A `sweep:` block makes one variant per value: every variant whose name holds `{key}` is repeated
+for each value of `key`, with `{key}` filled in its name, its parent and its config, so a chain
+(prune -> distill -> export -> quantize) is built once per pruning ratio:
+
+    sweep: {ratio: [0.25, 0.4, 0.5]}
+    variants:
+      - {name: "pruned-{ratio}", stage: prune, parent: pytorch-fp32, config: {ratio: "{ratio}"}}
+      - {name: "recovered-{ratio}", stage: distill, parent: "pruned-{ratio}"}
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +79,30 @@ class Recipe(BaseModel):
     task: str | None = None
     """text-classification or text-generation; None: the model's own task (a bare encoder: classification)."""
     data: DataSpec = DataSpec()
+    sweep: dict[str, list[Any]] = {}
+    """Values to repeat variants over: a variant named `pruned-{ratio}` is made once per `ratio`."""
     variants: list[VariantSpec]
     validation: ValidationSettings = ValidationSettings()
     bench: BenchSettings = BenchSettings()
     selection: SelectionSettings = SelectionSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sweep(cls, data: Any) -> Any:
+        sweep = data.get("sweep") if isinstance(data, dict) else None
+        if not sweep:
+            return data
+        if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+            raise ValueError("sweep must map each name to a non-empty list of values, e.g. sweep: {ratio: [0.25, 0.5]}")
+        variants = []
+        for spec in data.get("variants") or []:
+            keys = [k for k in sweep if isinstance(spec, dict) and f"{{{k}}}" in str(spec.get("name", ""))]
+            if not keys:
+                variants.append(spec)
+                continue
+            for values in itertools.product(*(sweep[k] for k in keys)):
+                variants.append(_fill(spec, dict(zip(keys, values))))
+        return {**data, "variants": variants}
 
     @model_validator(mode="after")
     def _check_tree(self) -> "Recipe":
@@ -104,6 +134,20 @@ class Recipe(BaseModel):
         if stages.uses_task(stage) and self.task:
             raw.setdefault("task", self.task)
         return stage.Config(**raw)
+
+
+def _fill(value: Any, values: dict[str, Any]) -> Any:
+    """`value` with each `{key}` replaced: a string that is only the placeholder takes the value's type."""
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, values) for v in value]
+    if isinstance(value, str):
+        for key, v in values.items():
+            if value == f"{{{key}}}":
+                return v
+            value = value.replace(f"{{{key}}}", str(v))
+    return value
 
 
 def _where(loc: tuple) -> str:

@@ -116,7 +116,7 @@ _CONFIG_ALIASES = {  # BERT's field names, then what other encoders call the sam
     "num_attention_heads": ("num_attention_heads", "n_heads"),
     "intermediate_size": ("intermediate_size", "hidden_dim"),
 }
-ENCODER_TYPES = ("bert", "roberta", "distilbert", "xlm-roberta", "electra")
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "edgenlp-pruned-bert")
 
 
 def _read_config(path: Path) -> dict:
@@ -132,8 +132,9 @@ def encoder_macs(path: Path, length: float) -> int | None:
     """Multiply-accumulates of one BERT-family classification pass over `length` tokens, from config.json.
 
     Counts the matrix products (projections, attention scores and context, feed-forward, pooler,
-    classifier); element-wise work is left out. Pruned heads are honoured. None for other models,
-    or when the config lacks a size it needs.
+    classifier); element-wise work is left out. Pruned heads and per-layer head counts and
+    feed-forward widths (`edgenlp prune`) are honoured. None for other models, or when the config
+    lacks a size it needs.
     """
     config = _read_config(path)
     if config.get("model_type") not in ENCODER_TYPES:
@@ -146,12 +147,14 @@ def encoder_macs(path: Path, length: float) -> int | None:
         sizes[field_name] = value
     h, layers = sizes["hidden_size"], sizes["num_hidden_layers"]
     heads, inter = sizes["num_attention_heads"], sizes["intermediate_size"]
-    head_dim = h // heads
+    head_dim = config.get("attention_head_size") or h // heads
     pruned = {int(k): len(v) for k, v in (config.get("pruned_heads") or {}).items()}
+    layer_heads = config.get("layer_heads") or [heads - pruned.get(layer, 0) for layer in range(layers)]
+    widths = config.get("layer_intermediate_sizes") or [inter] * layers
     total = 0.0
-    for layer in range(layers):
-        a = (heads - pruned.get(layer, 0)) * head_dim
-        total += 3 * length * h * a + 2 * length * length * a + length * a * h + 2 * length * h * inter
+    for n_heads, width in zip(layer_heads, widths):
+        a = n_heads * head_dim
+        total += 3 * length * h * a + 2 * length * length * a + length * a * h + 2 * length * h * width
     total += h * h + h * max(1, len(config.get("id2label") or {}) or 2)
     return int(total)
 

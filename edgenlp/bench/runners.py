@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .. import architectures
 from ..errors import BenchError
 
 
@@ -42,6 +43,7 @@ class PytorchRunner:
         transformers.logging.set_verbosity_error()
         torch.set_num_threads(threads)
         self.torch = torch
+        architectures.register()  # a pruned checkpoint's classes
         self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
         self.accepted = set(inspect.signature(self.model.forward).parameters)
 
@@ -116,6 +118,7 @@ class PytorchCausalLM(_text_generator()):
         transformers.logging.set_verbosity_error()
         torch.set_num_threads(threads)
         self.torch = torch
+        architectures.register()  # a pruned checkpoint's classes
         self.model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
         config = self.model.config
         self.context = int(getattr(config, "n_positions", None) or config.max_position_embeddings)

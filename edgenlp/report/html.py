@@ -8,7 +8,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..bench.selection import task_of
 from ..fsio import write_text_atomic
-from . import plots
+from . import plots, pruning
 
 MB = 1e6
 MIB = 2**20
@@ -18,12 +18,15 @@ def render(results: dict) -> str:
     env = Environment(loader=PackageLoader("edgenlp.report", "templates"), autoescape=select_autoescape(["html"]))
     figures = [
         *task_of(results).figures(results),
+        ("Pruning: quality against size (labels: parameters)", plots.quality_vs_size(results)),
         ("Size on disk", plots.sizes(results)),
         ("Latency distributions", plots.latency_distributions(results)),
         ("Training", plots.training_curves(results)),
     ]
     return env.get_template("report.html.j2").render(
-        r=results, task_template=f"{task_of(results).NAME}.html.j2", figures=[(title, png) for title, png in figures if png], MB=MB, MIB=MIB)
+        r=results, task_template=f"{task_of(results).NAME}.html.j2", figures=[(title, png) for title, png in figures if png], MB=MB, MIB=MIB,
+        pruning_rows=pruning.rows(results), pruning_recovery=pruning.recovery(results),
+        quality=task_of(results).QUALITY.metric, speed=task_of(results).SPEED[0])
 
 
 def write(results: dict, path: Path) -> Path:

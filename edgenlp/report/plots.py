@@ -91,6 +91,32 @@ def quality_vs_speed(results: dict) -> str:
     return _encode(plt, fig)
 
 
+def quality_vs_size(results: dict) -> str | None:
+    """Pruned runs only: the task's quality against size on disk, each point labelled with its parameters."""
+    from . import pruning
+
+    rows = pruning.rows(results)
+    if not rows:
+        return None
+    task = task_of_results(results)
+    plt, fig = _figure()
+    ax = fig.add_subplot(111)
+    for r in rows:
+        ax.plot([r["size_mb"]], [r["quality"]], "o" if r["pruned_by"] else "s", color="#c44e52" if r["pruned_by"] else "#4c72b0")
+        ax.annotate(f"{r['name']} ({(r['parameters'] or 0) / 1e6:.1f}M)", (r["size_mb"], r["quality"]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("size on disk, MB")
+    ax.set_ylabel(task.QUALITY.label)
+    ax.set_title("Quality against size (red: pruned lineage; label: parameters)")
+    return _encode(plt, fig)
+
+
+def task_of_results(results: dict):
+    from ..bench.selection import task_of
+
+    return task_of(results)
+
+
 def sizes(results: dict) -> str:
     plt, fig = _figure(6.4, 0.6 + 0.45 * len(results["variants"]))
     ax = fig.add_subplot(111)

@@ -188,10 +188,10 @@ class CausalLM(TextGenerator):
             raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
                              "export it for text-generation")
         self.present_names = [n for n in self.model.output_names if n.startswith("present")]
-        shape = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).shape
-        self._heads, self._head_dim = int(shape[1]), int(shape[3])
-        past_type = next(i for i in self.model.session.get_inputs() if i.name == self.past_names[0]).type
-        self._past_dtype = np.float16 if "float16" in past_type else np.float32
+        inputs = {i.name: i for i in self.model.session.get_inputs()}
+        # (heads, head size) of each cache input: a pruned model keeps different head counts per block
+        self._past_shapes = [(int(inputs[n].shape[1]), int(inputs[n].shape[3])) for n in self.past_names]
+        self._past_dtype = np.float16 if "float16" in inputs[self.past_names[0]].type else np.float32
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.no_padding()
         self._tok.no_truncation()
@@ -201,7 +201,7 @@ class CausalLM(TextGenerator):
         """One forward pass: logits for `ids` given the cache of everything before them."""
         batch, n = ids.shape
         if past is None:
-            past = [np.zeros((batch, self._heads, 0, self._head_dim), dtype=self._past_dtype)] * len(self.past_names)
+            past = [np.zeros((batch, heads, 0, size), dtype=self._past_dtype) for heads, size in self._past_shapes]
         past_len = past[0].shape[2]
         if past_len + n > self.context:
             raise InputError(f"the sequence would reach {past_len + n} tokens but the model's context is "

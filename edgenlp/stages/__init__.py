@@ -35,6 +35,8 @@ class StageConfig(BaseModel):
 
 _MODULES = {
     "finetune": "edgenlp.stages.finetune",
+    "prune": "edgenlp.stages.prune",
+    "distill": "edgenlp.stages.distill",
     "export": "edgenlp.stages.export",
     "optimize-graph": "edgenlp.stages.optimize_graph",
     "quantize": "edgenlp.stages.quantize",

@@ -27,8 +27,14 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
                             "(stage finetune) before exporting")
     from optimum.exporters.onnx import main_export
 
+    from .. import architectures
+
+    architectures.register()
+    # Optimum recognises a transformers model by its class's module; a pruned model's class is the
+    # modeling file edgenlp wrote into the checkpoint, loaded as transformers loads custom code.
+    own_code = parent.config().get("model_type") in architectures.PRUNED_MODEL_TYPES
     main_export(str(parent.path), output=str(workdir), task=OPTIMUM_TASKS[parent.task],
-                opset=config.opset, do_validation=False, device="cpu")
+                opset=config.opset, do_validation=False, device="cpu", trust_remote_code=own_code)
     for leftover in ("1_Pooling",):  # sentence-transformers extras that the ONNX model does not use
         shutil.rmtree(workdir / leftover, ignore_errors=True)
     import onnx

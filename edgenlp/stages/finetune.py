@@ -64,8 +64,19 @@ def satisfied_by(parent: Artifact, dataset) -> bool:
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
+    return train(parent, config, workdir)
+
+
+def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage: str = NAME,
+          evaluate_first: bool = False) -> StageOutput:
+    """The training loop; `objective(model, batch) -> loss` replaces the task's own loss (distillation).
+
+    `objective` may have `start(model)`, called once the model is built, to prepare what it needs.
+    `evaluate_first` logs the parent's own score at step 0 (what recovery starts from), and keeps
+    the parent if training never beats it.
+    """
     if parent.format != "pytorch":
-        raise ArtifactError(f"finetune needs a PyTorch checkpoint, but {parent.path} is {parent.format}")
+        raise ArtifactError(f"{stage} needs a PyTorch checkpoint, but {parent.path} is {parent.format}")
     import numpy as np
     import torch
     import transformers
@@ -85,6 +96,9 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         raise RecipeError(f"finetune metric '{metric}' is not one of {', '.join(trainer.METRICS)} for {task.NAME}")
     better = (lambda a, b: a > b) if trainer.METRICS[metric] else (lambda a, b: a < b)
     model = trainer.model
+    if objective is not None and hasattr(objective, "start"):
+        objective.start(model)
+    loss_of = objective or (lambda m, batch: m(**batch).loss)
 
     steps_per_epoch = max(1, math.ceil(trainer.train_size / config.batch_size))
     total_steps = config.max_steps or max(1, int(steps_per_epoch * config.epochs))
@@ -117,10 +131,12 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         return stale >= config.patience
 
     stop = False
+    if evaluate_first:
+        run_eval()
     with progress.task(f"training ({task.NAME})", total_steps) as advance:
         while step < total_steps and not stop:
             for batch in trainer.batches(generator, config.batch_size):
-                loss = model(**batch).loss
+                loss = loss_of(model, batch)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -128,7 +144,8 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 log["steps"].append({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                                     "loss": round(float(loss), 5), "lr": scheduler.get_last_lr()[0]})
+                                     "loss": round(float(loss), 5), "lr": scheduler.get_last_lr()[0],
+                                     **getattr(objective, "parts", {})})
                 shown = "-" if best_score is None else f"{best_score:.3f}"
                 advance(1, description=f"training (loss {float(loss):.3f}, best {metric} {shown})")
                 if step % config.eval_every == 0 and (stop := run_eval()):

@@ -3,6 +3,7 @@
 Each task module declares
 
     NAME                                   `text-classification`, `text-generation`
+    AUTO_MODEL                             the transformers Auto class of its PyTorch models
     load_data(spec) -> data                the splits it trains and evaluates on (`.describe()`)
     fingerprint(spec) -> str               the data's content hash, for artifact ids
     validation_texts(data, n) -> [str]     texts a new variant is checked on
@@ -30,7 +31,8 @@ Each task module declares
                                            `report/templates/<NAME>.html.j2` its HTML tables
     MODEL_MUST_BE                          (optional) what a model must already be for this task: it
                                            cannot be given this task by re-heading another model
-    Trainer                                the task's half of the fine-tuning loop (stages/finetune.py)
+    Trainer                                the task's half of the training loop (stages/finetune.py,
+                                           stages/distill.py) and the calibration batches of pruning
 
 The harness, the selection, the pipeline and the report ask the task; none of them branches on its
 name. A task is read from the model's config and can be forced (`--task`, recipe `task:`).

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import architectures
 from . import Quality, Workload
 
 NAME = "text-classification"
+AUTO_MODEL = "AutoModelForSequenceClassification"
+"""The transformers Auto class that loads a PyTorch model for this task."""
 QUALITY = Quality(metric="accuracy", higher_is_better=True, drop_metric="accuracy_drop", drop_unit="points",
                   label="accuracy, %")
 GATE_METRICS = ("accuracy", "accuracy_drop", "macro_f1")
@@ -341,6 +344,7 @@ class Trainer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.labels = dataset.labels
+        architectures.register()  # a pruned checkpoint's classes
         self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path))
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(parent_path), num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import architectures
 from ..errors import BenchError, DataError, ValidationFailed
 from . import Quality, Workload
 
 NAME = "text-generation"
+AUTO_MODEL = "AutoModelForCausalLM"
+"""The transformers Auto class that loads a PyTorch model for this task."""
 QUALITY = Quality(metric="perplexity", higher_is_better=False, drop_metric="perplexity_increase", drop_unit="%",
                   label="perplexity")
 GATE_METRICS = ("perplexity", "perplexity_increase", "kl_mean", "kl_p99", "top1_agreement", "greedy_identical",
@@ -594,6 +597,7 @@ class Trainer:
     def __init__(self, parent_path, corpus, config):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        architectures.register()  # a pruned checkpoint's classes
         self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path))
         self.model = AutoModelForCausalLM.from_pretrained(str(parent_path))
         context = int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)

@@ -1,0 +1,111 @@
+"""Recover what pruning cost: train a (pruned) checkpoint to match its unpruned teacher.
+
+The loss is `alpha` x the soft-label KL divergence between student and teacher at `temperature`
+(scaled by T^2, Hinton et al.) + (1 - alpha) x the task's own loss (labels, or the next token),
++ optionally `hidden_weight` x the mean squared difference of the hidden states, layer by layer
+(student and teacher must then have as many layers and the same hidden size: pruning keeps both).
+Every other part is the fine-tuning loop (`finetune.train`): warm-up and decay, evaluation on the
+validation split, early stopping, best checkpoint, loss log. The teacher is, by default, the model
+the parent was pruned from, read from the parent's lineage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from .. import architectures, models
+from ..artifact import META_FILE, Artifact, StageOutput
+from ..errors import ArtifactError, RecipeError
+from . import finetune
+
+NAME = "distill"
+LIBRARIES = finetune.LIBRARIES
+CHECKED_AGAINST_PARENT = False  # training is meant to change the outputs
+
+
+class Config(finetune.Config):
+    teacher: str | None = None
+    """The model to imitate (a path or model name); None: the model the parent was pruned from."""
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the teacher's soft labels; the task loss gets 1 - alpha."""
+    hidden_weight: float = Field(0.0, ge=0)
+    """Weight of hidden-state matching (0: off)."""
+
+
+def teacher_path(parent: Artifact, config: Config) -> Path:
+    if config.teacher:
+        return models.resolve(config.teacher).path
+    meta = parent.meta
+    if meta.get("stage") == "source" and (parent.path / META_FILE).exists():  # a folder given by path: its own lineage
+        meta = Artifact.load(parent.path).meta
+    lineage = meta.get("parent") or {}
+    if meta.get("stage") != "prune" or not lineage.get("path"):
+        raise RecipeError(f"distill needs a teacher: {parent.path} was not made by prune, so set teacher: "
+                          "to the model it should imitate")
+    path = Path(lineage["path"])
+    if not (path / "config.json").exists():
+        raise ArtifactError(f"the teacher {path} (the model {parent.path} was pruned from) is gone: "
+                            "set teacher: to where it is now")
+    return path
+
+
+class Distillation:
+    """The training objective: soft labels from the teacher plus the task loss (and hidden states)."""
+
+    def __init__(self, teacher: Path, task_auto_model: str, config: Config):
+        self.teacher_path, self.auto_model, self.config = teacher, task_auto_model, config
+        self.parts: dict = {}
+
+    def start(self, student) -> None:
+        import transformers
+
+        architectures.register()
+        self.teacher = getattr(transformers, self.auto_model).from_pretrained(str(self.teacher_path)).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        s, t = student.config, self.teacher.config
+        if s.vocab_size != t.vocab_size or getattr(s, "num_labels", None) != getattr(t, "num_labels", None):
+            raise ArtifactError(f"the teacher {self.teacher_path} predicts other outputs than the student "
+                                "(vocabulary or labels differ): distil from the model the student was made from")
+        if self.config.hidden_weight:
+            layers = lambda c: (getattr(c, "num_hidden_layers", None) or c.n_layer, getattr(c, "hidden_size", None) or c.n_embd)  # noqa: E731
+            if layers(s) != layers(t):
+                raise RecipeError(f"hidden-state matching needs as many layers and the same hidden size in student "
+                                  f"{layers(s)} and teacher {layers(t)}: set hidden_weight: 0")
+
+    def __call__(self, student, batch):
+        import torch
+        import torch.nn.functional as F
+
+        hidden = bool(self.config.hidden_weight)
+        out = student(**batch, output_hidden_states=hidden)
+        with torch.no_grad():
+            ref = self.teacher(**batch, output_hidden_states=hidden)
+        T = self.config.temperature
+        kl = F.kl_div(F.log_softmax(out.logits / T, -1), F.log_softmax(ref.logits / T, -1),
+                      log_target=True, reduction="none").sum(-1) * T * T
+        mask = batch.get("attention_mask")
+        weights = mask.to(kl.dtype) if mask is not None and kl.dim() == 2 else torch.ones_like(kl)
+        soft = (kl * weights).sum() / weights.sum()
+        loss = self.config.alpha * soft + (1 - self.config.alpha) * out.loss
+        self.parts = {"soft_loss": round(float(soft.detach()), 5), "task_loss": round(float(out.loss.detach()), 5)}
+        if hidden:
+            token_mask = (mask if mask is not None else torch.ones(out.hidden_states[0].shape[:2])).unsqueeze(-1)
+            mse = sum(((a - b) ** 2 * token_mask).sum() / (token_mask.sum() * a.shape[-1])
+                      for a, b in zip(out.hidden_states[1:], ref.hidden_states[1:])) / (len(out.hidden_states) - 1)
+            loss = loss + self.config.hidden_weight * mse
+            self.parts["hidden_loss"] = round(float(mse.detach()), 5)
+        return loss
+
+
+def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
+    teacher = teacher_path(parent, config)
+    task = finetune.task_of(parent, config)
+    out = finetune.train(parent, config, workdir, Distillation(teacher, task.AUTO_MODEL, config), stage=NAME,
+                          evaluate_first=True)
+    out.metadata["distillation"] = {"teacher": str(teacher), "temperature": config.temperature,
+                                    "alpha": config.alpha, "hidden_weight": config.hidden_weight}
+    return out

@@ -1,0 +1,344 @@
+"""PyTorch checkpoint -> a smaller one: whole attention heads and feed-forward channels removed.
+
+torch-pruning's dependency graph decides what must shrink together (a head's query, key and value
+rows and the matching columns of the output projection; a feed-forward channel's row and column),
+ranks heads and channels by weight magnitude or by first-order Taylor importance on calibration
+batches from the training split, and cuts them: the same share in every layer (`uniform`) or the
+least important across all layers (`global`). The hidden size is kept, so embeddings, residual
+connections and the task head are untouched. GPT-2's `Conv1D` projections are shown to the pruner
+as `nn.Linear` (its weight transposed) with the fused q/k/v split in three, and rebuilt afterwards.
+
+The checkpoint is a `save_pretrained` folder of an `edgenlp.architectures` class whose config lists
+each layer's head count and feed-forward width; it is reloaded and compared with the in-memory
+pruned model before it is published.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from .. import architectures, tasks
+from .. import data as data_module
+from ..artifact import Artifact, StageOutput
+from ..errors import ArtifactError, DataError, RecipeError
+from . import StageConfig
+
+NAME = "prune"
+LIBRARIES = ("torch", "transformers", "torch-pruning")
+CHECKED_AGAINST_PARENT = False  # pruning is meant to change the outputs; recovery and the benchmark say by how much
+
+
+class Config(StageConfig):
+    ratio: float = Field(ge=0, lt=1)
+    """Share of attention heads and of feed-forward channels to remove."""
+    head_ratio: float | None = Field(None, ge=0, lt=1)
+    """Share of heads alone; None: `ratio`."""
+    ffn_ratio: float | None = Field(None, ge=0, lt=1)
+    """Share of feed-forward channels alone; None: `ratio`."""
+    mode: Literal["uniform", "global"] = "uniform"
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+    calibration_batches: int = Field(8, ge=1)
+    """Training batches whose loss gradients rank heads and channels (Taylor importance)."""
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(128, ge=8, le=4096)
+    data: data_module.DataSpec | None = None
+    """Where calibration batches come from (a recipe fills in its own data); only Taylor reads it."""
+    task: str | None = None
+    max_eval_examples: int | None = Field(1, ge=1)  # the task's Trainer also encodes a validation sample
+    seed: int = 0
+
+
+def _linear_from_conv1d(conv, rows=slice(None)):
+    import torch
+
+    weight = conv.weight[:, rows]  # Conv1D stores (in, out): y = x @ W + b
+    linear = torch.nn.Linear(weight.shape[0], weight.shape[1])
+    linear.weight.data = weight.t().contiguous()
+    linear.bias.data = conv.bias[rows].clone()
+    return linear
+
+
+def _conv1d_from_linear(linear):
+    from transformers.pytorch_utils import Conv1D
+
+    conv = Conv1D(linear.out_features, linear.in_features)
+    conv.weight.data = linear.weight.data.t().contiguous()
+    conv.bias.data = linear.bias.data.clone()
+    return conv
+
+
+class _BertView:
+    """BERT as the pruner sees it: separate query/key/value and feed-forward Linear layers."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers = model.base_model.encoder.layer
+        self.head_size = self.layers[0].attention.self.attention_head_size
+
+    def attention(self, i):
+        a = self.layers[i].attention.self
+        return [a.query, a.key, a.value], a.num_attention_heads
+
+    def ffn_in(self, i):
+        return self.layers[i].intermediate.dense
+
+    def set_heads(self, heads: list[int]) -> None:
+        """Tell the attention modules how many heads their pruned projections now hold."""
+        for layer, n in zip(self.layers, heads):
+            a = layer.attention.self
+            a.num_attention_heads, a.all_head_size = n, a.query.out_features
+
+    def finish(self, heads: list[int]) -> dict:
+        return {"layer_heads": heads, "attention_head_size": self.head_size,
+                "layer_intermediate_sizes": [layer.intermediate.dense.out_features for layer in self.layers]}
+
+
+class _GPT2View:
+    """GPT-2 as the pruner sees it: `Conv1D` as `nn.Linear`, the fused `c_attn` as three Linear layers."""
+
+    def __init__(self, model):
+        import torch
+
+        class SplitQKV(torch.nn.Module):
+            def __init__(self, conv):
+                super().__init__()
+                width = conv.weight.shape[1] // 3
+                self.q, self.k, self.v = (_linear_from_conv1d(conv, slice(i * width, (i + 1) * width)) for i in range(3))
+
+            def forward(self, x):
+                return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+        self.model = model
+        self.layers = model.transformer.h
+        self.head_size = self.layers[0].attn.head_dim
+        for block in self.layers:
+            block.attn.c_attn = SplitQKV(block.attn.c_attn)
+            block.attn.c_proj = _linear_from_conv1d(block.attn.c_proj)
+            block.mlp.c_fc = _linear_from_conv1d(block.mlp.c_fc)
+            block.mlp.c_proj = _linear_from_conv1d(block.mlp.c_proj)
+
+    def attention(self, i):
+        a = self.layers[i].attn
+        return [a.c_attn.q, a.c_attn.k, a.c_attn.v], a.num_heads
+
+    def ffn_in(self, i):
+        return self.layers[i].mlp.c_fc
+
+    def set_heads(self, heads: list[int]) -> None:
+        for block, n in zip(self.layers, heads):
+            block.attn.num_heads, block.attn.split_size = n, n * self.head_size
+
+    def finish(self, heads: list[int]) -> dict:
+        """Back to GPT-2's own modules: one fused `c_attn` and `Conv1D` everywhere."""
+        import torch
+
+        for block in self.layers:
+            split = block.attn.c_attn
+            fused = torch.nn.Linear(split.q.in_features, 3 * split.q.out_features)
+            fused.weight.data = torch.cat([split.q.weight, split.k.weight, split.v.weight]).data
+            fused.bias.data = torch.cat([split.q.bias, split.k.bias, split.v.bias]).data
+            block.attn.c_attn = _conv1d_from_linear(fused)
+            block.attn.c_proj = _conv1d_from_linear(block.attn.c_proj)
+            block.mlp.c_fc = _conv1d_from_linear(block.mlp.c_fc)
+            block.mlp.c_proj = _conv1d_from_linear(block.mlp.c_proj)
+        return {"layer_heads": heads, "head_dim": self.head_size,
+                "layer_inner": [block.mlp.c_fc.weight.shape[1] for block in self.layers]}
+
+
+VIEWS = {"bert": _BertView, "gpt2": _GPT2View}
+
+
+def _count(model) -> dict:
+    """Parameters, all and outside the embedding tables (what pruning can shrink)."""
+    import torch
+
+    total = sum(p.numel() for p in model.parameters())
+    embedding = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
+    return {"parameters": total, "non_embedding_parameters": total - embedding}
+
+
+def _load(parent: Artifact, config: Config):
+    """The task, the model in training form, and example or calibration batches."""
+    import torch
+    import transformers
+
+    task = tasks.resolve(tasks.of_config(parent.config()), config.task, str(parent.path))
+    if config.importance == "taylor":
+        if config.data is None:
+            raise DataError("Taylor importance ranks heads by the loss on calibration batches from a training "
+                            "split: give data (--data, or the recipe's data), or use --importance magnitude")
+        trainer = task.Trainer(parent.path, task.load_data(config.data), config)
+        labels, own = getattr(trainer, "labels", None), parent.labels()
+        named = own and not all(label.startswith("LABEL_") for label in own)  # transformers' placeholders
+        if labels and named and sorted(labels) != sorted(own):
+            raise DataError(f"the calibration data's labels {labels} are not the model's {own}: calibrate on "
+                            "the data the model was fine-tuned for")
+        batches = []
+        for batch in trainer.batches(random.Random(config.seed), config.batch_size):
+            batches.append(batch)
+            if len(batches) == config.calibration_batches:
+                break
+        if not batches:
+            raise DataError(f"the training split of {config.data.source} gave no calibration batch: give more data")
+        return task, trainer.model, batches
+    architectures.register()
+    auto = getattr(transformers, task.AUTO_MODEL)
+    model = auto.from_pretrained(str(parent.path))
+    generator = torch.Generator().manual_seed(config.seed)
+    ids = torch.randint(0, model.config.vocab_size, (2, min(16, config.max_length)), generator=generator)
+    return task, model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+
+
+def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
+    if parent.format != "pytorch":
+        raise ArtifactError(f"prune needs a PyTorch checkpoint, but {parent.path} is {parent.format}: "
+                            "prune before export")
+    model_type = parent.config().get("model_type")
+    family = architectures.family_of(model_type)
+    if family is None:
+        raise ArtifactError(f"prune supports BERT-family (bert, MiniLM) and GPT-2 checkpoints, but {parent.path} "
+                            f"is a '{model_type}' model")
+    import torch
+    import torch_pruning as tp
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    started = time.time()
+    torch.manual_seed(config.seed)
+    task, model, batches = _load(parent, config)
+    model.config.use_cache = False  # the pruner traces one plain forward pass
+    before = _count(model)
+    view = VIEWS[family.name](model)
+    layers = range(len(view.layers))
+    heads, attention_roots, ffn_roots = {}, [], []
+    for i in layers:
+        projections, n = view.attention(i)
+        heads.update({p: n for p in projections})
+        attention_roots += projections
+        ffn_roots.append(view.ffn_in(i))
+    head_ratio = config.ratio if config.head_ratio is None else config.head_ratio
+    ffn_ratio = config.ratio if config.ffn_ratio is None else config.ffn_ratio
+    if config.mode == "uniform":
+        for i in layers:
+            n = view.attention(i)[1]
+            if head_ratio > 0 and math.ceil(head_ratio * n) >= n:
+                raise RecipeError(f"pruning {head_ratio:g} of the heads would remove all {n} heads of layer {i} "
+                                  "(whole heads, rounded up): lower head_ratio/ratio")
+    # torch-pruning skips a group whose channel ratio is 0, heads included: what is not pruned is
+    # ignored, the feed-forward channels get their own ratio (one ranking scope), and the attention
+    # groups carry the head ratio (their head dimensions are never cut).
+    roots = (attention_roots if head_ratio > 0 else []) + (ffn_roots if ffn_ratio > 0 else [])
+    ignored = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m not in roots]
+    example = {k: v for k, v in batches[0].items() if k != "labels"}
+
+    def logits_sum(out):
+        return out.logits.sum()
+
+    model.eval()
+    macs_before = _macs(tp, model, example)
+    if config.importance == "taylor":
+        importance = tp.importance.GroupTaylorImportance()
+        model.train()
+        model.zero_grad()
+        for batch in batches:
+            model(**batch).loss.backward()
+        model.eval()
+    else:
+        importance = tp.importance.GroupMagnitudeImportance(p=2)
+    pruner = tp.pruner.MetaPruner(
+        model, example, importance=importance, global_pruning=config.mode == "global",
+        pruning_ratio=head_ratio if head_ratio > 0 else ffn_ratio,
+        pruning_ratio_dict={tuple(ffn_roots): ffn_ratio} if ffn_ratio > 0 else None,
+        num_heads=heads, prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=head_ratio,
+        ignored_layers=ignored, root_module_types=[torch.nn.Linear], output_transform=logits_sum)
+    for group in pruner.step(interactive=True):
+        group.prune()
+    queries = [view.attention(i)[0][0] for i in layers]
+    for i, query in zip(layers, queries):
+        # torch-pruning declines a cut that would empty a layer but still counts its heads as gone
+        if pruner.num_heads[query] < 1 or query.out_features < view.head_size:
+            raise RecipeError(f"pruning {head_ratio:g} of the heads ({config.mode}) would remove every head of "
+                              f"layer {i}: lower head_ratio/ratio, or use mode uniform")
+        if view.ffn_in(i).out_features < 1:
+            raise RecipeError(f"pruning {ffn_ratio:g} of the feed-forward channels ({config.mode}) would empty "
+                              f"layer {i}: lower ffn_ratio/ratio")
+    kept_heads = [q.out_features // view.head_size for q in queries]
+    view.set_heads(kept_heads)
+    model.zero_grad(set_to_none=True)
+    macs_after = _macs(tp, model, example)  # in the pruner's view: its counter knows nn.Linear, not Conv1D
+    shapes = view.finish(kept_heads)
+    pruned = _rebuild(model, task, family, shapes, example)
+    after = _count(pruned)
+    pruned.save_pretrained(str(workdir), safe_serialization=True)
+    _copy_tokenizer(parent.path, workdir)
+    _check_reload(pruned, workdir, task, example)
+    return StageOutput(format="pytorch", task=task.NAME, precision="fp32", metadata={
+        "ratio": config.ratio, "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "mode": config.mode,
+        "importance": config.importance, **shapes,
+        "parameters": {"before": before, "after": after,
+                       "non_embedding_kept": round(after["non_embedding_parameters"]
+                                                   / before["non_embedding_parameters"], 4)},
+        "macs": {"before": int(macs_before), "after": int(macs_after), "tokens": int(example["input_ids"].shape[1]),
+                 "kept": round(macs_after / macs_before, 4)},
+        "seconds": round(time.time() - started, 1)})
+
+
+def _macs(tp, model, example: dict) -> int:
+    import contextlib
+    import io
+
+    import torch
+
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # torch-pruning prints its shape guesses
+        macs, _ = tp.utils.count_ops_and_params(model, example)
+    return int(macs)
+
+
+def _rebuild(model, task, family: architectures.Family, shapes: dict, example: dict):
+    """The pruned weights in an `edgenlp.architectures` model whose config carries the shapes."""
+    import torch
+    import transformers
+
+    architectures.register()
+    values = model.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "pruned_heads", "transformers_version"):
+        values.pop(key, None)
+    values["use_cache"] = True
+    config = transformers.AutoConfig.for_model(family.pruned_model_type, **values, **shapes)
+    rebuilt = getattr(transformers, task.AUTO_MODEL).from_config(config)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(".attn.bias") and not k.endswith("masked_bias")}
+    missing, unexpected = rebuilt.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(".attn.bias") and not k.endswith("masked_bias")]
+    if missing or unexpected:
+        raise RuntimeError(f"pruned weights do not fit the rebuilt model: missing {missing}, unexpected {unexpected}")
+    rebuilt.eval()
+    model.eval()
+    with torch.no_grad():
+        diff = (rebuilt(**example).logits - model(**example).logits).abs().max().item()
+    if diff > 1e-4:
+        raise RuntimeError(f"the rebuilt pruned model differs from the pruned one by {diff}")
+    return rebuilt
+
+
+def _copy_tokenizer(source: Path, workdir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(workdir))
+
+
+def _check_reload(pruned, workdir: Path, task, example: dict) -> None:
+    """What `from_pretrained` gives back must compute what the pruned model in memory computes."""
+    import torch
+    import transformers
+
+    reloaded = getattr(transformers, task.AUTO_MODEL).from_pretrained(str(workdir)).eval()
+    with torch.no_grad():
+        diff = (reloaded(**example).logits - pruned(**example).logits).abs().max().item()
+    if diff > 1e-5:
+        raise RuntimeError(f"the saved pruned checkpoint differs from the pruned model by {diff} after reloading")
