@@ -240,7 +240,9 @@ def test_sweep_prunes_recovers_exports_and_quantises_each_ratio(tiny_recipe, tmp
     assert by_name["int8-0.5"]["params"] < by_name["pytorch-fp32"]["params"]
     assert by_name["onnx-0.5"]["macs"]["len32"] < by_name["pytorch-fp32"]["macs"]["len32"]
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "## Pruning" in report and "recovered-0.5" in report
+    assert "## Pruning" in report and "recovered-0.5" in report and "right after pruning" in report
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "<h2>Pruning</h2>" in page and "Pruning: quality against size" in page
 
 
 def test_pruned_gpt2_exports_with_per_block_cache_and_generates_like_pytorch(tiny_gpt2_recipe, tmp_path):
