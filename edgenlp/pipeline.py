@@ -95,12 +95,24 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
     return built, reused
 
 
+def _pruned_by(variants: dict[str, Artifact], art: Artifact) -> dict | None:
+    """The nearest `prune` in a variant's lineage (itself included): its name and what it removed."""
+    seen = set()
+    while art is not None and art.id not in seen:
+        seen.add(art.id)
+        if art.meta.get("stage") == "prune":
+            return {"name": art.name, "metadata": art.meta.get("metadata", {})}
+        art = variants.get((art.meta.get("parent") or {}).get("name"))
+    return None
+
+
 def candidates_of(variants: dict[str, Artifact]) -> list[Candidate]:
     out = []
     for name, art in variants.items():
         info = {"format": art.format, "precision": art.precision, "stage": art.meta.get("stage"),
                 "parent": (art.meta.get("parent") or {}).get("name"), "artifact_id": art.id,
-                "metadata": art.meta.get("metadata", {}), "validation": art.meta.get("validation")}
+                "metadata": art.meta.get("metadata", {}), "validation": art.meta.get("validation"),
+                "pruned_by": _pruned_by(variants, art)}
         out.append(Candidate(name=name, path=art.path, runner=art.format, info=info))
     return out
 

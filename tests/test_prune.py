@@ -238,6 +238,7 @@ def test_sweep_prunes_recovers_exports_and_quantises_each_ratio(tiny_recipe, tmp
     assert outcome.variants["onnx-0.5"].meta["validation"]["max_abs_logit_diff"] < 1e-3   # ONNX vs its pruned parent
     by_name = {v["name"]: v for v in outcome.results["variants"]}
     assert by_name["int8-0.5"]["params"] < by_name["pytorch-fp32"]["params"]
+    assert by_name["int8-0.5"]["pruned_by"]["name"] == "pruned-0.5" and by_name["pytorch-fp32"]["pruned_by"] is None
     assert by_name["onnx-0.5"]["macs"]["len32"] < by_name["pytorch-fp32"]["macs"]["len32"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Pruning" in report and "recovered-0.5" in report and "right after pruning" in report

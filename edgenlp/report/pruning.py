@@ -12,12 +12,15 @@ MB = 1e6
 
 
 def _prune_ancestor(results: dict, variant: dict) -> dict | None:
+    """`pruned_by` as the pipeline recorded it; for older results, the lineage among the measured variants."""
+    if "pruned_by" in variant:
+        return variant["pruned_by"]
     by_name = {v["name"]: v for v in results["variants"]}
     seen = set()
     while variant is not None and variant["name"] not in seen:
         seen.add(variant["name"])
         if variant.get("stage") == "prune":
-            return variant
+            return {"name": variant["name"], "metadata": variant.get("metadata") or {}}
         variant = by_name.get(variant.get("parent"))
     return None
 
