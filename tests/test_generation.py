@@ -322,3 +322,25 @@ def test_hqq_int4_sets_the_asked_accuracy_level(tiny_gpt2_run, tmp_path):
     from edgenlp.runtime import CausalLM
 
     assert len(CausalLM(tmp_path).generate("the movie", 4).token_ids) == 4
+
+
+def test_a_kv_cache_that_forgets_the_past_is_caught():
+    """Teacher-forced agreement between cached and uncached generation: exact for a sound cache, near chance otherwise."""
+    from edgenlp.tasks.generation import _cache_agreement
+
+    class RunningSum:  # the next token is the sum of every token seen so far, mod 7
+        def __init__(self, forgets: bool):
+            self.forgets = forgets
+
+        def step(self, ids, past):
+            seen = [] if past is None or self.forgets else list(past)
+            rows = []
+            for token in ids[0].tolist():
+                seen.append(token)
+                row = np.zeros(7)
+                row[sum(seen) % 7] = 1.0
+                rows.append(row)
+            return np.asarray([rows]), seen
+
+    assert _cache_agreement(RunningSum(forgets=False), [1, 2, 3], 8) == 1.0
+    assert _cache_agreement(RunningSum(forgets=True), [1, 2, 3], 8) < 0.5

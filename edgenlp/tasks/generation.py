@@ -167,6 +167,15 @@ def _prompt_ids(model, text: str, limit: int = PROMPT_WORDS) -> list[int]:
     return model.encode(text)[:limit]
 
 
+def _cache_agreement(model, prompt: list[int], n: int) -> float:
+    """Share of the tokens generated with the KV cache that the uncached model, given the same text,
+    also predicts (teacher-forced, so one rounding difference does not derail the rest)."""
+    generated = greedy(model, prompt, n)
+    full = np.asarray([prompt + generated[:-1]], dtype=np.int64)
+    predicted = model.step(full, None)[0][0, len(prompt) - 1:].argmax(-1).tolist()
+    return sum(a == b for a, b in zip(predicted, generated)) / len(generated)
+
+
 def check_against_parent(parent, child, texts: list[str], settings) -> dict:
     """FP32: greedy tokens identical, logits within `atol`, cached and uncached paths agree.
     Quantised: top-1 agreement at least `min_label_agreement`, greedy share stated."""
@@ -185,15 +194,18 @@ def check_against_parent(parent, child, texts: list[str], settings) -> dict:
     stats = fidelity(new, ids, window, max(1, window // 2), reference=ref)
     chunk = np.asarray([ids[:window]], dtype=np.int64)
     max_diff = float(np.abs(ref.step(chunk, None)[0] - new.step(chunk, None)[0]).max())
-    cached = greedy(new, prompts[0], min(16, steps))
-    uncached = greedy(new, prompts[0], min(16, steps), use_cache=False)
+    cache_agreement = _cache_agreement(new, prompts[0], min(16, steps))
+    # FP32 must match exactly. Dynamic INT8 scales activations per call, so one token at a time (cached)
+    # and the whole sequence (uncached) round differently; a mis-wired cache still shows as near-chance agreement.
+    needed = 1.0 if child.precision == "fp32" else settings.min_label_agreement
     result = {"examples": len(prompts), "parent": parent.name, "greedy_tokens": steps,
               "greedy_identical": sum(same) / len(same), "max_abs_logit_diff": max_diff,
               "top1_agreement": stats["top1_agreement"], "kl_mean": stats["kl_mean"],
-              "cache_agrees": cached == uncached}
+              "cache_agreement": cache_agreement, "cache_agrees": cache_agreement >= needed}
     if not result["cache_agrees"]:
-        raise ValidationFailed(f"{child.name}: generation with the KV cache differs from generation without it: "
-                               "the export's past_key_values are wired wrongly; re-export, or report it")
+        raise ValidationFailed(f"{child.name}: generation with the KV cache agrees with generation without it on only "
+                               f"{cache_agreement:.0%} of tokens (< {needed:.0%}): the export's past_key_values are "
+                               "wired wrongly; re-export, or report it")
     if child.precision == "fp32":
         result.update(check="greedy+logits", atol=settings.atol,
                       summary=f"greedy {steps} tokens identical for {sum(same)}/{len(same)} prompts, max |Δlogit| "
@@ -207,7 +219,8 @@ def check_against_parent(parent, child, texts: list[str], settings) -> dict:
         result.update(check="top1_agreement", min_top1_agreement=settings.min_label_agreement,
                       summary=f"top-1 agreement {100 * stats['top1_agreement']:.1f}% (minimum "
                               f"{100 * settings.min_label_agreement:.0f}%), mean KL {stats['kl_mean']:.4f}, greedy "
-                              f"{steps} tokens identical for {sum(same)}/{len(same)} prompts, cached = uncached")
+                              f"{steps} tokens identical for {sum(same)}/{len(same)} prompts, cached = uncached on "
+                              f"{100 * cache_agreement:.0f}% of tokens")
         if stats["top1_agreement"] < settings.min_label_agreement:
             raise ValidationFailed(f"{child.name}: agrees with {parent.name} on only {stats['top1_agreement']:.1%} of "
                                    f"next tokens (< {settings.min_label_agreement:.0%}): keep sensitive nodes in float "
