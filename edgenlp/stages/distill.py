@@ -52,6 +52,10 @@ def teacher_path(parent: Artifact, config: Config) -> Path:
     return path
 
 
+def _depth_and_width(config) -> tuple[int, int]:
+    return config.num_hidden_layers, config.hidden_size  # GPT-2's config maps n_layer and n_embd to these
+
+
 class Distillation:
     """The training objective: soft labels from the teacher plus the task loss (and hidden states)."""
 
@@ -70,11 +74,9 @@ class Distillation:
         if s.vocab_size != t.vocab_size or getattr(s, "num_labels", None) != getattr(t, "num_labels", None):
             raise ArtifactError(f"the teacher {self.teacher_path} predicts other outputs than the student "
                                 "(vocabulary or labels differ): distil from the model the student was made from")
-        if self.config.hidden_weight:
-            layers = lambda c: (getattr(c, "num_hidden_layers", None) or c.n_layer, getattr(c, "hidden_size", None) or c.n_embd)  # noqa: E731
-            if layers(s) != layers(t):
-                raise RecipeError(f"hidden-state matching needs as many layers and the same hidden size in student "
-                                  f"{layers(s)} and teacher {layers(t)}: set hidden_weight: 0")
+        if self.config.hidden_weight and _depth_and_width(s) != _depth_and_width(t):
+            raise RecipeError(f"hidden-state matching needs as many layers and the same hidden size in student "
+                              f"{_depth_and_width(s)} and teacher {_depth_and_width(t)}: set hidden_weight: 0")
 
     def __call__(self, student, batch):
         import torch
