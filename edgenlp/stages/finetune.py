@@ -93,7 +93,7 @@ def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage
     trainer = task.Trainer(parent.path, task.load_data(config.data), config)
     metric = config.metric or trainer.METRIC
     if metric not in trainer.METRICS:
-        raise RecipeError(f"finetune metric '{metric}' is not one of {', '.join(trainer.METRICS)} for {task.NAME}")
+        raise RecipeError(f"{stage} metric '{metric}' is not one of {', '.join(trainer.METRICS)} for {task.NAME}")
     better = (lambda a, b: a > b) if trainer.METRICS[metric] else (lambda a, b: a < b)
     model = trainer.model
     if objective is not None and hasattr(objective, "start"):
@@ -143,11 +143,12 @@ def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                loss_value = float(loss.detach())
                 log["steps"].append({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                                     "loss": round(float(loss), 5), "lr": scheduler.get_last_lr()[0],
+                                     "loss": round(loss_value, 5), "lr": scheduler.get_last_lr()[0],
                                      **getattr(objective, "parts", {})})
                 shown = "-" if best_score is None else f"{best_score:.3f}"
-                advance(1, description=f"training (loss {float(loss):.3f}, best {metric} {shown})")
+                advance(1, description=f"training (loss {loss_value:.3f}, best {metric} {shown})")
                 if step % config.eval_every == 0 and (stop := run_eval()):
                     break
                 if step >= total_steps:
