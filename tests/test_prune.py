@@ -242,6 +242,9 @@ def test_sweep_prunes_recovers_exports_and_quantises_each_ratio(tiny_recipe, tmp
     assert by_name["onnx-0.5"]["macs"]["len32"] < by_name["pytorch-fp32"]["macs"]["len32"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Pruning" in report and "recovered-0.5" in report and "right after pruning" in report
+    table = report.split("## Pruning")[1].splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("| variant"))
+    assert table[header].count("|") == table[header + 1].count("|") == table[header + 2].count("|")
     page = (tmp_path / "run" / "report.html").read_text()
     assert "<h2>Pruning</h2>" in page and "Pruning: quality against size" in page
 

@@ -73,16 +73,16 @@ def markdown_section(results: dict) -> list[str]:
              f"Heads and feed-forward channels removed by `prune`; {task.QUALITY.label} and {task.SPEED[0]} "
              f"({results['profiles'][0]['name']}) as measured above. MACs: multiply-accumulates of one pass.", "",
              "| variant | pruned by | ratio | heads per layer | non-embedding params | params | "
-             + " | ".join(f"MACs {k}" for k in lengths) + f" | {task.QUALITY.metric} | {task.SPEED[0]} | size MB |",
+             + "".join(f"MACs {k} | " for k in lengths) + f"{task.QUALITY.metric} | {task.SPEED[0]} | size MB |",
              "|---|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|"]
     for r in table:
-        kept = f" ({100 * r['non_embedding_kept']:.0f}%)" if r["non_embedding_kept"] else ""
+        kept = f" ({100 * r['non_embedding_kept']:.0f}% kept)" if r["non_embedding_kept"] else ""
         lines.append(f"| `{r['name']}` | {r['pruned_by'] or '-'} | {_fmt(r['ratio'], 'g')} "
                      f"{'(' + r['mode'] + ', ' + r['importance'] + ')' if r['mode'] else ''} | "
                      f"{','.join(map(str, r['layer_heads'])) if r['layer_heads'] else '-'} | "
                      f"{_fmt(r['non_embedding_parameters'], ',')}{kept} | {_fmt(r['parameters'], ',')} | "
-                     + " | ".join(_fmt(r["macs"].get(k), ",") for k in lengths)
-                     + f" | {_fmt(r['quality'], '.4g')} | {_fmt(r['speed'], '.3g')} | {r['size_mb']:.1f} |")
+                     + "".join(f"{_fmt(r['macs'].get(k), ',')} | " for k in lengths)
+                     + f"{_fmt(r['quality'], '.4g')} | {_fmt(r['speed'], '.3g')} | {r['size_mb']:.1f} |")
     rec = recovery(results)
     if rec:
         lines += ["", "Recovery by distillation (validation split):", "",
