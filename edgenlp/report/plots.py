@@ -93,12 +93,13 @@ def quality_vs_speed(results: dict) -> str:
 
 def quality_vs_size(results: dict) -> str | None:
     """Pruned runs only: the task's quality against size on disk, each point labelled with its parameters."""
+    from ..bench.selection import task_of
     from . import pruning
 
     rows = pruning.rows(results)
     if not rows:
         return None
-    task = task_of_results(results)
+    task = task_of(results)
     plt, fig = _figure()
     ax = fig.add_subplot(111)
     for r in rows:
@@ -109,12 +110,6 @@ def quality_vs_size(results: dict) -> str | None:
     ax.set_ylabel(task.QUALITY.label)
     ax.set_title("Quality against size (red: pruned lineage; label: parameters)")
     return _encode(plt, fig)
-
-
-def task_of_results(results: dict):
-    from ..bench.selection import task_of
-
-    return task_of(results)
 
 
 def sizes(results: dict) -> str:

@@ -19,6 +19,7 @@ import math
 import random
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 from pydantic import Field
@@ -50,7 +51,6 @@ class Config(StageConfig):
     data: data_module.DataSpec | None = None
     """Where calibration batches come from (a recipe fills in its own data); only Taylor reads it."""
     task: str | None = None
-    max_eval_examples: int | None = Field(1, ge=1)  # the task's Trainer also encodes a validation sample
     seed: int = 0
 
 
@@ -173,7 +173,9 @@ def _load(parent: Artifact, config: Config):
         if config.data is None:
             raise DataError("Taylor importance ranks heads by the loss on calibration batches from a training "
                             "split: give data (--data, or the recipe's data), or use --importance magnitude")
-        trainer = task.Trainer(parent.path, task.load_data(config.data), config)
+        # the task's Trainer gives the training batches; it also encodes a validation sample, kept to one
+        trainer_settings = SimpleNamespace(max_length=config.max_length, max_eval_examples=1, seed=config.seed)
+        trainer = task.Trainer(parent.path, task.load_data(config.data), trainer_settings)
         labels, own = getattr(trainer, "labels", None), parent.labels()
         named = own and not all(label.startswith("LABEL_") for label in own)  # transformers' placeholders
         if labels and named and sorted(labels) != sorted(own):
