@@ -197,8 +197,8 @@ class CausalLM(TextGenerator):
         self._tok.no_truncation()
 
     # -- the model -----------------------------------------------------------------------------
-    def step(self, ids: np.ndarray, past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward pass: logits for `ids` given the cache of everything before them."""
+    def feed(self, ids: np.ndarray, past: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The graph's inputs for `ids` (batch, n) after the cached `past` (None: an empty cache)."""
         batch, n = ids.shape
         if past is None:
             past = [np.zeros((batch, heads, 0, size), dtype=self._past_dtype) for heads, size in self._past_shapes]
@@ -210,7 +210,11 @@ class CausalLM(TextGenerator):
                 **dict(zip(self.past_names, past))}
         if "position_ids" in self.model.input_names:
             feed["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :].repeat(batch, 0)
-        outputs = self.model.session.run(["logits", *self.present_names], feed)
+        return feed
+
+    def step(self, ids: np.ndarray, past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass: logits for `ids` given the cache of everything before them."""
+        outputs = self.model.session.run(["logits", *self.present_names], self.feed(ids, past))
         return outputs[0], outputs[1:]
 
     def encode(self, text: str) -> list[int]:

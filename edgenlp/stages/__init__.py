@@ -40,6 +40,7 @@ _MODULES = {
     "export": "edgenlp.stages.export",
     "optimize-graph": "edgenlp.stages.optimize_graph",
     "quantize": "edgenlp.stages.quantize",
+    "quantize-static": "edgenlp.stages.quantize_static",
     "quantize-int4": "edgenlp.stages.quantize_int4",
 }
 STAGE_NAMES = tuple(_MODULES)

@@ -15,16 +15,19 @@ with every variant, and `reduce_range: true` remains a recipe setting.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
 from ..artifact import Artifact, StageOutput, copy_support_files
 from ..errors import ArtifactError
 from ..hardware import cpu_info
+from ..quantization import preflight
 from . import StageConfig
 
 NAME = "quantize"
 LIBRARIES = ("onnx", "onnxruntime")
+log = logging.getLogger(__name__)
 ISAS = ("avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "generic")
 
 _MEASURED = ("measured on AVX2: 7-bit weights lost more label agreement (92.9% vs 97.0%) than 16-bit saturation "
@@ -46,7 +49,8 @@ class Config(StageConfig):
     isa: Literal["auto", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "generic"] = "auto"
     """Instruction set to tune for; `auto` reads it from this CPU."""
     per_channel: bool = False
-    """One scale per output channel instead of per tensor: sometimes more accurate, slightly larger."""
+    """One scale per output channel: measured on SST-2 MiniLM, 98.3% label agreement with FP32 against
+    97.0% per tensor, at the same speed (the default stays per tensor so existing variants keep their ids)."""
     reduce_range: bool | None = None
     """7-bit weights; None chooses from the instruction set."""
     op_types: list[str] = ["MatMul", "Gemm", "Gather"]
@@ -70,6 +74,9 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     config = resolve(config)
+    advice = preflight.advise(config.isa, reduce_range=config.reduce_range, per_channel=config.per_channel)
+    for warning in advice["warnings"]:
+        log.warning("preflight: %s", warning)
     quantize_dynamic(
         str(parent.onnx_path), str(workdir / "model.onnx"),
         weight_type=QuantType.QInt8, per_channel=config.per_channel, reduce_range=config.reduce_range,
@@ -78,12 +85,6 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     copy_support_files(parent.path, workdir)
-    quantized = onnx.load(str(workdir / "model.onnx"), load_external_data=False)
-    counts: dict[str, int] = {}
-    for node in quantized.graph.node:
-        if node.op_type in ("MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear", "QAttention",
-                            "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"):
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return StageOutput(format="onnx", task=parent.task, precision="int8", metadata={
         "mode": config.mode,
         "isa": config.isa,
@@ -95,5 +96,21 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         "op_types": config.op_types,
         "reason": _REASONS[config.isa] + ("" if config.reduce_range == REDUCE_RANGE[config.isa]
                                           else f" (reduce_range={config.reduce_range} set by the recipe)"),
-        "quantized_nodes": counts,
+        "nodes_in_float": config.nodes_to_exclude,
+        "preflight": advice,
+        "quantized_nodes": quantized_node_counts(workdir / "model.onnx"),
     })
+
+
+QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear", "QuantizeLinear", "QAttention",
+                 "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm")
+
+
+def quantized_node_counts(model_path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

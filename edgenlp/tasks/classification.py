@@ -331,6 +331,49 @@ def metric(results: dict, variant: dict, name: str, profile: str) -> float | Non
     return None
 
 
+# -- static quantisation and the accuracy-budget search (torch-free) ------------------------------
+
+def calibration_batches(dataset, model_dir, samples: int, batch_size: int, seed: int = 0):
+    """`samples` training texts as graph feeds, in batches of similar length (less padding), streamed."""
+    from ..quantization.calibration import check_sample_count, graph_input_names
+    from ..runtime import TextTokenizer, onnx_file
+
+    texts = dataset.train.sample(samples, seed).texts
+    check_sample_count(len(texts), samples, f"the training split of {dataset.name}")
+    tokenizer = TextTokenizer(model_dir)
+    names = graph_input_names(onnx_file(model_dir))
+    lengths = tokenizer.lengths(texts)
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+
+    def stream():
+        for start in range(0, len(order), batch_size):
+            encoded = tokenizer.encode([texts[i] for i in order[start:start + batch_size]])
+            yield {k: v for k, v in encoded.items() if k in names}
+
+    return stream()
+
+
+def tuning_set(dataset, model_labels: list[str], limit: int | None, seed: int = 0) -> EvalSet:
+    """The split carved from the training data (`validation`), never the test split."""
+    split = dataset.aligned_to(model_labels).validation.sample(limit, seed)
+    return EvalSet(split.texts, split.labels, dataset.aligned_to(model_labels).labels, name=f"{dataset.name}/tuning")
+
+
+def tuning_quality(model_dir, tuning: EvalSet, threads: int = 1) -> float:
+    """Accuracy (%) of an ONNX variant on the tuning split, one text at a time as deployed."""
+    from ..runtime import TextClassifier
+
+    classifier = TextClassifier(model_dir, threads=threads)
+    hits = sum(int(classifier.logits(classifier.tokenizer.encode([t]))[0].argmax()) == y
+               for t, y in zip(tuning.texts, tuning.labels))
+    return 100.0 * hits / max(1, len(tuning.texts))
+
+
+def quality_drop(reference: float, value: float) -> float:
+    """Accuracy points lost against the reference."""
+    return reference - value
+
+
 # -- training -------------------------------------------------------------------------------------
 
 class Trainer:

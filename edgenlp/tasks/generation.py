@@ -599,6 +599,53 @@ def figures(results: dict) -> list[tuple[str, str | None]]:
     return [("Perplexity against decode latency, with the Pareto front", plots.quality_vs_speed(results))]
 
 
+# -- static quantisation and the accuracy-budget search (torch-free) ------------------------------
+
+CALIBRATION_WINDOW = 128
+TUNING_TOKENS = 8192
+
+
+def calibration_batches(corpus, model_dir, samples: int, batch_size: int, seed: int = 0):
+    """`samples` windows of training text as prompt feeds (empty KV cache), streamed batch by batch."""
+    from ..quantization.calibration import check_sample_count
+    from ..runtime.generation import CausalLM
+
+    model = CausalLM(model_dir)
+    window = min(CALIBRATION_WINDOW, model.context)
+    ids: list[int] = []
+    for doc in corpus.train:
+        ids.extend(model.encode(doc) + ([model.eos_id] if model.eos_id is not None else []))
+        if len(ids) >= samples * window:
+            break
+    windows = [ids[i:i + window] for i in range(0, len(ids) - window + 1, window)][:samples]
+    check_sample_count(len(windows), samples, f"the training text of {corpus.name} ({window}-token windows)")
+
+    def stream():
+        for start in range(0, len(windows), batch_size):
+            yield model.feed(np.asarray(windows[start:start + batch_size], dtype=np.int64))
+
+    return stream()
+
+
+def tuning_set(corpus, model_labels=None, limit: int | None = None, seed: int = 0) -> str:
+    """The validation text carved from the training corpus (the search never reads the test split)."""
+    return "\n\n".join(corpus.validation)
+
+
+def tuning_quality(model_dir, tuning: str, threads: int = 1, tokens: int = TUNING_TOKENS) -> float:
+    """Perplexity of an ONNX decoder on the first `tokens` tokens of the tuning text."""
+    from ..runtime.generation import CausalLM
+
+    model = CausalLM(model_dir, threads=threads)
+    window = min(model.context, 256)
+    return fidelity(model, model.encode(tuning)[:tokens], window, window // 2)["perplexity"]
+
+
+def quality_drop(reference: float, value: float) -> float:
+    """Perplexity increase in % against the reference."""
+    return 100.0 * (value / reference - 1.0)
+
+
 # -- training -------------------------------------------------------------------------------------
 
 class Trainer:
