@@ -43,7 +43,7 @@ def _guarded(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except EdgeNLPError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_USER_ERROR)
+            raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
         except KeyboardInterrupt:
             err_console.print("interrupted: finished variants are kept; rerun to continue")
             raise typer.Exit(130)
@@ -167,6 +167,7 @@ def optimize(
     max_latency_ms: Optional[float] = MAX_LATENCY,
     max_size_mb: Optional[float] = MAX_SIZE,
     fail_if: Optional[str] = FAIL_IF,
+    search: Optional[bool] = typer.Option(None, "--search/--no-search", help="With --max-accuracy-drop: search quantisation settings and nodes to keep in float (default: the recipe's search.enabled, on)."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Fine-tune (if needed), export, optimise, quantise, validate and benchmark every variant."""
@@ -177,6 +178,8 @@ def optimize(
     recipe = recipe_module.load(recipe_file) if recipe_file else recipe_module.default()
     recipe = recipe.model_copy(update={"selection": _selection(recipe.selection, max_accuracy_drop, max_latency_ms,
                                                                max_size_mb, fail_if)})
+    if search is not None:
+        recipe = recipe.model_copy(update={"search": recipe.search.model_copy(update={"enabled": search})})
     updates: dict = {}
     if model:
         updates["model"] = model

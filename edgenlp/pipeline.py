@@ -14,14 +14,14 @@ from pathlib import Path
 
 from types import ModuleType
 
-from . import models, stages, tasks
+from . import models, search, stages, tasks
 from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
 from .bench.profiles import load as load_profile
 from .errors import BenchError, EdgeNLPError
 from .fsio import FolderLock, write_json_atomic
-from .recipe import Recipe, SelectionSettings
+from .recipe import Recipe, SelectionSettings, VariantSpec
 from .report import html, markdown
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,15 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
     dataset = task.load_data(recipe.data)
     with FolderLock(out_dir):
         variants, reused = build_variants(recipe, out_dir, dataset, source, task)
+        found = None
+        budget = recipe.selection.max_accuracy_drop
+        if bench and budget is not None and recipe.search.enabled:
+            found = search.run(recipe, out_dir, dataset, task, variants, budget)
+            if found.variants:
+                extended = recipe.model_copy(update={"variants": [*recipe.variants,
+                                                                  *(VariantSpec(**v) for v in found.variants)]})
+                variants, again = build_variants(extended, out_dir, dataset, source, task)
+                reused += [name for name in again if name in found.shortlist]
         results = None
         if bench:
             candidates = candidates_of(variants)
@@ -154,7 +163,16 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
             results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
                               "task": task.NAME, "data": dataset.describe()}
             results["training"] = training_logs(variants)
+            if found is not None:
+                results["search"] = found.to_json()
             publish(results, out_dir, recipe.selection)
+        if found is not None and not found.shortlist:
+            closest = found.closest()
+            near = (f"closest: {closest.base}.{closest.label}, {closest.tuning_drop:.2f} {found.drop_unit} on the tuning "
+                    "split" if closest else "no trial could be scored")
+            raise search.BudgetNotMet(f"no variant keeps the quality budget of {budget:g} {found.drop_unit} ({near}): "
+                                      "raise --max-accuracy-drop, or widen the recipe's search; finished variants and "
+                                      f"the report are kept in {out_dir}")
     return RunOutcome(out_dir, variants, reused, results)
 
 

@@ -36,6 +36,7 @@ from .bench.harness import BenchSettings
 from .data import DataSpec
 from .errors import EdgeNLPError, RecipeError
 from .models import ScratchModel
+from .search import SearchSettings
 
 
 class VariantSpec(BaseModel):
@@ -85,6 +86,8 @@ class Recipe(BaseModel):
     validation: ValidationSettings = ValidationSettings()
     bench: BenchSettings = BenchSettings()
     selection: SelectionSettings = SelectionSettings()
+    search: SearchSettings = SearchSettings()
+    """The accuracy-budget search that `selection.max_accuracy_drop` starts (see `search.py`)."""
 
     @model_validator(mode="before")
     @classmethod

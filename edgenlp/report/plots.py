@@ -214,3 +214,23 @@ def training_curves(results: dict) -> str | None:
         more = twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
     return _encode(plt, fig)
+
+
+def sensitivity_ranking(results: dict, shown: int = 20) -> str | None:
+    """Per analysed base and mode: the most damaging nodes when quantised alone (KL from FP32, log scale)."""
+    from .search import sensitivity_rows
+
+    panels = sensitivity_rows(results)
+    if not panels:
+        return None
+    plt, fig = _figure(6.4 * min(len(panels), 2), 0.28 * shown + 1.2)
+    for i, panel in enumerate(panels[:2]):
+        ax = fig.add_subplot(1, min(len(panels), 2), i + 1)
+        rows = panel["rows"][:shown][::-1]
+        names = [r["node"].replace("/bert/encoder/", "").replace("/transformer/", "")[-38:] for r in rows]
+        ax.barh(range(len(rows)), [max(r["kl_mean"], 1e-12) for r in rows], color="tab:red")
+        ax.set_yticks(range(len(rows)), names, fontsize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel("KL divergence from FP32 (node quantised alone)")
+        ax.set_title(f"{panel['base']}, {panel['mode']}", fontsize=9)
+    return _encode(plt, fig)

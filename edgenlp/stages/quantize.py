@@ -65,25 +65,40 @@ def resolve(config: Config) -> Config:
     return config.model_copy(update={"isa": isa, "reduce_range": reduce_range})
 
 
-def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
+def _check_parent(parent: Artifact) -> None:
     if parent.format != "onnx":
         raise ArtifactError(f"quantize needs an ONNX variant, but {parent.path} is {parent.format}")
     if parent.precision != "fp32":
         raise ArtifactError(f"{parent.path} is already {parent.precision}: quantise an FP32 ONNX variant")
+
+
+def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None) -> None:
+    """Write the dynamically quantised parent to `out`; `only`: quantise just these nodes."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from ..quantization.calibration import quantisable_nodes
+
+    unknown = sorted(set(config.nodes_to_exclude) - set(quantisable_nodes(parent.onnx_path, config.op_types)))
+    if unknown:
+        raise ArtifactError(f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {config.op_types} "
+                            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names")
+    quantize_dynamic(
+        str(parent.onnx_path), str(out),
+        weight_type=QuantType.QInt8, per_channel=config.per_channel, reduce_range=config.reduce_range,
+        op_types_to_quantize=config.op_types, nodes_to_exclude=config.nodes_to_exclude, nodes_to_quantize=only,
+        # Fused contrib ops (from optimize-graph) have no ONNX shape inference; FP32 is their type.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
+    _check_parent(parent)
     config = resolve(config)
     advice = preflight.advise(config.isa, reduce_range=config.reduce_range, per_channel=config.per_channel)
     for warning in advice["warnings"]:
         log.warning("preflight: %s", warning)
-    quantize_dynamic(
-        str(parent.onnx_path), str(workdir / "model.onnx"),
-        weight_type=QuantType.QInt8, per_channel=config.per_channel, reduce_range=config.reduce_range,
-        op_types_to_quantize=config.op_types, nodes_to_exclude=config.nodes_to_exclude,
-        # Fused contrib ops (from optimize-graph) have no ONNX shape inference; FP32 is their type.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    quantize_file(parent, config, workdir / "model.onnx")
     copy_support_files(parent.path, workdir)
     return StageOutput(format="onnx", task=parent.task, precision="int8", metadata={
         "mode": config.mode,

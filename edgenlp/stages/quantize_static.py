@@ -80,6 +80,21 @@ def calibrate(parent: Artifact, config: Config) -> calibration.Calibration:
                                  symmetric=symmetric, percentile=config.percentile, cache_key=key)
 
 
+def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None,
+                  calib: calibration.Calibration | None = None) -> calibration.Calibration:
+    """Write the statically quantised parent to `out`; `only`: quantise just these nodes."""
+    calib = calib or calibrate(parent, config)
+    unknown = sorted(set(config.nodes_to_exclude) - set(calibration.quantisable_nodes(parent.onnx_path, config.op_types)))
+    if unknown:
+        raise ArtifactError(f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {config.op_types} "
+                            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names")
+    calibration.quantize_qdq(parent.onnx_path, out, calib, op_types=config.op_types,
+                             per_channel=config.per_channel, reduce_range=config.reduce_range,
+                             activation=config.activation, activation_symmetric=config.activation_symmetric,
+                             nodes_to_exclude=config.nodes_to_exclude, nodes_to_quantize=only)
+    return calib
+
+
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     if parent.format != "onnx":
         raise ArtifactError(f"quantize-static needs an ONNX variant, but {parent.path} is {parent.format}")
@@ -90,15 +105,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
                               per_channel=config.per_channel)
     for warning in advice["warnings"]:
         log.warning("preflight: %s", warning)
-    calib = calibrate(parent, config)
-    unknown = sorted(set(config.nodes_to_exclude) - set(calibration.quantisable_nodes(parent.onnx_path, config.op_types)))
-    if unknown:
-        raise ArtifactError(f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {config.op_types} "
-                            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names")
-    calibration.quantize_qdq(parent.onnx_path, workdir / "model.onnx", calib, op_types=config.op_types,
-                             per_channel=config.per_channel, reduce_range=config.reduce_range,
-                             activation=config.activation, activation_symmetric=config.activation_symmetric,
-                             nodes_to_exclude=config.nodes_to_exclude)
+    calib = quantize_file(parent, config, workdir / "model.onnx")
     copy_support_files(parent.path, workdir)
     return StageOutput(format="onnx", task=parent.task, precision="int8", metadata={
         "mode": "static",

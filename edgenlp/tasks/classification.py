@@ -374,6 +374,24 @@ def quality_drop(reference: float, value: float) -> float:
     return reference - value
 
 
+def screen_latency(model_dir, tuning: EvalSet, threads: int, n: int = 60, repeats: int = 3) -> float:
+    """Batch-1 p50 (ms) at real lengths on `n` tuning texts: a short first look, to shortlist candidates
+    for the harness, which measures them properly."""
+    from ..runtime import TextClassifier
+
+    classifier = TextClassifier(model_dir, threads=threads)
+    encoded = [classifier.tokenizer.encode([t]) for t in tuning.texts[:n]]
+    for x in encoded[:5]:
+        classifier.logits(x)
+    times = []
+    for _ in range(repeats):
+        for x in encoded:
+            t0 = time.perf_counter_ns()
+            classifier.logits(x)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+    return float(np.median(times))
+
+
 # -- training -------------------------------------------------------------------------------------
 
 class Trainer:

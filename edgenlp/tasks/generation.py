@@ -646,6 +646,25 @@ def quality_drop(reference: float, value: float) -> float:
     return 100.0 * (value / reference - 1.0)
 
 
+def screen_latency(model_dir, tuning: str, threads: int, prompt_tokens: int = 32, new_tokens: int = 32) -> float:
+    """Per-token decode p50 (ms) with the KV cache after a prompt of tuning text: a short first look,
+    to shortlist candidates for the harness, which measures them properly."""
+    from ..runtime.generation import CausalLM
+
+    model = CausalLM(model_dir, threads=threads)
+    prompt = model.encode(tuning)[:prompt_tokens]
+    new_tokens = min(new_tokens, model.context - len(prompt))
+    times = []
+    for _ in range(3):
+        logits, past = model.step(np.asarray([prompt], dtype=np.int64), None)
+        for _ in range(new_tokens):
+            token = np.asarray([[int(logits[0, -1].argmax())]], dtype=np.int64)
+            t0 = time.perf_counter_ns()
+            logits, past = model.step(token, past)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+    return float(np.median(times))
+
+
 # -- training -------------------------------------------------------------------------------------
 
 class Trainer:

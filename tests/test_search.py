@@ -1,0 +1,146 @@
+"""The accuracy-budget search: sensitivity, fallback to float, shortlisting, selection on the tuning split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgenlp import pipeline, recipe, search
+from edgenlp.bench import selection
+from edgenlp.quantization import sensitivity
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_recipe, tmp_path_factory):
+    """A tiny run with a 5-point budget and a small search space."""
+    import os
+
+    os.environ["EDGENLP_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    spec = {**tiny_recipe,
+            "selection": {"max_accuracy_drop": 5.0},
+            "search": {"modes": ["dynamic", "static"], "calibrators": ["minmax", "percentile"], "per_channel": [True],
+                       "embeddings": [True, False], "calibration_samples": 16, "tuning_examples": 24,
+                       "sensitivity_examples": 12, "probe_samples": 8, "measure_top": 2}}
+    out = tmp_path_factory.mktemp("searched")
+    return pipeline.run(recipe.parse(spec), out), out, spec
+
+
+def test_search_scores_every_setting_on_the_tuning_split_and_measures_the_fastest(searched):
+    outcome, out, _ = searched
+    found = outcome.results["search"]
+    trials = found["trials"]
+    labels = {t["label"] for t in trials}
+    assert {"dynamic-per-channel", "static-minmax-per-channel", "static-percentile-per-channel-float-embeddings",
+            "dynamic-per-channel-float-embeddings"} <= labels
+    assert found["tuning"]["split"].startswith("validation") and found["tuning"]["examples"] > 0
+    assert all(t["tuning_quality"] is not None and t["latency_look_ms"] > 0 for t in trials if t["status"] != "failed")
+    assert len(found["shortlist"]) == 2
+    measured = {v["name"] for v in outcome.results["variants"]}
+    assert set(found["shortlist"]) <= measured  # built as ordinary variants and measured by the harness
+    sel = outcome.results["selection"]
+    assert sel["selected"] in found["shortlist"] and "tuning split" in sel["quality_judged_on"]
+    assert sel["rejected"]["onnx-int8-dynamic"] == "not a candidate of the accuracy-budget search"
+    fastest = min(found["shortlist"], key=lambda n: selection.metric(outcome.results, next(
+        v for v in outcome.results["variants"] if v["name"] == n), "p50_ms"))
+    assert sel["selected"] == fastest  # by the harness's measurement, not the latency look
+    for t in trials:  # calibrators that leave the same nodes quantised share one graph
+        if t["status"] == "same-graph":
+            assert "only the scales differ" in t["reason"]
+    assert json.loads((out / "search" / "trials.json").read_text())
+
+
+def test_sensitivity_ranks_every_quantisable_node_of_the_reference(searched):
+    from edgenlp.quantization.calibration import quantisable_nodes
+
+    outcome, _, _ = searched
+    ranked = outcome.results["search"]["sensitivity"]["onnx-fp32"]
+    nodes = quantisable_nodes(outcome.variants["onnx-fp32"].onnx_path, ["MatMul", "Gemm", "Gather"])
+    assert len(nodes) >= 2 * 8 + 3  # per layer 6 weight + 2 attention MatMuls; the embedding tables
+    for mode in ("dynamic", "static"):
+        rows = ranked[mode]["rows"]
+        assert sorted(r["node"] for r in rows) == sorted(nodes)
+        assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+        assert all(a["kl_mean"] >= b["kl_mean"] for a, b in zip(rows, rows[1:]))
+        assert {"max_abs_diff", "tuning_quality", "quality_drop", "op_type"} <= set(rows[0])
+
+
+def test_a_rerun_scores_nothing_again(searched, monkeypatch):
+    outcome, out, spec = searched
+    calls = []
+    monkeypatch.setattr("edgenlp.tasks.classification.tuning_quality", lambda *a, **k: calls.append(a) or 0.0)
+    monkeypatch.setattr("edgenlp.tasks.classification.screen_latency", lambda *a, **k: calls.append(a) or 0.0)
+    again = pipeline.run(recipe.parse(spec), out)
+    assert calls == [] and again.results["search"]["shortlist"] == outcome.results["search"]["shortlist"]
+    assert set(again.results["search"]["shortlist"]) <= set(again.reused)
+
+
+def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
+    """Doubling until the budget holds, then bisecting: the fewest most-sensitive nodes in float."""
+    s = search.Search.__new__(search.Search)
+    s.settings = search.SearchSettings(max_float_nodes=None)
+    s.variants = {"base": type("A", (), {"onnx_path": tmp_path / "m.onnx"})()}
+    s.outcome = search.Outcome(1.0, "points", {}, 90.0)
+    order = [f"n{i}" for i in range(10)]
+    monkeypatch.setattr(s, "sensitivity", lambda base, mode: [{"node": n} for n in order], raising=False)
+    monkeypatch.setattr(search.calibration, "quantisable_nodes", lambda path, ops: order)
+    tried = []
+
+    def fake_trial(base, mode, calibrator, per_channel, embeddings, float_nodes):
+        tried.append(len(float_nodes))
+        drop = max(0, 3 - len(float_nodes)) * 1.0  # needs 3 nodes in float to lose at most 0 points
+        t = search.Trial(base, mode, "quantize", {"calibrator": calibrator, "per_channel": per_channel,
+                                                  "embeddings": embeddings}, list(float_nodes), f"k{len(float_nodes)}")
+        t.tuning_drop, t.status = drop, ("candidate" if drop <= 0.0 else "over-budget")
+        s.outcome.trials.append(t)
+        return t
+
+    monkeypatch.setattr(s, "_trial", fake_trial, raising=False)
+    first = fake_trial("base", "dynamic", None, False, True, [])
+    best = s._fall_back("base", first)
+    assert best.float_nodes == order[:3] and tried == [0, 1, 2, 4, 3]
+    assert next(t for t in s.outcome.trials if t.label == "k4").status == "superseded"
+
+
+def test_divergence_is_zero_for_equal_outputs_and_grows_with_error():
+    import numpy as np
+
+    a = [np.array([[1.0, 2.0, 3.0]])]
+    assert sensitivity.divergence(a, a)["kl_mean"] == 0.0
+    small = sensitivity.divergence(a, [a[0] + [0.0, 0.0, 0.1]])
+    big = sensitivity.divergence(a, [a[0] + [0.0, 0.0, 1.0]])
+    assert 0 < small["kl_mean"] < big["kl_mean"] and big["max_abs_diff"] == pytest.approx(1.0)
+
+
+def test_a_budget_no_variant_meets_names_the_closest_and_exits_one(tiny_recipe, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgenlp.cli import app
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+
+    def quality(folder, tuning, threads=1):  # every quantised model loses 50 points; the FP32 exports none
+        return 90.0 if (folder / "artifact.json").exists() else 40.0
+
+    monkeypatch.setattr("edgenlp.tasks.classification.tuning_quality", quality)
+    spec = {**tiny_recipe, "search": {"modes": ["dynamic"], "per_channel": [False], "embeddings": [True],
+                                      "tuning_examples": 8, "sensitivity": "needed", "max_float_nodes": 2,
+                                      "sensitivity_examples": 4, "probe_samples": 8}}
+    (tmp_path / "r.yaml").write_text(json.dumps(spec))
+    result = CliRunner().invoke(app, ["optimize", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"),
+                                      "--max-accuracy-drop", "1"])
+    assert result.exit_code == 1, result.output
+    assert "no variant keeps the quality budget of 1 points (closest: onnx-fp32.dynamic" in " ".join(result.output.split())
+    trials = json.loads((tmp_path / "run" / "results.json").read_text())["search"]["trials"]
+    assert [len(t["float_nodes"]) for t in trials] == [0, 1, 2] and all(t["status"] == "over-budget" for t in trials)
+    assert (tmp_path / "run" / "variants" / "onnx-int8-dynamic" / "model.onnx").exists()  # finished variants kept
+
+
+def test_report_shows_every_trial_and_the_sensitivity_ranking(searched):
+    outcome, out, _ = searched
+    md = (out / "report.md").read_text()
+    assert "## Accuracy-budget search" in md and "### Sensitivity: `onnx-fp32`, static minmax" in md
+    assert md.count("| `onnx-fp32` | ") >= len(outcome.results["search"]["trials"])
+    assert "(selected)" in md and "judged on the tuning split" in md
+    html = (out / "report.html").read_text()
+    assert "Quantisation sensitivity: the most damaging nodes" in html and "Accuracy-budget search" in html
