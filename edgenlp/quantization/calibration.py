@@ -19,7 +19,9 @@ search quantises many node subsets from one calibration.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import time
@@ -190,13 +192,14 @@ def calibrate(model_path: Path, batches: Iterable[dict], method: str, op_types: 
         calibrator.augment_graph()
         calibrator.create_inference_session()
         try:
-            for batch in batches:
-                calibrator.collect_data(_OneBatch(batch))
-                samples += int(next(iter(batch.values())).shape[0])
-                n_batches += 1
-            if not n_batches:
-                raise DataError("the calibration set is empty: give the recipe's data a training split with texts")
-            ranges = calibrator.compute_data()
+            with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints a line per batch
+                for batch in batches:
+                    calibrator.collect_data(_OneBatch(batch))
+                    samples += int(next(iter(batch.values())).shape[0])
+                    n_batches += 1
+                if not n_batches:
+                    raise DataError("the calibration set is empty: give the recipe's data a training split with texts")
+                ranges = calibrator.compute_data()
         except ValueError as exc:  # onnxruntime's own messages, e.g. a histogram it cannot bin
             raise ArtifactError(f"{method} calibration failed: {' '.join(str(exc).split())[:200]}: try another "
                                 "calibrator or leave the offending operator type out of op_types") from exc

@@ -35,8 +35,10 @@ class Config(StageConfig):
     calibrator: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = Field(256, ge=calibration.MIN_SAMPLES)
     """Training texts (or windows of training text) the activation ranges are computed from."""
-    calibration_batch_size: int = Field(16, ge=1)
-    """Texts per calibration batch: memory grows with this, not with calibration_samples."""
+    calibration_batch_size: int | None = Field(None, ge=1)
+    """Samples per calibration batch: memory grows with this, not with calibration_samples (None: the task's
+    default, 16 sentences for a classifier, 4 windows of 128 tokens for a language model, whose logits
+    over a 50k vocabulary are 26 MB a window)."""
     percentile: float = Field(99.999, gt=90, lt=100)
     """Percentile calibrator: the share of each tensor's values its range keeps."""
     per_channel: bool = True
@@ -70,12 +72,12 @@ def calibrate(parent: Artifact, config: Config) -> calibration.Calibration:
     """The parent's activation ranges for `config` (cached by content, so equal settings calibrate once)."""
     task = tasks.get(parent.task)
     dataset = task.load_data(config.data)
-    batches = task.calibration_batches(dataset, parent.path, config.calibration_samples,
-                                       config.calibration_batch_size, config.seed)
+    batch_size = config.calibration_batch_size or task.CALIBRATION_BATCH
+    batches = task.calibration_batches(dataset, parent.path, config.calibration_samples, batch_size, config.seed)
     symmetric = config.activation_symmetric or config.calibrator == "percentile"
     key = calibration.settings_key(parent.onnx_path, task.fingerprint(config.data), config.calibrator,
-                                   config.calibration_samples, config.calibration_batch_size, config.op_types,
-                                   symmetric, config.percentile)
+                                   config.calibration_samples, batch_size, config.op_types, symmetric,
+                                   config.percentile)
     return calibration.calibrate(parent.onnx_path, batches, config.calibrator, config.op_types,
                                  symmetric=symmetric, percentile=config.percentile, cache_key=key)
 

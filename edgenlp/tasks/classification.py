@@ -333,6 +333,9 @@ def metric(results: dict, variant: dict, name: str, profile: str) -> float | Non
 
 # -- static quantisation and the accuracy-budget search (torch-free) ------------------------------
 
+CALIBRATION_BATCH = 16
+"""Sentences per calibration batch."""
+
 def calibration_batches(dataset, model_dir, samples: int, batch_size: int, seed: int = 0):
     """`samples` training texts as graph feeds, in batches of similar length (less padding), streamed."""
     from ..quantization.calibration import check_sample_count, graph_input_names

@@ -601,6 +601,9 @@ def figures(results: dict) -> list[tuple[str, str | None]]:
 
 # -- static quantisation and the accuracy-budget search (torch-free) ------------------------------
 
+CALIBRATION_BATCH = 4
+"""128-token windows per calibration batch (the logits dominate memory)."""
+
 CALIBRATION_WINDOW = 128
 TUNING_TOKENS = 8192
 
