@@ -509,6 +509,33 @@ def compare(
                       f"({'a real difference' if t['significant'] else 'no significant difference'})", highlight=False)
 
 
+@app.command()
+@_guarded
+def preflight(
+    isa: Optional[str] = typer.Option(None, "--isa", help="Instruction set to tune for (default: this CPU's): avx512_vnni, avx_vnni, avx512, avx2, arm64, generic."),
+    reduce_range: bool = typer.Option(False, "--reduce-range", help="Ask about 7-bit weights."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Ask about uint8 or int8 activations."),
+    per_channel: bool = typer.Option(False, "--per-channel", help="Ask about per-channel weights."),
+) -> None:
+    """Which INT8 settings suit this CPU (VNNI, AVX-512, ARM dot product), and warnings for the ones asked about."""
+    from .quantization import preflight as advice
+    from .stages.quantize import ISAS
+
+    if isa is not None and isa not in ISAS:
+        raise EdgeNLPError(f"unknown --isa '{isa}': use one of {', '.join(ISAS)}")
+    if activation is not None and activation not in ("uint8", "int8"):
+        raise EdgeNLPError(f"unknown --activation '{activation}': use uint8 or int8")
+    found = advice.advise(isa, reduce_range=reduce_range, activation=activation, per_channel=per_channel)
+    console = Console()
+    console.print(f"CPU: {found['cpu']}; INT8 instruction set: {found['isa']} (VNNI {'yes' if found['vnni'] else 'no'}, "
+                  f"AVX-512 {'yes' if found['avx512'] else 'no'}, ARM dot product "
+                  f"{'yes' if found['arm_dot_product'] else 'no'})", highlight=False)
+    for line in found["suits"]:
+        console.print(f"  suits: {line}", highlight=False)
+    for line in found["warnings"]:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -144,3 +144,17 @@ def test_report_shows_every_trial_and_the_sensitivity_ranking(searched):
     assert "(selected)" in md and "judged on the tuning split" in md
     html = (out / "report.html").read_text()
     assert "Quantisation sensitivity: the most damaging nodes" in html and "Accuracy-budget search" in html
+
+
+def test_the_search_is_task_generic_a_language_model_within_a_perplexity_budget(tiny_gpt2_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+    spec = {**tiny_gpt2_recipe, "selection": {"max_accuracy_drop": 50.0},
+            "search": {"modes": ["dynamic", "static"], "calibrators": ["minmax"], "per_channel": [True],
+                       "embeddings": [True], "calibration_samples": 8, "probe_samples": 8, "measure_top": 1}}
+    spec["variants"] = [v for v in spec["variants"] if v["stage"] != "quantize-int4"]
+    outcome = pipeline.run(recipe.parse(spec), tmp_path / "run")
+    found = outcome.results["search"]
+    assert found["drop_unit"] == "%" and found["tuning"]["split"].startswith("validation")
+    assert {t["label"] for t in found["trials"]} >= {"dynamic-per-channel", "static-minmax-per-channel"}
+    assert outcome.results["selection"]["selected"] == found["shortlist"][0]
+    assert set(found["sensitivity"]["onnx-fp32"]) == {"dynamic", "static"}

@@ -141,3 +141,18 @@ def test_dynamic_per_channel_quantises_per_column(tiny_run, tmp_path):
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
     scales = [t for t in graph.initializer if t.name.endswith("_scale") and "MatMul" in t.name]
     assert out.metadata["per_channel"] is True and any(len(t.dims) == 1 and t.dims[0] > 1 for t in scales)
+
+
+def test_preflight_command_reports_this_cpu_and_refuses_an_unknown_isa():
+    from typer.testing import CliRunner
+
+    from edgenlp.cli import app
+    from edgenlp.hardware import cpu_info
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["preflight", "--isa", "avx2", "--reduce-range"])
+    assert ok.exit_code == 0 and "VNNI no" in ok.output and "reduce_range on avx2" in " ".join(ok.output.split())
+    here = runner.invoke(app, ["preflight"])
+    assert here.exit_code == 0 and f"INT8 instruction set: {cpu_info().isa}" in here.output
+    bad = runner.invoke(app, ["preflight", "--isa", "avx9"])
+    assert bad.exit_code == 2 and "unknown --isa 'avx9'" in bad.output and "Traceback" not in bad.output
