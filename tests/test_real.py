@@ -94,3 +94,56 @@ def test_a_gpt2_from_config_with_the_kit_tokenizer_trains_on_one_domain_and_cont
     assert trained.meta["metadata"]["data"]["name"] == "medical-abstracts"
     wiki = load("wikitext2")
     assert len(wiki.test) > 50 and all(not doc.startswith(" ") for doc in wiki.test[:5])
+
+
+def test_static_int8_with_every_calibrator_keeps_minilms_accuracy(minilm_run, tmp_path, monkeypatch):
+    """No node list written by hand: MatMul, Gemm and Gather quantised; 64 calibration sentences."""
+    import numpy as np
+
+    from edgenlp import stages
+    from edgenlp.data import DataSpec, load
+    from edgenlp.quantization.calibration import CALIBRATORS
+    from edgenlp.runtime import TextClassifier
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+    spec = DataSpec(source="sst2", max_train_examples=1200, max_test_examples=300)
+    test = load(spec).test
+    parent = minilm_run.variants["onnx-fp32"]
+
+    def predictions(folder):
+        model = TextClassifier(folder)
+        return np.array([int(model.logits(model.tokenizer.encode([t]))[0].argmax()) for t in test.texts])
+
+    fp32 = predictions(parent.path)
+    stage = stages.get("quantize-static")
+    for method in CALIBRATORS:
+        out = tmp_path / method
+        out.mkdir()
+        meta = stage.run(parent, stage.Config(calibrator=method, calibration_samples=64, data=spec), out).metadata
+        int8 = predictions(out)
+        drop = 100 * (np.mean(fp32 == test.labels) - np.mean(int8 == test.labels))
+        assert drop <= 3.0 and np.mean(int8 == fp32) >= 0.9, (method, drop)
+        assert meta["calibration"]["peak_rss_mib"] < 2048 and meta["mask_nodes_in_float"]
+
+
+def test_the_budget_search_on_minilm_selects_a_variant_within_one_point(minilm_run):
+    spec = {"name": "minilm-sst2-slice", "model": "minilm",
+            "data": {"source": "sst2", "max_train_examples": 1200, "max_test_examples": 300},
+            "variants": [
+                {"name": "pytorch-fp32", "stage": "finetune",
+                 "config": {"max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "eval_every": 30,
+                            "max_length": 128, "max_eval_examples": 300}},
+                {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+                {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"}],
+            "selection": {"max_accuracy_drop": 1.0},
+            "search": {"modes": ["dynamic", "static"], "calibrators": ["entropy"], "per_channel": [True],
+                       "embeddings": [True], "calibration_samples": 64, "tuning_examples": 200,
+                       "sensitivity": "needed", "measure_top": 2},
+            "bench": {"profiles": ["edge-1t"], "iterations": 20, "rounds": 2, "warmup": 2, "throughput_batches": 2,
+                      "bootstrap": 200, "reference": "pytorch-fp32"}}
+    outcome = pipeline.run(recipe.parse(spec), minilm_run.out_dir)
+    assert {"pytorch-fp32", "onnx-fp32", "onnx-int8-dynamic"} <= set(outcome.reused)  # the earlier run's variants
+    found = outcome.results["search"]
+    selected = outcome.results["selection"]["selected"]
+    trial = next(t for t in found["trials"] if t["variant"] == selected)
+    assert trial["tuning_drop"] <= 1.0 and found["tuning"]["examples"] >= 30  # held out of the training sentences
