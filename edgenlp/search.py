@@ -189,8 +189,7 @@ class Search:
             self._remember(key, {"quality": self.task.tuning_quality(art.path, self.tuning, self.threads)})
         return self.memo[key]["quality"]
 
-    def _config(self, mode: str, base: str, calibrator: str | None, per_channel: bool, embeddings: bool,
-                float_nodes: list[str]):
+    def _config(self, mode: str, calibrator: str | None, per_channel: bool, embeddings: bool, float_nodes: list[str]):
         stage = stages.get(MODES[mode])
         raw = {"per_channel": per_channel, "op_types": WEIGHT_OPS + (EMBEDDING_OPS if embeddings else []),
                "nodes_to_exclude": sorted(float_nodes)}
@@ -202,8 +201,8 @@ class Search:
     def score(self, trial: Trial) -> Trial:
         """Build the trial's model in a scratch folder, score it on the tuning split, keep the record."""
         base = self.variants[trial.base]
-        stage, config = self._config(trial.mode, trial.base, trial.config.get("calibrator"),
-                                     trial.config["per_channel"], trial.config["embeddings"], trial.float_nodes)
+        stage, config = self._config(trial.mode, trial.config.get("calibrator"), trial.config["per_channel"],
+                                     trial.config["embeddings"], trial.float_nodes)
         trial.id = stable_id(base.id, trial.stage, config.model_dump(mode="json"), self.data_id,
                              self.settings.tuning_examples)
         if trial.id not in self.memo:
@@ -237,7 +236,7 @@ class Search:
     def sensitivity(self, base: str, mode: str) -> list[dict]:
         art = self.variants[base]
         calibrator = self.settings.calibrators[0] if mode == "static" else None
-        stage, config = self._config(mode, base, calibrator, self.settings.per_channel[-1], True, [])
+        stage, config = self._config(mode, calibrator, self.settings.per_channel[-1], True, [])
         key = stable_id("sensitivity", art.id, stage.NAME, config.model_dump(mode="json"), self.data_id,
                         self.settings.sensitivity_examples, self.settings.probe_samples)
         if key not in self.memo:
@@ -358,7 +357,7 @@ class Search:
         for i, t in enumerate(ranked):
             if i < self.settings.measure_top:
                 t.status, t.variant = "shortlisted", f"{t.base}.{t.label}"
-                stage, config = self._config(t.mode, t.base, t.config["calibrator"], t.config["per_channel"],
+                stage, config = self._config(t.mode, t.config["calibrator"], t.config["per_channel"],
                                              t.config["embeddings"], t.float_nodes)
                 self.outcome.variants.append({"name": t.variant, "stage": t.stage, "parent": t.base,
                                               "config": config.model_dump(mode="json", exclude_defaults=True)})
