@@ -135,8 +135,8 @@ def _reference_export(recipe, variants: dict[str, Artifact]) -> str:
     reference = recipe.bench.reference
     if reference and variants[reference].format == "onnx" and variants[reference].precision == "fp32":
         return reference
-    for name, art in variants.items():
-        if (art.meta.get("parent") or {}).get("name") == reference and art.format == "onnx" and art.precision == "fp32":
+    for name, art in variants.items():  # by id: a finetune the source already satisfies is the source itself
+        if _parent_id(art) == variants[reference].id and art.format == "onnx" and art.precision == "fp32":
             return name
     raise RecipeError(f"the accuracy-budget search scores the reference on the tuning split through its FP32 ONNX "
                       f"export, but no variant exports '{reference}': add an export variant with parent {reference}")
@@ -150,12 +150,17 @@ def _bases(settings: SearchSettings, variants: dict[str, Artifact]) -> list[str]
                 raise RecipeError(f"search.bases names '{name}', which is not an FP32 ONNX variant of the recipe: "
                                   "name export variants")
         return list(settings.bases)
+    by_id = {art.id: art for art in variants.values()}
     exports = []
     for name, art in variants.items():
-        parent = variants.get((art.meta.get("parent") or {}).get("name"))
+        parent = by_id.get(_parent_id(art))
         if art.format == "onnx" and art.precision == "fp32" and (parent is None or parent.format != "onnx"):
             exports.append(name)
     return exports
+
+
+def _parent_id(art: Artifact) -> str | None:
+    return (art.meta.get("parent") or {}).get("id")
 
 
 class Search:

@@ -158,3 +158,19 @@ def test_the_search_is_task_generic_a_language_model_within_a_perplexity_budget(
     assert {t["label"] for t in found["trials"]} >= {"dynamic-per-channel", "static-minmax-per-channel"}
     assert outcome.results["selection"]["selected"] == found["shortlist"][0]
     assert set(found["sensitivity"]["onnx-fp32"]) == {"dynamic", "static"}
+
+
+def test_the_reference_export_and_the_bases_are_found_by_lineage_ids(tmp_path):
+    """A finetune the source already satisfies is the source artifact: its export names `source` as parent."""
+    from edgenlp.artifact import Artifact
+
+    def art(name, fmt, precision, parent=None):
+        return Artifact(tmp_path / name, {"id": f"id-{name}", "name": name, "format": fmt, "precision": precision,
+                                          "parent": {"id": f"id-{parent}", "name": "source"} if parent else None})
+
+    variants = {"pytorch-fp32": art("src", "pytorch", "fp32"), "onnx-fp32": art("onnx-fp32", "onnx", "fp32", "src"),
+                "int8": art("int8", "onnx", "int8", "onnx-fp32"), "opt": art("opt", "onnx", "fp32", "onnx-fp32"),
+                "pruned": art("pruned", "pytorch", "fp32", "src"), "onnx-pruned": art("onnx-pruned", "onnx", "fp32", "pruned")}
+    spec = type("R", (), {"bench": type("B", (), {"reference": "pytorch-fp32"})()})()
+    assert search._reference_export(spec, variants) == "onnx-fp32"
+    assert search._bases(search.SearchSettings(), variants) == ["onnx-fp32", "onnx-pruned"]
