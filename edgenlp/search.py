@@ -65,6 +65,8 @@ class SearchSettings(BaseModel):
     """FP32 ONNX variants to start from; None: every ONNX export of the recipe (pruned ones included)."""
     tuning_examples: int | None = Field(1000, ge=1)
     """Examples of the tuning split each trial is scored on (None: all)."""
+    min_tuning_examples: int = Field(100, ge=1)
+    """Fewer unseen validation examples than this is an error: the drop would be noise."""
     sensitivity: Literal["reference", "needed", "all"] = "reference"
     """Which bases get a per-node analysis: the reference's export (for the report) and any base whose
     fully quantised model misses the budget (`reference`), only the latter (`needed`), or every base."""
@@ -177,9 +179,14 @@ class Search:
         self.look_threads = load_profile(recipe.bench.profiles[0]).threads
         self.reference = _reference_export(recipe, variants)
         labels = variants[self.reference].labels()
-        self.tuning = task.tuning_set(dataset, labels, self.settings.tuning_examples)
-        self.small_tuning = task.tuning_set(dataset, labels, self.settings.sensitivity_examples)
-        self.data_id = task.fingerprint(recipe.data)
+        seen = [a.meta.get("stage_config") or {} for a in variants.values()
+                if a.meta.get("stage") in stages.STAGE_NAMES and not stages.checked_against_parent(stages.get(a.meta["stage"]))]
+        minimum = self.settings.min_tuning_examples
+        self.tuning = task.tuning_set(dataset, labels, self.settings.tuning_examples, seen=seen, minimum=minimum)
+        self.small_tuning = task.tuning_set(dataset, labels, self.settings.sensitivity_examples, seen=seen,
+                                            minimum=min(minimum, self.settings.sensitivity_examples))
+        # what the scores were computed on: data, and which examples (the training stages decide those)
+        self.data_id = stable_id(task.fingerprint(recipe.data), _texts(self.tuning), _texts(self.small_tuning))
         self.memo_file = self.dir / "trials.json"
         self.memo: dict[str, dict] = json.loads(self.memo_file.read_text()) if self.memo_file.exists() else {}
 
@@ -321,7 +328,8 @@ class Search:
         self.reference_quality = self.quality(self.variants[self.reference])
         self.outcome = Outcome(self.budget, task.QUALITY.drop_unit,
                                {"name": getattr(self.tuning, "name", "tuning"), "examples": len(_texts(self.tuning)),
-                                "split": "validation (carved from the training data)"},
+                                "split": "validation examples carved from the training data that no training stage "
+                                         "picked its checkpoint on"},
                                self.reference_quality)
         bases = _bases(self.settings, self.variants)
         for base in bases:

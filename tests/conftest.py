@@ -72,7 +72,8 @@ def tiny_recipe(tiny_bert, tiny_csv) -> dict:
         "data": {"source": str(tiny_csv), "text_column": "review", "label_column": "sentiment"},
         "variants": [
             {"name": "pytorch-fp32", "stage": "finetune",
-             "config": {"max_steps": 30, "batch_size": 16, "eval_every": 10, "learning_rate": 1e-3, "max_length": 32}},
+             "config": {"max_steps": 30, "batch_size": 16, "eval_every": 10, "learning_rate": 1e-3, "max_length": 32,
+                        "max_eval_examples": 12}},
             {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
             {"name": "onnx-fp32-opt", "stage": "optimize-graph", "parent": "onnx-fp32"},
             {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},

@@ -21,7 +21,8 @@ def searched(tiny_recipe, tmp_path_factory):
             "selection": {"max_accuracy_drop": 5.0},
             "search": {"modes": ["dynamic", "static"], "calibrators": ["minmax", "percentile"], "per_channel": [True],
                        "embeddings": [True, False], "calibration_samples": 16, "tuning_examples": 24,
-                       "sensitivity_examples": 12, "probe_samples": 8, "measure_top": 2}}
+                       "sensitivity_examples": 12, "probe_samples": 8, "measure_top": 2,
+                       "min_tuning_examples": 8}}
     out = tmp_path_factory.mktemp("searched")
     return pipeline.run(recipe.parse(spec), out), out, spec
 
@@ -125,7 +126,8 @@ def test_a_budget_no_variant_meets_names_the_closest_and_exits_one(tiny_recipe, 
     monkeypatch.setattr("edgenlp.tasks.classification.tuning_quality", quality)
     spec = {**tiny_recipe, "search": {"modes": ["dynamic"], "per_channel": [False], "embeddings": [True],
                                       "tuning_examples": 8, "sensitivity": "needed", "max_float_nodes": 2,
-                                      "sensitivity_examples": 4, "probe_samples": 8}}
+                                      "sensitivity_examples": 4, "probe_samples": 8,
+                                      "min_tuning_examples": 4}}
     (tmp_path / "r.yaml").write_text(json.dumps(spec))
     result = CliRunner().invoke(app, ["optimize", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"),
                                       "--max-accuracy-drop", "1"])

@@ -356,10 +356,26 @@ def calibration_batches(dataset, model_dir, samples: int, batch_size: int, seed:
     return stream()
 
 
-def tuning_set(dataset, model_labels: list[str], limit: int | None, seed: int = 0) -> EvalSet:
-    """The split carved from the training data (`validation`), never the test split."""
-    split = dataset.aligned_to(model_labels).validation.sample(limit, seed)
-    return EvalSet(split.texts, split.labels, dataset.aligned_to(model_labels).labels, name=f"{dataset.name}/tuning")
+def tuning_set(dataset, model_labels: list[str], limit: int | None, seed: int = 0, seen: list[dict] = (),
+               minimum: int = 100) -> EvalSet:
+    """Validation examples (carved from the training data, never the test split) that no training stage
+    picked its checkpoint on: `seen` are those stages' configs, whose Trainer evaluated on
+    `validation.sample(max_eval_examples, seed)`; a checkpoint chosen on an example flatters it."""
+    from ..data import Split
+    from ..errors import DataError
+
+    data = dataset.aligned_to(model_labels)
+    used: set[str] = set()
+    for config in seen:
+        if "max_eval_examples" in config:
+            used |= set(data.validation.sample(config["max_eval_examples"], config.get("seed", 0)).texts)
+    pool = [(t, y) for t, y in zip(data.validation.texts, data.validation.labels) if t not in used]
+    if len(pool) < minimum:
+        raise DataError(f"only {len(pool)} validation examples were not used to pick a training checkpoint, fewer than "
+                        f"{minimum} for the search's tuning split: lower the training stages' max_eval_examples or "
+                        "raise the data's validation_fraction")
+    split = Split([t for t, _ in pool], [y for _, y in pool]).sample(limit, seed)
+    return EvalSet(split.texts, split.labels, data.labels, name=f"{dataset.name}/tuning")
 
 
 def tuning_quality(model_dir, tuning: EvalSet, threads: int = 1) -> float:

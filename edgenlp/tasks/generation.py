@@ -630,18 +630,20 @@ def calibration_batches(corpus, model_dir, samples: int, batch_size: int, seed: 
     return stream()
 
 
-def tuning_set(corpus, model_labels=None, limit: int | None = None, seed: int = 0) -> str:
-    """The validation text carved from the training corpus (the search never reads the test split)."""
+def tuning_set(corpus, model_labels=None, limit: int | None = None, seed: int = 0, seen: list[dict] = (),
+               minimum: int = 0) -> str:
+    """The validation text carved from the training corpus (the search never reads the test split).
+    Training stages pick checkpoints on its first windows, so `tuning_quality` scores its end."""
     return "\n\n".join(corpus.validation)
 
 
 def tuning_quality(model_dir, tuning: str, threads: int = 1, tokens: int = TUNING_TOKENS) -> float:
-    """Perplexity of an ONNX decoder on the first `tokens` tokens of the tuning text."""
+    """Perplexity of an ONNX decoder on the last `tokens` tokens of the tuning text."""
     from ..runtime.generation import CausalLM
 
     model = CausalLM(model_dir, threads=threads)
     window = min(model.context, 256)
-    return fidelity(model, model.encode(tuning)[:tokens], window, window // 2)["perplexity"]
+    return fidelity(model, model.encode(tuning)[-tokens:], window, window // 2)["perplexity"]
 
 
 def quality_drop(reference: float, value: float) -> float:
