@@ -227,8 +227,9 @@ class Search:
                 quality = self.task.tuning_quality(work, self.tuning, self.threads)
                 look = self.task.screen_latency(work, self.tuning, self.look_threads)
                 self._remember(trial.id, {"quality": quality, "latency_look_ms": look})
-            except EdgeNLPError as exc:
-                self._remember(trial.id, {"failed": str(exc)})
+            except Exception as exc:  # onnxruntime's quantiser can refuse one node subset: that trial fails, not the search
+                log.warning("search: %s.%s failed: %s", trial.base, trial.label, exc)
+                self._remember(trial.id, {"failed": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         record = self.memo[trial.id]

@@ -176,3 +176,21 @@ def test_the_reference_export_and_the_bases_are_found_by_lineage_ids(tmp_path):
     spec = type("R", (), {"bench": type("B", (), {"reference": "pytorch-fp32"})()})()
     assert search._reference_export(spec, variants) == "onnx-fp32"
     assert search._bases(search.SearchSettings(), variants) == ["onnx-fp32", "onnx-pruned"]
+
+
+def test_a_setting_the_quantiser_refuses_is_a_failed_trial_not_a_failed_search(monkeypatch, tmp_path):
+    from edgenlp.stages import quantize
+
+    s = search.Search.__new__(search.Search)
+    s.settings, s.budget, s.reference_quality = search.SearchSettings(), 1.0, 90.0
+    s.variants = {"base": type("A", (), {"id": "abc", "path": tmp_path})()}
+    s.dir, s.memo, s.memo_file, s.data_id = tmp_path, {}, tmp_path / "trials.json", "d"
+    s.outcome = search.Outcome(1.0, "points", {}, 90.0)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Quantization parameters are not specified for param x")
+
+    monkeypatch.setattr(quantize, "quantize_file", refuse)
+    trial = s._trial("base", "dynamic", None, False, True, [])
+    assert trial.status == "failed" and "ValueError: Quantization parameters" in trial.reason
+    assert json.loads((tmp_path / "trials.json").read_text())[trial.id]["failed"]
