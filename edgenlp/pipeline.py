@@ -167,12 +167,7 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
                 results["search"] = found.to_json()
             publish(results, out_dir, recipe.selection)
         if found is not None and not found.shortlist:
-            closest = found.closest()
-            near = (f"closest: {closest.base}.{closest.label}, {closest.tuning_drop:.2f} {found.drop_unit} on the tuning "
-                    "split" if closest else "no trial could be scored")
-            raise search.BudgetNotMet(f"no variant keeps the quality budget of {budget:g} {found.drop_unit} ({near}): "
-                                      "raise --max-accuracy-drop, or widen the recipe's search; finished variants and "
-                                      f"the report are kept in {out_dir}")
+            raise found.unmet(out_dir)
     return RunOutcome(out_dir, variants, reused, results)
 
 

@@ -120,6 +120,15 @@ class Outcome:
         scored = [t for t in self.trials if t.tuning_drop is not None]
         return min(scored, key=lambda t: t.tuning_drop) if scored else None
 
+    def unmet(self, out_dir: Path) -> "BudgetNotMet":
+        """The error for a search that found nothing within the budget, naming the closest trial."""
+        closest = self.closest()
+        near = (f"closest: {closest.base}.{closest.label}, {closest.tuning_drop:.2f} {self.drop_unit} on the tuning "
+                "split" if closest else "no trial could be scored")
+        return BudgetNotMet(f"no variant keeps the quality budget of {self.budget:g} {self.drop_unit} ({near}): raise "
+                            "--max-accuracy-drop, or widen the recipe's search; finished variants and the report are "
+                            f"kept in {out_dir}")
+
     def to_json(self) -> dict:
         return {"budget": self.budget, "drop_unit": self.drop_unit, "tuning": self.tuning,
                 "reference_quality": self.reference_quality, "bases": self.bases,
