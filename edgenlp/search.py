@@ -194,7 +194,7 @@ class Search:
         self.tuning = task.tuning_set(dataset, labels, self.settings.tuning_examples, seen=seen, minimum=minimum)
         self.small_tuning = task.tuning_set(dataset, labels, self.settings.sensitivity_examples, seen=seen,
                                             minimum=min(minimum, self.settings.sensitivity_examples))
-        # what the scores were computed on: data, and which examples (the training stages decide those)
+        # what every score was computed on: the data and exactly which examples (memo keys include it)
         self.data_id = stable_id(task.fingerprint(recipe.data), _texts(self.tuning), _texts(self.small_tuning))
         self.memo_file = self.dir / "trials.json"
         self.memo: dict[str, dict] = json.loads(self.memo_file.read_text()) if self.memo_file.exists() else {}
@@ -205,7 +205,7 @@ class Search:
         write_json_atomic(self.memo_file, self.memo)
 
     def quality(self, art: Artifact) -> float:
-        key = stable_id("quality", art.id, self.data_id, self.settings.tuning_examples)
+        key = stable_id("quality", art.id, self.data_id)
         if key not in self.memo:
             self._remember(key, {"quality": self.task.tuning_quality(art.path, self.tuning, self.threads)})
         return self.memo[key]["quality"]
@@ -224,8 +224,7 @@ class Search:
         base = self.variants[trial.base]
         stage, config = self._config(trial.mode, trial.config.get("calibrator"), trial.config["per_channel"],
                                      trial.config["embeddings"], trial.float_nodes)
-        trial.id = stable_id(base.id, trial.stage, config.model_dump(mode="json"), self.data_id,
-                             self.settings.tuning_examples)
+        trial.id = stable_id(base.id, trial.stage, config.model_dump(mode="json"), self.data_id)
         if trial.id not in self.memo:
             work = self.dir / "work" / trial.id
             shutil.rmtree(work, ignore_errors=True)
@@ -260,7 +259,7 @@ class Search:
         calibrator = self.settings.calibrators[0] if mode == "static" else None
         stage, config = self._config(mode, calibrator, self.settings.per_channel[-1], True, [])
         key = stable_id("sensitivity", art.id, stage.NAME, config.model_dump(mode="json"), self.data_id,
-                        self.settings.sensitivity_examples, self.settings.probe_samples)
+                        self.settings.probe_samples)
         if key not in self.memo:
             log.info("search: sensitivity of every node of %s (%s)", base, mode)
             nodes = calibration.quantisable_nodes(art.onnx_path, config.op_types)

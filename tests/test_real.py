@@ -29,23 +29,25 @@ def test_hub_ids_are_refused_clearly_when_offline(monkeypatch):
         models.resolve("someone/some-bert")
 
 
+SLICE = {
+    "name": "minilm-sst2-slice",
+    "model": "minilm",
+    "data": {"source": "sst2", "max_train_examples": 1200, "max_test_examples": 300},
+    "variants": [
+        {"name": "pytorch-fp32", "stage": "finetune",
+         "config": {"max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "eval_every": 30,
+                    "max_length": 128, "max_eval_examples": 300}},
+        {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+        {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
+    ],
+    "bench": {"profiles": ["edge-1t"], "iterations": 20, "rounds": 2, "warmup": 2, "throughput_batches": 2,
+              "bootstrap": 200, "reference": "pytorch-fp32"},
+}
+
+
 @pytest.fixture(scope="module")
 def minilm_run(tmp_path_factory):
-    spec = {
-        "name": "minilm-sst2-slice",
-        "model": "minilm",
-        "data": {"source": "sst2", "max_train_examples": 1200, "max_test_examples": 300},
-        "variants": [
-            {"name": "pytorch-fp32", "stage": "finetune",
-             "config": {"max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "eval_every": 30,
-                        "max_length": 128, "max_eval_examples": 300}},
-            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
-            {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
-        ],
-        "bench": {"profiles": ["edge-1t"], "iterations": 20, "rounds": 2, "warmup": 2, "throughput_batches": 2,
-                  "bootstrap": 200, "reference": "pytorch-fp32"},
-    }
-    return pipeline.run(recipe.parse(spec), tmp_path_factory.mktemp("minilm"))
+    return pipeline.run(recipe.parse(SLICE), tmp_path_factory.mktemp("minilm"))
 
 
 def test_minilm_learns_sst2(minilm_run):
@@ -127,20 +129,11 @@ def test_static_int8_with_every_calibrator_keeps_minilms_accuracy(minilm_run, tm
 
 
 def test_the_budget_search_on_minilm_selects_a_variant_within_one_point(minilm_run):
-    spec = {"name": "minilm-sst2-slice", "model": "minilm",
-            "data": {"source": "sst2", "max_train_examples": 1200, "max_test_examples": 300},
-            "variants": [
-                {"name": "pytorch-fp32", "stage": "finetune",
-                 "config": {"max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "eval_every": 30,
-                            "max_length": 128, "max_eval_examples": 300}},
-                {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
-                {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"}],
+    spec = {**SLICE,
             "selection": {"max_accuracy_drop": 1.0},
             "search": {"modes": ["dynamic", "static"], "calibrators": ["entropy"], "per_channel": [True],
                        "embeddings": [True], "calibration_samples": 64, "tuning_examples": 200,
-                       "sensitivity": "needed", "measure_top": 2},
-            "bench": {"profiles": ["edge-1t"], "iterations": 20, "rounds": 2, "warmup": 2, "throughput_batches": 2,
-                      "bootstrap": 200, "reference": "pytorch-fp32"}}
+                       "sensitivity": "needed", "measure_top": 2}}
     outcome = pipeline.run(recipe.parse(spec), minilm_run.out_dir)
     assert {"pytorch-fp32", "onnx-fp32", "onnx-int8-dynamic"} <= set(outcome.reused)  # the earlier run's variants
     found = outcome.results["search"]

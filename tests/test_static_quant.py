@@ -156,3 +156,31 @@ def test_preflight_command_reports_this_cpu_and_refuses_an_unknown_isa():
     assert here.exit_code == 0 and f"INT8 instruction set: {cpu_info().isa}" in here.output
     bad = runner.invoke(app, ["preflight", "--isa", "avx9"])
     assert bad.exit_code == 2 and "unknown --isa 'avx9'" in bad.output and "Traceback" not in bad.output
+
+
+def test_calibration_hands_onnxruntime_one_batch_per_call(tiny_run, tiny_recipe, tmp_path, private_cache, monkeypatch):
+    """onnxruntime keeps every intermediate output of one collect_data call: one batch a call bounds memory."""
+    per_call = []
+    real = calibration._calibrator_class
+
+    def spying(method, keep_out):
+        class Spy(real(method, keep_out)):
+            def collect_data(self, reader):
+                fed = []
+
+                class Counting:
+                    def get_next(self):
+                        batch = reader.get_next()
+                        if batch:
+                            fed.append(batch)
+                        return batch
+
+                super().collect_data(Counting())
+                per_call.append(len(fed))
+
+        return Spy
+
+    monkeypatch.setattr(calibration, "_calibrator_class", spying)
+    _static(tiny_run.variants["onnx-fp32"], tmp_path, tiny_recipe["data"], calibrator="entropy",
+            calibration_samples=32, calibration_batch_size=8)
+    assert per_call == [1, 1, 1, 1]

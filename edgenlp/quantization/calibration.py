@@ -149,17 +149,15 @@ class Calibration:
     stats: dict
 
 
-def settings_key(model_path: Path, data_id: str, method: str, samples: int, batch_size: int,
+def settings_key(model_id: str, data_id: str, method: str, samples: int, batch_size: int,
                  op_types: list[str], symmetric: bool, percentile: float) -> str:
-    from ..artifact import sha256_file
-
-    text = json.dumps([sha256_file(model_path), data_id, method, samples, batch_size, sorted(op_types), symmetric,
-                       percentile])
+    """The cache key of one calibration: the model's artifact id (its content), the data and the settings."""
+    text = json.dumps([model_id, data_id, method, samples, batch_size, sorted(op_types), symmetric, percentile])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def calibrate(model_path: Path, batches: Iterable[dict], method: str, op_types: list[str], *,
-              symmetric: bool, percentile: float, cache_key: str | None = None) -> Calibration:
+              symmetric: bool, percentile: float, cache_key: str) -> Calibration:
     """Ranges of the tensors around `op_types` nodes, from `batches` (feeds), one batch in memory at a time."""
     import onnx
     from onnxruntime.quantization import save_tensors_data
@@ -172,8 +170,8 @@ def calibrate(model_path: Path, batches: Iterable[dict], method: str, op_types: 
     model = onnx.load(str(model_path), load_external_data=False)
     mask = mask_path(model)
     cache = settings.cache_dir() / "calibration"
-    cached = cache / f"{cache_key}.json" if cache_key else None
-    if cached and cached.exists() and (cached.with_suffix(".stats.json")).exists():
+    cached = cache / f"{cache_key}.json"
+    if cached.exists() and (cached.with_suffix(".stats.json")).exists():
         stats = json.loads(cached.with_suffix(".stats.json").read_text())
         return Calibration(cached, method, mask.nodes, {**stats, "reused": True})
     cache.mkdir(parents=True, exist_ok=True)
@@ -208,13 +206,11 @@ def calibrate(model_path: Path, batches: Iterable[dict], method: str, op_types: 
              "peak_rss_mib": None if memory.peak_mib is None else round(memory.peak_mib, 1),
              "rss_before_mib": None if memory.start_mib is None else round(memory.start_mib, 1),
              "calibrated_tensors": len(ranges.data), "mask_tensors_left_out": len(mask.tensors)}
-    target = cached or Path(tempfile.mkdtemp(prefix="edgenlp-ranges-")) / "ranges.json"
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     save_tensors_data(ranges, partial)
-    os.replace(partial, target)
-    if cached:
-        write_json_atomic(cached.with_suffix(".stats.json"), stats)
-    return Calibration(target, method, mask.nodes, {**stats, "reused": False})
+    os.replace(partial, cached)
+    write_json_atomic(cached.with_suffix(".stats.json"), stats)
+    return Calibration(cached, method, mask.nodes, {**stats, "reused": False})
 
 
 def quantize_qdq(model_path: Path, out_path: Path, calibration: Calibration, *, op_types: list[str],

@@ -65,11 +65,21 @@ def resolve(config: Config) -> Config:
     return config.model_copy(update={"isa": isa, "reduce_range": reduce_range})
 
 
-def _check_parent(parent: Artifact) -> None:
+def check_parent(parent: Artifact, stage: str = NAME) -> None:
     if parent.format != "onnx":
-        raise ArtifactError(f"quantize needs an ONNX variant, but {parent.path} is {parent.format}")
+        raise ArtifactError(f"{stage} needs an ONNX variant, but {parent.path} is {parent.format}")
     if parent.precision != "fp32":
         raise ArtifactError(f"{parent.path} is already {parent.precision}: quantise an FP32 ONNX variant")
+
+
+def check_excluded(parent: Artifact, op_types: list[str], names: list[str]) -> None:
+    """Refuse node names that are not nodes the quantiser would touch (a typo would silently do nothing)."""
+    from ..quantization.calibration import quantisable_nodes
+
+    unknown = sorted(set(names) - set(quantisable_nodes(parent.onnx_path, op_types))) if names else []
+    if unknown:
+        raise ArtifactError(f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {op_types} "
+                            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names")
 
 
 def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None) -> None:
@@ -77,12 +87,7 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from ..quantization.calibration import quantisable_nodes
-
-    unknown = sorted(set(config.nodes_to_exclude) - set(quantisable_nodes(parent.onnx_path, config.op_types)))
-    if unknown:
-        raise ArtifactError(f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {config.op_types} "
-                            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names")
+    check_excluded(parent, config.op_types, config.nodes_to_exclude)
     quantize_dynamic(
         str(parent.onnx_path), str(out),
         weight_type=QuantType.QInt8, per_channel=config.per_channel, reduce_range=config.reduce_range,
@@ -93,7 +98,7 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
-    _check_parent(parent)
+    check_parent(parent)
     config = resolve(config)
     advice = preflight.advise(config.isa, reduce_range=config.reduce_range, per_channel=config.per_channel)
     for warning in advice["warnings"]:

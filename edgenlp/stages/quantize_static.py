@@ -20,11 +20,10 @@ from pydantic import Field
 from .. import data as data_module
 from .. import tasks
 from ..artifact import Artifact, StageOutput, copy_support_files
-from ..errors import ArtifactError
 from ..hardware import cpu_info
 from ..quantization import calibration, preflight
 from . import StageConfig
-from .quantize import REDUCE_RANGE, quantized_node_counts
+from .quantize import REDUCE_RANGE, check_excluded, check_parent, quantized_node_counts
 
 NAME = "quantize-static"
 LIBRARIES = ("onnx", "onnxruntime", "tokenizers", "numpy")
@@ -75,7 +74,7 @@ def calibrate(parent: Artifact, config: Config) -> calibration.Calibration:
     batch_size = config.calibration_batch_size or task.CALIBRATION_BATCH
     batches = task.calibration_batches(dataset, parent.path, config.calibration_samples, batch_size, config.seed)
     symmetric = config.activation_symmetric or config.calibrator == "percentile"
-    key = calibration.settings_key(parent.onnx_path, task.fingerprint(config.data), config.calibrator,
+    key = calibration.settings_key(parent.id, task.fingerprint(config.data), config.calibrator,
                                    config.calibration_samples, batch_size, config.op_types, symmetric,
                                    config.percentile)
     return calibration.calibrate(parent.onnx_path, batches, config.calibrator, config.op_types,
@@ -85,11 +84,8 @@ def calibrate(parent: Artifact, config: Config) -> calibration.Calibration:
 def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None,
                   calib: calibration.Calibration | None = None) -> calibration.Calibration:
     """Write the statically quantised parent to `out`; `only`: quantise just these nodes."""
+    check_excluded(parent, config.op_types, config.nodes_to_exclude)
     calib = calib or calibrate(parent, config)
-    unknown = sorted(set(config.nodes_to_exclude) - set(calibration.quantisable_nodes(parent.onnx_path, config.op_types)))
-    if unknown:
-        raise ArtifactError(f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {config.op_types} "
-                            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names")
     calibration.quantize_qdq(parent.onnx_path, out, calib, op_types=config.op_types,
                              per_channel=config.per_channel, reduce_range=config.reduce_range,
                              activation=config.activation, activation_symmetric=config.activation_symmetric,
@@ -98,10 +94,7 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
-    if parent.format != "onnx":
-        raise ArtifactError(f"quantize-static needs an ONNX variant, but {parent.path} is {parent.format}")
-    if parent.precision != "fp32":
-        raise ArtifactError(f"{parent.path} is already {parent.precision}: quantise an FP32 ONNX variant")
+    check_parent(parent, NAME)
     config = resolve(config)
     advice = preflight.advise(config.isa, reduce_range=config.reduce_range, activation=config.activation,
                               per_channel=config.per_channel)
