@@ -432,6 +432,59 @@ def generate(
     out.print()
 
 
+@app.command()
+@_guarded
+def bundle(
+    source: Path = typer.Argument(..., help="An ONNX variant folder, or a run folder (its selected variant)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (an earlier bundle there is replaced)."),
+    target: List[str] = typer.Option([], "--target", "-t", help="Also add: ort (ORT mobile format + required "
+                                     "operators), strings (one graph with the tokenizer inside). Repeatable."),
+    zip_archive: bool = typer.Option(False, "--zip", help="Also write OUT.zip."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data whose test split checks the strings target "
+                                       "(default: the run's)."),
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    max_label_differences: int = typer.Option(0, "--max-label-differences", min=0, help="Test texts on which the "
+                                              "strings target may disagree with the two-part pipeline."),
+) -> None:
+    """Package a variant as a verified folder that transformers.js, Optimum and edgenlp.runtime load as it is."""
+    import json
+
+    from .bundle import TargetSettings, build
+    from .data import DataSpec
+
+    spec = _typed(DataSpec, "bundle", source=data, text_column=text_column, label_column=label_column) if data else None
+    folder = build(source, out, targets=target, zip_archive=zip_archive,
+                   settings=TargetSettings(data=spec, max_label_differences=max_label_differences))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    console = Console()
+    console.print(f"bundle: {folder} ({manifest['task']}, {manifest['model']['file']}, {size / 1e6:.1f} MB, "
+                  f"{len(manifest['files'])} files hashed)", highlight=False)
+    for name, added in manifest["targets"].items():
+        console.print(f"  {name}: {added['file']}", highlight=False)
+    if zip_archive:
+        console.print(f"zip:    {folder.with_name(folder.name + '.zip')}", highlight=False)
+
+
+@app.command("run")
+@_guarded
+def run_bundle(
+    bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle folder or its .zip."),
+    texts: List[str] = typer.Argument(None, help="Texts to classify (or prompts); default: one per line on stdin."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check (trusted storage only)."),
+    no_truncate: bool = typer.Option(False, "--no-truncate", help="Refuse texts longer than the model's maximum."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Text-generation bundles."),
+    threads: int = typer.Option(1, min=1),
+) -> None:
+    """Answer with a bundle, torch-free: one JSON line per text (label and probabilities, or the continuation)."""
+    from .runtime.__main__ import read_texts, run
+
+    run(str(bundle_path), read_texts(list(texts or []), sys.stdin), sys.stdout, sys.stderr, verify=not no_verify,
+        threads=threads, batch_size=batch_size, truncate=not no_truncate, max_new_tokens=max_new_tokens)
+
+
 def _read_results(run_dir: Path) -> dict:
     import json
 

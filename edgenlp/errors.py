@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-class EdgeNLPError(Exception):
-    """Base class: the CLI prints the message and exits with code 2."""
+from .runtime.errors import BundleError, EdgeNLPError, InputError  # noqa: F401  (the runtime ships them alone)
 
 
 class ModelNotFoundError(EdgeNLPError):
@@ -29,7 +27,3 @@ class ValidationFailed(EdgeNLPError):
 
 class BenchError(EdgeNLPError):
     pass
-
-
-class InputError(EdgeNLPError):
-    """A request the model cannot serve: an empty prompt, one longer than its context, a bad count."""

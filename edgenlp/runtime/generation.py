@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from .errors import InputError
 
 Step = Callable[[np.ndarray, object], tuple[np.ndarray, object]]
 """(token ids of shape (1, n), past or None) -> (logits (1, n, vocab), the new past)."""
@@ -172,14 +172,14 @@ class TextGenerator:
 class CausalLM(TextGenerator):
     """A decoder-only ONNX model (GPT-2 family) with its tokenizer, from one folder."""
 
-    def __init__(self, folder: str | Path, threads: int = 1):
+    def __init__(self, folder: str | Path, threads: int = 1, model_file: str | Path | None = None):
         from tokenizers import Tokenizer
 
-        from . import OnnxModel, onnx_file
+        from .session import OnnxModel, onnx_file
 
         folder = Path(folder)
         self.folder = folder
-        self.model = OnnxModel(onnx_file(folder), threads=threads)
+        self.model = OnnxModel(model_file or onnx_file(folder), threads=threads)
         config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
         self.context = int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
         self.eos_id = config.get("eos_token_id")

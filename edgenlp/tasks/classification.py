@@ -546,3 +546,45 @@ def figures(results: dict) -> list[tuple[str, str | None]]:
     return [("Accuracy against latency, with the Pareto front", plots.accuracy_vs_latency(results)),
             ("Confusion matrices", plots.confusion_matrices(results)),
             ("Precision-recall curves (one vs rest)", plots.pr_curves(results))]
+
+
+# -- bundles --------------------------------------------------------------------------------------
+
+def bundle_section(variant, folder, model_rel: str) -> dict:
+    """Labels, input limits and padding of a classifier bundle; the config gains label2id if it lacks it."""
+    import json
+
+    from .. import fsio
+    from ..bundle.padding import lower_mask_value
+    from ..runtime.text import TextTokenizer, configured_max_length
+
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    id2label = config.get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=int)]
+    if labels and not config.get("label2id"):
+        config["label2id"] = {name: i for i, name in enumerate(labels)}
+        fsio.write_json_atomic(config_path, config)
+    max_length = min(configured_max_length(folder), int(config.get("max_position_embeddings") or 512))
+    tokenizer = TextTokenizer(folder, max_length)
+    return {
+        "labels": labels,
+        "max_length": max_length,
+        "truncation": f"texts longer than {max_length} tokens are cut there by default (answers say truncated: true); "
+                      "truncate=False (or --no-truncate) refuses them",
+        "batching": lower_mask_value(folder / model_rel, max_length, int(config.get("vocab_size") or 30000),
+                                     tokenizer.pad_id),
+    }
+
+
+def bundle_summary(results: dict, variant: dict) -> dict:
+    """Accuracy and latency of a measured variant, for its bundle's manifest."""
+    metrics = variant.get("metrics") or {}
+    return {
+        "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"), "examples": metrics.get("examples"),
+        "accuracy_delta_points": (variant.get("ratios") or {}).get("accuracy_delta_points"),
+        "latency_ms": {profile: {shape: {"p50": s.get("p50"), "p90": s.get("p90")} for shape, s in shapes.items()}
+                       for profile, shapes in (variant.get("latency_ms") or {}).items()},
+        "throughput_seq_per_s": {profile: p.get("throughput_seq_per_s")
+                                 for profile, p in (variant.get("profiles") or {}).items()},
+    }

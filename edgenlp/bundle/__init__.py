@@ -1,0 +1,112 @@
+"""Edge bundles: one verified folder that an app loads as it is.
+
+`build` turns an ONNX variant (or the selected variant of a run) into the layout transformers.js and
+Optimum load (`config.json`, the tokenizer files, the model under `onnx/` with their file names),
+adds the targets asked for (`ort`: the ORT mobile format; `strings`: one graph with the tokenizer
+inside), and writes `manifest.json` last: input/output signature, opset, minimum onnxruntime,
+instruction set, lineage, benchmark summary and the sha256 of every file, which
+`edgenlp.runtime.load` checks. The folder is built beside its destination and swapped in whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Sequence
+
+from .. import fsio
+from ..errors import ArtifactError
+from .layout import copy_model, copy_support, write_zip
+from .manifest import compose
+from .source import Source, resolve
+
+TARGETS = {
+    "ort": "edgenlp.bundle.ort_format",
+    "strings": "edgenlp.bundle.strings",
+}
+"""Optional additions to the default layout; each module offers `add(folder, model_rel, source, settings) -> dict`."""
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    data: object = None
+    """The data (a name, a file, or a `DataSpec`) whose test split checks the strings target (default: the run's)."""
+    max_label_differences: int = 0
+    """Test texts on which the strings target may give another label than the two-part pipeline."""
+
+
+def build(source_path: str | Path, out: str | Path, targets: Sequence[str] = (), zip_archive: bool = False,
+          settings: TargetSettings = TargetSettings()) -> Path:
+    """Write the bundle of `source_path` (a variant folder, or a run folder's selected variant) to `out`."""
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ArtifactError(f"unknown bundle target '{unknown[0]}': use {', '.join(TARGETS)} (the transformers.js "
+                            "layout is always written)")
+    source = resolve(Path(source_path))
+    out = Path(out)
+    _refuse_foreign(out, source)
+    if zip_archive:
+        _refuse_foreign_zip(out.with_name(out.name + ".zip"))
+    from ..tasks import get as get_task
+
+    task = get_task(source.variant.task)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fsio.recover_folder(out)
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        model_rel = copy_model(source.variant, work)
+        copy_support(source.variant.path, work)
+        task_fields = task.bundle_section(source.variant, work, model_rel)
+        added = {name: import_module(TARGETS[name]).add(work, model_rel, source, settings) for name in dict.fromkeys(targets)}
+        manifest = compose(work, model_rel, source, task, task_fields, added)
+        fsio.write_json_atomic(work / "manifest.json", manifest)
+        fsio.replace_folder(work, out, out.parent / f".{out.name}.old-{os.getpid()}")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if zip_archive:
+        write_zip(out, out.with_name(out.name + ".zip"))
+    return out
+
+
+def _refuse_foreign(out: Path, source: Source) -> None:
+    """Replace only an earlier bundle, never a folder edgenlp did not write, nor the model being read."""
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out} is a file: pass a folder for --out")
+    here, read = out.resolve(), source.variant.path.resolve()
+    if here == read or here in read.parents or read in here.parents:
+        raise ArtifactError(f"--out {out} overlaps the variant being bundled ({source.variant.path}): pass another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    from ..runtime.bundle import read_manifest
+    from ..runtime.errors import BundleError
+
+    try:
+        manifest = read_manifest(out)
+    except BundleError:
+        raise ArtifactError(f"{out} is not empty and is not an edgenlp bundle: edgenlp never replaces a folder it did "
+                            "not write; pass a new or empty --out") from None
+    known = set(manifest.get("files") or {}) | {"manifest.json"}
+    foreign = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+                     and p.relative_to(out).as_posix() not in known)
+    if foreign:
+        raise ArtifactError(f"{out} holds {foreign[0]}, which edgenlp did not write: move it out, or pass another --out")
+
+
+def _refuse_foreign_zip(path: Path) -> None:
+    import zipfile
+
+    if not path.exists():
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            if "manifest.json" in z.namelist():
+                return
+    except (zipfile.BadZipFile, OSError):
+        pass
+    raise ArtifactError(f"{path} exists and is not a zipped edgenlp bundle: move it, or pass another --out")

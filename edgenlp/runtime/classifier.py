@@ -1,0 +1,105 @@
+"""Text in, labels and probabilities out: a tokenizer and an ONNX classifier, batched by length.
+
+Batches are packed from texts of similar length (sorted, then cut at `batch_size` texts or
+`max_batch_tokens` padded positions), so a batch pads little: a padded position costs as much as a
+real one, and a little more where onnxruntime's Softmax meets the mask value (measured in
+benchmarks/runtime.py; bundles lower that value to one that costs nothing, checked to change no output).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .session import OnnxModel, onnx_file
+from .text import TextTokenizer
+
+
+class TextClassifier:
+    def __init__(self, folder: str | Path, threads: int = 1, max_length: int | None = None,
+                 model_file: str | Path | None = None, memory_arena: bool = True):
+        folder = Path(folder)
+        self.model = OnnxModel(model_file or onnx_file(folder), threads=threads, memory_arena=memory_arena)
+        self.tokenizer = TextTokenizer(folder, max_length=max_length)
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+        id2label = config.get("id2label") or {}
+        self.labels = [id2label[k] for k in sorted(id2label, key=int)]
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model.run(inputs)
+
+    def classify(self, texts: str | Sequence[str], batch_size: int = 32, truncate: bool = True,
+                 max_batch_tokens: int | None = None, sort_by_length: bool = True) -> list[dict]:
+        """One `{label, score, probabilities, truncated}` per text, in the order given.
+
+        A text longer than the model's maximum is cut there (`truncated: true`), or refused with
+        `truncate=False`. `sort_by_length=False` batches the texts as given (each batch padded to its
+        longest text): the same answers, more padding.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        check_texts(texts)
+        if batch_size < 1:
+            raise InputError(f"batch_size {batch_size} must be at least 1")
+        encodings = self.tokenizer.tokenize(texts)
+        truncated = [bool(e.overflowing) for e in encodings]
+        if not truncate and any(truncated):
+            i = truncated.index(True)
+            raise InputError(f"text {i} is longer than the model's maximum of {self.tokenizer.max_length} tokens: "
+                             "shorten it, or allow truncation")
+        lengths = [len(e.ids) for e in encodings]
+        batches = (length_batches(lengths, batch_size, max_batch_tokens) if sort_by_length
+                   else [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)])
+        probs: np.ndarray | None = None
+        for rows in batches:
+            p = softmax(self.logits(self.tokenizer.pad([encodings[i] for i in rows])))
+            if probs is None:
+                probs = np.empty((len(texts), p.shape[-1]), dtype=np.float32)
+            probs[rows] = p
+        names = self.labels or [str(i) for i in range(probs.shape[-1])]
+        answers = []
+        for row, cut in zip(probs, truncated):
+            best = int(row.argmax())
+            answers.append({"label": names[best], "score": float(row[best]),
+                            "probabilities": {n: float(x) for n, x in zip(names, row)}, "truncated": cut})
+        return answers
+
+
+def check_texts(texts: Sequence[str]) -> None:
+    if not texts:
+        raise InputError("no texts given: pass at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text {i} is a {type(text).__name__}, not a string: pass text")
+        if not text.strip():
+            raise InputError(f"text {i} is empty: pass text with at least one word")
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Row indices grouped into batches of similar length, shortest first.
+
+    A batch closes at `batch_size` texts or when its padded size (rows x longest) would pass
+    `max_batch_tokens`; a single text longer than that budget still gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        full = len(current) >= batch_size or (
+            max_batch_tokens is not None and current and (len(current) + 1) * lengths[i] > max_batch_tokens)
+        if full:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,47 @@
+"""An ONNX model in an onnxruntime session, fed only the inputs its graph declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def session_options(threads: int, memory_arena: bool = True):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The arena keeps the largest batch's buffers for the life of the session: fine for a server
+    # of steady shapes, wasteful for an app that classifies one text now and then.
+    options.enable_cpu_mem_arena = memory_arena
+    return options
+
+
+class OnnxModel:
+    def __init__(self, model_path: str | Path, threads: int = 1, memory_arena: bool = True):
+        import onnxruntime as ort
+
+        self.path = Path(model_path)
+        self.session = ort.InferenceSession(str(self.path), session_options(threads, memory_arena),
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: inputs[name] for name in self.input_names}
+        return self.session.run(self.output_names[:1], feed)[0]
+
+
+def onnx_file(path: str | Path) -> Path:
+    """The ONNX model to load from `path`: the file itself, or `model.onnx` in a folder, else its first."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    candidates = sorted(path.glob("*.onnx"), key=lambda p: (p.name != "model.onnx", p.name))
+    if not candidates:
+        raise FileNotFoundError(f"{path} holds no .onnx file")
+    return candidates[0]
