@@ -106,7 +106,7 @@ def lower_mask_value(model_path: Path, max_length: int, vocab: int, pad_id: int,
             "ms_all_real": ms["real"],
             "padded_vs_real_before": round(ms["exported"] / ms["real"], 3),
             "padded_vs_real_after": round(ms["rewritten"] / ms["real"], 3),
-            "advice": "a padded position costs about what a real one does: the runtime sorts texts by length and "
-                      "packs batches so that few positions are padding",
+            "advice": "padded positions are computed like real ones: the runtime sorts texts by length and packs "
+                      "batches so that few positions are padding",
         },
     }

@@ -8,11 +8,8 @@ or a manifest of a newer format than this runtime reads, before any of it is par
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,14 +18,30 @@ from .errors import BundleError, InputError
 FORMAT = "edgenlp.bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-CHUNK = 1 << 20
+CHUNK = 1 << 18
+
+
+def _sha256():
+    """CPython's own SHA-256 where it has one: hashlib's OpenSSL one maps libcrypto into the process,
+    4 MiB of resident memory an app that only checks a bundle at start does not need (at 0.1 s per
+    23 MB instead of 0.02 s)."""
+    try:
+        from _sha256 import sha256  # CPython 3.9-3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # CPython 3.12+
+        except ImportError:
+            from hashlib import sha256
+    return sha256()
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
+    digest = _sha256()
+    buffer = bytearray(CHUNK)  # one buffer, refilled: no fresh allocation per chunk for the heap to keep
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
     return digest.hexdigest()
 
 
@@ -52,7 +65,7 @@ def read_manifest(folder: Path) -> dict:
 
 
 def verify(folder: Path, manifest: dict) -> None:
-    """Every listed file present with its size and sha256 (read in 1 MiB chunks), and nothing else."""
+    """Every listed file present with its size and sha256 (read in 256 KiB chunks), and nothing else."""
     folder = Path(folder)
     listed = manifest.get("files") or {}
     if not listed:
@@ -73,6 +86,9 @@ def verify(folder: Path, manifest: dict) -> None:
 
 def unzip(archive: Path, cache: Path | None = None) -> Path:
     """The folder of a zipped bundle, extracted once into the cache (atomically) and reused after."""
+    import shutil
+    import zipfile
+
     archive = Path(archive)
     try:
         with zipfile.ZipFile(archive) as z:

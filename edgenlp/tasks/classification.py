@@ -555,6 +555,7 @@ def bundle_section(variant, folder, model_rel: str) -> dict:
     import json
 
     from .. import fsio
+    from ..bundle.manifest import signature
     from ..bundle.padding import lower_mask_value
     from ..runtime.text import TextTokenizer, configured_max_length
 
@@ -567,13 +568,20 @@ def bundle_section(variant, folder, model_rel: str) -> dict:
         fsio.write_json_atomic(config_path, config)
     max_length = min(configured_max_length(folder), int(config.get("max_position_embeddings") or 512))
     tokenizer = TextTokenizer(folder, max_length)
+    dynamic = any(op == "DynamicQuantizeLinear" for _, op in signature(folder / model_rel)["op_types"])
+    batching = lower_mask_value(folder / model_rel, max_length, int(config.get("vocab_size") or 30000), tokenizer.pad_id)
+    batching["batch_invariant"] = not dynamic
+    if dynamic:
+        batching["batch_note"] = ("dynamic INT8 quantises each batch's activations with one scale, so a text's "
+                                  "probabilities depend a little on its batch mates: classify(..., batch_size=1) gives "
+                                  "the answers the benchmark measured; batched answers can differ on close calls "
+                                  "(benchmarks/runtime.py measures how often)")
     return {
         "labels": labels,
         "max_length": max_length,
         "truncation": f"texts longer than {max_length} tokens are cut there by default (answers say truncated: true); "
                       "truncate=False (or --no-truncate) refuses them",
-        "batching": lower_mask_value(folder / model_rel, max_length, int(config.get("vocab_size") or 30000),
-                                     tokenizer.pad_id),
+        "batching": batching,
     }
 
 
