@@ -281,6 +281,10 @@ def test_generation_bundle_carries_the_kv_cache_model_and_generates(tiny_gpt2_ru
     assert done.token_ids == expected.token_ids and done.text == expected.text
     with pytest.raises(InputError, match="text-classification bundle"):
         bundle.classify(["hi"])
+    done = CliRunner().invoke(app, ["run", str(out), "the movie was", "--max-new-tokens", "4"])
+    assert done.exit_code == 0, done.output
+    line = json.loads(done.stdout.strip())
+    assert line["prompt"] == "the movie was" and line["new_tokens"] <= 4 and line["generated_text"]
 
 
 RUNTIME_ONLY = FORBID_TORCH + """

@@ -1,0 +1,55 @@
+"""transformers.js (the JavaScript loader of the Hugging Face ecosystem) loads edgenlp bundles as they are.
+
+Runs web/checks/*.mjs under Node with the pinned @huggingface/transformers of web/package.json
+(`.ci/run` installs it; without it these tests are skipped, except in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgenlp.bundle import build
+from edgenlp.runtime import load
+
+WEB = Path(__file__).resolve().parents[1] / "web"
+READY = (WEB / "node_modules" / "@huggingface" / "transformers").is_dir() and shutil.which("node")
+if not READY and os.environ.get("CI"):
+    raise RuntimeError("CI needs transformers.js: run `npm ci --ignore-scripts` in web/ (.ci/run does)")
+pytestmark = pytest.mark.skipif(not READY, reason="transformers.js not installed: run `npm ci --ignore-scripts` in web/")
+
+TEXTS = ["good film", "the plot was really boring and bad", "fun", "awful"]
+
+
+def node(script: str, *args: str) -> object:
+    done = subprocess.run(["node", str(WEB / "checks" / script), *args], capture_output=True, text=True,
+                          cwd=WEB, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_transformers_js_classifies_like_the_runtime(tiny_run, tmp_path):
+    fp32 = build(tiny_run.variants["onnx-fp32"].path, tmp_path / "fp32")
+    int8 = build(tiny_run.variants["onnx-int8-dynamic"].path, tmp_path / "int8")
+    ours = load(fp32).classify(TEXTS, batch_size=1)
+    theirs = node("classify.mjs", str(tmp_path), "fp32", "fp32", json.dumps(TEXTS))
+    assert [t["label"] for t in theirs] == [o["label"] for o in ours]
+    assert np.allclose([t["score"] for t in theirs], [o["score"] for o in ours], atol=1e-4)
+    quantised = node("classify.mjs", str(tmp_path), "int8", "q8", json.dumps(TEXTS))  # onnx/model_quantized.onnx
+    assert len(quantised) == len(TEXTS) and {t["label"] for t in quantised} <= set(load(int8).labels)
+
+
+def test_transformers_js_generates_like_the_runtime(tiny_gpt2_run, tmp_path):
+    fp32 = build(tiny_gpt2_run.variants["onnx-fp32"].path, tmp_path / "gpt2")
+    build(tiny_gpt2_run.variants["onnx-int4"].path, tmp_path / "gpt2-q4")
+    ours = load(fp32).generate("the movie was", max_new_tokens=8)
+    theirs = node("generate.mjs", str(tmp_path), "gpt2", "fp32", "the movie was", "8")
+    assert theirs["generated_text"] == ours.text
+    q4 = node("generate.mjs", str(tmp_path), "gpt2-q4", "q4", "the movie was", "8")  # onnx/model_q4.onnx
+    assert isinstance(q4["generated_text"], str) and q4["generated_text"]
