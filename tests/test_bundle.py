@@ -37,9 +37,17 @@ def copy_of(int8_bundle, tmp_path):
 def test_layout_is_what_transformers_js_and_optimum_load(int8_bundle):
     names = {p.relative_to(int8_bundle).as_posix() for p in int8_bundle.rglob("*") if p.is_file()}
     assert names == {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                     "onnx/model_quantized.onnx", "manifest.json"}
+                     "onnx/model_quantized.onnx", "onnx/model_quantized.onnx_data", "manifest.json"}
     config = json.loads((int8_bundle / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
+    assert config["transformers.js_config"] == {"use_external_data_format": True}
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    graph = onnx.load(str(int8_bundle / "onnx" / "model_quantized.onnx"), load_external_data=False)
+    big = [t for t in graph.graph.initializer if len(t.raw_data) > 1024 or uses_external_data(t)]
+    assert big and all(uses_external_data(t) for t in big)  # the weights live beside the graph
+    assert oct((int8_bundle / "onnx" / "model_quantized.onnx_data").stat().st_mode & 0o777) == "0o644"
 
 
 def test_manifest_describes_signature_lineage_benchmark_and_hashes(int8_bundle, tiny_run):

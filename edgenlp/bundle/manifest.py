@@ -99,6 +99,12 @@ def benchmark(source, task) -> dict | None:
             **task.bundle_summary(results, record)}
 
 
+def model_bytes(graph: Path) -> int:
+    """The graph and its external-data file."""
+    data = graph.with_name(f"{graph.name}_data")
+    return graph.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
 def file_table(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
@@ -116,7 +122,7 @@ def compose(folder: Path, model_rel: str, source, task, task_fields: dict, targe
         "model": {"file": model_rel, "precision": variant.precision, "variant": variant.name,
                   "artifact_id": variant.id, "inputs": sig["inputs"], "outputs": sig["outputs"],
                   "opset": sig["opsets"].get("ai.onnx"), "opsets": sig["opsets"],
-                  "bytes": (folder / model_rel).stat().st_size},
+                  "bytes": model_bytes(folder / model_rel)},
         "onnxruntime": minimum_onnxruntime(sig),
         "isa": tuned_isa(variant),
         **task_fields,

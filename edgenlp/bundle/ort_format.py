@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError
+from .manifest import model_bytes
 
 
 class _Lines(logging.Handler):
@@ -114,7 +115,7 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
         "file": f"ort/{ort_model.name}",
         "required_operators": "ort/required_operators.config",
         "bytes": ort_model.stat().st_size,
-        "onnx_bytes": model.stat().st_size,
+        "onnx_bytes": model_bytes(model),
         "optimization": "Fixed style, level all (onnxruntime's default for ORT format), NCHWc layout excluded",
         "names": f"{renamed} internal tensor names shortened and node names dropped (graph inputs and outputs keep "
                  "theirs): a mobile app never reads them, and the flatbuffer stores a record per tensor",

@@ -67,6 +67,8 @@ def lower_mask_value(model_path: Path, max_length: int, vocab: int, pad_id: int,
     import onnx
     from onnx import numpy_helper
 
+    from .layout import save_model
+
     model = onnx.load(str(model_path))
     found = _mask_constants(model)
     if not found:
@@ -85,7 +87,7 @@ def lower_mask_value(model_path: Path, max_length: int, vocab: int, pad_id: int,
     if worst != 0.0:
         return {"mask_rewrite": f"not applied: lowering the mask value to {LOWERED:g} changed logits by up to "
                                 f"{worst:.2e}, so the exported value stays"}
-    onnx.save(model, str(model_path))
+    save_model(model, model_path)
     padded = _feed(original, [max(2, width // 8)] * 4, width, vocab, pad_id, rng)
     real = _feed(original, [width] * 4, width, vocab, pad_id, rng)
     for s in (original, rewritten):
