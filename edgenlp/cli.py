@@ -485,6 +485,30 @@ def run_bundle(
         threads=threads, batch_size=batch_size, truncate=not no_truncate, max_new_tokens=max_new_tokens)
 
 
+@app.command()
+@_guarded
+def serve(
+    bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle folder or its .zip."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    threads: int = typer.Option(1, "--threads", min=1, help="onnxruntime threads of the model."),
+    no_batching: bool = typer.Option(False, "--no-batching", help="Answer requests one by one (dynamic batching off)."),
+    max_batch_tokens: int = typer.Option(16384, "--max-batch-tokens", min=1, help="Padded positions per model run."),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="How long a busy server waits to fill a batch."),
+    max_queue: int = typer.Option(256, "--max-queue", min=1, help="Requests that may wait; more get 503."),
+    max_client_batch_size: int = typer.Option(32, "--max-client-batch-size", min=1, help="Texts per request."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check (trusted storage only)."),
+) -> None:
+    """Serve a bundle over HTTP: /predict or /generate, /health, /info, /metrics, and a web page at /."""
+    from .serve import BatchSettings, ServeSettings, default_web_assets
+    from .serve import serve as run
+
+    settings = ServeSettings(batching=BatchSettings(enabled=not no_batching, max_batch_tokens=max_batch_tokens,
+                                                    max_wait_ms=max_wait_ms, max_queue=max_queue),
+                             max_client_batch_size=max_client_batch_size, web_assets=default_web_assets())
+    run(bundle_path, host=host, port=port, settings=settings, threads=threads, verify=not no_verify)
+
+
 def _read_results(run_dir: Path) -> dict:
     import json
 
@@ -591,6 +615,10 @@ def preflight(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
 
 
 if __name__ == "__main__":

@@ -160,8 +160,14 @@ class Bundle:
         return self._model.generate(prompt, **self._generation_args(max_new_tokens, sampling))
 
     def stream(self, prompt: str, max_new_tokens: int | None = None, **sampling):
+        """The continuation as text pieces, as soon as each is whole."""
         self._require("text-generation", "stream")
         return self._model.stream(prompt, **self._generation_args(max_new_tokens, sampling))
+
+    def steps(self, prompt: str, max_new_tokens: int | None = None, **sampling):
+        """(token id, new text, stop reason or None) per generated token."""
+        self._require("text-generation", "steps")
+        return self._model.steps(prompt, **self._generation_args(max_new_tokens, sampling))
 
     def _generation_args(self, max_new_tokens, sampling: dict) -> dict:
         from .generation import Sampling

@@ -38,33 +38,48 @@ class TextClassifier:
 
         A text longer than the model's maximum is cut there (`truncated: true`), or refused with
         `truncate=False`. `sort_by_length=False` batches the texts as given (each batch padded to its
-        longest text): the same answers, more padding.
+        longest text): the same answers for a float model, more padding.
         """
+        return self.answer(self.prepare(texts, truncate), batch_size, max_batch_tokens, sort_by_length)
+
+    def prepare(self, texts: str | Sequence[str], truncate: bool = True) -> list:
+        """Checked and tokenized texts (one `tokenizers.Encoding` each), ready for `answer`."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         check_texts(texts)
+        encodings = self.tokenizer.tokenize(texts)
+        if not truncate:
+            cut = next((i for i, e in enumerate(encodings) if e.overflowing), None)
+            if cut is not None:
+                raise InputError(f"text {cut} is longer than the model's maximum of {self.tokenizer.max_length} "
+                                 "tokens: shorten it, or allow truncation")
+        return encodings
+
+    def answer(self, encodings: Sequence, batch_size: int = 32, max_batch_tokens: int | None = None,
+               sort_by_length: bool = True, raw_scores: bool = False) -> list[dict]:
+        """Answers for prepared texts; `raw_scores` adds each label's logit."""
         if batch_size < 1:
             raise InputError(f"batch_size {batch_size} must be at least 1")
-        encodings = self.tokenizer.tokenize(texts)
-        truncated = [bool(e.overflowing) for e in encodings]
-        if not truncate and any(truncated):
-            i = truncated.index(True)
-            raise InputError(f"text {i} is longer than the model's maximum of {self.tokenizer.max_length} tokens: "
-                             "shorten it, or allow truncation")
+        n = len(encodings)
         lengths = [len(e.ids) for e in encodings]
         batches = (length_batches(lengths, batch_size, max_batch_tokens) if sort_by_length
-                   else [list(range(i, min(i + batch_size, len(texts)))) for i in range(0, len(texts), batch_size)])
-        probs: np.ndarray | None = None
+                   else [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
+        logits: np.ndarray | None = None
         for rows in batches:
-            p = softmax(self.logits(self.tokenizer.pad([encodings[i] for i in rows])))
-            if probs is None:
-                probs = np.empty((len(texts), p.shape[-1]), dtype=np.float32)
-            probs[rows] = p
+            out = self.logits(self.tokenizer.pad([encodings[i] for i in rows]))
+            if logits is None:
+                logits = np.empty((n, out.shape[-1]), dtype=np.float32)
+            logits[rows] = out
+        probs = softmax(logits)
         names = self.labels or [str(i) for i in range(probs.shape[-1])]
         answers = []
-        for row, cut in zip(probs, truncated):
+        for row, raw, encoding in zip(probs, logits, encodings):
             best = int(row.argmax())
-            answers.append({"label": names[best], "score": float(row[best]),
-                            "probabilities": {n: float(x) for n, x in zip(names, row)}, "truncated": cut})
+            answer = {"label": names[best], "score": float(row[best]),
+                      "probabilities": {k: float(x) for k, x in zip(names, row)},
+                      "truncated": bool(encoding.overflowing)}
+            if raw_scores:
+                answer["logits"] = {k: float(x) for k, x in zip(names, raw)}
+            answers.append(answer)
         return answers
 
 

@@ -126,7 +126,7 @@ class TextGenerator:
     def stream(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(),
                stop: Sequence[str] = (), use_cache: bool = True) -> Iterator[str]:
         """Yield the continuation as text pieces, as soon as each is complete (whole UTF-8 characters)."""
-        for piece in self._pieces(prompt, max_new_tokens, sampling, stop, use_cache):
+        for piece in self.steps(prompt, max_new_tokens, sampling, stop, use_cache):
             if piece[1]:
                 yield piece[1]
 
@@ -135,14 +135,15 @@ class TextGenerator:
         ids: list[int] = []
         texts: list[str] = []
         stopped_by = "max_new_tokens"
-        for token, text, reason in self._pieces(prompt, max_new_tokens, sampling, stop, use_cache):
+        for token, text, reason in self.steps(prompt, max_new_tokens, sampling, stop, use_cache):
             if token is not None:
                 ids.append(token)
             texts.append(text)
             stopped_by = reason or stopped_by
         return Generation("".join(texts), ids, len(self.encode(prompt)), stopped_by, texts)
 
-    def _pieces(self, prompt: str, max_new_tokens: int, sampling: Sampling, stop: Sequence[str], use_cache: bool):
+    def steps(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(), stop: Sequence[str] = (),
+              use_cache: bool = True):
         """(token, new text, stop reason or None) per step; text is held back until its characters are whole."""
         prompt_ids = self.encode(prompt) if prompt and prompt.strip() else []
         self.check_request(prompt_ids, max_new_tokens)

@@ -1,0 +1,320 @@
+"""The FastAPI service of one bundle, in the request shapes of text-embeddings-inference (`/predict`)
+and text-generation-inference (`/generate`, `/generate_stream`).
+
+Classification requests are tokenized on arrival and answered by the dynamic batcher; generation
+requests run one at a time in a worker thread, with a bounded number waiting. Every answer carries
+timing headers; errors are `{"error", "error_type"}` with the status a client can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from ..runtime import Bundle
+from ..runtime.errors import InputError
+from .batching import Batcher, BatchSettings, Overloaded, ShuttingDown
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    batching: BatchSettings = BatchSettings()
+    max_client_batch_size: int = 32
+    """Texts one /predict request may carry."""
+    max_body_bytes: int = 1 << 20
+    max_waiting_generations: int = 8
+    web_assets: Path | None = None
+    """transformers.js's dist folder (web/node_modules/@huggingface/transformers/dist) for the in-browser switch."""
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: Union[str, List[str]]
+    raw_scores: bool = False
+    truncate: bool = True
+
+
+class GenerateParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: Optional[int] = Field(None, ge=0)
+    temperature: Optional[float] = Field(None, ge=0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    repetition_penalty: Optional[float] = Field(None, gt=0)
+    seed: Optional[int] = None
+    stop: List[str] = []
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: str
+    parameters: GenerateParameters = GenerateParameters()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error_type: str, message: str):
+        super().__init__(message)
+        self.status, self.error_type = status, error_type
+
+
+def _ms(seconds: float) -> str:
+    return f"{1000 * seconds:.3f}"
+
+
+class Metrics:
+    def __init__(self, queue_depth):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("edgenlp_requests", "Requests answered, by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("edgenlp_request_duration_seconds", "Time from arrival to answer", ["endpoint"],
+                                 buckets=(.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10),
+                                 registry=self.registry)
+        self.batch_texts = Histogram("edgenlp_batch_texts", "Texts per model run", buckets=(1, 2, 4, 8, 16, 32, 64),
+                                     registry=self.registry)
+        self.batch_requests = Histogram("edgenlp_batch_requests", "Requests per model run",
+                                        buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        depth = Gauge("edgenlp_queue_depth", "Requests waiting for the model", registry=self.registry)
+        depth.set_function(queue_depth)
+
+    def batch(self, texts: int, requests: int) -> None:
+        self.batch_texts.observe(texts)
+        self.batch_requests.observe(requests)
+
+
+def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> FastAPI:
+    """The service of a loaded (and verified) bundle."""
+    classifier = bundle.task == "text-classification"
+    batcher: Batcher | None = None
+    generating = threading.Semaphore(1)
+    waiting = {"generations": 0}
+    metrics = Metrics(lambda: batcher.depth if batcher else waiting["generations"])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        nonlocal batcher
+        if classifier:
+            model = bundle._model
+            batcher = Batcher(lambda items: model.answer(items, batch_size=settings.batching.max_batch_texts,
+                                                         max_batch_tokens=settings.batching.max_batch_tokens,
+                                                         raw_scores=True),
+                              settings.batching, on_batch=metrics.batch)
+            model.answer(model.prepare(["warm up"]))  # the first run allocates; no client should pay for it
+        yield
+        if batcher is not None:
+            batcher.close()  # uvicorn has finished the in-flight requests; the queue is empty by now
+
+    app = FastAPI(title="edgenlp", version=bundle.manifest.get("edgenlp_version") or "0",
+                  description=f"{bundle.task} with {bundle.manifest['model']['variant']}", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            response = _error(413, "validation", f"the body is {length} bytes, more than {settings.max_body_bytes}: "
+                                                 "send fewer or shorter texts")
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.error_type, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+        return _error(422, "validation", f"{where}: {first.get('msg', 'invalid')}")
+
+    def need(task: str, endpoint: str) -> None:
+        if bundle.task != task:
+            raise ApiError(400, "validation", f"this server runs a {bundle.task} bundle: {endpoint} needs a "
+                                              f"{task} bundle")
+
+    @app.post("/predict", summary="Classify one text or a batch (text-embeddings-inference's request shape)")
+    async def predict(body: PredictRequest, response: Response):
+        need("text-classification", "/predict")
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        if len(texts) > settings.max_client_batch_size:
+            raise ApiError(413, "validation", f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a "
+                                              "request may carry: split the batch")
+        arrived = time.perf_counter()
+        model = bundle._model
+        try:
+            items = model.prepare(texts, truncate=body.truncate)
+        except InputError as exc:
+            too_long = "longer than the model's maximum" in str(exc)
+            raise ApiError(413 if too_long else 400, "validation", str(exc)) from None
+        tokenized = time.perf_counter()
+        try:
+            job = batcher.submit(items, [len(e.ids) for e in items])
+        except Overloaded as exc:
+            raise ApiError(503, "overloaded", str(exc)) from None
+        except ShuttingDown as exc:
+            raise ApiError(503, "unhealthy", str(exc)) from None
+        answers = await asyncio.wrap_future(job.future)
+        done = time.perf_counter()
+        response.headers.update({
+            "x-compute-time": _ms(done - arrived), "x-tokenization-time": _ms(tokenized - arrived),
+            "x-queue-time": _ms(job.started - job.enqueued), "x-inference-time": _ms(done - job.started),
+            "x-batch-size": str(job.batch_texts)})
+        shaped = [_ranked(a, body.raw_scores) for a in answers]
+        return shaped[0] if isinstance(body.inputs, str) else shaped
+
+    def generation_args(body: GenerateRequest) -> dict:
+        p = body.parameters
+        sampling = {k: v for k, v in p.model_dump().items() if v is not None and k not in ("max_new_tokens", "stop")}
+        return {"max_new_tokens": p.max_new_tokens, "stop": list(p.stop), **sampling}
+
+    async def run_generation(work):
+        if waiting["generations"] >= settings.max_waiting_generations:
+            raise ApiError(503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: "
+                                              "retry shortly")
+        waiting["generations"] += 1
+        try:
+            return await asyncio.to_thread(_one_at_a_time, generating, work)
+        except InputError as exc:
+            raise ApiError(400 if "empty" in str(exc) else 413, "validation", str(exc)) from None
+        finally:
+            waiting["generations"] -= 1
+
+    @app.post("/generate", summary="Continue a prompt (text-generation-inference's request shape)")
+    async def generate(body: GenerateRequest, response: Response):
+        need("text-generation", "/generate")
+        arrived = time.perf_counter()
+        timing = {}
+
+        def work():
+            timing["started"] = time.perf_counter()
+            return bundle.generate(body.inputs, **generation_args(body))
+
+        done = await run_generation(work)
+        finished = time.perf_counter()
+        response.headers.update({"x-compute-time": _ms(finished - arrived),
+                                 "x-queue-time": _ms(timing["started"] - arrived),
+                                 "x-inference-time": _ms(finished - timing["started"])})
+        return {"generated_text": done.text, "details": {"finish_reason": done.stopped_by,
+                                                         "generated_tokens": len(done.token_ids),
+                                                         "prompt_tokens": done.prompt_tokens}}
+
+    @app.post("/generate_stream", summary="Continue a prompt, streamed as server-sent events")
+    async def generate_stream(body: GenerateRequest):
+        need("text-generation", "/generate_stream")
+        args = generation_args(body)
+        model = bundle._model
+        prompt_ids = model.encode(body.inputs) if body.inputs.strip() else []
+        try:
+            model.check_request(prompt_ids, args["max_new_tokens"] if args["max_new_tokens"] is not None
+                                else bundle._generation_args(None, {})["max_new_tokens"])
+        except InputError as exc:
+            raise ApiError(400 if "empty" in str(exc) else 413, "validation", str(exc)) from None
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def work():
+            try:
+                text = []
+                for token, piece, reason in bundle.steps(body.inputs, **args):
+                    text.append(piece)
+                    loop.call_soon_threadsafe(events.put_nowait, {"token": {"id": token, "text": piece,
+                                                                            "special": False},
+                                                                  "generated_text": None, "details": None})
+                loop.call_soon_threadsafe(events.put_nowait, {"token": None, "generated_text": "".join(text),
+                                                              "details": {"finish_reason": reason or "length"}})
+            finally:
+                loop.call_soon_threadsafe(events.put_nowait, None)
+
+        task = asyncio.ensure_future(run_generation(work))
+
+        async def stream():
+            while (event := await events.get()) is not None:
+                yield f"data: {json.dumps(event)}\n\n"
+            await task
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/health", summary="200 while the model answers")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/info", summary="The bundle's manifest (less its file table) and the server's limits")
+    async def info():
+        manifest = {k: v for k, v in bundle.manifest.items() if k != "files"}
+        return {"task": bundle.task, "model": manifest["model"]["variant"], "manifest": manifest,
+                "benchmark": bundle.manifest.get("benchmark"),
+                "limits": {"max_client_batch_size": settings.max_client_batch_size,
+                           "max_batch_tokens": settings.batching.max_batch_tokens,
+                           "max_batch_texts": settings.batching.max_batch_texts,
+                           "max_wait_ms": settings.batching.max_wait_ms, "max_queue": settings.batching.max_queue,
+                           "dynamic_batching": settings.batching.enabled},
+                "browser": settings.web_assets is not None}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str):
+        return _file_in(STATIC, name)
+
+    listed = set(bundle.manifest.get("files") or {}) | {"manifest.json"}
+
+    @app.get("/models/bundle/{path:path}", include_in_schema=False)
+    async def bundle_file(path: str):
+        if path not in listed:  # only what the manifest lists, never a path out of the folder
+            raise ApiError(404, "not_found", f"{path} is not a file of this bundle")
+        return FileResponse(bundle.path / path)
+
+    @app.get("/web/transformers/{name}", include_in_schema=False)
+    async def web_asset(name: str):
+        if settings.web_assets is None:
+            raise ApiError(404, "not_found", "the in-browser runtime is not installed: run `npm ci --ignore-scripts` "
+                                             "in web/ and restart")
+        return _file_in(settings.web_assets, name)
+
+    return app
+
+
+def _one_at_a_time(gate: threading.Semaphore, work):
+    with gate:
+        return work()
+
+
+def _file_in(folder: Path, name: str):
+    path = (folder / name).resolve()
+    if path.parent != folder.resolve() or not path.is_file():
+        raise ApiError(404, "not_found", f"{name} not found")
+    return FileResponse(path)
+
+
+def _ranked(answer: dict, raw: bool) -> list[dict]:
+    scores = answer["logits"] if raw else answer["probabilities"]
+    return sorted(({"label": k, "score": float(v)} for k, v in scores.items()), key=lambda x: -x["score"])
+
+
+def _error(status: int, error_type: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "error_type": error_type}, status_code=status)

@@ -1,0 +1,114 @@
+// The page: send the text to the server, and (switch on) run the same bundle in this browser with
+// transformers.js on WebAssembly, from files this server serves; show both answers and latencies.
+const $ = (id) => document.getElementById(id);
+const info = await (await fetch("/info")).json();
+const generation = info.task === "text-generation";
+const DTYPES = { "model.onnx": "fp32", "model_fp16.onnx": "fp16", "model_quantized.onnx": "q8", "model_q4.onnx": "q4" };
+const dtype = DTYPES[info.manifest.model.file.split("/").pop()] || "fp32";
+$("model").textContent = `${info.task} · ${info.model} (${info.manifest.model.precision}) · ` +
+  `${info.manifest.isa.tuned_for ? "tuned for " + info.manifest.isa.tuned_for : "float"}`;
+$("text").placeholder = generation ? "Type the start of a text" : "Type a sentence to classify";
+if (!info.browser) {
+  $("in-browser").disabled = true;
+  $("browser-note").hidden = false;
+  $("browser-note").textContent = "In-browser mode needs transformers.js on the server (npm ci in web/).";
+}
+
+function bars(target, scores) {
+  target.replaceChildren();
+  scores.forEach((s, i) => {
+    const row = document.createElement("div");
+    row.className = "bar" + (i === 0 ? " top" : "");
+    row.dataset.label = s.label;
+    row.innerHTML = `<span class="name"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
+    row.querySelector(".name").textContent = s.label;
+    row.querySelector(".fill").style.width = `${(100 * s.score).toFixed(1)}%`;
+    row.querySelector(".pct").textContent = `${(100 * s.score).toFixed(1)}%`;
+    target.append(row);
+  });
+}
+
+function fail(target, message) {
+  target.innerHTML = "";
+  const p = document.createElement("p");
+  p.className = "error";
+  p.textContent = message;
+  target.append(p);
+}
+
+async function onServer(text) {
+  const out = $("server-answer");
+  const t0 = performance.now();
+  if (!generation) {
+    const response = await fetch("/predict", { method: "POST", headers: { "content-type": "application/json" },
+                                               body: JSON.stringify({ inputs: text }) });
+    const body = await response.json();
+    if (!response.ok) return fail(out, body.error);
+    bars(out, body);
+    $("server-latency").textContent = `${(performance.now() - t0).toFixed(1)} ms round trip · ` +
+      `${Number(response.headers.get("x-compute-time")).toFixed(1)} ms on the server`;
+    return;
+  }
+  out.replaceChildren();
+  const para = document.createElement("p");
+  para.className = "continuation";
+  out.append(para);
+  const response = await fetch("/generate_stream", { method: "POST", headers: { "content-type": "application/json" },
+                                                     body: JSON.stringify({ inputs: text, parameters: { max_new_tokens: 48 } }) });
+  if (!response.ok) return fail(out, (await response.json()).error);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "", first = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = JSON.parse(buffer.slice(0, cut).replace(/^data: /, ""));
+      buffer = buffer.slice(cut + 2);
+      if (event.token) { first ??= performance.now(); para.textContent += event.token.text; }
+    }
+  }
+  $("server-latency").textContent = `first token ${(first - t0).toFixed(0)} ms · all ${(performance.now() - t0).toFixed(0)} ms`;
+}
+
+let browserModel = null;
+async function inBrowser(text) {
+  const out = $("browser-answer");
+  $("browser-column").hidden = false;
+  try {
+    if (!browserModel) {
+      out.textContent = "loading the model into the browser…";
+      const { pipeline, env } = await import("/web/transformers/transformers.min.js");
+      env.allowRemoteModels = false;
+      env.allowLocalModels = true;
+      env.localModelPath = "/models/";
+      env.backends.onnx.wasm.wasmPaths = "/web/transformers/";
+      env.backends.onnx.wasm.numThreads = 1;
+      browserModel = await pipeline(info.task, "bundle", { dtype, device: "wasm" });
+    }
+    const t0 = performance.now();
+    if (generation) {
+      const [result] = await browserModel(text, { max_new_tokens: 48, do_sample: false, return_full_text: false });
+      out.replaceChildren();
+      const para = document.createElement("p");
+      para.className = "continuation";
+      para.textContent = result.generated_text;
+      out.append(para);
+    } else {
+      bars(out, await browserModel(text, { top_k: null }));
+    }
+    $("browser-latency").textContent = `${(performance.now() - t0).toFixed(1)} ms in this browser`;
+  } catch (error) {
+    fail(out, `in-browser run failed: ${error.message || error}`);
+  }
+}
+
+$("run").addEventListener("click", async () => {
+  const text = $("text").value;
+  const jobs = [onServer(text).catch((e) => fail($("server-answer"), String(e)))];
+  if ($("in-browser").checked) jobs.push(inBrowser(text));
+  await Promise.all(jobs);
+  document.body.dataset.done = String(Number(document.body.dataset.done || 0) + 1);
+});
+$("in-browser").addEventListener("change", () => { $("browser-column").hidden = !$("in-browser").checked; });
