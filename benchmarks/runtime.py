@@ -136,7 +136,7 @@ for r in range(rounds):
     for k, f in ways.items():
         t0 = time.perf_counter(); answers[k] = f(); seconds[k].append(time.perf_counter() - t0)
 single = [bundle.classify([t])[0] for t in texts]
-lengths = bundle._model.tokenizer.lengths(texts)
+lengths = bundle.model.tokenizer.lengths(texts)
 naive_positions = sum(32 * max(lengths[i:i + 32]) if i + 32 <= len(texts) else (len(texts) - i) * max(lengths[i:])
                       for i in range(0, len(texts), 32))
 packed_positions = sum(len(b) * max(lengths[j] for j in b) for b in length_batches(lengths, 32))

@@ -249,9 +249,9 @@ def test_ort_target_converts_checks_and_records_the_mobile_verdict(tiny_run, tmp
     assert set(target["mobile_usability"]["execution_providers"]) >= {"NNAPI"}
     session = ort.InferenceSession(str(out / target["file"]), providers=["CPUExecutionProvider"])
     bundle = load(out)
-    feed = bundle._model.tokenizer.encode(TEXTS)
+    feed = bundle.model.tokenizer.encode(TEXTS)
     assert np.allclose(session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0],
-                       bundle._model.logits(feed), atol=1e-5)
+                       bundle.model.logits(feed), atol=1e-5)
     assert "ort/model_quantized.ort" in m["files"]
 
 

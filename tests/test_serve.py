@@ -246,11 +246,11 @@ import sys, time
 from edgenlp.runtime import load
 from edgenlp.serve import run_server
 bundle = load(sys.argv[1])
-answer = bundle._model.answer
+answer = bundle.model.answer
 def slow(items, **kw):
     time.sleep(0.4)  # long enough that requests are in flight when SIGTERM arrives
     return answer(items, **kw)
-bundle._model.answer = slow
+bundle.model.answer = slow
 run_server(bundle, port=int(sys.argv[2]))
 """
 

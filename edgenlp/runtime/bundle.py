@@ -142,6 +142,11 @@ class Bundle:
                               "(it serves text-classification and text-generation): upgrade edgenlp")
 
     @property
+    def model(self):
+        """The task's model: a `TextClassifier` (prepare / answer / classify) or a `CausalLM`."""
+        return self._model
+
+    @property
     def labels(self) -> list[str]:
         return list(self.manifest.get("labels") or [])
 
@@ -157,19 +162,20 @@ class Bundle:
     def generate(self, prompt: str, max_new_tokens: int | None = None, **sampling):
         """A continuation of `prompt` (greedy unless `temperature` > 0), with the bundle's defaults."""
         self._require("text-generation", "generate")
-        return self._model.generate(prompt, **self._generation_args(max_new_tokens, sampling))
+        return self._model.generate(prompt, **self.generation_args(max_new_tokens, sampling))
 
     def stream(self, prompt: str, max_new_tokens: int | None = None, **sampling):
         """The continuation as text pieces, as soon as each is whole."""
         self._require("text-generation", "stream")
-        return self._model.stream(prompt, **self._generation_args(max_new_tokens, sampling))
+        return self._model.stream(prompt, **self.generation_args(max_new_tokens, sampling))
 
     def steps(self, prompt: str, max_new_tokens: int | None = None, **sampling):
         """(token id, new text, stop reason or None) per generated token."""
         self._require("text-generation", "steps")
-        return self._model.steps(prompt, **self._generation_args(max_new_tokens, sampling))
+        return self._model.steps(prompt, **self.generation_args(max_new_tokens, sampling))
 
-    def _generation_args(self, max_new_tokens, sampling: dict) -> dict:
+    def generation_args(self, max_new_tokens: int | None, sampling: dict) -> dict:
+        """`max_new_tokens`, `sampling` and `stop` for the generator: the request's, else the manifest's defaults."""
         from .generation import Sampling
 
         defaults = dict(self.manifest.get("generation") or {})

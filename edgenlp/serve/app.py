@@ -113,7 +113,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     async def lifespan(app: FastAPI):
         nonlocal batcher
         if classifier:
-            model = bundle._model
+            model = bundle.model
             batcher = Batcher(lambda items: model.answer(items, batch_size=settings.batching.max_batch_texts,
                                                          max_batch_tokens=settings.batching.max_batch_tokens,
                                                          raw_scores=True),
@@ -152,7 +152,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
             raise ApiError(413, "validation", f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a "
                                               "request may carry: split the batch")
         arrived = time.perf_counter()
-        model = bundle._model
+        model = bundle.model
         try:
             items = model.prepare(texts, truncate=body.truncate)
         except InputError as exc:
@@ -213,11 +213,11 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     async def generate_stream(body: GenerateRequest):
         need("text-generation", "/generate_stream")
         args = generation_args(body)
-        model = bundle._model
+        model = bundle.model
         prompt_ids = model.encode(body.inputs) if body.inputs.strip() else []
         try:
             model.check_request(prompt_ids, args["max_new_tokens"] if args["max_new_tokens"] is not None
-                                else bundle._generation_args(None, {})["max_new_tokens"])
+                                else bundle.generation_args(None, {})["max_new_tokens"])
         except InputError as exc:
             raise ApiError(400 if "empty" in str(exc) else 413, "validation", str(exc)) from None
         loop = asyncio.get_running_loop()
