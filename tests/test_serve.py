@@ -110,12 +110,15 @@ def test_generate_and_stream_follow_tgi(gpt2_bundle):
         assert done.status_code == 200, done.text
         assert done.json()["generated_text"] == expected.text
         assert done.json()["details"]["generated_tokens"] == len(expected.token_ids)
+        assert done.json()["details"]["finish_reason"] == {"max_new_tokens": "length", "eos": "eos_token"}[
+            expected.stopped_by]
         with c.stream("POST", "/generate_stream", json={"inputs": "the movie was",
                                                          "parameters": {"max_new_tokens": 6}}) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             events = [json.loads(line[len("data: "):]) for line in stream.iter_lines() if line.startswith("data: ")]
         assert [e["token"]["id"] for e in events[:-1]] == expected.token_ids
         assert events[-1]["generated_text"] == expected.text
+        assert events[-1]["details"]["finish_reason"] == done.json()["details"]["finish_reason"]
         assert c.post("/generate", json={"inputs": " "}).status_code == 400
         assert c.post("/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 500}}).status_code == 413
         assert c.post("/generate", json={"inputs": "x", "parameters": {"top_p": 2}}).status_code == 422

@@ -205,7 +205,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
         response.headers.update({"x-compute-time": _ms(finished - arrived),
                                  "x-queue-time": _ms(timing["started"] - arrived),
                                  "x-inference-time": _ms(finished - timing["started"])})
-        return {"generated_text": done.text, "details": {"finish_reason": done.stopped_by,
+        return {"generated_text": done.text, "details": {"finish_reason": _finish(done.stopped_by),
                                                          "generated_tokens": len(done.token_ids),
                                                          "prompt_tokens": done.prompt_tokens}}
 
@@ -225,18 +225,24 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
 
         def work():
             try:
-                text = []
+                text, stopped = [], None
                 for token, piece, reason in bundle.steps(body.inputs, **args):
                     text.append(piece)
-                    loop.call_soon_threadsafe(events.put_nowait, {"token": {"id": token, "text": piece,
-                                                                            "special": False},
-                                                                  "generated_text": None, "details": None})
+                    stopped = reason or stopped
+                    if token is not None:  # the last step may only flush text held back for whole characters
+                        loop.call_soon_threadsafe(events.put_nowait, {"token": {"id": token, "text": piece,
+                                                                                "special": False},
+                                                                      "generated_text": None, "details": None})
                 loop.call_soon_threadsafe(events.put_nowait, {"token": None, "generated_text": "".join(text),
-                                                              "details": {"finish_reason": reason or "length"}})
+                                                              "details": {"finish_reason": _finish(stopped)}})
             finally:
                 loop.call_soon_threadsafe(events.put_nowait, None)
 
+        if waiting["generations"] >= settings.max_waiting_generations:  # refuse before the stream starts
+            raise ApiError(503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: "
+                                              "retry shortly")
         task = asyncio.ensure_future(run_generation(work))
+        task.add_done_callback(lambda _: events.put_nowait(None))  # the stream ends even if work never ran
 
         async def stream():
             while (event := await events.get()) is not None:
@@ -322,6 +328,15 @@ class Measured:
         endpoint = getattr(route, "path", "unmatched")
         self.metrics.requests.labels(endpoint, str(status["code"])).inc()
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def _finish(stopped_by: str | None) -> str:
+    """text-generation-inference's finish reasons."""
+    if stopped_by == "eos":
+        return "eos_token"
+    if stopped_by and stopped_by.startswith("stop:"):
+        return "stop_sequence"
+    return "length"
 
 
 def _one_at_a_time(gate: threading.Semaphore, work):
