@@ -3,7 +3,9 @@
 onnxruntime-extensions turns the bundle's tokenizer into a graph (`gen_processing_models`); the
 bundle's classifier and a Softmax / ArgMax / label lookup are joined behind it, so an app with no
 tokenizer library feeds a string and reads a label. It is kept only if it gives the two-part
-pipeline's label on every text of the test split (and its probabilities within 1e-4).
+pipeline's label on every text of the test split (all but `max_label_differences` of them, if the
+user accepts that); the manifest records how many labels and token sequences differed, and the
+largest probability difference.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def session(model):
 
 
 def text_to_label_graph(folder: Path, model_rel: str, labels: list[str], max_length: int):
+    """(the merged text-to-label graph, the tokenizer graph alone) for the bundle's model."""
     import onnx
     from onnx import TensorProto, compose, helper
     from transformers import AutoTokenizer
