@@ -11,7 +11,8 @@ The client is a small asyncio HTTP/1.1 client on keep-alive connections (httpx i
 saturate a core first). Reports, per rate, the answered requests per second (sustained: answers / time until the last),
 p50 / p99 latency and errors; then the highest rate each setting sustains with p99 <= 50 ms and no
 error. Every request has a 10 s timeout.
-Saves `benchmarks/results/serve_load.json`.
+First, the model alone in this process: texts per second over 256 tweets by batch size (length-
+sorted), which sets the server's default texts per model run. Saves `benchmarks/results/serve_load.json`.
 """
 
 from __future__ import annotations
@@ -142,11 +143,24 @@ def main() -> int:
         raise SystemExit(f"{bundle} is not a bundle: run `python benchmarks/runtime.py` first")
 
     from edgenlp import data, recipe as recipe_module
+    from edgenlp.runtime import load
 
     texts = data.load(recipe_module.default().data).test.texts[:400]
     singles = [{"inputs": t} for t in texts]
     batches = [{"inputs": texts[i:i + 8]} for i in range(0, len(texts), 8)]
+    print("model alone, texts per second by batch size ...", flush=True)
+    model = load(bundle, threads=1).model
+    encoded = model.prepare(texts[:256])
+    model.answer(encoded[:64])
+    sweep = {}
+    for _ in range(2):
+        for size in (1, 4, 8, 16, 32, 64):
+            t0 = time.perf_counter()
+            model.answer(encoded, batch_size=size)
+            sweep[size] = max(sweep.get(size, 0.0), len(encoded) / (time.perf_counter() - t0))
+    del model
     summary = {"bundle": str(bundle.relative_to(ROOT) if ROOT in bundle.resolve().parents else bundle),
+               "model_texts_per_s_by_batch_size_1_thread": sweep,
                "seconds_per_level": args.seconds, "server_threads": args.threads,
                "client": "asyncio keep-alive HTTP/1.1 connections, open loop, on the same machine (it shares the "
                          "2 cores with the server)", "settings": {}}

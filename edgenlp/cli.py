@@ -494,6 +494,7 @@ def serve(
     threads: int = typer.Option(1, "--threads", min=1, help="onnxruntime threads of the model."),
     no_batching: bool = typer.Option(False, "--no-batching", help="Answer requests one by one (dynamic batching off)."),
     max_batch_tokens: int = typer.Option(16384, "--max-batch-tokens", min=1, help="Padded positions per model run."),
+    max_batch_texts: int = typer.Option(16, "--max-batch-texts", min=1, help="Texts per model run."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="How long a busy server waits to fill a batch."),
     max_queue: int = typer.Option(256, "--max-queue", min=1, help="Requests that may wait; more get 503."),
     max_client_batch_size: int = typer.Option(32, "--max-client-batch-size", min=1, help="Texts per request."),
@@ -504,7 +505,8 @@ def serve(
     from .serve import serve as run
 
     settings = ServeSettings(batching=BatchSettings(enabled=not no_batching, max_batch_tokens=max_batch_tokens,
-                                                    max_wait_ms=max_wait_ms, max_queue=max_queue),
+                                                    max_batch_texts=max_batch_texts, max_wait_ms=max_wait_ms,
+                                                    max_queue=max_queue),
                              max_client_batch_size=max_client_batch_size, web_assets=default_web_assets())
     run(bundle_path, host=host, port=port, settings=settings, threads=threads, verify=not no_verify)
 

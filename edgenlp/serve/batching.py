@@ -45,7 +45,9 @@ class BatchSettings:
     enabled: bool = True
     max_batch_tokens: int = 16384
     """Padded positions one batch may hold (texts x the longest text)."""
-    max_batch_texts: int = 64
+    max_batch_texts: int = 16
+    """Texts per model run: INT8 MiniLM on an AVX2 core answers most texts a second in runs of 8-16 and
+    fewer in runs of 64 than one by one (benchmarks/serve_load.py measures the sweep)."""
     max_wait_ms: float = 2.0
     """How long a busy server waits for more requests to fill a batch (never when idle)."""
     max_queue: int = 256
