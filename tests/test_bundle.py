@@ -78,6 +78,7 @@ def test_mask_value_rewrite_changes_no_logit_on_padded_batches(int8_bundle, tiny
 
     m = json.loads((int8_bundle / "manifest.json").read_text())
     assert m["batching"]["mask_rewrite"].startswith("applied")
+    assert m["batching"]["batch_invariant"] is False and "batch_size=1" in m["batching"]["batch_note"]
     assert m["batching"]["padding_cost"]["ms_all_real"] > 0
     original = TextClassifier(tiny_run.variants["onnx-int8-dynamic"].path)
     bundled = TextClassifier(int8_bundle, model_file=int8_bundle / m["model"]["file"])
@@ -91,6 +92,7 @@ def test_runtime_answers_like_the_variant_in_any_batching(tiny_run, tmp_path):
 
     bundle_dir = build(tiny_run.variants["onnx-fp32"].path, tmp_path / "fp32")
     assert (bundle_dir / "onnx" / "model.onnx").is_file()
+    assert json.loads((bundle_dir / "manifest.json").read_text())["batching"]["batch_invariant"] is True
     bundle = load(bundle_dir)
     single = [bundle.classify([t])[0] for t in TEXTS]
     for batch_size, by_length in ((2, True), (32, True), (2, False)):
@@ -182,6 +184,13 @@ def test_zip_loads_and_a_truncated_zip_is_refused(int8_bundle, tmp_path, monkeyp
     with pytest.raises(BundleError, match="truncated or damaged"):
         load(cut)
     assert not list((tmp_path / "cache").glob("bundles/.*partial*"))
+    escaping = tmp_path / "escaping.zip"
+    with zipfile.ZipFile(escaping, "w") as z:
+        z.writestr("manifest.json", "{}")
+        z.writestr("../outside.txt", "x")
+    with pytest.raises(BundleError, match="points outside the bundle"):
+        load(escaping)
+    assert not (tmp_path / "cache" / "outside.txt").exists() and not (tmp_path / "outside.txt").exists()
 
 
 def test_cli_bundle_and_run_jsonl_and_one_line_errors(tiny_run, tmp_path):
@@ -268,6 +277,11 @@ def test_strings_target_gives_the_two_part_labels_on_the_whole_test_split(tiny_r
     assert any("one text per run" in x for x in target["limits"])
     one = session(out / target["file"])
     bundle = load(out)
+    from edgenlp.bundle.strings import text_to_label_graph
+
+    _, tokenizer_graph = text_to_label_graph(out, "onnx/model_quantized.onnx", bundle.labels, 32)
+    ids = session(tokenizer_graph).run(None, {"text": np.array(["good \ufffd film"])})[0][0].tolist()
+    assert ids == bundle.model.tokenizer.tokenize(["good \ufffd film"])[0].ids  # U+FFFD dropped, as HF does
     for text in test_texts[:10]:
         label, probs, _ = one.run(None, {"text": np.array([text])})
         assert str(label[0]) == bundle.classify([text], batch_size=1)[0]["label"]

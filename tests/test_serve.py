@@ -287,6 +287,51 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(int8_b
             proc.kill()
 
 
+FULL_QUEUE_SERVER = """
+import sys, time
+from edgenlp.runtime import load
+from edgenlp.serve import BatchSettings, ServeSettings, run_server
+bundle = load(sys.argv[1])
+answer = bundle.model.answer
+def slow(items, **kw):
+    time.sleep(0.5)
+    return answer(items, **kw)
+bundle.model.answer = slow
+run_server(bundle, port=int(sys.argv[2]), settings=ServeSettings(batching=BatchSettings(enabled=False, max_queue=1)))
+"""
+
+
+def test_a_full_queue_answers_503_at_once_over_http(int8_bundle):
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", FULL_QUEUE_SERVER, str(int8_bundle), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_ready(port, proc)
+        time.sleep(1.0)  # the warm-up run (slowed too) is over
+        replies = []
+
+        def ask():
+            r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": "fun"}, timeout=30)
+            replies.append((r.status_code, r.json(), r.elapsed.total_seconds()))
+
+        askers = [threading.Thread(target=ask) for _ in range(4)]
+        for t in askers:
+            t.start()
+            time.sleep(0.05)  # one in the model, one queued, the rest find the queue full
+        for t in askers:
+            t.join(30)
+        statuses = sorted(code for code, _, _ in replies)
+        assert statuses.count(200) >= 2 and 503 in statuses
+        refused = [(body, seconds) for code, body, seconds in replies if code == 503]
+        assert all(body["error_type"] == "overloaded" and "already waiting" in body["error"] for body, _ in refused)
+        assert all(seconds < 0.4 for _, seconds in refused)  # refused at once, not after waiting
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 

@@ -37,8 +37,7 @@ def save_model(model, path: Path) -> None:
     """The graph at `path`, its weights in `<name>_data` beside it (any earlier one replaced).
 
     onnxruntime maps an external-data file instead of parsing the weights out of the graph and
-    copying them, so a process loading INT8 MiniLM peaks about 3 MiB lower (benchmarks/runtime.py);
-    Optimum reads the file as it is, and transformers.js when config.json says
+    copying them, so a process that loads the model peaks lower; Optimum reads the file as it is, and transformers.js when config.json says
     `transformers.js_config.use_external_data_format` (`copy_support` writes it).
     """
     import onnx

@@ -46,8 +46,8 @@ class BatchSettings:
     max_batch_tokens: int = 16384
     """Padded positions one batch may hold (texts x the longest text)."""
     max_batch_texts: int = 16
-    """Texts per model run: INT8 MiniLM on an AVX2 core answers most texts a second in runs of 8-16 and
-    fewer in runs of 64 than one by one (benchmarks/serve_load.py measures the sweep)."""
+    """Texts per model run: INT8 MiniLM on an AVX2 core answered more texts a second in runs of 4-16
+    than one by one, and fewer in runs of 64 (the sweep in benchmarks/results/serve_load.json)."""
     max_wait_ms: float = 2.0
     """How long a busy server waits for more requests to fill a batch (never when idle)."""
     max_queue: int = 256

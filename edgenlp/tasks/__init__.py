@@ -31,6 +31,11 @@ Each task module declares
                                            `report/templates/<NAME>.html.j2` its HTML tables
     MODEL_MUST_BE                          (optional) what a model must already be for this task: it
                                            cannot be given this task by re-heading another model
+    bundle_section(variant, folder, model_rel) -> dict
+                                           its part of a bundle's manifest (labels and padding, or the
+                                           KV cache and generation defaults); may edit the bundle's config
+    bundle_summary(results, variant) -> dict
+                                           the measured figures a bundle's manifest carries
     Trainer                                the task's half of the training loop (stages/finetune.py,
                                            stages/distill.py) and the calibration batches of pruning
 
