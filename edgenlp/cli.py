@@ -218,11 +218,18 @@ def finetune(
     patience: int = typer.Option(3),
     seed: int = typer.Option(42),
     max_train_examples: Optional[int] = typer.Option(None, help="Train on a seeded subset of this size."),
+    search: bool = typer.Option(False, "--search", help="Search learning rate, batch size, warm-up and weight decay with Optuna; trial 0 uses the settings above."),
+    trials: int = typer.Option(8, help="With --search: trials in all (an interrupted search resumes and counts what it finished)."),
+    search_minutes: Optional[float] = typer.Option(None, help="With --search: start no new trial after this many minutes."),
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Fine-tune a classifier, or continue training a language model on a corpus; writes a checkpoint and a log."""
+    """Fine-tune a classifier, or continue training a language model on a corpus; writes a checkpoint and a log.
+
+    With --search, an Optuna study (median pruning of bad trials, stored beside --out so a rerun
+    resumes) picks the settings; a recipe's `search:` block sets the space and fixed trial settings.
+    """
     _setup(verbose)
     from . import models
     from .data import DataSpec
@@ -232,12 +239,19 @@ def finetune(
                   max_train_examples=max_train_examples, seed=seed)
     config = _typed(stage.Config, "finetune", data=spec, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                     learning_rate=learning_rate, max_length=max_length, eval_every=eval_every,
-                    patience=patience, seed=seed, task=task)
+                    patience=patience, seed=seed, task=task,
+                    search={"trials": trials, "timeout_minutes": search_minutes} if search else None)
     artifact, reused = _build_one(models.resolve(model), stage, config, out)
     meta = artifact.meta["metadata"]
     metric = meta.get("metric", "accuracy")
     Console().print(f"{'reused' if reused else 'fine-tuned'} ({artifact.task}): {artifact.path} "
                     f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})")
+    found = meta.get("search")
+    if found:
+        verdict = {True: "beat", False: "did not beat", None: "could not be compared with"}[found["beat_defaults"]]
+        Console().print(f"search: {found['complete']} of {found['trials']} trials complete, {found['pruned']} pruned; "
+                        f"best trial {found['best_trial']} {found['best_params']}; it {verdict} the given settings "
+                        f"({found['defaults_value']}); study {found['study']}")
 
 
 @app.command()

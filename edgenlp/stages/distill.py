@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from .. import architectures, models
@@ -33,6 +35,12 @@ class Config(finetune.Config):
     """Weight of the teacher's soft labels; the task loss gets 1 - alpha."""
     hidden_weight: float = Field(0.0, ge=0)
     """Weight of hidden-state matching (0: off)."""
+
+    DEFAULT_SEARCH_SPACE: ClassVar[dict] = {
+        **finetune.Config.DEFAULT_SEARCH_SPACE,
+        "temperature": {"low": 1.0, "high": 8.0},
+        "alpha": {"low": 0.1, "high": 0.9},
+    }
 
 
 def teacher_path(parent: Artifact, config: Config) -> Path:
@@ -106,8 +114,12 @@ class Distillation:
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     teacher = teacher_path(parent, config)
     task = finetune.task_of(parent, config)
-    out = finetune.train(parent, config, workdir, Distillation(teacher, task.AUTO_MODEL, config), stage=NAME,
-                          evaluate_first=True)
-    out.metadata["distillation"] = {"teacher": str(teacher), "temperature": config.temperature,
-                                    "alpha": config.alpha, "hidden_weight": config.hidden_weight}
-    return out
+
+    def train_one(cfg: Config, folder: Path, on_eval) -> StageOutput:
+        out = finetune.train(parent, cfg, folder, Distillation(teacher, task.AUTO_MODEL, cfg), stage=NAME,
+                             evaluate_first=True, on_eval=on_eval)
+        out.metadata["distillation"] = {"teacher": str(teacher), "temperature": cfg.temperature,
+                                        "alpha": cfg.alpha, "hidden_weight": cfg.hidden_weight}
+        return out
+
+    return finetune.train_or_search(parent, config, workdir, train_one)

@@ -16,10 +16,12 @@ import random
 import time
 from pathlib import Path
 
-from pydantic import Field
+from typing import ClassVar
+
+from pydantic import Field, model_validator
 
 from .. import data as data_module
-from .. import progress, tasks
+from .. import progress, tasks, tuning
 from ..artifact import Artifact, StageOutput
 from ..errors import ArtifactError, RecipeError
 from . import StageConfig
@@ -51,6 +53,21 @@ class Config(StageConfig):
     """Validation examples (texts, or windows of a corpus) used during training."""
     seed: int = 42
     threads: int | None = Field(None, ge=1)
+    search: tuning.TuningSettings | None = None
+    """Search these settings with Optuna instead of training once (see `edgenlp/tuning.py`)."""
+
+    DEFAULT_SEARCH_SPACE: ClassVar[dict] = {
+        "learning_rate": {"low": 1e-5, "high": 3e-4, "log": True},
+        "batch_size": {"choices": [16, 32]},
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+        "weight_decay": {"low": 0.0, "high": 0.1},
+    }
+
+    @model_validator(mode="after")
+    def _searchable(self) -> "Config":
+        if self.search is not None:
+            tuning.check_against(self, self.DEFAULT_SEARCH_SPACE)
+        return self
 
 
 def task_of(parent: Artifact, config: Config):
@@ -64,16 +81,28 @@ def satisfied_by(parent: Artifact, dataset) -> bool:
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
-    return train(parent, config, workdir)
+    return train_or_search(parent, config, workdir, lambda cfg, folder, on_eval: train(parent, cfg, folder, on_eval=on_eval))
+
+
+def train_or_search(parent: Artifact, config: Config, workdir: Path, train_one) -> StageOutput:
+    """Train once, or, with `config.search`, run the Optuna study whose best trial becomes the output."""
+    if config.search is None:
+        return train_one(config, workdir, None)
+    trainer = task_of(parent, config).Trainer
+    metric = config.metric or trainer.METRIC
+    if metric not in trainer.METRICS:
+        raise RecipeError(f"metric '{metric}' is not one of {', '.join(trainer.METRICS)}")
+    return tuning.search(config, workdir, parent.id, trainer.METRICS[metric], metric, train_one)
 
 
 def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage: str = NAME,
-          evaluate_first: bool = False) -> StageOutput:
+          evaluate_first: bool = False, on_eval=None) -> StageOutput:
     """The training loop; `objective(model, batch) -> loss` replaces the task's own loss (distillation).
 
     `objective` may have `start(model)`, called once the model is built, to prepare what it needs.
     `evaluate_first` logs the parent's own score at step 0 (what recovery starts from), and keeps
-    the parent if training never beats it.
+    the parent if training never beats it. `on_eval(step, result)` sees every evaluation (the
+    search's pruner); it may raise to stop training.
     """
     if parent.format != "pytorch":
         raise ArtifactError(f"{stage} needs a PyTorch checkpoint, but {parent.path} is {parent.format}")
@@ -128,6 +157,8 @@ def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
+        if on_eval is not None:
+            on_eval(step, result)
         return stale >= config.patience
 
     stop = False

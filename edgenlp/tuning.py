@@ -1,0 +1,300 @@
+"""Hyper-parameter search for the training stages (finetune, distill) with Optuna.
+
+A `search:` block in a training stage's config turns one training run into a study:
+
+    - name: pytorch-fp32
+      stage: finetune
+      config:
+        learning_rate: 8.0e-5
+        search:
+          trials: 8
+          fixed: {max_steps: 90, eval_every: 30}       # every trial trains this long
+          space:
+            learning_rate: {low: 1.0e-5, high: 3.0e-4, log: true}
+            batch_size: {choices: [16, 32]}
+
+Trial 0 trains with the stage's own settings (what the search must beat, under the same budget);
+the others are sampled by TPE. Every evaluation the training loop already does is reported to a
+median pruner, which stops a trial that is worse than the median of earlier trials at that step.
+The study lives in SQLite under `<variant>.tuning/<key>/` beside the variant's folder (in the run
+folder, outside the stage's work folder, which is discarded on failure), so an interrupted search resumes where it
+stopped: finished trials are kept, a trial cut off mid-way is marked failed and not counted.
+The best trial's checkpoint is the stage's output; its training log carries every trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import RecipeError
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "study.db"
+TRIAL_OUTPUT = "trial_output.json"
+NOT_SEARCHABLE = {"data", "task", "search", "metric", "teacher", "threads"}
+
+
+class Distribution(BaseModel):
+    """One searched setting: a range (`low`, `high`, optionally `log` or `step`) or a list of `choices`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _has_a_point(self) -> "Distribution":
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices is empty, so the search has no value to try: list at least one")
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices)")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}: the range holds no value")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range must start above 0 (low is {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("a range is either log or stepped, not both")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        return value is not None and self.low <= value <= self.high
+
+
+class TuningSettings(BaseModel):
+    """The `search:` block of a training stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = 8
+    """Trials in all, trial 0 (the stage's own settings) included; an interrupted study counts what it finished."""
+    timeout_minutes: float | None = Field(None, gt=0)
+    """No new trial starts after this much wall time in one run."""
+    space: dict[str, Distribution] | None = None
+    """Settings to search; None: the stage's default space (learning rate, batch size, warm-up, weight decay...)."""
+    fixed: dict[str, Any] = {}
+    """Settings every trial uses instead of the stage's own (a shorter training, a smaller evaluation)."""
+    include_defaults: bool = True
+    """Make trial 0 the stage's own settings, so the report can say whether the search beat them."""
+    seed: int = 0
+    startup_trials: int = Field(3, ge=0)
+    """Completed trials before the median pruner may stop another."""
+    warmup_evaluations: int = Field(1, ge=0)
+    """Evaluations of a trial before the pruner may stop it."""
+
+    @model_validator(mode="after")
+    def _has_a_budget(self) -> "TuningSettings":
+        if self.trials < 1:
+            raise ValueError(f"a budget of {self.trials} trials runs nothing: set search.trials to 1 or more")
+        if self.space is not None and not self.space:
+            raise ValueError("search.space is empty: name at least one setting to search, or leave it out")
+        return self
+
+
+def check_against(config: BaseModel, default_space: dict[str, dict]) -> None:
+    """Fill in the stage's default space and refuse what no trial could run with (called by the stage config)."""
+    settings: TuningSettings = config.search
+    if settings.space is None:
+        settings.space = {k: Distribution(**v) for k, v in default_space.items()}
+    fields = type(config).model_fields
+    for where, names in (("space", settings.space), ("fixed", settings.fixed)):
+        for name in names:
+            if name not in fields or name in NOT_SEARCHABLE:
+                usable = ", ".join(sorted(n for n in fields if n not in NOT_SEARCHABLE))
+                raise ValueError(f"search.{where}.{name} is not a setting a trial can change: use one of {usable}")
+    clash = set(settings.space) & set(settings.fixed)
+    if clash:
+        raise ValueError(f"search: {', '.join(sorted(clash))} is both searched and fixed: keep it in one of them")
+    for name, dist in settings.space.items():
+        if dist.choices is None and fields[name].annotation not in (int, float, int | None, float | None):
+            raise ValueError(f"search.space.{name} is not a number: give it choices instead of a range")
+        if settings.include_defaults and dist.choices is not None and not dist.contains(getattr(config, name)):
+            raise ValueError(f"search.space.{name}: the stage's own value {getattr(config, name)!r} is not among "
+                             f"the choices {dist.choices}: add it, or set include_defaults: false")
+    trial_config(config, dict(settings.fixed))  # the fixed settings must make a valid config on their own
+
+
+def trial_config(config: BaseModel, values: dict[str, Any]) -> BaseModel:
+    """The stage config one trial trains with: validated, so a sampled value out of bounds fails loudly."""
+    merged = {**config.model_dump(), **values, "search": None}
+    return type(config)(**merged)
+
+
+def _suggest(trial, name: str, dist: Distribution, is_int: bool):
+    if dist.choices is not None:
+        return trial.suggest_categorical(name, dist.choices)
+    if is_int:
+        return trial.suggest_int(name, int(dist.low), int(dist.high), step=int(dist.step or 1), log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+class Reporter:
+    """Hands each evaluation of a trial's training to the pruner; raises optuna.TrialPruned to stop it."""
+
+    def __init__(self, trial, metric: str, warmup_evaluations: int):
+        self.trial, self.metric, self.warmup, self.evaluations = trial, metric, warmup_evaluations, 0
+
+    def __call__(self, step: int, result: dict) -> None:
+        import optuna
+
+        self.evaluations += 1
+        self.trial.report(float(result[self.metric]), step)
+        self.trial.set_user_attr("evals", [*self.trial.user_attrs.get("evals", []), [step, result[self.metric]]])
+        if self.evaluations > self.warmup and self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.metric} {result[self.metric]:.4g} at step {step} is below the median")
+
+
+def study_folder(workdir: Path, config: BaseModel, parent_id: str) -> Path:
+    """`<variant>.tuning/<key>` beside the output: outside the work folder, keyed by what the study starts from."""
+    variant = workdir.name.lstrip(".").split(".partial-")[0] or "study"
+    key = hashlib.sha256(json.dumps([parent_id, config.model_dump(mode="json")], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    return workdir.parent / f"{variant}.tuning" / key
+
+
+def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: bool, metric: str,
+           train_one: Callable[[BaseModel, Path, Callable], Any]):
+    """Run (or resume) the study; copy the best trial's checkpoint into `workdir`; return its StageOutput.
+
+    `train_one(trial_config, folder, on_eval)` trains once into `folder` and returns a StageOutput.
+    """
+    import optuna
+
+    settings: TuningSettings = config.search
+    folder = study_folder(workdir, config, parent_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="search", storage=f"sqlite:///{folder / STUDY_FILE}", load_if_exists=True,
+        direction="maximize" if higher_is_better else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=min(4, settings.trials)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
+                                           n_warmup_steps=0, interval_steps=1))
+    _fail_interrupted(study)
+    fields = type(config).model_fields
+    is_int = {name: fields[name].annotation in (int, int | None) for name in settings.space}
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    if settings.include_defaults and not any(t.user_attrs.get("defaults") for t in finished):
+        study.enqueue_trial({name: getattr(config, name) for name in settings.space},
+                            user_attrs={"defaults": True}, skip_if_exists=False)
+    _keep_only_best(study, folder)
+
+    def objective(trial) -> float:
+        values = {**settings.fixed, **{n: _suggest(trial, n, d, is_int[n]) for n, d in settings.space.items()}}
+        trial_dir = folder / f"trial-{trial.number}"
+        shutil.rmtree(trial_dir, ignore_errors=True)
+        trial_dir.mkdir()
+        reporter = Reporter(trial, metric, settings.warmup_evaluations)
+        started = time.time()
+        try:
+            output = train_one(trial_config(config, values), trial_dir, reporter)
+        except BaseException:
+            shutil.rmtree(trial_dir, ignore_errors=True)
+            raise
+        finally:
+            trial.set_user_attr("seconds", round(time.time() - started, 1))
+        score = output.metadata[f"validation_{metric}"]
+        (trial_dir / TRIAL_OUTPUT).write_text(json.dumps({"format": output.format, "task": output.task,
+                                                          "precision": output.precision, "metadata": output.metadata}))
+        trial.set_user_attr("steps", output.metadata.get("steps"))
+        trial.set_user_attr("best_step", output.metadata.get("best_step"))
+        return float(score)
+
+    remaining = settings.trials - len(finished)
+    started = time.time()
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, catch=(),
+                       timeout=settings.timeout_minutes * 60 if settings.timeout_minutes else None,
+                       callbacks=[lambda study, trial: _keep_only_best(study, folder)])
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RecipeError(f"the search finished no trial (all {len(study.trials)} pruned, failed or cut by the "
+                          "time budget): raise search.trials or search.timeout_minutes")
+    best = study.best_trial
+    best_dir = folder / f"trial-{best.number}"
+    if not (best_dir / TRIAL_OUTPUT).exists():
+        raise RecipeError(f"the best trial's checkpoint {best_dir} is missing: delete {folder} to search again")
+    shutil.copytree(best_dir, workdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(TRIAL_OUTPUT))
+    summary = summarise(study, settings, metric, higher_is_better, folder, round(time.time() - started, 1))
+    training_log = workdir / "training_log.json"
+    if training_log.exists():
+        logged = json.loads(training_log.read_text())
+        training_log.write_text(json.dumps({**logged, "search": summary}, indent=1))
+    stored = json.loads((best_dir / TRIAL_OUTPUT).read_text())
+    from .artifact import StageOutput
+
+    metadata = {**stored["metadata"], "search": {k: summary[k] for k in (
+        "trials", "complete", "pruned", "best_trial", "best_params", "best_value", "defaults_value",
+        "beat_defaults", "study")}}
+    return StageOutput(format=stored["format"], task=stored["task"], precision=stored["precision"], metadata=metadata)
+
+
+def _fail_interrupted(study) -> None:
+    """A trial left RUNNING by a killed process will never finish: mark it failed so it is not counted."""
+    import optuna
+
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _keep_only_best(study, folder: Path) -> None:
+    """Delete the checkpoints of every trial but the best complete one (edgenlp wrote them all)."""
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = study.best_trial.number if complete else None
+    for path in folder.glob("trial-*"):
+        if path.is_dir() and path.name != f"trial-{best}":
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def summarise(study, settings: TuningSettings, metric: str, higher_is_better: bool, folder: Path,
+              seconds: float) -> dict:
+    """Every trial, the best, the defaults' score and the parameter importances (JSON-ready)."""
+    import optuna
+
+    states = optuna.trial.TrialState
+    trials = [{"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value,
+               "defaults": bool(t.user_attrs.get("defaults")), "evals": t.user_attrs.get("evals", []),
+               "steps": t.user_attrs.get("steps"), "best_step": t.user_attrs.get("best_step"),
+               "seconds": t.user_attrs.get("seconds")} for t in study.trials if t.state != states.WAITING]
+    defaults = next((t["value"] for t in trials if t["defaults"] and t["state"] == "complete"), None)
+    best = study.best_trial
+    importances = {}
+    varied = [n for n, d in settings.space.items() if d.choices is None or len(d.choices) > 1]
+    if len([t for t in study.trials if t.state == states.COMPLETE]) >= 3 and varied:
+        try:
+            importances = {k: round(v, 4) for k, v in optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=settings.seed)).items()}
+        except (RuntimeError, ValueError) as exc:  # e.g. every complete trial has the same parameters
+            log.info("parameter importances not computed: %s", exc)
+    beat = None
+    if defaults is not None:
+        beat = best.value > defaults if higher_is_better else best.value < defaults
+    return {"metric": metric, "direction": "maximize" if higher_is_better else "minimize",
+            "trials": len(trials), "complete": sum(t["state"] == "complete" for t in trials),
+            "pruned": sum(t["state"] == "pruned" for t in trials),
+            "failed": sum(t["state"] == "fail" for t in trials),
+            "best_trial": best.number, "best_params": best.params, "best_value": best.value,
+            "defaults_value": defaults, "beat_defaults": beat, "importances": importances,
+            "space": {k: v.model_dump(exclude_none=True) for k, v in settings.space.items()},
+            "fixed": settings.fixed, "study": str(folder / STUDY_FILE), "seconds_this_run": seconds,
+            "trial_log": trials}
