@@ -163,6 +163,65 @@ def pr_curves(labels: list[int], probs: np.ndarray, points: int = 50) -> list[di
     return curves
 
 
+def calibration(labels: list[int], probs: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error and the reliability diagram's bins (top-label confidence, equal width).
+
+    ECE = sum over bins of (share of examples) x |accuracy - mean confidence| (Guo et al. 2017).
+    """
+    y, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+    correct = predicted == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        count = int(inside.sum())
+        row = {"lower": round(float(edges[b]), 4), "upper": round(float(edges[b + 1]), 4), "count": count,
+               "confidence": None, "accuracy": None}
+        if count:
+            row["confidence"], row["accuracy"] = float(confidence[inside].mean()), float(correct[inside].mean())
+            ece += count / y.size * abs(row["accuracy"] - row["confidence"])
+        rows.append(row)
+    return {"ece": float(ece), "bins": rows, "mean_confidence": float(confidence.mean()),
+            "how": f"{bins} equal-width bins of the top label's probability"}
+
+
+def changed_predictions(labels: list[int], reference_probs: np.ndarray, probs: np.ndarray,
+                        texts: list[str], excerpt: int = 240) -> list[dict]:
+    """The examples whose predicted label differs from the reference's, with both models' probabilities.
+
+    Sorted by how far the variant moved the reference's own choice (largest first); `fixed` says the
+    variant is right where the reference was wrong, `broke` the reverse.
+    """
+    ref, var = np.asarray(reference_probs, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+    ref_pred, var_pred = ref.argmax(axis=1), var.argmax(axis=1)
+    rows = []
+    for i in np.flatnonzero(ref_pred != var_pred):
+        r, v, y = int(ref_pred[i]), int(var_pred[i]), int(labels[i])
+        rows.append({"index": int(i), "text": texts[i][:excerpt] + ("…" if len(texts[i]) > excerpt else ""),
+                     "true": y, "reference_label": r, "reference_probability": round(float(ref[i, r]), 4),
+                     "variant_label": v, "variant_probability": round(float(var[i, v]), 4),
+                     "reference_label_probability_in_variant": round(float(var[i, r]), 4),
+                     "effect": "fixed" if v == y else ("broke" if r == y else "both wrong")})
+    return sorted(rows, key=lambda row: row["reference_probability"] - row["reference_label_probability_in_variant"],
+                  reverse=True)
+
+
+def per_class_deltas(labels: list[int], preds: list[int], reference_preds: list[int], n_classes: int) -> dict:
+    """Per class: the variant's precision, recall and F1 minus the reference's (points), and how many
+    more (or fewer) texts it assigns to the class."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    classes = list(range(n_classes))
+    mine = precision_recall_fscore_support(labels, preds, labels=classes, zero_division=0)[:3]
+    theirs = precision_recall_fscore_support(labels, reference_preds, labels=classes, zero_division=0)[:3]
+    out = {key: [round(100 * float(a - b), 3) for a, b in zip(m, t)]
+           for key, m, t in zip(("precision", "recall", "f1"), mine, theirs)}
+    out["predicted"] = [int(np.sum(np.asarray(preds) == k) - np.sum(np.asarray(reference_preds) == k)) for k in classes]
+    return out
+
+
 def compare_variants(results: dict, a: str, b: str) -> dict:
     """Paired tests between two measured variants of one run: McNemar on their predictions of the same
     texts, and a round-paired test on every latency shape both were measured at."""

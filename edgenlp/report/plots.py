@@ -192,6 +192,29 @@ def pr_curves(results: dict) -> str:
     return _encode(plt, fig)
 
 
+def reliability_diagrams(results: dict) -> str | None:
+    """Per variant: accuracy against confidence in each bin (the diagonal is perfect calibration)."""
+    if not any("calibration" in v["metrics"] for v in results["variants"]):
+        return None
+    plt, fig, panels = _per_variant(results, 3.4)
+    for ax, v in panels:
+        cal = v["metrics"].get("calibration")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+        if cal:
+            filled = [b for b in cal["bins"] if b["count"]]
+            ax.bar([(b["lower"] + b["upper"]) / 2 for b in filled], [b["accuracy"] for b in filled],
+                   width=[b["upper"] - b["lower"] for b in filled], edgecolor="black", alpha=0.7, label="accuracy")
+            ax.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color="tab:red",
+                    markersize=3, linewidth=0.8, label="mean confidence")
+            ax.set_title(f"{v['name']}: ECE {100 * cal['ece']:.2f}%", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top label)", fontsize=7)
+        ax.set_ylabel("accuracy", fontsize=7)
+        ax.legend(fontsize=6, loc="upper left")
+    return _encode(plt, fig)
+
+
 def training_curves(results: dict) -> str | None:
     logs = results.get("training") or {}
     if not logs:

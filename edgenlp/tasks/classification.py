@@ -259,12 +259,18 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
     labels = payload["labels"]
     preds = raw["eval"]["preds"]
     metrics = stats.classification_metrics(labels, preds, len(payload["label_names"]), settings.bootstrap)
-    metrics["pr_curves"] = stats.pr_curves(labels, np.asarray(raw["eval"]["probs"]))
+    probs = np.asarray(raw["eval"]["probs"])
+    metrics["pr_curves"] = stats.pr_curves(labels, probs)
+    metrics["calibration"] = stats.calibration(labels, probs)
     if raw is not reference_raw:
         ref_preds = np.asarray(reference_raw["eval"]["preds"])
         metrics["mcnemar_vs_reference"] = stats.mcnemar(ref_preds == np.asarray(labels),
                                                         np.asarray(preds) == np.asarray(labels))
         metrics["label_agreement_with_reference"] = float(np.mean(np.asarray(preds) == ref_preds))
+        metrics["changed_vs_reference"] = stats.changed_predictions(
+            labels, np.asarray(reference_raw["eval"]["probs"]), probs, payload["texts"])
+        metrics["per_class_delta"] = stats.per_class_deltas(labels, preds, reference_raw["eval"]["preds"],
+                                                            len(payload["label_names"]))
     latency, samples, per_profile = {}, {}, {}
     for p in profiles:
         slot = raw["profiles"][p.name]
@@ -508,6 +514,7 @@ def report_sections(results: dict) -> list[str]:
             f"{100 * m['accuracy']:.2f} [{100 * lo:.1f}-{100 * hi:.1f}] | {r['accuracy_delta_points']:+.2f} | "
             f"{'-' if mc is None else f'{mc:.3f}'} | {100 * m['macro_f1']:.2f} | "
             f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {v['peak_rss_bytes'] / MIB:.0f} |")
+    lines += error_analysis_section(results)
     for p in results["profiles"]:
         name = p["name"]
         shapes = [("real" if s == "real" else f"len{s}") for s in p["seq_lengths"]]
@@ -540,12 +547,55 @@ def report_sections(results: dict) -> list[str]:
     return lines
 
 
+def error_analysis_section(results: dict, shown: int = 10) -> list[str]:
+    """What each variant changed against the reference: calibration, per-class deltas, changed texts.
+
+    Results written before these figures existed (no `calibration` in the metrics) get no section.
+    """
+    variants = [v for v in results["variants"] if "calibration" in v["metrics"]]
+    if not variants:
+        return []
+    names = results["eval"]["labels"]
+    lines = ["", "## What compression changed", "",
+             "Calibration: expected calibration error (ECE, 10 equal-width bins of the top label's probability; "
+             "0 = confidence matches accuracy). Changed: test texts whose predicted label differs from the "
+             f"reference `{results['reference']}` (fixed: now right; broke: was right).", "",
+             "| variant | ECE % | mean confidence % | changed | fixed | broke | both wrong | "
+             + " | ".join(f"Δ recall {n} | Δ F1 {n}" for n in names) + " |",
+             "|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(names)]
+    for v in variants:
+        m = v["metrics"]
+        changed = m.get("changed_vs_reference") or []
+        effects = [sum(c["effect"] == e for c in changed) for e in ("fixed", "broke", "both wrong")]
+        delta = m.get("per_class_delta")
+        cells = (" | ".join(f"{delta['recall'][k]:+.2f} | {delta['f1'][k]:+.2f}" for k in range(len(names)))
+                 if delta else " | ".join("- | -" for _ in names))
+        lines.append(f"| {v['name']} | {100 * m['calibration']['ece']:.2f} | "
+                     f"{100 * m['calibration']['mean_confidence']:.1f} | "
+                     + ("-" if v["name"] == results["reference"] else str(len(changed)))
+                     + f" | {' | '.join(map(str, effects))} | {cells} |")
+    for v in variants:
+        changed = v["metrics"].get("changed_vs_reference") or []
+        if not changed:
+            continue
+        lines += ["", f"`{v['name']}`: the {min(shown, len(changed))} of {len(changed)} changed texts the variant "
+                      "moved most (reference label and its probability → variant label and its probability):", "",
+                  "| # | text | true | reference | variant | effect |", "|---:|---|---|---|---|---|"]
+        for c in changed[:shown]:
+            text = c["text"].replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {c['index']} | {text} | {names[c['true']]} | {names[c['reference_label']]} "
+                         f"{c['reference_probability']:.3f} | {names[c['variant_label']]} {c['variant_probability']:.3f} "
+                         f"| {c['effect']} |")
+    return lines
+
+
 def figures(results: dict) -> list[tuple[str, str | None]]:
     from ..report import plots
 
     return [("Accuracy against latency, with the Pareto front", plots.accuracy_vs_latency(results)),
             ("Confusion matrices", plots.confusion_matrices(results)),
-            ("Precision-recall curves (one vs rest)", plots.pr_curves(results))]
+            ("Precision-recall curves (one vs rest)", plots.pr_curves(results)),
+            ("Reliability diagrams (calibration)", plots.reliability_diagrams(results))]
 
 
 # -- bundles --------------------------------------------------------------------------------------
