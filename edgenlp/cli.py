@@ -570,6 +570,63 @@ def report(
 
 @app.command()
 @_guarded
+def explain(
+    target: str = typer.Argument(..., help="A checkpoint or variant folder (PyTorch or unfused ONNX), or a run folder."),
+    text: str = typer.Argument(..., help="The text whose attention to show."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG files, explain.json and explain.html (default: explain/<name>, or RUN/explain)."),
+    reference: Optional[str] = typer.Option(None, help="The model to compare with (default: the nearest fine-tuned PyTorch ancestor; in a run, its reference)."),
+    max_length: int = typer.Option(128, help="Longest input in tokens."),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Attention heatmaps per layer and head, and attention rollout, with the rank correlation against the reference.
+
+    Given a run folder, every variant is explained against the run's reference and the run's
+    report gains an attention section.
+    """
+    _setup(verbose)
+    from . import explain as explaining
+
+    path = Path(target)
+    if (path / "results.json").is_file() and (path / "variants").is_dir():
+        results = _read_results(path)
+        chosen = {v["name"]: Path(v["path"]) for v in results["variants"]}
+        ref = reference or results["reference"]
+        if ref not in chosen:
+            raise EdgeNLPError(f"--reference {ref} is not a variant of {path}: use one of {', '.join(chosen)}")
+        summary = explaining.explain({ref: chosen.pop(ref), **chosen}, text, out or path / "explain", ref, max_length)
+        from .fsio import FolderLock
+        from .pipeline import publish
+
+        results["attention"] = summary
+        previous = results.get("selection") or {}
+        from .recipe import SelectionSettings
+
+        settings = SelectionSettings(**(previous.get("constraints") or {}),
+                                     fail_if=(results.get("gates") or {}).get("expression"))
+        with FolderLock(path):
+            publish(results, path, settings)
+    else:
+        ref_path = Path(reference) if reference else explaining.reference_of(path)
+        name = path.name or target
+        models_to_read = {name: path}
+        ref_name = None
+        if ref_path is not None:
+            ref_name = ref_path.name if ref_path.name != name else f"{ref_path.name} (reference)"
+            models_to_read = {ref_name: ref_path, name: path}
+        summary = explaining.explain(models_to_read, text, out or Path("explain") / name, ref_name, max_length,
+                                     required=(name,))
+    console = Console()
+    for model, entry in summary["models"].items():
+        rho = entry["rollout_spearman"]
+        console.print(f"{model}: {entry['source']}, heads {entry['heads']}, most attended {' '.join(entry['top_tokens'])}"
+                      + ("" if rho is None else f", rollout Spearman vs {summary['reference']} {rho:.3f}"))
+    for model, why in summary["skipped"].items():
+        console.print(f"{model}: skipped ({why})")
+    console.print(f"figures: {summary['folder']}/explain.html")
+
+
+@app.command()
+@_guarded
 def compare(
     run_dir: Path = typer.Argument(..., help="A run folder holding results.json."),
     a: str = typer.Argument(..., help="First variant."),

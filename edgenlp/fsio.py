@@ -51,13 +51,13 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(folder))
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a uniquely named temporary file, fsynced, then renamed."""
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` through a uniquely named temporary file, fsynced, then renamed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -66,6 +66,10 @@ def write_text_atomic(path: Path, text: str) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

@@ -8,7 +8,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..bench.selection import task_of
 from ..fsio import write_text_atomic
-from . import plots, pruning, search
+from . import attention, plots, pruning, search, tuning
 
 MB = 1e6
 MIB = 2**20
@@ -23,12 +23,14 @@ def render(results: dict) -> str:
         ("Size on disk", plots.sizes(results)),
         ("Latency distributions", plots.latency_distributions(results)),
         ("Training", plots.training_curves(results)),
+        ("Hyper-parameter search: trials and parameter importances", tuning.figure(results)),
+        ("Attention rollout per token (`edgenlp explain`)", attention.run_figure(results)),
     ]
     return env.get_template("report.html.j2").render(
         r=results, task_template=f"{task_of(results).NAME}.html.j2", figures=[(title, png) for title, png in figures if png], MB=MB, MIB=MIB,
         pruning_rows=pruning.rows(results), pruning_recovery=pruning.recovery(results),
         search=results.get("search"), trials=search.trial_rows(results), calibrations=search.calibration_rows(results),
-        sensitivities=search.sensitivity_rows(results),
+        sensitivities=search.sensitivity_rows(results), studies=tuning.studies(results), verdict=tuning.verdict,
         quality=task_of(results).QUALITY.metric, speed=task_of(results).SPEED[0])
 
 
