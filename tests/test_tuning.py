@@ -138,3 +138,48 @@ def test_default_space_is_filled_per_stage(tiny_csv):
         "learning_rate", "batch_size", "warmup_ratio", "weight_decay"}
     assert {"temperature", "alpha"} <= set(distill.Config(data=spec, search={}).search.space)
     assert tuning.trial_config(distill.Config(data=spec, search={}), {"alpha": 0.3}).search is None
+
+
+def test_the_report_shows_the_trials_the_verdict_and_the_importances(tiny_run, tiny_csv, tmp_path):
+    import copy
+
+    from edgenlp.artifact import StageOutput
+    from edgenlp.report import html, markdown
+    from edgenlp.report import tuning as tuning_report
+    from test_insight import png_size
+
+    def train_one(cfg, folder, on_eval):  # a scripted training whose score peaks near lr 1e-3
+        import math
+
+        score = 0.9 - abs(math.log10(cfg.learning_rate) + 3) / 10 - cfg.warmup_ratio / 10
+        for step in (4, 8):
+            on_eval(step, {"accuracy": score * step / 8})
+        (folder / "training_log.json").write_text("{}")
+        return StageOutput("pytorch", "text-classification", "fp32", {"validation_accuracy": score, "steps": 8})
+
+    config = _config(tiny_csv, trials=6, startup_trials=6, space={
+        "learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "warmup_ratio": {"low": 0.0, "high": 0.2}})
+    workdir = tmp_path / "variants" / ".pytorch-fp32.partial-1"
+    workdir.mkdir(parents=True)
+    tuning.search(config, workdir, "parent", True, "accuracy", train_one)
+    results = copy.deepcopy(tiny_run.results)
+    results["training"]["pytorch-fp32"]["search"] = json.loads((workdir / "training_log.json").read_text())["search"]
+    found = results["training"]["pytorch-fp32"]["search"]
+    assert set(found["importances"]) == {"learning_rate", "warmup_ratio"}
+    md = markdown.render(results)
+    assert "## Hyper-parameter search: `pytorch-fp32`" in md and "Trial 0 is the given settings" in md
+    assert tuning_report.verdict(found) in md and "(given)" in md
+    page = html.render(results)
+    assert "Hyper-parameter search: <code>pytorch-fp32</code>" in page and "trials and parameter importances" in page
+    assert png_size(tuning_report.figure(results)) == (1200, 380)
+
+
+def test_cli_search_flags_give_one_line_errors(tiny_bert, tiny_csv, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgenlp.cli import app
+
+    result = CliRunner().invoke(app, ["finetune", str(tiny_bert), "--data", str(tiny_csv), "--out", str(tmp_path / "o"),
+                                      "--search", "--trials", "0"])
+    assert result.exit_code == 2 and "budget of 0 trials" in result.output
+    assert "\n" not in result.output.strip() and "Traceback" not in result.output
