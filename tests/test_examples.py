@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edgenlp import settings
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -19,6 +21,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     book = nbformat.read(EXAMPLES / name, as_version=4)
     monkeypatch.setenv("EDGENLP_EXAMPLES_TINY", "1")
     monkeypatch.setenv("EDGENLP_EXAMPLES_OUT", str(tmp_path / "runs"))
+    monkeypatch.setenv("EDGENLP_DATA_DIR", str(settings.data_dir().resolve()))  # the kernel runs in tmp_path
     NotebookClient(book, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
