@@ -162,10 +162,13 @@ class Reporter:
 
 
 def study_folder(workdir: Path, config: BaseModel, parent_id: str) -> Path:
-    """`<variant>.tuning/<key>` beside the output: outside the work folder, keyed by what the study starts from."""
+    """`<variant>.tuning/<key>` beside the output: outside the work folder, keyed by what the study starts from
+    and searches (not by its budget: a rerun with more trials adds to the same study)."""
     variant = workdir.name.lstrip(".").split(".partial-")[0] or "study"
-    key = hashlib.sha256(json.dumps([parent_id, config.model_dump(mode="json")], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
+    what = config.model_dump(mode="json")
+    for budget in ("trials", "timeout_minutes"):  # raising the budget continues the same study
+        what["search"].pop(budget, None)
+    key = hashlib.sha256(json.dumps([parent_id, what], sort_keys=True, default=str).encode()).hexdigest()[:12]
     return workdir.parent / f"{variant}.tuning" / key
 
 
@@ -191,7 +194,8 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
     fields = type(config).model_fields
     is_int = {name: fields[name].annotation in (int, int | None) for name in settings.space}
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    if settings.include_defaults and not any(t.user_attrs.get("defaults") for t in finished):
+    queued = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    if settings.include_defaults and not any(t.user_attrs.get("defaults") for t in finished + queued):
         study.enqueue_trial({name: getattr(config, name) for name in settings.space},
                             user_attrs={"defaults": True}, skip_if_exists=False)
     _keep_only_best(study, folder)

@@ -183,3 +183,21 @@ def test_cli_search_flags_give_one_line_errors(tiny_bert, tiny_csv, tmp_path):
                                       "--search", "--trials", "0"])
     assert result.exit_code == 2 and "budget of 0 trials" in result.output
     assert "\n" not in result.output.strip() and "Traceback" not in result.output
+
+
+def test_more_trials_continue_the_same_study(tiny_csv, tmp_path):
+    from edgenlp.artifact import StageOutput
+
+    def train_one(cfg, folder, on_eval):
+        on_eval(4, {"accuracy": cfg.learning_rate * 100})
+        (folder / "training_log.json").write_text("{}")
+        return StageOutput("pytorch", "text-classification", "fp32", {"validation_accuracy": cfg.learning_rate * 100})
+
+    workdir = tmp_path / "variants" / ".v.partial-1"
+    workdir.mkdir(parents=True)
+    tuning.search(_config(tiny_csv, trials=2), workdir, "p", True, "accuracy", train_one)
+    log = tuning.search(_config(tiny_csv, trials=4), workdir, "p", True, "accuracy", train_one)
+    assert log.metadata["search"]["trials"] == 4
+    assert len(list((tmp_path / "variants" / "v.tuning").iterdir())) == 1
+    trials = json.loads((workdir / "training_log.json").read_text())["search"]["trial_log"]
+    assert [t["defaults"] for t in trials] == [True, False, False, False]
