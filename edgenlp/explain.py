@@ -64,12 +64,19 @@ def compare(reference: AttentionMaps, variant: AttentionMaps) -> dict:
     if reference.tokens != variant.tokens:
         raise EdgeNLPError(f"{reference.model} and {variant.model} split the text into different tokens: "
                            "compare models that share a tokenizer")
+    if len(reference.tokens) < 3:  # a rank correlation of one or two scores says nothing
+        raise InputError(f"the text is {len(reference.tokens)} token(s) long: explain a longer text")
     rho = spearmanr(reference.rollout(), variant.rollout()).statistic
     per_layer = []
     for a, b in zip(reference.layers, variant.layers):
-        per_layer.append(round(float(pearsonr(a.mean(axis=0).ravel(), b.mean(axis=0).ravel()).statistic), 4))
-    return {"rollout_spearman": round(float(rho), 4), "layer_pearson": per_layer,
+        per_layer.append(_finite(pearsonr(a.mean(axis=0).ravel(), b.mean(axis=0).ravel()).statistic))
+    return {"rollout_spearman": _finite(rho), "layer_pearson": per_layer,
             "top_tokens_reference": _top(reference), "top_tokens_variant": _top(variant)}
+
+
+def _finite(value: float) -> float | None:
+    """Rounded, or None where a correlation is undefined (constant scores)."""
+    return round(float(value), 4) if np.isfinite(value) else None
 
 
 def _top(maps: AttentionMaps, k: int = 5) -> list[str]:

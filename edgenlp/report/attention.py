@@ -113,7 +113,8 @@ def markdown_section(results: dict) -> list[str]:
              "| variant | read from | heads per layer | rollout Spearman | layer Pearson (min) | most attended |",
              "|---|---|---|---:|---:|---|"]
     for name, c in att["models"].items():
-        layer = min(c["layer_pearson"]) if c.get("layer_pearson") else None
+        finite = [x for x in c.get("layer_pearson") or [] if x is not None]
+        layer = min(finite) if finite else None
         lines.append(f"| {name} | {c['source']} | {','.join(map(str, c['heads']))} | "
                      f"{'-' if c.get('rollout_spearman') is None else c['rollout_spearman']} | "
                      f"{'-' if layer is None else layer} | {' '.join(c['top_tokens'])} |")
