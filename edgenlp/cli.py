@@ -525,6 +525,15 @@ def serve(
     run(bundle_path, host=host, port=port, settings=settings, threads=threads, verify=not no_verify)
 
 
+def _previous_selection(results: dict):
+    """The selection limits and gate a run was last reported with."""
+    from .recipe import SelectionSettings
+
+    previous = results.get("selection") or {}
+    return _typed(SelectionSettings, "report", **(previous.get("constraints") or {}),
+                  fail_if=(results.get("gates") or {}).get("expression"))
+
+
 def _read_results(run_dir: Path) -> dict:
     import json
 
@@ -552,13 +561,9 @@ def report(
     """Render results.json of a run into report.md and report.html (re-selecting and gating if asked)."""
     from .fsio import FolderLock
     from .pipeline import publish
-    from .recipe import SelectionSettings
 
     results = _read_results(run_dir)
-    previous = results.get("selection") or {}
-    base = _typed(SelectionSettings, "report", **(previous.get("constraints") or {}),
-                  fail_if=(results.get("gates") or {}).get("expression"))
-    settings = _selection(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)
+    settings = _selection(_previous_selection(results), max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)
     if settings.fail_if:
         from .bench.profiles import Profile
         from .bench.selection import check_gates
@@ -593,18 +598,13 @@ def explain(
         ref = reference or results["reference"]
         if ref not in chosen:
             raise EdgeNLPError(f"--reference {ref} is not a variant of {path}: use one of {', '.join(chosen)}")
-        summary = explaining.explain({ref: chosen.pop(ref), **chosen}, text, out or path / "explain", ref, max_length)
         from .fsio import FolderLock
         from .pipeline import publish
 
-        results["attention"] = summary
-        previous = results.get("selection") or {}
-        from .recipe import SelectionSettings
-
-        settings = SelectionSettings(**(previous.get("constraints") or {}),
-                                     fail_if=(results.get("gates") or {}).get("expression"))
         with FolderLock(path):
-            publish(results, path, settings)
+            summary = explaining.explain({ref: chosen.pop(ref), **chosen}, text, out or path / "explain", ref, max_length)
+            results["attention"] = summary
+            publish(results, path, _previous_selection(results))
     else:
         ref_path = Path(reference) if reference else explaining.reference_of(path)
         name = path.name or target

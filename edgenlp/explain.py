@@ -213,6 +213,8 @@ def explain(models_by_name: dict[str, Path], text: str, out_dir: Path, reference
     """
     from .report import attention as figures
 
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "explain.json").exists())):
+        raise InputError(f"{out_dir} holds files edgenlp explain did not write: pass a new or empty --out folder")
     maps, skipped = {}, {}
     for name, path in models_by_name.items():
         try:

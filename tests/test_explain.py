@@ -101,3 +101,12 @@ def test_a_text_too_short_to_rank_is_one_line(tiny_gpt2_run, tmp_path):
     result = CliRunner().invoke(app, ["explain", str(tiny_gpt2_run.variants["onnx-int8"].path), "good",
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "token(s) long" in result.output
+
+
+def test_a_folder_of_other_files_is_never_written_into(tiny_run, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "explain.html").write_text("my notes")
+    result = CliRunner().invoke(app, ["explain", str(tiny_run.variants["pytorch-fp32"].path), TEXT, "--out", str(foreign)])
+    assert result.exit_code == 2 and "did not write" in result.output
+    assert (foreign / "explain.html").read_text() == "my notes"
