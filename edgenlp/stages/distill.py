@@ -12,7 +12,6 @@ the parent was pruned from, read from the parent's lineage.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import ClassVar
 
 from pydantic import Field

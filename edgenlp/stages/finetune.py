@@ -15,7 +15,6 @@ import math
 import random
 import time
 from pathlib import Path
-
 from typing import ClassVar
 
 from pydantic import Field, model_validator
