@@ -3,6 +3,8 @@ driven in headless Chromium (server and in-browser answers side by side)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import signal
@@ -247,25 +249,39 @@ def test_serve_refuses_to_start_on_a_tampered_bundle(int8_bundle, tmp_path):
 SLOW_SERVER = """
 import sys, time
 from edgenlp.runtime import load
-from edgenlp.serve import run_server
-bundle = load(sys.argv[1])
+from edgenlp.serve import BatchSettings, ServeSettings, run_server
+bundle, port, delay, max_queue = load(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 answer = bundle.model.answer
 def slow(items, **kw):
-    time.sleep(0.4)  # long enough that requests are in flight when SIGTERM arrives
+    time.sleep(delay)
     return answer(items, **kw)
 bundle.model.answer = slow
-run_server(bundle, port=int(sys.argv[2]))
+settings = ServeSettings(batching=BatchSettings(enabled=False, max_queue=max_queue)) if max_queue else ServeSettings()
+run_server(bundle, port=port, settings=settings)
 """
+
+
+@contextlib.contextmanager
+def _slow_server(bundle, delay: float, max_queue: int = 0):
+    """A server in its own process whose model takes `delay` seconds a run (and, with `max_queue`,
+    no batching and a queue of that size); yields (port, process) once it answers, kills it after."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(bundle), str(port), str(delay), str(max_queue)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_ready(port, proc)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(int8_bundle):
     import httpx
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(int8_bundle), str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_ready(port, proc)
+    # 0.4 s a run: long enough that requests are in flight when SIGTERM arrives
+    with _slow_server(int8_bundle, 0.4) as (port, proc):
         results = []
 
         def ask():
@@ -282,33 +298,12 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(int8_b
         assert proc.wait(30) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
-FULL_QUEUE_SERVER = """
-import sys, time
-from edgenlp.runtime import load
-from edgenlp.serve import BatchSettings, ServeSettings, run_server
-bundle = load(sys.argv[1])
-answer = bundle.model.answer
-def slow(items, **kw):
-    time.sleep(0.5)
-    return answer(items, **kw)
-bundle.model.answer = slow
-run_server(bundle, port=int(sys.argv[2]), settings=ServeSettings(batching=BatchSettings(enabled=False, max_queue=1)))
-"""
 
 
 def test_a_full_queue_answers_503_at_once_over_http(int8_bundle):
     import httpx
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", FULL_QUEUE_SERVER, str(int8_bundle), str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_ready(port, proc)
+    with _slow_server(int8_bundle, 0.5, max_queue=1) as (port, proc):
         time.sleep(1.0)  # the warm-up run (slowed too) is over
         replies = []
 
@@ -327,9 +322,6 @@ def test_a_full_queue_answers_503_at_once_over_http(int8_bundle):
         refused = [(body, seconds) for code, body, seconds in replies if code == 503]
         assert all(body["error_type"] == "overloaded" and "already waiting" in body["error"] for body, _ in refused)
         assert all(seconds < 0.4 for _, seconds in refused)  # refused at once, not after waiting
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -201,3 +201,27 @@ def test_more_trials_continue_the_same_study(tiny_csv, tmp_path):
     assert len(list((tmp_path / "variants" / "v.tuning").iterdir())) == 1
     trials = json.loads((workdir / "training_log.json").read_text())["search"]["trial_log"]
     assert [t["defaults"] for t in trials] == [True, False, False, False]
+
+
+def test_distill_searches_its_temperature_and_weight_through_the_same_study(tiny_bert, tiny_csv, tmp_path, monkeypatch):
+    from edgenlp.artifact import StageOutput
+    from edgenlp.stages import distill
+
+    seen = []
+
+    def scripted_train(parent, cfg, folder, objective=None, stage="finetune", evaluate_first=False, on_eval=None):
+        assert objective.config is cfg and stage == "distill" and evaluate_first  # each trial distils with its own settings
+        seen.append((cfg.temperature, cfg.alpha))
+        on_eval(4, {"accuracy": cfg.alpha})
+        (folder / "training_log.json").write_text("{}")
+        return StageOutput("pytorch", "text-classification", "fp32", {"validation_accuracy": cfg.alpha})
+
+    monkeypatch.setattr(finetune, "train", scripted_train)
+    config = distill.Config(data=DataSpec(source=str(tiny_csv), text_column="review", label_column="sentiment"),
+                            teacher=str(tiny_bert), search={"trials": 3, "space": {
+                                "temperature": {"low": 1.0, "high": 8.0}, "alpha": {"low": 0.1, "high": 0.9}}})
+    workdir = tmp_path / "variants" / ".recovered.partial-1"
+    workdir.mkdir(parents=True)
+    out = distill.run(models.resolve(str(tiny_bert)), config, workdir)
+    assert seen[0] == (2.0, 0.5) and len(set(seen)) == 3  # trial 0: the stage's own settings
+    assert out.metadata["distillation"]["alpha"] == max(a for _, a in seen) == out.metadata["search"]["best_value"]
