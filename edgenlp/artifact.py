@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 
 META_FILE = "artifact.json"
 META_SCHEMA = "edgenlp.artifact/1"
-MODEL_SUFFIXES = (".onnx", ".onnx_data", ".data", ".safetensors", ".bin", ".ort", ".pt", ".pth")
+MODEL_SUFFIXES = (".onnx", ".onnx_data", ".data", ".safetensors", ".bin", ".ort", ".pt", ".pth", ".xml", ".npz")
 """Files that are (parts of) a model, never copied as support files beside a new model."""
 TRACKED_LIBRARIES = ("edgenlp", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
                      "torch-pruning", "tokenizers", "numpy")
+ENGINE_LIBRARIES = ("openvino", "nncf", "ctranslate2")
+"""The optional engines: recorded with every measurement, and in the ids of the variants they make."""
 
 
 def library_versions(names: tuple[str, ...] = TRACKED_LIBRARIES) -> dict[str, str]:
@@ -87,7 +89,12 @@ def loaded_model_files(path: Path) -> list[Path]:
     PyTorch: the weights `from_pretrained` picks (safetensors, shards by their index, else the .bin),
     not training state such as `training_args.bin` or `optimizer.pt`.
     """
+    from .runtime import engines
+
     path = Path(path)
+    engine = engines.detect(path)
+    if engine in ("openvino", "ctranslate2"):  # engine layouts: the engine says which files it reads
+        return engines.model_files(engine, path)
     if path.suffix == ".onnx" or (path.is_dir() and any(path.glob("*.onnx"))):
         graph = onnx_file(path)
         return [graph, *_external_data(graph)]
@@ -101,7 +108,7 @@ def loaded_model_files(path: Path) -> list[Path]:
             return [path / s for s in shards]
         if (path / single).exists():
             return [path / single]
-    if (path / "model.bin").exists():  # CTranslate2's single weights file (a peer in the benchmarks)
+    if (path / "model.bin").exists():  # a bare CTranslate2 folder (a peer in the benchmarks)
         return [path / "model.bin"]
     return []
 
@@ -124,7 +131,7 @@ class Artifact:
 
     @property
     def format(self) -> str:
-        """`pytorch` (save_pretrained checkpoint) or `onnx`."""
+        """`pytorch` (save_pretrained checkpoint), or the engine that runs it: `onnx`, `openvino`, `ctranslate2`."""
         return self.meta["format"]
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .runtime.engines import EngineMissing  # noqa: F401
 from .runtime.errors import BundleError, EdgeNLPError, InputError  # noqa: F401  (the runtime ships them alone)
 
 
@@ -27,3 +28,11 @@ class ValidationFailed(EdgeNLPError):
 
 class BenchError(EdgeNLPError):
     pass
+
+
+class EngineError(ArtifactError):
+    """A model an engine cannot convert (an operator or layer it lacks)."""
+
+
+class VariantsSkipped(EdgeNLPError):
+    """Some variants could not be built (an engine not installed, a conversion refused); the rest were."""

@@ -19,7 +19,7 @@ from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
 from .bench.profiles import load as load_profile
-from .errors import BenchError, EdgeNLPError
+from .errors import BenchError, EdgeNLPError, VariantsSkipped
 from .fsio import FolderLock, write_json_atomic
 from .recipe import Recipe, SelectionSettings, VariantSpec
 from .report import html, markdown
@@ -56,7 +56,14 @@ def check_before_work(recipe: Recipe, source: Artifact, task: ModuleType | None 
 
 
 def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | None = None,
-                   task: ModuleType | None = None) -> tuple[dict[str, Artifact], list[str]]:
+                   task: ModuleType | None = None,
+                   skipped: dict[str, str] | None = None) -> tuple[dict[str, Artifact], list[str]]:
+    """Build (or reuse) every variant in recipe order.
+
+    With `skipped` given, a variant whose stage is skippable (an engine conversion) and fails is
+    recorded there with its one-line reason, its children too, and the other variants are still
+    built; without it, every failure stops the build (finished variants are kept either way).
+    """
     source = source or models.resolve(recipe.model)
     task = task or task_of(recipe, source)
     built: dict[str, Artifact] = {}
@@ -65,6 +72,9 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
     data_hash = task.fingerprint(recipe.data)
     check_settings = {**recipe.validation.model_dump(), "data_sha256": data_hash, "task": task.NAME}
     for spec in recipe.variants:
+        if skipped is not None and spec.parent in skipped:
+            skipped[spec.name] = f"not built because its parent {spec.parent} was not"
+            continue
         parent = built[spec.parent] if spec.parent else source
         stage = stages.get(spec.stage)
         config = recipe.stage_config(spec)
@@ -87,6 +97,10 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
                 check=check if stages.checked_against_parent(stage) else None, name=spec.name,
                 check_settings=check_settings, inputs=inputs, libraries=stages.libraries(stage))
         except EdgeNLPError as exc:
+            if skipped is not None and stages.skippable(stage):
+                log.warning("variant %s (%s) skipped: %s", spec.name, spec.stage, exc)
+                skipped[spec.name] = str(exc)
+                continue
             done = ", ".join(built) or "none"
             raise type(exc)(f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {done}]") from exc
         built[spec.name] = artifact
@@ -144,8 +158,9 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
     task = task_of(recipe, source)
     check_before_work(recipe, source, task)
     dataset = task.load_data(recipe.data)
+    skipped: dict[str, str] = {}
     with FolderLock(out_dir):
-        variants, reused = build_variants(recipe, out_dir, dataset, source, task)
+        variants, reused = build_variants(recipe, out_dir, dataset, source, task, skipped)
         found = None
         budget = recipe.selection.max_accuracy_drop
         if bench and budget is not None and recipe.search.enabled:
@@ -153,7 +168,7 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
             if found.variants:
                 extended = recipe.model_copy(update={"variants": [*recipe.variants,
                                                                   *(VariantSpec(**v) for v in found.variants)]})
-                variants, again = build_variants(extended, out_dir, dataset, source, task)
+                variants, again = build_variants(extended, out_dir, dataset, source, task, skipped)
                 reused += [name for name in again if name in found.shortlist]
         results = None
         if bench:
@@ -165,9 +180,16 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
             results["training"] = training_logs(variants)
             if found is not None:
                 results["search"] = found.to_json()
+            if skipped:
+                results["skipped"] = skipped
             publish(results, out_dir, recipe.selection)
         if found is not None and not found.shortlist:
             raise found.unmet(out_dir)
+    if skipped:
+        first = next(iter(skipped))
+        measured = "built and measured" if bench else "built"
+        raise VariantsSkipped(f"variant {first} was not built: {skipped[first]} ({len(skipped)} variant(s) skipped; "
+                              f"the other {len(variants)} were {measured}, see {out_dir})")
     return RunOutcome(out_dir, variants, reused, results)
 
 
@@ -181,6 +203,8 @@ def publish(results: dict, out_dir: Path, selection_settings: SelectionSettings 
     write_json_atomic(out_dir / "results.json", results)
     s = selection_settings or SelectionSettings()
     results["selection"] = selection.select(results, s.max_accuracy_drop, s.max_latency_ms, s.max_size_mb)
+    results["selection"]["by_target"] = selection.by_target(results, s.max_accuracy_drop, s.max_latency_ms,
+                                                            s.max_size_mb)
     results["gates"] = selection.evaluate_gates(results, s.fail_if) if s.fail_if else None
     write_json_atomic(out_dir / "results.json", results)
     markdown.write(results, out_dir / "report.md")

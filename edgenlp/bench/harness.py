@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import progress, tasks
-from ..artifact import library_versions, loaded_model_files, onnx_file
+from ..artifact import ENGINE_LIBRARIES, TRACKED_LIBRARIES, library_versions, loaded_model_files, onnx_file
 from ..errors import BenchError
 from ..fsio import write_json_atomic
 from ..hardware import cpu_info
@@ -211,7 +211,7 @@ class _WorkerProcess:
 
 def environment() -> dict:
     return {"cpu": cpu_info().summary(), "python": platform.python_version(), "platform": platform.platform(),
-            "versions": library_versions(),
+            "versions": library_versions(TRACKED_LIBRARIES + ENGINE_LIBRARIES),
             "threads_note": "intra-op threads per profile, inter-op 1, sequential execution"}
 
 

@@ -1,7 +1,8 @@
 """How to run a model folder: encoded numpy inputs in, logits out.
 
-The harness and the validator only see this interface, so any way of running a model (onnxruntime,
-PyTorch eager, a third-party wrapper given as `module:Class`) is measured the same way.
+The harness and the validator only see this interface, so any way of running a model (PyTorch eager,
+the runtime's engines: onnxruntime, OpenVINO, CTranslate2; a third-party wrapper given as
+`module:Class`) is measured the same way.
 """
 
 from __future__ import annotations
@@ -22,14 +23,22 @@ class Runner(Protocol):
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
-class OnnxRunner:
-    def __init__(self, path: Path, threads: int):
-        from ..runtime import OnnxModel, onnx_file
+class EngineRunner:
+    """A variant on one of the runtime's engines (onnxruntime, OpenVINO, CTranslate2), torch-free."""
 
-        self.model = OnnxModel(onnx_file(path), threads=threads)
+    engine = "onnx"
+
+    def __init__(self, path: Path, threads: int):
+        from ..runtime.engines import open_encoder
+
+        self.model = open_encoder(self.engine, path, threads=threads)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.model.run(inputs)
+
+
+def _engine_runner(name: str) -> type[EngineRunner]:
+    return type(f"{name.title()}Runner", (EngineRunner,), {"engine": name})
 
 
 class PytorchRunner:
@@ -53,14 +62,22 @@ class PytorchRunner:
             return self.model(**feed).logits.numpy()
 
 
-BUILTIN = {"onnx": OnnxRunner, "pytorch": PytorchRunner}
+def _engines() -> tuple[str, ...]:
+    from ..runtime.engines import ENGINES
+
+    return tuple(ENGINES)
+
+
+BUILTIN = {"pytorch": PytorchRunner, **{name: _engine_runner(name) for name in _engines()}}
 
 
 def detect_format(path: Path) -> str:
-    """`onnx` or `pytorch`, from artifact.json if present, else from the files."""
+    """`pytorch` or an engine's name, from artifact.json if present, else from the files."""
+    from ..runtime.engines import detect
+
     if path.is_file():
-        if path.suffix == ".onnx":
-            return "onnx"
+        if path.suffix in (".onnx", ".xml"):
+            return detect(path)
         raise BenchError(f"{path} is not a model: pass a model folder, a run's variant folder or an .onnx file")
     meta = path / "artifact.json"
     if meta.exists():
@@ -68,15 +85,17 @@ def detect_format(path: Path) -> str:
             return json.loads(meta.read_text())["format"]
         except (json.JSONDecodeError, KeyError) as exc:
             raise BenchError(f"{meta} is unreadable ({exc}): delete the variant folder and rerun") from exc
-    if any(path.glob("*.onnx")):
-        return "onnx"
+    engine = detect(path)
+    if engine:
+        return engine
     if (path / "config.json").exists() and any((path / w).exists() for w in ("model.safetensors", "pytorch_model.bin")):
         return "pytorch"
     raise BenchError(f"{path} holds no model (.onnx, or config.json with weights): pass a model folder")
 
 
 def open_runner(path: Path, runner: str, threads: int) -> Runner:
-    """`runner` is `onnx`, `pytorch` or `package.module:Class` (constructed as Class(path, threads))."""
+    """`runner` is `pytorch`, an engine (`onnx`, `openvino`, `ctranslate2`) or `package.module:Class`
+    (constructed as Class(path, threads))."""
     if runner in BUILTIN:
         return BUILTIN[runner](path, threads)
     module_name, _, class_name = runner.partition(":")
@@ -139,17 +158,12 @@ class PytorchCausalLM(_text_generator()):
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
 
-def _onnx_causal(path: Path, threads: int):
-    from ..runtime import CausalLM
-
-    return CausalLM(path, threads=threads)
-
-
-BUILTIN_CAUSAL = {"onnx": _onnx_causal, "pytorch": PytorchCausalLM}
-
-
 def open_causal_runner(path: Path, runner: str, threads: int) -> CausalRunner:
-    """A decoder runner: `onnx`, `pytorch` or `package.module:Class` (constructed as Class(path, threads))."""
-    if runner in BUILTIN_CAUSAL:
-        return BUILTIN_CAUSAL[runner](Path(path), threads)
+    """A decoder runner: `pytorch`, an engine's name or `package.module:Class` (constructed as Class(path, threads))."""
+    from ..runtime.engines import ENGINES, open_decoder
+
+    if runner == "pytorch":
+        return PytorchCausalLM(Path(path), threads)
+    if runner in ENGINES:
+        return open_decoder(runner, Path(path), threads=threads)
     return open_runner(Path(path), runner, threads)

@@ -177,8 +177,45 @@ def pareto_front(results: dict, profile: str | None = None) -> list[str]:
     return [n for n, p in points.items() if not any(dominates(q, p) for m, q in points.items() if m != n)]
 
 
+def engine_of(variant: dict) -> str:
+    """The engine a variant runs on: its format (`pytorch`, `onnx`, `openvino`, `ctranslate2`)."""
+    return variant.get("format") or "?"
+
+
+def by_target(results: dict, max_accuracy_drop: float | None = None, max_latency_ms: float | None = None,
+              max_size_mb: float | None = None) -> list[dict]:
+    """For every profile and every speed the task measures in it (each input length, say): the variant
+    to ship, its engine, and each engine's own best within the same limits, so the choice of engine is
+    explained by the figures it was made on. The fastest engine may differ between targets."""
+    task = task_of(results)
+    targets = getattr(task, "speed_targets", None)
+    out = []
+    for prof in results["profiles"]:
+        for label, speed in (targets(prof) if targets else [("default", task.SPEED[0])]):
+            chosen = select(results, max_accuracy_drop, max_latency_ms, max_size_mb, prof["name"], speed=speed)
+            fastest: dict[str, dict] = {}
+            for name in chosen["feasible"]:
+                v = next(x for x in results["variants"] if x["name"] == name)
+                fastest.setdefault(engine_of(v), {"variant": name, "value": metric(results, v, speed, prof["name"])})
+            picked = next((x for x in results["variants"] if x["name"] == chosen["selected"]), None)
+            row = {"profile": prof["name"], "target": label, "metric": speed, "selected": chosen["selected"],
+                   "engine": engine_of(picked) if picked else None,
+                   "value": metric(results, picked, speed, prof["name"]) if picked else None, "by_engine": fastest}
+            row["why"] = _why(row, task)
+            out.append(row)
+    return out
+
+
+def _why(row: dict, task) -> str:
+    if not row["selected"]:
+        return "no variant meets the limits"
+    others = [f"{e}'s best {b['variant']} {b['value']:.3g}" for e, b in row["by_engine"].items() if e != row["engine"]]
+    return (f"{row['selected']} ({row['engine']}) has the lowest {row['metric']}, {row['value']:.3g}, within the limits"
+            + (f"; against {', '.join(others)}" if others else "; no other engine has a variant within the limits"))
+
+
 def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms: float | None = None,
-           max_size_mb: float | None = None, profile: str | None = None) -> dict:
+           max_size_mb: float | None = None, profile: str | None = None, speed: str | None = None) -> dict:
     """The fastest variant within the limits (ties: the smaller); None if nothing qualifies.
 
     `max_accuracy_drop` limits the task's quality loss: accuracy points for a classifier, the
@@ -186,7 +223,7 @@ def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms
     """
     profile = profile or _primary(results)
     task = task_of(results)
-    drop, speed = task.QUALITY.drop_metric, task.SPEED[0]
+    drop, speed = task.QUALITY.drop_metric, speed or task.SPEED[0]
     feasible, rejected = [], {}
     searched = results.get("search")
     tuning_drops = ({t["variant"]: t["tuning_drop"] for t in searched["trials"] if t.get("status") == "shortlisted"}
@@ -214,7 +251,7 @@ def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms
     feasible.sort(key=lambda v: (metric(results, v, speed, profile), v["size_bytes"]))
     return {
         "profile": profile,
-        "objective": f"{task.SPEED[1]}, then smallest size",
+        "objective": f"{task.SPEED[1] if speed == task.SPEED[0] else 'lowest ' + speed}, then smallest size",
         "quality_judged_on": ("the tuning split (accuracy-budget search); test-split figures are reported, not used"
                               if tuning_drops is not None else "the evaluation (test) split"),
         "constraints": {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms,

@@ -1,7 +1,8 @@
 """Edge bundles: one verified folder that an app loads as it is.
 
-`build` turns an ONNX variant (or the selected variant of a run) into the layout transformers.js and
-Optimum load (`config.json`, the tokenizer files, the model under `onnx/` with their file names),
+`build` turns a variant (or the selected variant of a run) into the layout transformers.js and
+Optimum load (`config.json`, the tokenizer files, the model under `onnx/` with their file names; an
+OpenVINO or CTranslate2 variant goes under `openvino/` or `ctranslate2/` in that engine's own files),
 adds the targets asked for (`ort`: the ORT mobile format; `strings`: one graph with the tokenizer
 inside), and writes `manifest.json` last: input/output signature, opset, minimum onnxruntime,
 instruction set, lineage, benchmark summary and the sha256 of every file, which
@@ -46,6 +47,9 @@ def build(source_path: str | Path, out: str | Path, targets: Sequence[str] = (),
         raise ArtifactError(f"unknown bundle target '{unknown[0]}': use {', '.join(TARGETS)} (the transformers.js "
                             "layout is always written)")
     source = resolve(Path(source_path))
+    if targets and source.variant.format != "onnx":
+        raise ArtifactError(f"bundle targets ({', '.join(targets)}) transform an ONNX graph, but "
+                            f"{source.variant.name} is a {source.variant.format} variant: drop --target")
     out = Path(out)
     _refuse_foreign(out, source)
     if zip_archive:
@@ -61,7 +65,7 @@ def build(source_path: str | Path, out: str | Path, targets: Sequence[str] = (),
     try:
         model_rel = copy_model(source.variant, work)
         copy_support(source.variant.path, work)
-        task_fields = task.bundle_section(source.variant, work, model_rel)
+        task_fields = task.bundle_section(source.variant, work, model_rel, engine=source.variant.format)
         added = {name: import_module(TARGETS[name]).add(work, model_rel, source, settings) for name in dict.fromkeys(targets)}
         manifest = compose(work, model_rel, source, task, task_fields, added)
         fsio.write_json_atomic(work / "manifest.json", manifest)

@@ -20,7 +20,30 @@ REQUIRED = ("config.json", "tokenizer.json")
 OPTIONAL = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
 
+ENGINE_FOLDERS = {"openvino": "openvino", "ctranslate2": "ctranslate2"}
+"""Where an engine's own files go in a bundle: OpenVINO's IR pair, CTranslate2's model folder."""
+
+
 def copy_model(variant: Artifact, folder: Path) -> str:
+    """Copy the variant's model into the bundle's layout for its engine; returns its relative path."""
+    if variant.format in ENGINE_FOLDERS:
+        return copy_engine_model(variant, folder)
+    return copy_onnx(variant, folder)
+
+
+def copy_engine_model(variant: Artifact, folder: Path) -> str:
+    """OpenVINO: `openvino/openvino_model.xml` (+ .bin, Optimum Intel's names); CTranslate2: `ctranslate2/` as
+    CTranslate2 wrote it (model.bin, its config, the vocabulary), plus the classifier head."""
+    sub = folder / ENGINE_FOLDERS[variant.format]
+    sub.mkdir()
+    for path in variant.model_files:
+        shutil.copy2(path, sub / path.name)
+    if variant.format == "openvino":
+        return f"{sub.name}/{variant.model_files[0].name}"
+    return sub.name
+
+
+def copy_onnx(variant: Artifact, folder: Path) -> str:
     """Copy the variant's graph (and its external data, renamed with it) to `onnx/`; returns its relative path."""
     name = MODEL_FILES.get(variant.precision)
     if name is None:

@@ -112,28 +112,47 @@ def file_table(folder: Path) -> dict:
 
 def compose(folder: Path, model_rel: str, source, task, task_fields: dict, targets: dict) -> dict:
     variant = source.variant
-    sig = signature(folder / model_rel)
+    engine = variant.format
+    model = {"file": model_rel, "engine": engine, "precision": variant.precision, "variant": variant.name,
+             "artifact_id": variant.id}
+    if engine == "onnx":
+        sig = signature(folder / model_rel)
+        model.update(inputs=sig["inputs"], outputs=sig["outputs"], opset=sig["opsets"].get("ai.onnx"),
+                     opsets=sig["opsets"], bytes=model_bytes(folder / model_rel))
+        needs = {"onnxruntime": minimum_onnxruntime(sig)}
+        layouts = {"transformers.js": f"AutoModel / pipeline('{variant.task}', folder, {{dtype: "
+                                      f"'{_dtype(model_rel)}'}}) with env.localModelPath",
+                   "optimum": f"ORTModel.from_pretrained(folder, subfolder='onnx', file_name='{Path(model_rel).name}')"}
+    else:
+        model["bytes"] = variant.size_bytes
+        needs = {engine: {"checked_with": library_versions((engine,)).get(engine),
+                          "install": f"pip install 'edgenlp-runtime[{engine}]' (or the {engine} package alone)"}}
+        layouts = ENGINE_LAYOUTS[engine](model_rel)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "edgenlp_version": library_versions(("edgenlp",)).get("edgenlp"),
         "task": variant.task,
-        "model": {"file": model_rel, "precision": variant.precision, "variant": variant.name,
-                  "artifact_id": variant.id, "inputs": sig["inputs"], "outputs": sig["outputs"],
-                  "opset": sig["opsets"].get("ai.onnx"), "opsets": sig["opsets"],
-                  "bytes": model_bytes(folder / model_rel)},
-        "onnxruntime": minimum_onnxruntime(sig),
+        "engine": engine,
+        "model": model,
+        **needs,
         "isa": tuned_isa(variant),
         **task_fields,
-        "layouts": {"transformers.js": f"AutoModel / pipeline('{variant.task}', folder, {{dtype: "
-                                       f"'{_dtype(model_rel)}'}}) with env.localModelPath",
-                    "optimum": f"ORTModel.from_pretrained(folder, subfolder='onnx', file_name='{Path(model_rel).name}')"},
+        "layouts": layouts,
         "targets": targets,
         "lineage": lineage(variant),
         "benchmark": benchmark(source, task),
         "files": file_table(folder),
     }
+
+
+ENGINE_LAYOUTS = {
+    "openvino": lambda rel: {"openvino": f"openvino.Core().compile_model(folder + '/{rel}', 'CPU')"},
+    "ctranslate2": lambda rel: {"ctranslate2": f"ctranslate2.Encoder / ctranslate2.Generator(folder + '/{rel}'); "
+                                               "a classifier's head is classifier.npz (weight, bias) on pooler_output"},
+}
+"""How each engine's own API opens the model in a bundle (edgenlp's runtime does this for an app)."""
 
 
 def _dtype(model_rel: str) -> str:

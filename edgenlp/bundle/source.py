@@ -1,4 +1,4 @@
-"""What a bundle is made from: one ONNX variant, and the run results that measured it (if any)."""
+"""What a bundle is made from: one variant on a runtime engine, and the run results that measured it (if any)."""
 
 from __future__ import annotations
 
@@ -61,9 +61,11 @@ def resolve(path: Path) -> Source:
 
 def _checked(source: Source) -> Source:
     variant = source.variant
-    if variant.format != "onnx":
-        raise ArtifactError(f"{variant.path} is a {variant.format} variant: a bundle carries an ONNX model; bundle "
-                            "one of its exported variants (onnx-*)")
+    from ..runtime.engines import ENGINES
+
+    if variant.format not in ENGINES:
+        raise ArtifactError(f"{variant.path} is a {variant.format} variant: a bundle carries a model for one of the "
+                            f"runtime's engines ({', '.join(ENGINES)}); bundle one of its exported variants")
     if not variant.verify():
         raise ArtifactError(f"{variant.path} does not match the hashes in its {META_FILE}: a file was changed; rebuild "
                             "the variant (rerun the command that made it)")

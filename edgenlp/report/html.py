@@ -8,7 +8,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..bench.selection import task_of
 from ..fsio import write_text_atomic
-from . import attention, plots, pruning, search, tuning
+from . import attention, engines, plots, pruning, search, tuning
 
 MB = 1e6
 MIB = 2**20
@@ -31,7 +31,8 @@ def render(results: dict) -> str:
         pruning_rows=pruning.rows(results), pruning_recovery=pruning.recovery(results),
         search=results.get("search"), trials=search.trial_rows(results), calibrations=search.calibration_rows(results),
         sensitivities=search.sensitivity_rows(results), studies=tuning.studies(results), verdict=tuning.verdict,
-        quality=task_of(results).QUALITY.metric, speed=task_of(results).SPEED[0])
+        quality=task_of(results).QUALITY.metric, speed=task_of(results).SPEED[0],
+        engine_rows=engines.rows(results), engines=engines.engines_measured(results))
 
 
 def write(results: dict, path: Path) -> Path:

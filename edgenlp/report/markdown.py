@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..bench.selection import task_of
 from ..fsio import write_text_atomic
-from . import attention, pruning, search, tuning
+from . import attention, engines, pruning, search, tuning
 
 MB = 1e6
 MIB = 2**20
@@ -71,6 +71,7 @@ def render(results: dict) -> str:
                   f"(`{gates['expression']}`): " + "; ".join(
                       f"{t['term']} = {t['value']:.3g}{' (triggered)' if t['triggered'] else ''}" for t in gates["terms"]), ""]
     lines += task_of(results).report_sections(results)
+    lines += engines.markdown_section(results)
     lines += pruning.markdown_section(results)
     lines += tuning.markdown_section(results)
     lines += attention.markdown_section(results)

@@ -1,7 +1,8 @@
 """Open an edge bundle: check it is whole and untouched, then serve it.
 
 A bundle is a folder (or its zip) that `edgenlp bundle` wrote: the model under `onnx/` with the
-names transformers.js and Optimum use, its config and tokenizer, and `manifest.json`, which lists
+names transformers.js and Optimum use (or under `openvino/` or `ctranslate2/` for those engines, of
+which only the one the bundle names is imported), its config and tokenizer, and `manifest.json`, which lists
 every file with its sha256 and size. `load` refuses a bundle with a missing, changed or extra file,
 or a manifest of a newer format than this runtime reads, before any of it is parsed.
 """
@@ -128,15 +129,21 @@ class Bundle:
         self.manifest = manifest
         self.task = manifest.get("task")
         model_file = self.path / manifest["model"]["file"]
+        # bundles written before engines were recorded hold ONNX
+        self.engine = manifest["model"].get("engine") or manifest.get("engine") or "onnx"
+        from .engines import get as get_engine
+
+        get_engine(self.engine).require(f"the bundle {self.path}")
         if self.task == "text-classification":
             from .classifier import TextClassifier
 
             self._model = TextClassifier(self.path, threads=threads, model_file=model_file,
-                                         max_length=manifest.get("max_length"), memory_arena=memory_arena)
+                                         max_length=manifest.get("max_length"), memory_arena=memory_arena,
+                                         engine=self.engine)
         elif self.task == "text-generation":
-            from .generation import CausalLM
+            from .engines import open_decoder
 
-            self._model = CausalLM(self.path, threads=threads, model_file=model_file)
+            self._model = open_decoder(self.engine, self.path, threads=threads, model_file=model_file)
         else:
             raise BundleError(f"{self.path} is a {self.task!r} bundle, which this runtime cannot serve "
                               "(it serves text-classification and text-generation): upgrade edgenlp")

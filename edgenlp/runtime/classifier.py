@@ -1,4 +1,4 @@
-"""Text in, labels and probabilities out: a tokenizer and an ONNX classifier, batched by length.
+"""Text in, labels and probabilities out: a tokenizer and a classifier on any engine, batched by length.
 
 Batches are packed from texts of similar length (sorted, then cut at `batch_size` texts or
 `max_batch_tokens` padded positions), so a batch pads little: a padded position costs as much as a
@@ -15,15 +15,15 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
-from .session import OnnxModel, onnx_file
+from .engines import open_encoder
 from .text import TextTokenizer
 
 
 class TextClassifier:
     def __init__(self, folder: str | Path, threads: int = 1, max_length: int | None = None,
-                 model_file: str | Path | None = None, memory_arena: bool = True):
+                 model_file: str | Path | None = None, memory_arena: bool = True, engine: str = "onnx"):
         folder = Path(folder)
-        self.model = OnnxModel(model_file or onnx_file(folder), threads=threads, memory_arena=memory_arena)
+        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena)
         self.tokenizer = TextTokenizer(folder, max_length=max_length)
         config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
         id2label = config.get("id2label") or {}

@@ -110,6 +110,11 @@ class TextGenerator:
     def decode_ids(self, ids: Sequence[int]) -> str:  # pragma: no cover
         raise NotImplementedError
 
+    def token_stream(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling,
+                     use_cache: bool = True) -> Iterator[int]:
+        """New token ids, one at a time: edgenlp's loop over `step`, unless an engine decodes on its own."""
+        return decode(self.step, prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache)
+
     def check_request(self, prompt_ids: Sequence[int], max_new_tokens: int) -> None:
         if not prompt_ids:
             raise InputError("the prompt is empty: give at least one word to continue")
@@ -149,7 +154,7 @@ class TextGenerator:
         self.check_request(prompt_ids, max_new_tokens)
         generated: list[int] = []
         emitted = ""
-        for token in decode(self.step, prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache):
+        for token in self.token_stream(prompt_ids, max_new_tokens, sampling, use_cache):
             generated.append(token)
             if token == self.eos_id:
                 yield token, "", "eos"
@@ -173,14 +178,16 @@ class TextGenerator:
 class CausalLM(TextGenerator):
     """A decoder-only ONNX model (GPT-2 family) with its tokenizer, from one folder."""
 
-    def __init__(self, folder: str | Path, threads: int = 1, model_file: str | Path | None = None):
+    def __init__(self, folder: str | Path, threads: int = 1, model_file: str | Path | None = None,
+                 engine: str = "onnx"):
         from tokenizers import Tokenizer
 
-        from .session import OnnxModel, onnx_file
+        from .engines import open_graph
 
         folder = Path(folder)
         self.folder = folder
-        self.model = OnnxModel(model_file or onnx_file(folder), threads=threads)
+        # any engine that runs the exported graph by its input and output names (onnxruntime, OpenVINO)
+        self.model = open_graph(engine, model_file or folder, threads=threads)
         config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
         self.context = int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
         self.eos_id = config.get("eos_token_id")
@@ -189,10 +196,10 @@ class CausalLM(TextGenerator):
             raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
                              "export it for text-generation")
         self.present_names = [n for n in self.model.output_names if n.startswith("present")]
-        inputs = {i.name: i for i in self.model.session.get_inputs()}
+        specs = self.model.input_specs()
         # (heads, head size) of each cache input: a pruned model keeps different head counts per block
-        self._past_shapes = [(int(inputs[n].shape[1]), int(inputs[n].shape[3])) for n in self.past_names]
-        self._past_dtype = np.float16 if "float16" in inputs[self.past_names[0]].type else np.float32
+        self._past_shapes = [(int(specs[n][0][1]), int(specs[n][0][3])) for n in self.past_names]
+        self._past_dtype = np.float16 if specs[self.past_names[0]][1] == "float16" else np.float32
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.no_padding()
         self._tok.no_truncation()
@@ -215,7 +222,7 @@ class CausalLM(TextGenerator):
 
     def step(self, ids: np.ndarray, past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
         """One forward pass: logits for `ids` given the cache of everything before them."""
-        outputs = self.model.session.run(["logits", *self.present_names], self.feed(ids, past))
+        outputs = self.model.run_outputs(["logits", *self.present_names], self.feed(ids, past))
         return outputs[0], outputs[1:]
 
     def encode(self, text: str) -> list[int]:

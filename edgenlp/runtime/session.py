@@ -21,6 +21,10 @@ def session_options(threads: int, memory_arena: bool = True):
     return options
 
 
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32"}
+
+
 class OnnxModel:
     def __init__(self, model_path: str | Path, threads: int = 1, memory_arena: bool = True):
         import onnxruntime as ort
@@ -35,6 +39,13 @@ class OnnxModel:
         feed = {name: inputs[name] for name in self.input_names}
         return self.session.run(self.output_names[:1], feed)[0]
 
+    def run_outputs(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(names, feed)
+
+    def input_specs(self) -> dict[str, tuple[list, str]]:
+        """Each input's shape (ints, or names for dynamic axes) and element type (`float32`, ...)."""
+        return {i.name: (list(i.shape), _ORT_TYPES.get(i.type, i.type)) for i in self.session.get_inputs()}
+
 
 def onnx_file(path: str | Path) -> Path:
     """The ONNX model to load from `path`: the file itself, or `model.onnx` in a folder, else its first."""
@@ -45,3 +56,22 @@ def onnx_file(path: str | Path) -> Path:
     if not candidates:
         raise FileNotFoundError(f"{path} holds no .onnx file")
     return candidates[0]
+
+
+# -- the engine interface (`engines.py`) ------------------------------------------------------------
+
+class Encoder(OnnxModel):
+    """A classifier graph: `run(inputs) -> logits`."""
+
+    def __init__(self, path: Path, threads: int = 1, memory_arena: bool = True):
+        super().__init__(onnx_file(path), threads=threads, memory_arena=memory_arena)
+
+
+def Graph(path: Path, threads: int = 1) -> OnnxModel:  # noqa: N802 - the engine interface's constructor name
+    return OnnxModel(onnx_file(path), threads=threads)
+
+
+def decoder(folder: Path, threads: int = 1, model_file: str | Path | None = None):
+    from .generation import CausalLM
+
+    return CausalLM(folder, threads=threads, model_file=model_file, engine="onnx")

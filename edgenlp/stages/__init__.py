@@ -14,6 +14,9 @@ and may declare what the pipeline needs to know about it:
     CHECKED_AGAINST_PARENT = False its output is meant to differ from its parent (training)
     Config.task                    a `task` field: the pipeline fills in the recipe's task
     satisfied_by(parent, data)     True when the parent already is what the stage would make
+    SKIPPABLE = True               a failure of this stage (an engine not installed, a model it cannot
+                                   convert) skips the variant and its children; the rest of the run
+                                   is built and measured, and the run then ends with that one-line error
 
 A stage knows nothing about the CLI, the report or the other stages; `artifact.build` gives it an
 empty folder and publishes the result atomically. Heavy libraries are imported inside `run`.
@@ -42,6 +45,8 @@ _MODULES = {
     "quantize": "edgenlp.stages.quantize",
     "quantize-static": "edgenlp.stages.quantize_static",
     "quantize-int4": "edgenlp.stages.quantize_int4",
+    "openvino": "edgenlp.stages.openvino",
+    "ctranslate2": "edgenlp.stages.ctranslate2",
 }
 STAGE_NAMES = tuple(_MODULES)
 
@@ -58,6 +63,10 @@ def libraries(stage: ModuleType) -> tuple[str, ...]:
 
 def checked_against_parent(stage: ModuleType) -> bool:
     return getattr(stage, "CHECKED_AGAINST_PARENT", True)
+
+
+def skippable(stage: ModuleType) -> bool:
+    return getattr(stage, "SKIPPABLE", False)
 
 
 def uses_task(stage: ModuleType) -> bool:

@@ -89,6 +89,12 @@ def check_profiles(candidates, profiles) -> None:
                                  f"{limit}: lower the profile's seq_lengths")
 
 
+def speed_targets(profile: dict) -> list[tuple[str, str]]:
+    """What selection ranks variants by in a profile: batch-1 p50 at each measured input length."""
+    return [("real lengths" if s == "real" else f"{s} tokens", "p50_ms" if s == "real" else f"p50_ms_len{s}")
+            for s in profile["seq_lengths"]]
+
+
 def truncated_input(profile) -> int | None:
     """The longest input a profile feeds, which a variant's `max_length` (its tokenizer's cut) must allow."""
     return max((n for n in profile.seq_lengths if n != "real"), default=None)
@@ -600,7 +606,7 @@ def figures(results: dict) -> list[tuple[str, str | None]]:
 
 # -- bundles --------------------------------------------------------------------------------------
 
-def bundle_section(variant, folder, model_rel: str) -> dict:
+def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dict:
     """Labels, input limits and padding of a classifier bundle; the config gains label2id if it lacks it."""
     import json
 
@@ -618,9 +624,15 @@ def bundle_section(variant, folder, model_rel: str) -> dict:
         fsio.write_json_atomic(config_path, config)
     max_length = min(configured_max_length(folder), int(config.get("max_position_embeddings") or 512))
     tokenizer = TextTokenizer(folder, max_length)
-    dynamic = any(op == "DynamicQuantizeLinear" for _, op in signature(folder / model_rel)["op_types"])
-    batching = lower_mask_value(folder / model_rel, max_length, int(config.get("vocab_size") or 30000), tokenizer.pad_id)
-    batching["batch_invariant"] = not dynamic
+    if engine != "onnx":  # the mask-value rewrite and the operator scan read an ONNX graph
+        batching = {"batch_invariant": None, "batch_note": f"not checked for the {engine} engine: compare "
+                    "classify(..., batch_size=1) with batched answers before relying on batching"}
+        dynamic = False
+    else:
+        dynamic = any(op == "DynamicQuantizeLinear" for _, op in signature(folder / model_rel)["op_types"])
+        batching = lower_mask_value(folder / model_rel, max_length, int(config.get("vocab_size") or 30000),
+                                    tokenizer.pad_id)
+        batching["batch_invariant"] = not dynamic
     if dynamic:
         batching["batch_note"] = ("dynamic INT8 quantises each batch's activations with one scale, so a text's "
                                   "probabilities depend a little on its batch mates: classify(..., batch_size=1) gives "

@@ -176,6 +176,16 @@ def _cache_agreement(model, prompt: list[int], n: int) -> float:
     return sum(a == b for a, b in zip(predicted, generated)) / len(generated)
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def speed_targets(profile: dict) -> list[tuple[str, str]]:
+    """What selection ranks variants by in a profile: per-token decode p50, and time to first token."""
+    return [("decode", "decode_p50_ms"), ("first token", "ttft_ms")]
+
+
 def check_against_parent(parent, child, texts: list[str], settings) -> dict:
     """FP32: greedy tokens identical, logits within `atol`, cached and uncached paths agree.
     Quantised: top-1 agreement at least `min_label_agreement`, greedy share stated."""
@@ -193,7 +203,9 @@ def check_against_parent(parent, child, texts: list[str], settings) -> dict:
     window = min(new.context, len(ids))
     stats = fidelity(new, ids, window, max(1, window // 2), reference=ref)
     chunk = np.asarray([ids[:window]], dtype=np.int64)
-    max_diff = float(np.abs(ref.step(chunk, None)[0] - new.step(chunk, None)[0]).max())
+    # compared as log-probabilities: an engine may return those instead of logits (CTranslate2), and the
+    # per-position shift between the two carries no information
+    max_diff = float(np.abs(_log_softmax(ref.step(chunk, None)[0]) - _log_softmax(new.step(chunk, None)[0])).max())
     cache_agreement = _cache_agreement(new, prompts[0], min(16, steps))
     # FP32 must match exactly. Dynamic INT8 scales activations per call, so one token at a time (cached)
     # and the whole sequence (uncached) round differently; a mis-wired cache still shows as near-chance agreement.
@@ -740,7 +752,7 @@ class Trainer:
 GENERATION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0}
 
 
-def bundle_section(variant, folder, model_rel: str) -> dict:
+def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dict:
     """Context, KV-cache layout and generation defaults of a decoder bundle."""
     import json
 
@@ -749,7 +761,14 @@ def bundle_section(variant, folder, model_rel: str) -> dict:
     config = json.loads((folder / "config.json").read_text())
     gen_path = folder / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
-    past = [i for i in signature(folder / model_rel)["inputs"] if i["name"].startswith("past_key_values.")]
+    if engine == "ctranslate2":  # CTranslate2's generator keeps its cache inside
+        past = [{"name": "internal"}] * (2 * int(config.get("n_layer") or config.get("num_hidden_layers") or 0))
+    else:
+        from ..runtime.engines import open_graph
+
+        graph = open_graph(engine, folder / model_rel) if engine != "onnx" else None
+        names = graph.input_names if graph else [i["name"] for i in signature(folder / model_rel)["inputs"]]
+        past = [{"name": n} for n in names if n.startswith("past_key_values.")]
     if not past:
         from ..errors import ArtifactError
 
@@ -761,8 +780,9 @@ def bundle_section(variant, folder, model_rel: str) -> dict:
         defaults["temperature"] = 0.0
     return {
         "max_length": int(config.get("n_positions") or config.get("max_position_embeddings") or 1024),
-        "kv_cache": {"layout": "optimum: past_key_values.N.key/value in, present.N.key/value out; one graph for the "
-                               "prompt (empty cache) and every step", "layers": len(past) // 2,
+        "kv_cache": {"layout": "inside CTranslate2's generator" if engine == "ctranslate2" else
+                     "optimum: past_key_values.N.key/value in, present.N.key/value out; one graph for the "
+                     "prompt (empty cache) and every step", "layers": len(past) // 2,
                      "inputs": [p["name"] for p in past][:2] + (["..."] if len(past) > 2 else [])},
         "generation": {**defaults, "eos_token_id": gen.get("eos_token_id", config.get("eos_token_id")),
                        "bos_token_id": gen.get("bos_token_id", config.get("bos_token_id"))},
