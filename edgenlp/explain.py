@@ -106,9 +106,15 @@ def attention_maps(model: str | Path, text: str, max_length: int = 128) -> Atten
     """Every layer's attention for `text`, from a PyTorch checkpoint folder or an ONNX variant folder."""
     from . import models
 
+    from .runtime.engines import detect
+
     folder = Path(model)
-    if folder.is_dir() and any(folder.glob("*.onnx")):
+    engine = detect(folder) if folder.is_dir() else None
+    if engine == "onnx":
         return _onnx_maps(folder, text, max_length)
+    if engine is not None:
+        raise EdgeNLPError(f"{folder} is a {engine} model, whose engine does not expose attention weights: explain "
+                           "its ONNX parent (the same graph) or the PyTorch model")
     return _pytorch_maps(models.resolve(str(model)).path, text, max_length)
 
 
