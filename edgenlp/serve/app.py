@@ -265,7 +265,9 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                            "max_batch_texts": settings.batching.max_batch_texts,
                            "max_wait_ms": settings.batching.max_wait_ms, "max_queue": settings.batching.max_queue,
                            "dynamic_batching": settings.batching.enabled},
-                "browser": settings.web_assets is not None}
+                "browser": settings.web_assets is not None and bundle.engine == "onnx",
+                "browser_note": None if bundle.engine == "onnx" else
+                f"In-browser mode runs ONNX bundles (transformers.js); this one is for {bundle.engine}."}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus():

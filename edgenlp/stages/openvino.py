@@ -24,7 +24,7 @@ from pydantic import Field
 from .. import data as data_module
 from .. import tasks
 from ..artifact import Artifact, StageOutput, copy_support_files
-from ..errors import ArtifactError, EngineError, EngineMissing
+from ..errors import ArtifactError, DataError, EngineError, EngineMissing
 from ..hardware import cpu_info
 from ..runtime import engines
 from ..runtime.openvino_engine import XML
@@ -36,11 +36,16 @@ SKIPPABLE = True
 log = logging.getLogger(__name__)
 
 
+MIN_CALIBRATION = 32
+"""Fewer texts than this give NNCF's range estimates (and its SmoothQuant and bias-correction steps) too
+little to go on; refused rather than quantised badly."""
+
+
 class Config(StageConfig):
     precision: Literal["fp32", "int8"] = "fp32"
     preset: Literal["mixed", "performance"] = "mixed"
     """NNCF's preset for classifiers: `mixed` (asymmetric activations) or `performance` (all symmetric)."""
-    calibration_samples: int = Field(300, ge=1)
+    calibration_samples: int = Field(300, ge=MIN_CALIBRATION)
     """Training texts NNCF calibrates a classifier's activation ranges on (NNCF's default subset size)."""
     data: data_module.DataSpec = data_module.DataSpec()
     seed: int = 0
@@ -61,16 +66,22 @@ def convert(parent: Artifact):
 
     try:
         return ov.convert_model(str(parent.onnx_path))
-    except Exception as exc:  # OpenVINO's frontends raise their own types, with the op in a long message
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise EngineError(f"OpenVINO cannot convert {parent.onnx_path.name}: {first[:300]}") from None
+    except Exception as exc:  # OpenVINO's frontends raise their own types; the op is in the summary lines
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        summary = [line.lstrip("- ") for line in lines if line.startswith("--")] or lines[-1:] or [type(exc).__name__]
+        raise EngineError(f"OpenVINO cannot convert {parent.onnx_path.name}: {'; '.join(summary)[:300]}") from None
 
 
 def calibration_set(parent: Artifact, config: Config):
     """Training texts as graph feeds, one per item (NNCF batches nothing itself)."""
     task = tasks.get(parent.task)
     dataset = task.load_data(config.data)
-    return list(task.calibration_batches(dataset, parent.path, config.calibration_samples, 1, config.seed))
+    feeds = list(task.calibration_batches(dataset, parent.path, config.calibration_samples, 1, config.seed))
+    if len(feeds) < MIN_CALIBRATION:
+        raise DataError(f"the calibration set has {len(feeds)} texts from the training split of {dataset.name} (asked "
+                        f"for {config.calibration_samples}), fewer than the {MIN_CALIBRATION} NNCF needs: give more "
+                        "training data")
+    return feeds
 
 
 def quantize(model, parent: Artifact, config: Config) -> dict:

@@ -11,7 +11,7 @@ $("text").placeholder = generation ? "Type the start of a text" : "Type a senten
 if (!info.browser) {
   $("in-browser").disabled = true;
   $("browser-note").hidden = false;
-  $("browser-note").textContent = "In-browser mode needs transformers.js on the server (npm ci in web/).";
+  $("browser-note").textContent = info.browser_note || "In-browser mode needs transformers.js on the server (npm ci in web/).";
 }
 
 function bars(target, scores) {
