@@ -72,6 +72,8 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
     data_hash = task.fingerprint(recipe.data)
     check_settings = {**recipe.validation.model_dump(), "data_sha256": data_hash, "task": task.NAME}
     for spec in recipe.variants:
+        if skipped is not None and spec.name in skipped:  # refused earlier in this run (the search rebuilds)
+            continue
         if skipped is not None and spec.parent in skipped:
             skipped[spec.name] = f"not built because its parent {spec.parent} was not"
             continue

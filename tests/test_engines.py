@@ -312,3 +312,11 @@ def test_the_server_answers_with_an_engine_bundle_and_says_the_page_cannot(engin
         answer = client.post("/predict", json={"inputs": ["good fun film", "awful plot"]})
         assert answer.status_code == 200, answer.text
         assert [sorted(x["label"] for x in ranked) for ranked in answer.json()] == [["neg", "pos"]] * 2
+
+
+def test_an_engine_bundle_does_not_claim_an_instruction_set(engine_run, tmp_path):
+    from edgenlp import bundle
+
+    out, _, _ = engine_run
+    manifest = json.loads((bundle.build(out / "variants" / "ctranslate2-int8", tmp_path / "b") / "manifest.json").read_text())
+    assert manifest["isa"]["tuned_for"] is None and "ctranslate2 picks" in manifest["isa"]["note"]

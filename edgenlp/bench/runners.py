@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from functools import partial
 from importlib import import_module
 from pathlib import Path
 from typing import Protocol
@@ -26,19 +27,13 @@ class Runner(Protocol):
 class EngineRunner:
     """A variant on one of the runtime's engines (onnxruntime, OpenVINO, CTranslate2), torch-free."""
 
-    engine = "onnx"
-
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, engine: str = "onnx"):
         from ..runtime.engines import open_encoder
 
-        self.model = open_encoder(self.engine, path, threads=threads)
+        self.model = open_encoder(engine, path, threads=threads)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.model.run(inputs)
-
-
-def _engine_runner(name: str) -> type[EngineRunner]:
-    return type(f"{name.title()}Runner", (EngineRunner,), {"engine": name})
 
 
 class PytorchRunner:
@@ -68,7 +63,7 @@ def _engines() -> tuple[str, ...]:
     return tuple(ENGINES)
 
 
-BUILTIN = {"pytorch": PytorchRunner, **{name: _engine_runner(name) for name in _engines()}}
+BUILTIN = {"pytorch": PytorchRunner, **{name: partial(EngineRunner, engine=name) for name in _engines()}}
 
 
 def detect_format(path: Path) -> str:

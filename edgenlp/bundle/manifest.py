@@ -74,6 +74,9 @@ def lineage(variant: Artifact, limit: int = 64) -> list[dict]:
 
 def tuned_isa(variant: Artifact) -> dict:
     """The instruction set the nearest quantisation stage tuned for (none for a float model)."""
+    if variant.format != "onnx" and variant.precision != "fp32":
+        return {"tuned_for": None, "note": f"{variant.format} picks its integer kernels for the CPU it runs on; "
+                                           "measured on the CPU in `benchmark`"}
     current = variant
     while current is not None:
         isa = (current.meta.get("metadata") or {}).get("isa")

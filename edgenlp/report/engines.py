@@ -48,4 +48,4 @@ def markdown_section(results: dict) -> list[str]:
     lines += [f"- {r['profile']}, {r['target']}: {r['why']}." for r in found]
     skipped = results.get("skipped") or {}
     lines += [f"- `{name}` was not built: {why}" for name, why in skipped.items()]
-    return lines
+    return lines + [""]

@@ -176,7 +176,8 @@ class TextGenerator:
 
 
 class CausalLM(TextGenerator):
-    """A decoder-only ONNX model (GPT-2 family) with its tokenizer, from one folder."""
+    """An exported decoder (GPT-2 family, Optimum's KV-cache layout) with its tokenizer, from one folder:
+    the ONNX graph on onnxruntime, or its OpenVINO IR (`engine="openvino"`)."""
 
     def __init__(self, folder: str | Path, threads: int = 1, model_file: str | Path | None = None,
                  engine: str = "onnx"):
