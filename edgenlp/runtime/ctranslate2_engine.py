@@ -87,16 +87,16 @@ class Generator(TextGenerator):
     def _tokens(self, ids: Sequence[int]) -> list[str]:
         return [self._tok.id_to_token(int(i)) for i in ids]
 
-    def _generation(self, prompt_ids: Sequence[int], new_tokens: int, sampling: Sampling, exact: bool):
+    def _generation(self, prompt_ids: Sequence[int], new_tokens: int, sampling: Sampling):
         if sampling.seed is not None:
             self._ct2.set_random_seed(sampling.seed)
         greedy = sampling.temperature == 0
         return self.generator.generate_tokens(
-            self._tokens(prompt_ids), max_length=new_tokens, min_length=new_tokens if exact else 0,
+            self._tokens(prompt_ids), max_length=new_tokens,
             sampling_topk=1 if greedy else sampling.top_k, sampling_topp=1.0 if greedy else sampling.top_p,
             sampling_temperature=1.0 if greedy else sampling.temperature,
             repetition_penalty=sampling.repetition_penalty,
-            end_token=[] if exact or self.eos_id is None else [self._tok.id_to_token(self.eos_id)])
+            end_token=[] if self.eos_id is None else [self._tok.id_to_token(self.eos_id)])
 
     def token_stream(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling,
                      use_cache: bool = True) -> Iterator[int]:
@@ -105,7 +105,7 @@ class Generator(TextGenerator):
             return
         if max_new_tokens == 0:
             return
-        for count, step in enumerate(self._generation(prompt_ids, max_new_tokens, sampling, exact=False), 1):
+        for count, step in enumerate(self._generation(prompt_ids, max_new_tokens, sampling), 1):
             yield int(step.token_id)
             if step.token_id == self.eos_id or count >= max_new_tokens:
                 return
