@@ -238,6 +238,7 @@ def build(
     check_settings: dict[str, Any] | None = None,
     inputs: dict[str, Any] | None = None,
     libraries: tuple[str, ...] = TRACKED_LIBRARIES,
+    make_elsewhere: Callable[[Path, dict], dict] | None = None,
 ) -> tuple[Artifact, bool]:
     """Make `dest` hold the output of one stage, unless it already does.
 
@@ -252,6 +253,10 @@ def build(
     Publishing is crash-safe: a process killed at any point leaves either the previous artifact or
     the new one at `dest`, and the next build cleans up what dead processes left beside it. A folder
     that edgenlp did not write is never replaced.
+
+    `make_elsewhere(work, plan)` makes the artifact on another machine instead (`make` there, with
+    this `plan`) and fills `work` with what came back; every file is checked against the hashes
+    the other machine recorded before anything is published.
     """
     name = name or dest.name
     config_data = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
@@ -276,36 +281,67 @@ def build(
     work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
+    plan = {"id": artifact_id, "name": name, "stage": stage_name, "config": config_data, "inputs": inputs or {},
+            "versions": versions, "check_settings": check_settings,
+            "parent": {"id": parent.id, "name": parent.name, "path": str(parent.path)}}
     try:
-        started = time.time()
-        output = run(work)
-        meta = {
-            "schema": META_SCHEMA,
-            "id": artifact_id,
-            "name": name,
-            "format": output.format,
-            "task": output.task,
-            "precision": output.precision,
-            "parent": {"id": parent.id, "name": parent.name, "path": str(parent.path)},
-            "stage": stage_name,
-            "stage_config": config_data,
-            "inputs": inputs or {},
-            "metadata": output.metadata,
-            "versions": versions,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.time() - started, 2),
-            "files": hash_tree(work),
-        }
-        artifact = Artifact(path=work, meta=meta)
-        if check is not None:
-            meta["validation"] = check(artifact)
-            meta["check_settings"] = check_settings
-        fsio.write_json_atomic(work / META_FILE, meta)
+        if make_elsewhere is None:
+            meta = make(work, plan, run, check)
+        else:
+            meta = make_elsewhere(work, plan)
+            arrived = hash_tree(work)
+            if arrived != meta.get("files"):
+                bad = sorted(set(arrived.items()) ^ set((meta.get("files") or {}).items()))
+                raise ArtifactError(f"variant {name} arrived with {bad[0][0] if bad else 'its files'} not as made: "
+                                    "the copy is corrupt; rerun")
+            meta["parent"] = plan["parent"]  # where the parent lives here, not on the node that built it
+            fsio.write_json_atomic(work / META_FILE, meta)
         fsio.replace_folder(work, dest, dest.parent / f".{dest.name}.old-{os.getpid()}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return Artifact(path=dest, meta=meta), False
+
+
+def make(work: Path, plan: dict, run: Callable[[Path], StageOutput],
+         check: Callable[[Artifact], dict[str, Any]] | None = None) -> dict:
+    """Run one stage into the empty folder `work`, check it, write its artifact.json; returns that.
+
+    `plan` says what to make (id, name, stage, config, inputs, library versions, parent); the id
+    was computed by whoever asked, and a machine whose libraries differ refuses rather than make
+    something else under that id.
+    """
+    here = library_versions(tuple(plan["versions"]))
+    if here != plan["versions"]:
+        differ = sorted(k for k in set(here) | set(plan["versions"]) if here.get(k) != plan["versions"].get(k))
+        raise ArtifactError(f"{differ[0]} is {here.get(differ[0], 'not installed')} on this machine but "
+                            f"{plan['versions'].get(differ[0], 'not installed')} where variant {plan['name']} was asked "
+                            "for: install the same versions everywhere")
+    started = time.time()
+    output = run(work)
+    meta = {
+        "schema": META_SCHEMA,
+        "id": plan["id"],
+        "name": plan["name"],
+        "format": output.format,
+        "task": output.task,
+        "precision": output.precision,
+        "parent": plan["parent"],
+        "stage": plan["stage"],
+        "stage_config": plan["config"],
+        "inputs": plan["inputs"],
+        "metadata": output.metadata,
+        "versions": plan["versions"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build_seconds": round(time.time() - started, 2),
+        "files": hash_tree(work),
+    }
+    artifact = Artifact(path=work, meta=meta)
+    if check is not None:
+        meta["validation"] = check(artifact)
+        meta["check_settings"] = plan["check_settings"]
+    fsio.write_json_atomic(work / META_FILE, meta)
+    return meta
 
 
 def copy_support_files(src: Path, dst: Path) -> None:

@@ -168,6 +168,7 @@ def optimize(
     max_size_mb: Optional[float] = MAX_SIZE,
     fail_if: Optional[str] = FAIL_IF,
     search: Optional[bool] = typer.Option(None, "--search/--no-search", help="With --max-accuracy-drop: search quantisation settings and nodes to keep in float (default: the recipe's search.enabled, on)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default), ray (a Ray instance on this machine) or ray:ADDRESS (a running cluster): where builds, trials and measurements run."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Fine-tune (if needed), export, optimise, quantise, validate and benchmark every variant."""
@@ -180,6 +181,10 @@ def optimize(
                                                                max_size_mb, fail_if)})
     if search is not None:
         recipe = recipe.model_copy(update={"search": recipe.search.model_copy(update={"enabled": search})})
+    if executor is not None:
+        from .executors import parse as parse_executor
+
+        recipe = recipe.model_copy(update={"executor": recipe.executor.model_copy(update=parse_executor(executor))})
     updates: dict = {}
     if model:
         updates["model"] = model

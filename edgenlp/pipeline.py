@@ -14,7 +14,7 @@ from pathlib import Path
 
 from types import ModuleType
 
-from . import models, search, stages, tasks
+from . import executors, models, search, stages, tasks
 from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
@@ -55,10 +55,79 @@ def check_before_work(recipe: Recipe, source: Artifact, task: ModuleType | None 
                              f"{limit} (its max_length): lower the profiles' seq_lengths or raise max_length")
 
 
+@dataclass
+class BuildJob:
+    """One variant's build, described so that any machine with edgenlp installed can run it."""
+
+    name: str
+    stage: str
+    config: object
+    task: str
+    check_texts: list
+    validation: object
+    threads: int | None
+
+    def run(self, parent: Artifact, work: Path):
+        with _threads(self.threads):
+            return stages.get(self.stage).run(parent, self.config, work)
+
+    def check(self, parent: Artifact, child: Artifact) -> dict:
+        with _threads(self.threads):
+            return tasks.get(self.task).check_against_parent(parent, child, self.check_texts, self.validation)
+
+    def make(self, plan: dict, parent: Artifact) -> tuple[dict, bytes]:
+        """On a node: make the artifact from `parent` (a copy there); return its meta and packed files."""
+        import shutil
+        import tempfile
+
+        from .artifact import make
+        from .executors.transport import pack
+
+        inputs = plan["inputs"]
+        if "data_sha256" in inputs:  # the node must read the same data the id was computed from
+            here = tasks.get(self.task).fingerprint(self.config.data)
+            if here != inputs["data_sha256"]:
+                raise EdgeNLPError(f"variant {self.name}: this node reads other data than the run "
+                                   f"({self.config.data.source}): give every node the same data (EDGENLP_DATA_DIR)")
+        scratch = Path(tempfile.mkdtemp(prefix=f"edgenlp-{self.name}-"))
+        try:
+            checked = self.check if stages.checked_against_parent(stages.get(self.stage)) else None
+            meta = make(scratch, plan, lambda w: self.run(parent, w),
+                        (lambda child: checked(parent, child)) if checked else None)
+            return meta, pack(scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _threads:
+    """Pin torch's intra-op threads for one build: floating-point sums depend on the thread count."""
+
+    def __init__(self, threads: int | None):
+        self.threads, self.before = threads, None
+
+    def __enter__(self):
+        if self.threads:
+            import torch
+
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        if self.before:
+            import torch
+
+            torch.set_num_threads(self.before)
+
+
+def _made_on_node(job: BuildJob, plan: dict, parent_meta: dict, parent_path: Path, _reads: list) -> tuple[dict, bytes]:
+    """`_reads`: the other folders the stage reads, already brought to this node (see `executors.located`)."""
+    return job.make(plan, Artifact(parent_path, parent_meta))
+
+
 def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | None = None,
                    task: ModuleType | None = None,
                    skipped: dict[str, str] | None = None) -> tuple[dict[str, Artifact], list[str]]:
-    """Build (or reuse) every variant in recipe order.
+    """Build (or reuse) every variant, each once its parent is done, as many at once as the executor runs.
 
     With `skipped` given, a variant whose stage is skippable (an engine conversion) and fails is
     recorded there with its one-line reason, its children too, and the other variants are still
@@ -66,17 +135,16 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
     """
     source = source or models.resolve(recipe.model)
     task = task or task_of(recipe, source)
+    executor = executors.current()
     built: dict[str, Artifact] = {}
     reused: list[str] = []
     check_texts = task.validation_texts(dataset, recipe.validation.examples)
     data_hash = task.fingerprint(recipe.data)
     check_settings = {**recipe.validation.model_dump(), "data_sha256": data_hash, "task": task.NAME}
-    for spec in recipe.variants:
-        if skipped is not None and spec.name in skipped:  # refused earlier in this run (the search rebuilds)
-            continue
-        if skipped is not None and spec.parent in skipped:
-            skipped[spec.name] = f"not built because its parent {spec.parent} was not"
-            continue
+    threads = recipe.executor.build_cpus
+    needs = executors.Needs(cpus=threads or 1, memory_gb=recipe.executor.build_memory_gb)
+
+    def build_one(spec: VariantSpec) -> None:
         parent = built[spec.parent] if spec.parent else source
         stage = stages.get(spec.stage)
         config = recipe.stage_config(spec)
@@ -86,29 +154,52 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
             log.info("%s: %s already is what %s would make; using it as is", spec.name, parent.path, spec.stage)
             built[spec.name] = parent
             reused.append(spec.name)
-            continue
+            return
         inputs = {"data_sha256": task.fingerprint(config.data)} if stages.uses_data(stage) else {}
+        job = BuildJob(spec.name, spec.stage, config, task.NAME, check_texts, recipe.validation, threads)
+        elsewhere = None
+        if executor.name != "local" and not stages.fans_out(stage, config):
+            def elsewhere(work: Path, plan: dict) -> dict:
+                from .executors.transport import unpack
 
-        def check(child: Artifact, parent: Artifact = parent) -> dict:
-            return task.check_against_parent(parent, child, check_texts, recipe.validation)
-
+                meta, blob = executor.call(_made_on_node, job, plan, parent.meta, executors.Shipped.of(parent.path),
+                                           [executors.Shipped.of(p) for p in stages.reads(stage, parent, config)],
+                                           needs=executors.Needs(needs.cpus, needs.memory_gb,
+                                                                 what=f"variant {spec.name} ({spec.stage})"))
+                unpack(blob, work, f"variant {spec.name}")
+                return meta
         try:
             artifact, was_reused = build(
                 out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,
-                run=lambda work, stage=stage, parent=parent, config=config: stage.run(parent, config, work),
-                check=check if stages.checked_against_parent(stage) else None, name=spec.name,
-                check_settings=check_settings, inputs=inputs, libraries=stages.libraries(stage))
+                run=lambda work: job.run(parent, work),
+                check=(lambda child: job.check(parent, child)) if stages.checked_against_parent(stage) else None,
+                name=spec.name, check_settings=check_settings, inputs=inputs, libraries=stages.libraries(stage),
+                make_elsewhere=elsewhere)
         except EdgeNLPError as exc:
             if skipped is not None and stages.skippable(stage):
                 log.warning("variant %s (%s) skipped: %s", spec.name, spec.stage, exc)
                 skipped[spec.name] = str(exc)
-                continue
-            done = ", ".join(built) or "none"
-            raise type(exc)(f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {done}]") from exc
+                return
+            raise
         built[spec.name] = artifact
         if was_reused:
             reused.append(spec.name)
+
+    todo = [s for s in recipe.variants if not (skipped is not None and s.name in skipped)]  # refused earlier
+    failure = executors.build_tree(executor, todo, build_one, needs,
+                                   done=lambda name: name in built, skip=lambda spec: _skip_child(spec, skipped))
+    if failure is not None:
+        spec, exc = failure
+        finished = ", ".join(built) or "none"
+        raise type(exc)(f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {finished}]") from exc
     return built, reused
+
+
+def _skip_child(spec: VariantSpec, skipped: dict[str, str] | None) -> bool:
+    if skipped is not None and spec.parent in skipped:
+        skipped[spec.name] = f"not built because its parent {spec.parent} was not"
+        return True
+    return False
 
 
 def _pruned_by(variants: dict[str, Artifact], art: Artifact) -> dict | None:
@@ -160,33 +251,45 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
     task = task_of(recipe, source)
     check_before_work(recipe, source, task)
     dataset = task.load_data(recipe.data)
-    skipped: dict[str, str] = {}
     with FolderLock(out_dir):
-        variants, reused = build_variants(recipe, out_dir, dataset, source, task, skipped)
-        found = None
-        budget = recipe.selection.max_accuracy_drop
-        if bench and budget is not None and recipe.search.enabled:
-            found = search.run(recipe, out_dir, dataset, task, variants, budget)
-            if found.variants:
-                extended = recipe.model_copy(update={"variants": [*recipe.variants,
-                                                                  *(VariantSpec(**v) for v in found.variants)]})
-                variants, again = build_variants(extended, out_dir, dataset, source, task, skipped)
-                reused += [name for name in again if name in found.shortlist]
-        results = None
-        if bench:
-            candidates = candidates_of(variants)
-            eval_set = task.eval_set(dataset, model_labels([c.path for c in candidates]))
-            results = measure(candidates, eval_set, recipe.bench, out_dir / "bench")
-            results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
-                              "task": task.NAME, "data": dataset.describe()}
-            results["training"] = training_logs(variants)
-            if found is not None:
-                results["search"] = found.to_json()
-            if skipped:
-                results["skipped"] = skipped
-            publish(results, out_dir, recipe.selection)
-        if found is not None and not found.shortlist:
-            raise found.unmet(out_dir)
+        executor = executors.open(recipe.executor)
+        try:
+            with executors.using(executor):
+                return _run(recipe, out_dir, bench, source, task, dataset, executor)
+        finally:
+            executor.close()
+
+
+def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: ModuleType, dataset,
+         executor) -> RunOutcome:
+    skipped: dict[str, str] = {}
+    variants, reused = build_variants(recipe, out_dir, dataset, source, task, skipped)
+    found = None
+    budget = recipe.selection.max_accuracy_drop
+    if bench and budget is not None and recipe.search.enabled:
+        found = search.run(recipe, out_dir, dataset, task, variants, budget)
+        if found.variants:
+            extended = recipe.model_copy(update={"variants": [*recipe.variants,
+                                                              *(VariantSpec(**v) for v in found.variants)]})
+            variants, again = build_variants(extended, out_dir, dataset, source, task, skipped)
+            reused += [name for name in again if name in found.shortlist]
+    results = None
+    if bench:
+        candidates = candidates_of(variants)
+        eval_set = task.eval_set(dataset, model_labels([c.path for c in candidates]))
+        results = measure(candidates, eval_set, recipe.bench, out_dir / "bench", executor,
+                          measure_on=recipe.executor.measure_on)
+        results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
+                          "task": task.NAME, "data": dataset.describe()}
+        results["training"] = training_logs(variants)
+        results["executor"] = executor.describe()
+        if found is not None:
+            results["search"] = found.to_json()
+        if skipped:
+            results["skipped"] = skipped
+        publish(results, out_dir, recipe.selection)
+    if found is not None and not found.shortlist:
+        raise found.unmet(out_dir)
     if skipped:
         first = next(iter(skipped))
         measured = "built and measured" if bench else "built"

@@ -35,6 +35,7 @@ from . import stages
 from .bench.harness import BenchSettings
 from .data import DataSpec
 from .errors import EdgeNLPError, RecipeError
+from .executors import ExecutorSettings
 from .models import ScratchModel
 from .search import SearchSettings
 
@@ -88,6 +89,8 @@ class Recipe(BaseModel):
     selection: SelectionSettings = SelectionSettings()
     search: SearchSettings = SearchSettings()
     """The accuracy-budget search that `selection.max_accuracy_drop` starts (see `search.py`)."""
+    executor: ExecutorSettings = ExecutorSettings()
+    """Where builds, trials and measurements run (`local`, or a Ray cluster; see `executors/`)."""
 
     @model_validator(mode="before")
     @classmethod

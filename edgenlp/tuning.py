@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from . import executors
 from .errors import RecipeError
 
 log = logging.getLogger(__name__)
@@ -172,11 +173,19 @@ def study_folder(workdir: Path, config: BaseModel, parent_id: str) -> Path:
     return workdir.parent / f"{variant}.tuning" / key
 
 
+def _pruner(settings: TuningSettings):
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials, n_warmup_steps=0, interval_steps=1)
+
+
 def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: bool, metric: str,
-           train_one: Callable[[BaseModel, Path, Callable], Any]):
+           train_one: Callable[..., Any], reads: tuple[Path, ...] = ()):
     """Run (or resume) the study; copy the best trial's checkpoint into `workdir`; return its StageOutput.
 
-    `train_one(trial_config, folder, on_eval)` trains once into `folder` and returns a StageOutput.
+    `train_one(*reads, trial_config, folder, on_eval)` trains once into `folder` and returns a
+    StageOutput; `reads` are the folders it reads (sent to the node where a trial runs).
+    With an executor that runs work elsewhere, trials run there, several at once.
     """
     import optuna
 
@@ -188,8 +197,7 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
         study_name="search", storage=f"sqlite:///{folder / STUDY_FILE}", load_if_exists=True,
         direction="maximize" if higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=min(4, settings.trials)),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
-                                           n_warmup_steps=0, interval_steps=1))
+        pruner=_pruner(settings))
     _fail_interrupted(study)
     fields = type(config).model_fields
     is_int = {name: fields[name].annotation in (int, int | None) for name in settings.space}
@@ -208,7 +216,7 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
         reporter = Reporter(trial, metric, settings.warmup_evaluations)
         started = time.time()
         try:
-            output = train_one(trial_config(config, values), trial_dir, reporter)
+            output = train_one(*reads, trial_config(config, values), trial_dir, reporter)
         except BaseException:
             shutil.rmtree(trial_dir, ignore_errors=True)
             raise
@@ -223,7 +231,10 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
 
     remaining = settings.trials - len(finished)
     started = time.time()
-    if remaining > 0:
+    executor = executors.current()
+    if remaining > 0 and executor.name != "local":
+        _optimize_elsewhere(executor, study, config, folder, is_int, metric, train_one, reads, remaining)
+    elif remaining > 0:
         study.optimize(objective, n_trials=remaining, catch=(),
                        timeout=settings.timeout_minutes * 60 if settings.timeout_minutes else None,
                        callbacks=[lambda study, trial: _keep_only_best(study, folder)])
@@ -248,6 +259,96 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
         "trials", "complete", "pruned", "best_trial", "best_params", "best_value", "defaults_value",
         "beat_defaults", "study")}}
     return StageOutput(format=stored["format"], task=stored["task"], precision=stored["precision"], metadata=metadata)
+
+
+def _optimize_elsewhere(executor, study, config: BaseModel, folder: Path, is_int: dict, metric: str,
+                        train_one: Callable, reads: tuple[Path, ...], count: int) -> None:
+    """Trials as executor tasks, several at once: the driver asks the study for each trial's values
+    and tells it the score; the nodes report intermediate scores (and learn whether to stop)
+    through a gRPC proxy of the study's storage that this process serves while the trials run."""
+    import threading
+
+    import optuna
+    from optuna.storages._grpc.server import make_server
+
+    from .executors.transport import unpack
+
+    settings: TuningSettings = config.search
+    host = executor.reachable_host()
+    port = _free_port(host)
+    server = make_server(study._storage, host, port)
+    server.start()
+    lock = threading.Lock()
+    deadline = time.time() + settings.timeout_minutes * 60 if settings.timeout_minutes else None
+    cpus = executor.settings.build_cpus or 1
+    needs = executors.Needs(cpus=cpus, memory_gb=executor.settings.build_memory_gb, what="a tuning trial")
+    width = min(executor.concurrency(needs), executor.settings.parallel_trials or count, count)
+    shipped = tuple(executors.Shipped.of(path) for path in reads)
+
+    def one(_: int) -> None:
+        if deadline is not None and time.time() > deadline:
+            return
+        with lock:
+            trial = study.ask()
+            values = {**settings.fixed, **{n: _suggest(trial, n, d, is_int[n]) for n, d in settings.space.items()}}
+        trial_dir = folder / f"trial-{trial.number}"
+        shutil.rmtree(trial_dir, ignore_errors=True)
+        try:
+            output, blob = executor.call(_trial_on_node, train_one, shipped, trial_config(config, values), metric,
+                                         settings, host, port, trial._trial_id, cpus, needs=needs)
+        except optuna.TrialPruned:
+            with lock:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return
+        except BaseException:
+            with lock:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        unpack(blob, trial_dir, f"trial {trial.number}'s checkpoint")
+        (trial_dir / TRIAL_OUTPUT).write_text(json.dumps({"format": output.format, "task": output.task,
+                                                          "precision": output.precision, "metadata": output.metadata}))
+        with lock:
+            study.tell(trial, float(output.metadata[f"validation_{metric}"]))
+            _keep_only_best(study, folder)
+
+    try:
+        executors.run_all(executor, one, list(range(count)), needs, width=width)
+    finally:
+        server.stop(0)
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _trial_on_node(train_one: Callable, reads: tuple[Path, ...], config: BaseModel, metric: str,
+                   settings: TuningSettings, host: str, port: int, trial_id: int, threads: int):
+    """One trial on a node: trains into scratch, reports through the driver's study; returns its files."""
+    import tempfile
+
+    import optuna
+    import torch
+
+    from .executors.transport import pack
+
+    torch.set_num_threads(threads)
+    study = optuna.load_study(study_name="search", storage=optuna.storages.GrpcStorageProxy(host=host, port=port),
+                              pruner=_pruner(settings))
+    trial = optuna.Trial(study, trial_id)
+    scratch = Path(tempfile.mkdtemp(prefix="edgenlp-trial-"))
+    started = time.time()
+    try:
+        output = train_one(*reads, config, scratch, Reporter(trial, metric, settings.warmup_evaluations))
+        trial.set_user_attr("steps", output.metadata.get("steps"))
+        trial.set_user_attr("best_step", output.metadata.get("best_step"))
+        return output, pack(scratch)
+    finally:
+        trial.set_user_attr("seconds", round(time.time() - started, 1))
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _fail_interrupted(study) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import progress, tasks
+from .. import executors, progress, tasks
 from ..artifact import ENGINE_LIBRARIES, TRACKED_LIBRARIES, library_versions, loaded_model_files, onnx_file
 from ..errors import BenchError
 from ..fsio import write_json_atomic
@@ -238,39 +238,129 @@ def preflight(candidates: list[Candidate], settings: BenchSettings,
     return reference, profiles
 
 
-def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work_dir: Path) -> dict:
+def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work_dir: Path, executor=None,
+            measure_on: dict[str, str] | None = None) -> dict:
     """Measure every candidate under every profile; returns an `edgenlp.results/3` document.
 
     The eval set says its task, and the task says what to evaluate and which workloads to time.
     The quality evaluation runs in one process per candidate that does nothing else and is closed
     before the timing starts; latency and memory come from one fresh process per candidate and
     profile, so every profile's memory figures describe the same work.
+
+    `executor` says where: evaluations may run anywhere, several at once; the timing of each group
+    of profiles (`measure_on`: profile -> node kind) runs on one measuring node of that kind, alone
+    there, and the results say which node measured what.
     """
+    executor = executor or executors.LocalExecutor()
     task = tasks.get(eval_set.task)
     reference, profiles = preflight(candidates, settings, task.NAME)
+    unknown = sorted(set(measure_on or {}) - {p.name for p in profiles})
+    if unknown:
+        raise BenchError(f"executor.measure_on names profile '{unknown[0]}', which is not measured "
+                         f"({', '.join(p.name for p in profiles)}): fix the name")
     payload = task.payload(eval_set, settings)
     work_dir.mkdir(parents=True, exist_ok=True)
-    payload_file = work_dir / "eval.json"  # one fixed name: a killed run leaves nothing a rerun does not overwrite
-    write_json_atomic(payload_file, payload)
     ref_candidate = next(c for c in candidates if c.name == reference)
+    shipped = {c.name: executors.Shipped.of(c.path) for c in candidates}
+    log_dir = work_dir / "logs"
+    memory = getattr(getattr(executor, "settings", None), "eval_memory_gb", 0.0)
 
-    workers: dict[tuple[str, str], _WorkerProcess] = {}
     raw: dict[str, dict] = {c.name: {"profiles": {p.name: {} for p in profiles}} for c in candidates}
-    visiting_orders = []
+    with progress.task("quality", len(candidates)) as advance:
+        def evaluate(c: Candidate) -> dict:
+            needs = executors.Needs(cpus=profiles[0].threads, memory_gb=memory, what=f"evaluating {c.name}")
+            reply = executor.call(_evaluate, task.NAME, _portable(c), shipped[c.name], _portable(ref_candidate),
+                                  shipped[reference], profiles[0].threads, payload, log_dir, needs=needs)
+            advance(1)
+            return reply
+
+        for c, reply in zip(candidates, executors.run_all(executor, evaluate, candidates, executors.Needs(
+                cpus=profiles[0].threads, memory_gb=memory))):
+            raw[c.name]["eval"] = reply
+
+    groups: dict[str | None, list[Profile]] = {}
+    for p in profiles:
+        groups.setdefault((measure_on or {}).get(p.name), []).append(p)
+
+    def time_group(item) -> dict:
+        kind, group = item
+        needs = executors.Needs(cpus=max(p.threads for p in group), measure=True, kind=kind,
+                                what=f"timing {', '.join(p.name for p in group)}")
+        return executor.call(_time_rounds, task.NAME, [_portable(c) for c in candidates],
+                             [shipped[c.name] for c in candidates], group, settings, payload, reference, log_dir,
+                             needs=needs)
+
+    visiting_orders: list[list[str]] = [[] for _ in range(settings.rounds)]
+    measured_on = {}
+    for timed in executors.run_all(executor, time_group, list(groups.items()), executors.Needs(measure=True)):
+        for cname, by_profile in timed["raw"].items():
+            raw[cname]["profiles"].update(by_profile)
+        for r, order in enumerate(timed["rounds"]):
+            visiting_orders[r] += order
+        measured_on.update({p: timed["where"] for p in timed["profiles"]})
+
+    results = _assemble(task, candidates, profiles, raw, payload, reference, settings)
+    results["visiting_order"] = {"seed": settings.seed, "rounds": visiting_orders}
+    results["environment"]["measured_on"] = measured_on
+    results["environment"]["cpu"] = measured_on[profiles[0].name]["cpu"]
+    for v in results["variants"]:
+        for pname, slot in v["profiles"].items():
+            slot["node_kind"] = measured_on[pname]["kind"]
+    return check_results(results, "the measured results")
+
+
+def _portable(c: Candidate) -> Candidate:
+    """The candidate without its lineage (what a node needs to run it)."""
+    return Candidate(c.name, c.path, c.runner)
+
+
+def _payload_file(payload: dict) -> Path:
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="edgenlp-eval-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f)
+    return Path(name)
+
+
+def _logs_here(log_dir: Path) -> Path:
+    """The run's log folder where this node sees it, else a temporary one."""
+    import tempfile
+
+    return log_dir if log_dir.parent.is_dir() else Path(tempfile.mkdtemp(prefix="edgenlp-logs-"))
+
+
+def _evaluate(task_name: str, candidate: Candidate, path: Path, ref: Candidate, ref_path: Path, threads: int,
+              payload: dict, log_dir: Path) -> dict:
+    """The quality evaluation of one candidate in its own process (on whichever node runs this)."""
+    task = tasks.get(task_name)
+    here, ref_here = Candidate(candidate.name, path, candidate.runner), Candidate(ref.name, ref_path, ref.runner)
+    payload_file = _payload_file(payload)
     try:
-        with progress.task("quality", len(candidates)) as advance:
-            for c in candidates:
-                evaluator = _WorkerProcess(c, task.NAME, profiles[0].threads, "eval", payload_file, work_dir / "logs")
-                try:
-                    raw[c.name]["eval"] = evaluator.ask(op="eval", **task.eval_request(c, ref_candidate))
-                finally:
-                    evaluator.close()
-                advance(1)
-        with progress.task("starting workers", len(candidates) * len(profiles)) as advance:
-            for c in candidates:
+        evaluator = _WorkerProcess(here, task_name, threads, "eval", payload_file, _logs_here(log_dir))
+        try:
+            return evaluator.ask(op="eval", **task.eval_request(here, ref_here))
+        finally:
+            evaluator.close()
+    finally:
+        payload_file.unlink(missing_ok=True)
+
+
+def _time_rounds(task_name: str, candidates: list[Candidate], paths: list[Path], profiles: list[Profile],
+                 settings: BenchSettings, payload: dict, reference: str, log_dir: Path) -> dict:
+    """Every candidate under every profile of one group, interleaved in seeded random rounds, on this node."""
+    task = tasks.get(task_name)
+    here = [Candidate(c.name, path, c.runner) for c, path in zip(candidates, paths)]
+    payload_file = _payload_file(payload)
+    workers: dict[tuple[str, str], _WorkerProcess] = {}
+    raw = {c.name: {p.name: {} for p in profiles} for c in here}
+    orders = []
+    logs = _logs_here(log_dir)
+    try:
+        with progress.task("starting workers", len(here) * len(profiles)) as advance:
+            for c in here:
                 for p in profiles:
-                    workers[(c.name, p.name)] = _WorkerProcess(c, task.NAME, p.threads, p.name, payload_file,
-                                                               work_dir / "logs")
+                    workers[(c.name, p.name)] = _WorkerProcess(c, task_name, p.threads, p.name, payload_file, logs)
                     advance(1)
         visits = list(workers)
         rng = random.Random(settings.seed)
@@ -278,22 +368,19 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
         with progress.task("latency rounds", settings.rounds * len(visits)) as advance:
             for r in range(settings.rounds):
                 rng.shuffle(visits)  # a fresh random order each round, so no variant always follows another
-                visiting_orders.append([f"{c}@{p}" for c, p in visits])
+                orders.append([f"{c}@{p}" for c, p in visits])
                 for cname, pname in visits:
-                    slot = raw[cname]["profiles"][pname]
+                    slot = raw[cname][pname]
                     for workload in task.workloads(by_name[pname], settings, r, cname, reference):
                         slot.setdefault(workload.key, []).append(workers[(cname, pname)].ask(**workload.request))
                     advance(1)
         for (cname, pname), w in workers.items():
-            raw[cname]["profiles"][pname]["process"] = w.ask(op="stats")
+            raw[cname][pname]["process"] = w.ask(op="stats")
     finally:
         for w in workers.values():
             w.close()
         payload_file.unlink(missing_ok=True)
-
-    results = _assemble(task, candidates, profiles, raw, payload, reference, settings)
-    results["visiting_order"] = {"seed": settings.seed, "rounds": visiting_orders}
-    return check_results(results, "the measured results")
+    return {"raw": raw, "rounds": orders, "profiles": [p.name for p in profiles], "where": executors.here()}
 
 
 def _process_memory(process: dict) -> dict:

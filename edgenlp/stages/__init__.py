@@ -17,6 +17,10 @@ and may declare what the pipeline needs to know about it:
     SKIPPABLE = True               a failure of this stage (an engine not installed, a model it cannot
                                    convert) skips the variant and its children; the rest of the run
                                    is built and measured, and the run then ends with that one-line error
+    reads(parent, config) -> [Path] the folders it reads beside the parent (a teacher): sent with the
+                                   build to the node that runs it, found there by `executors.located`
+    fans_out(config) -> bool       True when this build spreads its own work (tuning trials) over the
+                                   executor: it then runs where the run folder is, not as one task
 
 A stage knows nothing about the CLI, the report or the other stages; `artifact.build` gives it an
 empty folder and publishes the result atomically. Heavy libraries are imported inside `run`.
@@ -67,6 +71,16 @@ def checked_against_parent(stage: ModuleType) -> bool:
 
 def skippable(stage: ModuleType) -> bool:
     return getattr(stage, "SKIPPABLE", False)
+
+
+def reads(stage: ModuleType, parent, config) -> list:
+    hook = getattr(stage, "reads", None)
+    return list(hook(parent, config)) if hook else []
+
+
+def fans_out(stage: ModuleType, config) -> bool:
+    hook = getattr(stage, "fans_out", None)
+    return bool(hook and hook(config))
 
 
 def uses_task(stage: ModuleType) -> bool:

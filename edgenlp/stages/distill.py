@@ -11,12 +11,13 @@ the parent was pruned from, read from the parent's lineage.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
-from .. import architectures, models
+from .. import architectures, executors, models
 from ..artifact import META_FILE, Artifact, StageOutput
 from ..errors import ArtifactError, RecipeError
 from . import finetune
@@ -52,7 +53,7 @@ def teacher_path(parent: Artifact, config: Config) -> Path:
     if meta.get("stage") != "prune" or not lineage.get("path"):
         raise RecipeError(f"distill needs a teacher: {parent.path} was not made by prune, so set teacher: "
                           "to the model it should imitate")
-    path = Path(lineage["path"])
+    path = executors.located(lineage["path"])
     if not (path / "config.json").exists():
         raise ArtifactError(f"the teacher {path} (the model {parent.path} was pruned from) is gone: "
                             "set teacher: to where it is now")
@@ -112,13 +113,25 @@ class Distillation:
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     teacher = teacher_path(parent, config)
-    task = finetune.task_of(parent, config)
+    return finetune.train_or_search(parent, config, workdir, partial(_distill_from, parent.meta, str(teacher)),
+                                    reads=(parent.path, teacher))
 
-    def train_one(cfg: Config, folder: Path, on_eval) -> StageOutput:
-        out = finetune.train(parent, cfg, folder, Distillation(teacher, task.AUTO_MODEL, cfg), stage=NAME,
-                             evaluate_first=True, on_eval=on_eval)
-        out.metadata["distillation"] = {"teacher": str(teacher), "temperature": cfg.temperature,
-                                        "alpha": cfg.alpha, "hidden_weight": cfg.hidden_weight}
-        return out
 
-    return finetune.train_or_search(parent, config, workdir, train_one)
+fans_out = finetune.fans_out
+
+
+def reads(parent: Artifact, config: Config) -> list[Path]:
+    """Beside the parent, the teacher."""
+    return [teacher_path(parent, config)]
+
+
+def _distill_from(parent_meta: dict, teacher_name: str, parent_path: Path, teacher: Path, cfg: Config, folder: Path,
+                  on_eval) -> StageOutput:
+    """One training run; `teacher_name` is where the teacher lives in the run (recorded), `teacher` a copy here."""
+    parent = Artifact(parent_path, parent_meta)
+    task = finetune.task_of(parent, cfg)
+    out = finetune.train(parent, cfg, folder, Distillation(teacher, task.AUTO_MODEL, cfg), stage=NAME,
+                         evaluate_first=True, on_eval=on_eval)
+    out.metadata["distillation"] = {"teacher": teacher_name, "temperature": cfg.temperature,
+                                    "alpha": cfg.alpha, "hidden_weight": cfg.hidden_weight}
+    return out

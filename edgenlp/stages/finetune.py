@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -80,18 +81,31 @@ def satisfied_by(parent: Artifact, dataset) -> bool:
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
-    return train_or_search(parent, config, workdir, lambda cfg, folder, on_eval: train(parent, cfg, folder, on_eval=on_eval))
+    return train_or_search(parent, config, workdir, partial(_train_from, parent.meta), reads=(parent.path,))
 
 
-def train_or_search(parent: Artifact, config: Config, workdir: Path, train_one) -> StageOutput:
-    """Train once, or, with `config.search`, run the Optuna study whose best trial becomes the output."""
+def fans_out(config: Config) -> bool:
+    """A search spreads its trials over the executor."""
+    return config.search is not None
+
+
+def _train_from(parent_meta: dict, parent_path: Path, config: Config, workdir: Path, on_eval) -> StageOutput:
+    return train(Artifact(parent_path, parent_meta), config, workdir, on_eval=on_eval)
+
+
+def train_or_search(parent: Artifact, config: Config, workdir: Path, train_one, reads: tuple[Path, ...]) -> StageOutput:
+    """Train once, or, with `config.search`, run the Optuna study whose best trial becomes the output.
+
+    `train_one(*reads, config, folder, on_eval)`: `reads` are the folders it reads, so that a trial
+    can run on another machine with its own copies.
+    """
     if config.search is None:
-        return train_one(config, workdir, None)
+        return train_one(*reads, config, workdir, None)
     trainer = task_of(parent, config).Trainer
     metric = config.metric or trainer.METRIC
     if metric not in trainer.METRICS:
         raise RecipeError(f"metric '{metric}' is not one of {', '.join(trainer.METRICS)}")
-    return tuning.search(config, workdir, parent.id, trainer.METRICS[metric], metric, train_one)
+    return tuning.search(config, workdir, parent.id, trainer.METRICS[metric], metric, train_one, reads)
 
 
 def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage: str = NAME,
