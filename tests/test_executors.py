@@ -94,3 +94,91 @@ def test_same_recipe_same_ids_and_accuracy_on_local_and_ray(cluster, tiny_recipe
     # a rerun on the cluster rebuilds nothing
     again = pipeline.run(recipe.parse(_on_ray(tiny_recipe, c.address)), tmp_path / "ray", bench=False)
     assert sorted(again.reused) == sorted(again.variants)
+
+
+def _kill_first_build(killed: list, stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker seen running a task (the run's first build), as a crash would."""
+    import signal
+    import subprocess
+
+    while not stop.is_set():
+        out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if "ray::_on_node" in line and "ps -eo" not in line:
+                pid = int(line.split()[0])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.05)
+
+
+def _killing_one_worker(fn):
+    killed, stop = [], threading.Event()
+    watcher = threading.Thread(target=_kill_first_build, args=(killed, stop), daemon=True)
+    watcher.start()
+    try:
+        return fn(), killed
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+
+
+def _no_partials(run_dir: Path) -> None:
+    left = [p.name for p in (run_dir / "variants").iterdir() if p.name.startswith(".")]
+    assert not left, f"half-written folders left: {left}"
+
+
+def test_a_worker_killed_during_a_build_is_retried_and_nothing_half_written_is_published(cluster, tiny_recipe, tmp_path):
+    c, _ = cluster
+    data = _on_ray(tiny_recipe, c.address, retries=2)
+    run, killed = _killing_one_worker(lambda: pipeline.run(recipe.parse(data), tmp_path / "run", bench=False))
+    assert killed, "no build was seen running"
+    assert all(art.verify() for art in run.variants.values())
+    _no_partials(tmp_path / "run")
+    local = pipeline.run(recipe.parse(_local(tiny_recipe)), tmp_path / "local", bench=False)
+    assert _ids(run) == _ids(local)
+
+
+def test_a_build_that_dies_more_often_than_allowed_stops_the_run_with_one_line_and_a_rerun_resumes(
+        cluster, tiny_recipe, tmp_path):
+    c, _ = cluster
+    data = _on_ray(tiny_recipe, c.address, retries=0)
+    with pytest.raises(EdgeNLPError) as caught:
+        _killing_one_worker(lambda: pipeline.run(recipe.parse(data), tmp_path / "run", bench=False))
+    message = str(caught.value)
+    assert "variant pytorch-fp32 (finetune) failed" in message and "failed 1 time(s)" in message
+    assert "rerun to resume" in message and "\n" not in message
+    _no_partials(tmp_path / "run")
+    assert not (tmp_path / "run" / "variants" / "pytorch-fp32").exists()
+    again = pipeline.run(recipe.parse(data), tmp_path / "run", bench=False)
+    assert set(again.variants) == {v["name"] for v in tiny_recipe["variants"]}
+
+
+def test_no_measuring_node_is_a_clear_error(cluster):
+    c, _ = cluster
+    executor = executors.open(executors.ExecutorSettings(kind="ray", address=c.address))
+    with pytest.raises(executors.ExecutorError, match="no node of the Ray cluster measures of kind 'arm'.*ray start"):
+        executor.call(executors.here, needs=executors.Needs(measure=True, kind="arm", what="timing edge-1t"))
+
+
+def test_tuning_trials_run_in_parallel_on_the_nodes_and_report_through_the_shared_study(cluster, tiny_recipe, tmp_path):
+    import sqlite3
+
+    c, _ = cluster
+    data = _on_ray(tiny_recipe, c.address, parallel_trials=2)
+    data["variants"] = [dict(data["variants"][0])]
+    data["variants"][0]["config"] = {**data["variants"][0]["config"], "max_steps": 12, "eval_every": 4, "search": {
+        "trials": 4, "startup_trials": 1, "warmup_evaluations": 1,
+        "space": {"learning_rate": {"low": 1e-6, "high": 3e-3, "log": True}}}}
+    run = pipeline.run(recipe.parse(data), tmp_path / "run", bench=False)
+    art = run.variants["pytorch-fp32"]
+    assert art.verify()
+    log = json.loads((art.path / "training_log.json").read_text())["search"]
+    assert len(log["trial_log"]) == 4 and log["complete"] >= 2
+    assert all(t["evals"] for t in log["trial_log"])  # intermediate scores reached the driver's study
+    assert log["trial_log"][0]["defaults"]
+    db = next((tmp_path / "run" / "variants" / "pytorch-fp32.tuning").glob("*/study.db"))
+    with sqlite3.connect(db) as con:
+        spans = con.execute("select datetime_start, datetime_complete from trials order by number").fetchall()
+    overlapping = any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
+    assert overlapping, f"no two trials ran at once: {spans}"
