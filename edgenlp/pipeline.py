@@ -158,7 +158,7 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
         inputs = {"data_sha256": task.fingerprint(config.data)} if stages.uses_data(stage) else {}
         job = BuildJob(spec.name, spec.stage, config, task.NAME, check_texts, recipe.validation, threads)
         elsewhere = None
-        if executor.name != "local" and not stages.fans_out(stage, config):
+        if executor.remote and not stages.fans_out(stage, config):
             def elsewhere(work: Path, plan: dict) -> dict:
                 from .executors.transport import unpack
 

@@ -27,13 +27,16 @@ import json
 import logging
 import os
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import stages
+from . import executors, stages
+from .executors.transport import unpack
 from .artifact import Artifact, copy_support_files, stable_id
 from .errors import EdgeNLPError, RecipeError
 from .fsio import write_json_atomic
@@ -198,11 +201,14 @@ class Search:
         self.data_id = stable_id(task.fingerprint(recipe.data), _texts(self.tuning), _texts(self.small_tuning))
         self.memo_file = self.dir / "trials.json"
         self.memo: dict[str, dict] = json.loads(self.memo_file.read_text()) if self.memo_file.exists() else {}
+        self._lock = threading.RLock()
+        self._local = threading.local()  # the trials of the setting this thread searches
 
     # -- scoring ----------------------------------------------------------------------------------
     def _remember(self, key: str, record: dict) -> None:
-        self.memo[key] = record
-        write_json_atomic(self.memo_file, self.memo)
+        with self._lock:
+            self.memo[key] = record
+            write_json_atomic(self.memo_file, self.memo)
 
     def quality(self, art: Artifact) -> float:
         key = stable_id("quality", art.id, self.data_id)
@@ -220,7 +226,10 @@ class Search:
         return stage, stage.resolve(stage.Config(**raw))
 
     def score(self, trial: Trial) -> Trial:
-        """Build the trial's model in a scratch folder, score it on the tuning split, keep the record."""
+        """Build the trial's model, score it on the tuning split and take its latency look; keep the record.
+
+        The build and the score run wherever the executor puts them; the look only on a measuring node.
+        """
         base = self.variants[trial.base]
         stage, config = self._config(trial.mode, trial.config.get("calibrator"), trial.config["per_channel"],
                                      trial.config["embeddings"], trial.float_nodes)
@@ -229,12 +238,21 @@ class Search:
             work = self.dir / "work" / trial.id
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
+            executor = executors.current()
+            threads = (executor.settings.build_cpus or 1) if executor.remote else self.threads
             try:
-                stage.quantize_file(base, config, work / "model.onnx")
-                copy_support_files(base.path, work)
-                quality = self.task.tuning_quality(work, self.tuning, self.threads)
-                look = self.task.screen_latency(work, self.tuning, self.look_threads)
+                quality, blob = executor.call(
+                    _quantise_and_score, stage.NAME, config, base.meta, executors.Shipped.of(base.path),
+                    self.task.NAME, self.tuning, threads, work if not executor.remote else None,
+                    needs=executors.Needs(threads, what=f"search trial {trial.base}.{trial.label}"))
+                if blob is not None:
+                    unpack(blob, work, f"search trial {trial.label}")
+                look = executor.call(_latency_look, self.task.NAME, executors.Shipped.of(work), self.tuning,
+                                     self.look_threads, needs=executors.Needs(self.look_threads, measure=True,
+                                                                              what="a search latency look"))
                 self._remember(trial.id, {"quality": quality, "latency_look_ms": look})
+            except executors.ExecutorError:
+                raise
             except Exception as exc:  # onnxruntime's quantiser can refuse one node subset: that trial fails, not the search
                 log.warning("search: %s.%s failed: %s", trial.base, trial.label, exc)
                 self._remember(trial.id, {"failed": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
@@ -255,6 +273,10 @@ class Search:
 
     # -- sensitivity ------------------------------------------------------------------------------
     def sensitivity(self, base: str, mode: str) -> list[dict]:
+        with self._lock:  # settings searched at once share one analysis per base and mode
+            return self._sensitivity(base, mode)
+
+    def _sensitivity(self, base: str, mode: str) -> list[dict]:
         art = self.variants[base]
         calibrator = self.settings.calibrators[0] if mode == "static" else None
         stage, config = self._config(mode, calibrator, self.settings.per_channel[-1], True, [])
@@ -297,7 +319,7 @@ class Search:
                  + ("" if embeddings else "-float-embeddings") + (f"-{len(float_nodes)}-in-float" if float_nodes else ""))
         config = {"calibrator": calibrator, "per_channel": per_channel, "embeddings": embeddings}
         trial = self.score(Trial(base, mode, MODES[mode], config, list(float_nodes), label))
-        self.outcome.trials.append(trial)
+        self._local.tried.append(trial)
         return trial
 
     def _fall_back(self, base: str, first: Trial) -> Trial | None:
@@ -332,6 +354,14 @@ class Search:
                 trial.reason = f"more nodes in float than {best.label}, which keeps the budget too"
         return best
 
+    def _setting(self, base: str, setting: tuple) -> list[Trial]:
+        """The trials of one setting of the space on one base: the fully quantised one, then its fall-back."""
+        self._local.tried = []
+        trial = self._trial(base, *setting, [])
+        if trial.status == "over-budget" and self._fall_back(base, trial) is None:
+            trial.reason += "; no count of nodes returned to float keeps the budget"
+        return self._local.tried
+
     def run(self) -> Outcome:
         task = self.task
         self.reference_quality = self.quality(self.variants[self.reference])
@@ -352,10 +382,11 @@ class Search:
             if self.settings.sensitivity == "all" or (self.settings.sensitivity == "reference" and base == self.reference):
                 for mode in self.settings.modes:
                     self.sensitivity(base, mode)
-            for mode, calibrator, per_channel, embeddings in self._space():
-                trial = self._trial(base, mode, calibrator, per_channel, embeddings, [])
-                if trial.status == "over-budget" and self._fall_back(base, trial) is None:
-                    trial.reason += "; no count of nodes returned to float keeps the budget"
+            # each setting (with its fall-back) is independent: as many at once as the executor runs,
+            # recorded in the order of the space so that the outcome does not depend on which finished first
+            for tried in executors.run_all(executors.current(), partial(self._setting, base), list(self._space()),
+                                           executors.Needs(executors.current().settings.build_cpus or 1)):
+                self.outcome.trials += tried
         self._shortlist()
         write_json_atomic(self.dir / "search.json", self.outcome.to_json())
         return self.outcome
@@ -387,6 +418,31 @@ class Search:
                 t.status = "not-shortlisted"
                 t.reason = (f"latency look {t.latency_look_ms:.2f} ms: slower than the {self.settings.measure_top} "
                             "measured")
+
+
+def _quantise_and_score(stage_name: str, config, base_meta: dict, base_path: Path, task_name: str, tuning,
+                        threads: int, out: Path | None) -> tuple[float, bytes | None]:
+    """Quantise `base` with `config` into `out` (or into scratch, returned packed) and score it on `tuning`."""
+    import tempfile
+
+    from . import tasks
+    from .executors.transport import pack
+
+    base = Artifact(base_path, base_meta)
+    work = out or Path(tempfile.mkdtemp(prefix="edgenlp-search-"))
+    try:
+        stages.get(stage_name).quantize_file(base, config, work / "model.onnx")
+        copy_support_files(base.path, work)
+        return tasks.get(task_name).tuning_quality(work, tuning, threads), (None if out else pack(work))
+    finally:
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _latency_look(task_name: str, model_dir: Path, tuning, threads: int) -> float:
+    from . import tasks
+
+    return tasks.get(task_name).screen_latency(model_dir, tuning, threads)
 
 
 def _texts(tuning) -> list:

@@ -232,7 +232,7 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
     remaining = settings.trials - len(finished)
     started = time.time()
     executor = executors.current()
-    if remaining > 0 and executor.name != "local":
+    if remaining > 0 and executor.remote:
         _optimize_elsewhere(executor, study, config, folder, is_int, metric, train_one, reads, remaining)
     elif remaining > 0:
         study.optimize(objective, n_trials=remaining, catch=(),

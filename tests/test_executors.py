@@ -182,3 +182,16 @@ def test_tuning_trials_run_in_parallel_on_the_nodes_and_report_through_the_share
         spans = con.execute("select datetime_start, datetime_complete from trials order by number").fetchall()
     overlapping = any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
     assert overlapping, f"no two trials ran at once: {spans}"
+
+
+def test_the_accuracy_budget_search_scores_its_settings_on_the_nodes_with_the_same_outcome(cluster, tiny_recipe, tmp_path):
+    c, _ = cluster
+    search = {"modes": ["dynamic"], "per_channel": [False, True], "embeddings": [True, False],
+              "sensitivity": "needed", "tuning_examples": 24, "min_tuning_examples": 8, "measure_top": 2,
+              "sensitivity_examples": 12, "probe_samples": 8}
+    base = {**tiny_recipe, "selection": {"max_accuracy_drop": 50.0}, "search": search}
+    found = {}
+    for name, data in (("local", _local(base)), ("ray", _on_ray(base, c.address))):
+        run = pipeline.run(recipe.parse(data), tmp_path / name)
+        found[name] = [(t["label"], t["tuning_quality"], t["status"] != "failed") for t in run.results["search"]["trials"]]
+    assert found["local"] == found["ray"] and len(found["ray"]) == 4

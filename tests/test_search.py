@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -183,9 +184,12 @@ def test_a_setting_the_quantiser_refuses_is_a_failed_trial_not_a_failed_search(m
 
     s = search.Search.__new__(search.Search)
     s.settings, s.budget, s.reference_quality = search.SearchSettings(), 1.0, 90.0
-    s.variants = {"base": type("A", (), {"id": "abc", "path": tmp_path})()}
+    s.variants = {"base": type("A", (), {"id": "abc", "path": tmp_path, "meta": {"id": "abc"}})()}
     s.dir, s.memo, s.memo_file, s.data_id = tmp_path, {}, tmp_path / "trials.json", "d"
     s.outcome = search.Outcome(1.0, "points", {}, 90.0)
+    s.task, s.tuning, s.threads, s.look_threads = type("T", (), {"NAME": "text-classification"})(), None, 1, 1
+    s._lock, s._local = threading.RLock(), threading.local()
+    s._local.tried = []
 
     def refuse(*args, **kwargs):
         raise ValueError("Quantization parameters are not specified for param x")

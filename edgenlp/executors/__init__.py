@@ -164,6 +164,7 @@ class LocalExecutor:
     """Today's behaviour: every call runs here, in order, one at a time."""
 
     name = "local"
+    remote = False
 
     def __init__(self, settings: ExecutorSettings | None = None):
         self.settings = settings or ExecutorSettings()

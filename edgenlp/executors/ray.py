@@ -90,6 +90,7 @@ def _in_place(shipped: Shipped) -> Path | None:
 
 class RayExecutor:
     name = "ray"
+    remote = True
 
     def __init__(self, settings: ExecutorSettings):
         ray = _ray()
