@@ -260,23 +260,13 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
                          f"({', '.join(p.name for p in profiles)}): fix the name")
     payload = task.payload(eval_set, settings)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ref_candidate = next(c for c in candidates if c.name == reference)
     shipped = {c.name: executors.Shipped.of(c.path) for c in candidates}
     log_dir = work_dir / "logs"
-    memory = getattr(getattr(executor, "settings", None), "eval_memory_gb", 0.0)
 
     raw: dict[str, dict] = {c.name: {"profiles": {p.name: {} for p in profiles}} for c in candidates}
-    with progress.task("quality", len(candidates)) as advance:
-        def evaluate(c: Candidate) -> dict:
-            needs = executors.Needs(cpus=profiles[0].threads, memory_gb=memory, what=f"evaluating {c.name}")
-            reply = executor.call(_evaluate, task.NAME, _portable(c), shipped[c.name], _portable(ref_candidate),
-                                  shipped[reference], profiles[0].threads, payload, log_dir, needs=needs)
-            advance(1)
-            return reply
-
-        for c, reply in zip(candidates, executors.run_all(executor, evaluate, candidates, executors.Needs(
-                cpus=profiles[0].threads, memory_gb=memory))):
-            raw[c.name]["eval"] = reply
+    for name, reply in evaluate(candidates, task.NAME, payload, reference, profiles[0].threads, log_dir, executor,
+                                shipped).items():
+        raw[name]["eval"] = reply
 
     groups: dict[str | None, list[Profile]] = {}
     for p in profiles:
@@ -307,6 +297,26 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
         for pname, slot in v["profiles"].items():
             slot["node_kind"] = measured_on[pname]["kind"]
     return check_results(results, "the measured results")
+
+
+def evaluate(candidates: list[Candidate], task_name: str, payload: dict, reference: str, threads: int, log_dir: Path,
+             executor=None, shipped: dict | None = None) -> dict[str, dict]:
+    """The quality evaluation of every candidate, each in its own process, as many at once as the
+    executor runs (anywhere: quality does not depend on the node). Returns each one's reply."""
+    executor = executor or executors.LocalExecutor()
+    shipped = shipped or {c.name: executors.Shipped.of(c.path) for c in candidates}
+    ref = next(c for c in candidates if c.name == reference)
+    memory = executor.settings.eval_memory_gb
+    with progress.task("quality", len(candidates)) as advance:
+        def one(c: Candidate) -> dict:
+            needs = executors.Needs(cpus=threads, memory_gb=memory, what=f"evaluating {c.name}")
+            reply = executor.call(_evaluate, task_name, _portable(c), shipped[c.name], _portable(ref),
+                                  shipped[reference], threads, payload, log_dir, needs=needs)
+            advance(1)
+            return reply
+
+        replies = executors.run_all(executor, one, candidates, executors.Needs(cpus=threads, memory_gb=memory))
+    return {c.name: reply for c, reply in zip(candidates, replies)}
 
 
 def _portable(c: Candidate) -> Candidate:
