@@ -636,6 +636,7 @@ def compare(
     run_dir: Path = typer.Argument(..., help="A run folder holding results.json."),
     a: str = typer.Argument(..., help="First variant."),
     b: str = typer.Argument(..., help="Second variant."),
+    across_node_kinds: bool = typer.Option(False, "--across-node-kinds", help="Compare latencies even when the two were timed on different kinds of node."),
 ) -> None:
     """Paired tests between two variants of one run: McNemar for accuracy, round-paired for latency."""
     from .bench.stats import compare_variants
@@ -650,7 +651,12 @@ def compare(
     for name in (a, b):
         if name not in names:
             raise EdgeNLPError(f"variant '{name}' is not in {run_dir / 'results.json'} (variants: {', '.join(names)})")
-    verdict = compare_variants(results, a, b)
+    from .bench.stats import CrossNodeComparison
+
+    try:
+        verdict = compare_variants(results, a, b, across_node_kinds)
+    except CrossNodeComparison as exc:
+        raise EdgeNLPError(str(exc)) from None
     console = Console()
     acc = verdict["accuracy"]
     if acc:

@@ -78,9 +78,14 @@ def test_executor_spec_is_checked():
         executors.parse("spark")
 
 
-def test_same_recipe_same_ids_and_accuracy_on_local_and_ray(cluster, tiny_recipe, tmp_path):
+@pytest.fixture(scope="module")
+def local_run(tiny_recipe, tmp_path_factory):
+    return pipeline.run(recipe.parse(_local(tiny_recipe)), tmp_path_factory.mktemp("local"))
+
+
+def test_same_recipe_same_ids_and_accuracy_on_local_and_ray(cluster, local_run, tiny_recipe, tmp_path):
     c, _ = cluster
-    local = pipeline.run(recipe.parse(_local(tiny_recipe)), tmp_path / "local")
+    local = local_run
     remote = pipeline.run(recipe.parse(_on_ray(tiny_recipe, c.address)), tmp_path / "ray")
     assert _ids(local) == _ids(remote)
     assert _accuracy(local.results) == _accuracy(remote.results)
@@ -128,15 +133,15 @@ def _no_partials(run_dir: Path) -> None:
     assert not left, f"half-written folders left: {left}"
 
 
-def test_a_worker_killed_during_a_build_is_retried_and_nothing_half_written_is_published(cluster, tiny_recipe, tmp_path):
+def test_a_worker_killed_during_a_build_is_retried_and_nothing_half_written_is_published(cluster, local_run, tiny_recipe,
+                                                                                         tmp_path):
     c, _ = cluster
     data = _on_ray(tiny_recipe, c.address, retries=2)
     run, killed = _killing_one_worker(lambda: pipeline.run(recipe.parse(data), tmp_path / "run", bench=False))
     assert killed, "no build was seen running"
     assert all(art.verify() for art in run.variants.values())
     _no_partials(tmp_path / "run")
-    local = pipeline.run(recipe.parse(_local(tiny_recipe)), tmp_path / "local", bench=False)
-    assert _ids(run) == _ids(local)
+    assert _ids(run) == _ids(local_run)
 
 
 def test_a_build_that_dies_more_often_than_allowed_stops_the_run_with_one_line_and_a_rerun_resumes(

@@ -67,6 +67,23 @@ def test_compare_command_runs_paired_tests(tiny_run):
     assert missing.exit_code == 2 and "variant 'nope' is not in" in missing.output
 
 
+def test_latencies_timed_on_different_node_kinds_are_not_compared_unless_asked(tiny_run, tmp_path):
+    results = json.loads((tiny_run.out_dir / "results.json").read_text())
+    assert {v["profiles"]["tiny-1t"]["node_kind"] for v in results["variants"]} == {
+        results["environment"]["measured_on"]["tiny-1t"]["kind"]}
+    assert "was timed on this machine" in (tiny_run.out_dir / "report.md").read_text()
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    other = next(v for v in results["variants"] if v["name"] == "onnx-int8-dynamic")
+    other["profiles"]["tiny-1t"]["node_kind"] = "arm-edge"
+    (merged / "results.json").write_text(json.dumps(results))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["compare", str(merged), "pytorch-fp32", "onnx-int8-dynamic"])
+    assert refused.exit_code == 2 and "compare machines, not variants" in " ".join(refused.output.split())
+    told = runner.invoke(app, ["compare", str(merged), "pytorch-fp32", "onnx-int8-dynamic", "--across-node-kinds"])
+    assert told.exit_code == 0 and "Wilcoxon p =" in " ".join(told.output.split())
+
+
 def test_report_still_renders_a_results_1_document(tiny_run, tmp_path):
     """Older runs: flat timings, no intervals on ratios, throughput as one number."""
     old = json.loads((tiny_run.out_dir / "results.json").read_text())

@@ -222,14 +222,27 @@ def per_class_deltas(labels: list[int], preds: list[int], reference_preds: list[
     return out
 
 
-def compare_variants(results: dict, a: str, b: str) -> dict:
+class CrossNodeComparison(ValueError):
+    """Two latencies measured on different kinds of node: their ratio says more about the nodes."""
+
+
+def compare_variants(results: dict, a: str, b: str, across_node_kinds: bool = False) -> dict:
     """Paired tests between two measured variants of one run: McNemar on their predictions of the same
-    texts, and a round-paired test on every latency shape both were measured at."""
+    texts, and a round-paired test on every latency shape both were measured at.
+
+    Latencies timed on different node kinds (`node_kind` of a profile) are refused unless
+    `across_node_kinds`: the ratio would compare machines, not variants."""
     by_name = {v["name"]: v for v in results["variants"]}
     for name in (a, b):
         if name not in by_name:
             raise KeyError(name)
     va, vb = by_name[a], by_name[b]
+    for profile, slot in va.get("profiles", {}).items():
+        kind_a, kind_b = slot.get("node_kind"), vb.get("profiles", {}).get(profile, {}).get("node_kind")
+        if kind_a and kind_b and kind_a != kind_b and not across_node_kinds:
+            raise CrossNodeComparison(f"{a} was timed on node kind '{kind_a}' and {b} on '{kind_b}' under {profile}: "
+                                      "their latencies compare machines, not variants; measure both on one node kind, "
+                                      "or pass --across-node-kinds")
     out: dict = {"a": a, "b": b, "accuracy": None, "latency": {}}
     truth = (results.get("eval") or {}).get("labels_true")
     if truth is not None and "predictions" in va and "predictions" in vb:

@@ -110,7 +110,16 @@ def render(results: dict) -> str:
               f"flags {', '.join(cpu['flags']) or 'none'})",
               f"- Python {env['python']}; {versions}",
               f"- Threads: {env['threads_note']}. Each variant and profile ran in its own fresh process; "
-              f"measurements were interleaved over {results['settings']['rounds']} rounds; warm-up excluded.", ""]
+              f"measurements were interleaved over {results['settings']['rounds']} rounds; warm-up excluded."]
+    for profile, node in (env.get("measured_on") or {}).items():
+        where = f"Ray node {node['node_id']}" if node.get("executor") == "ray" else "this machine"
+        lines.append(f"- `{profile}` was timed on {where} ({node['host']}, node kind `{node['kind']}`, "
+                     f"{node['cpu']['model']}), alone there.")
+    executor = results.get("executor")
+    if executor and executor.get("kind") == "ray":
+        lines.append(f"- Builds and evaluations ran on a Ray cluster of {executor['nodes']} node(s), "
+                     f"{executor['cpus']:g} CPU(s); every variant's files were checked by hash on arrival.")
+    lines.append("")
     return "\n".join(lines)
 
 
