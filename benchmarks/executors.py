@@ -1,6 +1,9 @@
 """One sweep, built and evaluated on the local executor and on a local Ray cluster of 1 and 2 nodes.
 
-    python benchmarks/executors.py [--out runs/sweep-executors]
+    python benchmarks/executors.py [--recipe R] [--model FINE-TUNED] [--name executors] [--out runs/sweep-executors]
+
+With `--model`, the recipe's fine-tuning variant is that checkpoint, used as it is (the wide sweep
+`recipes/sweep-executors-pruning.yaml` starts from the fine-tuned model of the default recipe).
 
 The sweep is `recipes/sweep-executors.yaml` (MiniLM fine-tuned briefly on the tweets, exported, eight
 INT8 settings; ten builds, each on one thread). Each executor starts from an empty run folder:
@@ -111,8 +114,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "sweep-executors"))
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "sweep-executors.yaml"))
+    parser.add_argument("--model", default=None, help="A fine-tuned checkpoint to start from (its fine-tuning is reused).")
+    parser.add_argument("--name", default="executors", help="Results file name under benchmarks/results/.")
     args = parser.parse_args()
     recipe = recipe_module.load(args.recipe)
+    if args.model:
+        recipe = recipe_module.parse({**recipe.model_dump(mode="json"), "model": str(Path(args.model).resolve())})
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     from ray.cluster_utils import Cluster
@@ -146,7 +153,8 @@ def main() -> int:
                                                "efficiency": round(one / makespan(per_task, n, copies) / n, 2)}
                                       for n in (1, 2, 4, 8)}
     summary = {
-        "recipe": str(Path(args.recipe).relative_to(ROOT)), "variants": len(runs["local"]["ids"]),
+        "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)), "model": args.model,
+        "variants": len(runs["local"]["ids"]),
         "runs": runs, "identical_artifact_ids": same_ids, "identical_predictions": same_predictions,
         "measured_speedup_2_nodes_over_1": round(speedup, 2), "measured_efficiency_2_nodes": round(speedup / 2, 2),
         "target_efficiency": 0.7, "target_met_measured": speedup / 2 >= 0.7, "on_paper": paper,
@@ -159,7 +167,7 @@ def main() -> int:
           f"(efficiency {speedup / 2:.2f}, target 0.70)")
     for k, v in paper.items():
         print(f"on paper, {k}: " + ", ".join(f"N={n}: {x['efficiency']:.2f}" for n, x in v.items()))
-    record.save("executors", summary)
+    record.save(args.name, summary)
     return 0 if same_ids and same_predictions else 1
 
 
