@@ -200,3 +200,26 @@ def test_the_accuracy_budget_search_scores_its_settings_on_the_nodes_with_the_sa
         run = pipeline.run(recipe.parse(data), tmp_path / name)
         found[name] = [(t["label"], t["tuning_quality"], t["status"] != "failed") for t in run.results["search"]["trials"]]
     assert found["local"] == found["ray"] and len(found["ray"]) == 4
+
+
+def test_a_bad_executor_on_the_command_line_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgenlp.cli import app
+
+    done = CliRunner().invoke(app, ["optimize", "--executor", "spark", "--out", str(tmp_path / "run")])
+    assert done.exit_code == 2 and "unknown executor 'spark'" in done.output
+    assert "Traceback" not in done.output
+
+
+def test_ray_not_installed_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as it would without the extra
+    with pytest.raises(executors.ExecutorError, match=r"pip install 'edgenlp\[ray\]'"):
+        executors.open(executors.ExecutorSettings(kind="ray"))
+
+
+def test_the_local_executor_is_the_default_and_needs_no_ray():
+    assert recipe.parse({"name": "x", "variants": [{"name": "a", "stage": "export"}]}).executor.kind == "local"
+    assert executors.current().name == "local" and not executors.current().remote
