@@ -148,12 +148,12 @@ def node_info(kind: str | None = None) -> dict:
     return {"host": platform.node(), "cpu": cpu.summary(), "kind": kind or cpu.model}
 
 
-def here() -> dict:
-    """Where this process runs, as the results record it."""
-    import sys
+_on_ray_node: contextvars.ContextVar = contextvars.ContextVar("edgenlp_on_ray_node", default=False)
 
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+
+def here() -> dict:
+    """Where this call runs, as the results record it: a Ray node inside a Ray task, else this machine."""
+    if _on_ray_node.get():
         from .ray import where
 
         return where()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import EdgeNLPError
-from . import _located, KIND_RESOURCE, MEASURE_RESOURCE, ExecutorError, ExecutorSettings, Needs, Shipped, localise, node_info
+from . import _located, _on_ray_node, KIND_RESOURCE, MEASURE_RESOURCE, ExecutorError, ExecutorSettings, Needs, Shipped, localise, node_info
 from . import shipped_in, transport
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def where() -> dict:
 def _on_node(fn: Callable, args: tuple, refs: dict, shared_filesystem: bool, cpus: int) -> Any:
     """Runs inside the Ray task: bring the shipped folders here, pin the threads, call `fn`."""
     os.environ["OMP_NUM_THREADS"] = str(cpus)
+    _on_ray_node.set(True)
 
     def local(shipped: Shipped) -> Path:
         here = _in_place(shipped) if shared_filesystem else None
@@ -73,6 +74,7 @@ def _on_node(fn: Callable, args: tuple, refs: dict, shared_filesystem: bool, cpu
         return fn(*localise(args, local))
     finally:
         _located.clear()
+        _on_ray_node.set(False)
 
 
 def _in_place(shipped: Shipped) -> Path | None:
@@ -97,8 +99,10 @@ class RayExecutor:
         self.settings = settings
         if not ray.is_initialized():
             try:
+                # a Ray instance started here is this one machine: it builds and measures
+                own = {"resources": {MEASURE_RESOURCE: 1}} if settings.address is None else {}
                 ray.init(address=settings.address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, configure_logging=False)
+                         logging_level=logging.WARNING, configure_logging=False, **own)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = settings.address or "a new local instance"
                 raise ExecutorError(f"cannot reach the Ray cluster at {where} ({' '.join(str(exc).split())[:160]}): "
