@@ -164,8 +164,7 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
 
                 meta, blob = executor.call(_made_on_node, job, plan, parent.meta, executors.Shipped.of(parent.path),
                                            [executors.Shipped.of(p) for p in stages.reads(stage, parent, config)],
-                                           needs=executors.Needs(needs.cpus, needs.memory_gb,
-                                                                 what=f"variant {spec.name} ({spec.stage})"))
+                                           needs=executors.Needs(needs.cpus, needs.memory_gb, what="its build"))
                 unpack(blob, work, f"variant {spec.name}")
                 return meta
         try:

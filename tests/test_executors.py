@@ -151,7 +151,7 @@ def test_a_build_that_dies_more_often_than_allowed_stops_the_run_with_one_line_a
     with pytest.raises(EdgeNLPError) as caught:
         _killing_one_worker(lambda: pipeline.run(recipe.parse(data), tmp_path / "run", bench=False))
     message = str(caught.value)
-    assert "variant pytorch-fp32 (finetune) failed" in message and "failed 1 time(s)" in message
+    assert "variant pytorch-fp32 (finetune) failed: its build ran 1 time(s) on Ray and its worker died" in message
     assert "rerun to resume" in message and "\n" not in message
     _no_partials(tmp_path / "run")
     assert not (tmp_path / "run" / "variants" / "pytorch-fp32").exists()

@@ -183,9 +183,9 @@ class RayExecutor:
         except ray.exceptions.RayError as exc:
             attempts = self.settings.retries + 1
             reason = " ".join(str(exc).split())[:200]
-            raise ExecutorError(f"{needs.what}: its Ray task failed {attempts} time(s), the last because "
-                                f"{type(exc).__name__} ({reason}); finished work is kept: rerun to resume, or "
-                                "raise executor.retries") from None
+            raise ExecutorError(f"{needs.what} ran {attempts} time(s) on Ray and its worker died each time, the "
+                                f"last with {type(exc).__name__} ({reason}); finished work is kept: rerun to resume, "
+                                "or raise executor.retries") from None
 
     def reachable_host(self) -> str:
         """This process's address as the cluster's nodes reach it."""
