@@ -85,8 +85,6 @@ def record_hash(values) -> str:
 def makespan(tasks_: dict, nodes: int, copies: int = 1) -> float:
     """Greedy list scheduling of `copies` independent variant trees on `nodes` equal nodes: a build
     starts once its parent's build is done; each variant's evaluation follows its build."""
-    import heapq
-
     jobs = {}
     for k in range(copies):
         for name, t in tasks_.items():

@@ -124,6 +124,20 @@ def _made_on_node(job: BuildJob, plan: dict, parent_meta: dict, parent_path: Pat
     return job.make(plan, Artifact(parent_path, parent_meta))
 
 
+def _on_a_node(executor, job: BuildJob, parent: Artifact, reads: list[Path], needs: executors.Needs):
+    """`artifact.build`'s `make_elsewhere`: the job runs on a node; its files are unpacked (checked) into `work`."""
+    from .executors.transport import unpack
+
+    def make_elsewhere(work: Path, plan: dict) -> dict:
+        meta, blob = executor.call(_made_on_node, job, plan, parent.meta, executors.Shipped.of(parent.path),
+                                   [executors.Shipped.of(p) for p in reads],
+                                   needs=executors.Needs(needs.cpus, needs.memory_gb, what="its build"))
+        unpack(blob, work, f"variant {job.name}")
+        return meta
+
+    return make_elsewhere
+
+
 def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | None = None,
                    task: ModuleType | None = None,
                    skipped: dict[str, str] | None = None) -> tuple[dict[str, Artifact], list[str]]:
@@ -157,16 +171,9 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
             return
         inputs = {"data_sha256": task.fingerprint(config.data)} if stages.uses_data(stage) else {}
         job = BuildJob(spec.name, spec.stage, config, task.NAME, check_texts, recipe.validation, threads)
-        elsewhere = None
-        if executor.remote and not stages.fans_out(stage, config):
-            def elsewhere(work: Path, plan: dict) -> dict:
-                from .executors.transport import unpack
-
-                meta, blob = executor.call(_made_on_node, job, plan, parent.meta, executors.Shipped.of(parent.path),
-                                           [executors.Shipped.of(p) for p in stages.reads(stage, parent, config)],
-                                           needs=executors.Needs(needs.cpus, needs.memory_gb, what="its build"))
-                unpack(blob, work, f"variant {spec.name}")
-                return meta
+        # a build that spreads its own work (tuning trials) stays here and sends that work out instead
+        elsewhere = (_on_a_node(executor, job, parent, stages.reads(stage, parent, config), needs)
+                     if executor.remote and not stages.fans_out(stage, config) else None)
         try:
             artifact, was_reused = build(
                 out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import executors, progress, tasks
 from ..artifact import ENGINE_LIBRARIES, TRACKED_LIBRARIES, library_versions, loaded_model_files, onnx_file
 from ..errors import BenchError
-from ..fsio import write_json_atomic
 from ..hardware import cpu_info
 from . import stats
 from .profiles import Profile

@@ -19,7 +19,7 @@ import contextvars
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,7 +40,7 @@ class ExecutorSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field("local", pattern=r"^(local|ray)$")
+    kind: Literal["local", "ray"] = "local"
     address: str | None = None
     """Ray: the cluster to join (`HOST:PORT`, `auto`); none starts a Ray instance on this machine."""
     build_cpus: int | None = Field(None, ge=1)

@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import EdgeNLPError
 from . import _located, _on_ray_node, KIND_RESOURCE, MEASURE_RESOURCE, ExecutorError, ExecutorSettings, Needs, Shipped, localise, node_info
 from . import shipped_in, transport
 
@@ -110,7 +109,6 @@ class RayExecutor:
         self._remote = ray.remote(_on_node)
         self._sent: dict[str, list] = {}
         self._lock = threading.Lock()
-        self._checked: set[tuple] = set()
 
     # -- placement --------------------------------------------------------------------------------
     def _nodes(self) -> list[dict]:
@@ -207,5 +205,3 @@ def _json(value: dict) -> str:
 
     return json.dumps(value)
 
-
-__all__ = ["RayExecutor", "EdgeNLPError"]
