@@ -144,6 +144,42 @@ def test_a_worker_killed_during_a_build_is_retried_and_nothing_half_written_is_p
     assert _ids(run) == _ids(local_run)
 
 
+def _remove_the_node_of_the_first_build(c, nodes: list, removed: list, stop: threading.Event) -> None:
+    """Stop the whole Ray node (its raylet and workers) that runs the first build seen, as a machine dying would."""
+    import subprocess
+
+    while not stop.is_set():
+        out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+        parents = {int(line.split()[1]) for line in out.splitlines() if "ray::_on_node" in line and "ps -eo" not in line}
+        for node in list(nodes):
+            raylets = {proc.pid for kind, proc in node.live_processes() if kind == "raylet"}
+            if raylets & parents:
+                c.remove_node(node, allow_graceful=False)
+                removed.append(node)
+                return
+        time.sleep(0.05)
+
+
+def test_a_node_that_dies_during_a_build_has_its_task_retried_on_another(cluster, local_run, tiny_recipe, tmp_path):
+    c, nodes = cluster
+    removed, stop = [], threading.Event()
+    watcher = threading.Thread(target=_remove_the_node_of_the_first_build, args=(c, nodes, removed, stop), daemon=True)
+    watcher.start()
+    try:
+        run = pipeline.run(recipe.parse(_on_ray(tiny_recipe, c.address, retries=2)), tmp_path / "run", bench=False)
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+        for node in removed:  # the later tests get the same cluster back (nodes[0] is the measuring one)
+            at = nodes.index(node)
+            nodes[at] = c.add_node(num_cpus=1, resources=MEASURE if at == 0 else {})
+        c.wait_for_nodes()
+    assert removed, "no build was seen running on a node"
+    assert all(art.verify() for art in run.variants.values())
+    _no_partials(tmp_path / "run")
+    assert _ids(run) == _ids(local_run)
+
+
 def test_a_build_that_dies_more_often_than_allowed_stops_the_run_with_one_line_and_a_rerun_resumes(
         cluster, tiny_recipe, tmp_path):
     c, _ = cluster
