@@ -292,22 +292,29 @@ def _optimize_elsewhere(executor, study, config: BaseModel, folder: Path, is_int
             trial = study.ask()
             values = {**settings.fixed, **{n: _suggest(trial, n, d, is_int[n]) for n, d in settings.space.items()}}
         trial_dir = folder / f"trial-{trial.number}"
+        # the checkpoint is unpacked beside, under a name `_keep_only_best` does not touch, and renamed
+        # once complete: another thread may be clearing the losing trials' folders meanwhile
+        incoming = folder / f".incoming-{trial.number}"
         shutil.rmtree(trial_dir, ignore_errors=True)
+        shutil.rmtree(incoming, ignore_errors=True)
         try:
             output, blob = executor.call(_trial_on_node, train_one, shipped, trial_config(config, values), metric,
                                          settings, host, port, trial._trial_id, cpus, needs=needs)
+            unpack(blob, incoming, f"trial {trial.number}'s checkpoint")
+            (incoming / TRIAL_OUTPUT).write_text(json.dumps({"format": output.format, "task": output.task,
+                                                             "precision": output.precision,
+                                                             "metadata": output.metadata}))
         except optuna.TrialPruned:
             with lock:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return
         except BaseException:
+            shutil.rmtree(incoming, ignore_errors=True)
             with lock:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
-        unpack(blob, trial_dir, f"trial {trial.number}'s checkpoint")
-        (trial_dir / TRIAL_OUTPUT).write_text(json.dumps({"format": output.format, "task": output.task,
-                                                          "precision": output.precision, "metadata": output.metadata}))
         with lock:
+            incoming.rename(trial_dir)
             study.tell(trial, float(output.metadata[f"validation_{metric}"]))
             _keep_only_best(study, folder)
 
@@ -361,13 +368,15 @@ def _fail_interrupted(study) -> None:
 
 
 def _keep_only_best(study, folder: Path) -> None:
-    """Delete the checkpoints of every trial but the best complete one (edgenlp wrote them all)."""
+    """Delete the checkpoints of every finished trial but the best complete one (edgenlp wrote them all);
+    a trial still running keeps its folder."""
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial.number if complete else None
+    running = {f"trial-{t.number}" for t in study.trials if t.state == optuna.trial.TrialState.RUNNING}
     for path in folder.glob("trial-*"):
-        if path.is_dir() and path.name != f"trial-{best}":
+        if path.is_dir() and path.name != f"trial-{best}" and path.name not in running:
             shutil.rmtree(path, ignore_errors=True)
 
 

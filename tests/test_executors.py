@@ -218,7 +218,11 @@ def test_tuning_trials_run_in_parallel_on_the_nodes_and_report_through_the_share
     assert len(log["trial_log"]) == 4 and log["complete"] >= 2
     assert all(t["evals"] for t in log["trial_log"])  # intermediate scores reached the driver's study
     assert log["trial_log"][0]["defaults"]
-    db = next((tmp_path / "run" / "variants" / "pytorch-fp32.tuning").glob("*/study.db"))
+    assert (art.path / "model.safetensors").exists()
+    studies = tmp_path / "run" / "variants" / "pytorch-fp32.tuning"
+    best = f"trial-{log['best_trial']}"
+    assert [p.name for p in studies.glob("*/trial-*")] == [best] and not list(studies.glob("*/.incoming-*"))
+    db = next(studies.glob("*/study.db"))
     with sqlite3.connect(db) as con:
         spans = con.execute("select datetime_start, datetime_complete from trials order by number").fetchall()
     overlapping = any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
