@@ -263,24 +263,3 @@ def test_ray_not_installed_names_the_extra(monkeypatch):
 def test_the_local_executor_is_the_default_and_needs_no_ray():
     assert recipe.parse({"name": "x", "variants": [{"name": "a", "stage": "export"}]}).executor.kind == "local"
     assert executors.current().name == "local" and not executors.current().remote
-
-
-def test_the_command_line_runs_a_recipe_on_a_ray_instance_it_starts(tiny_recipe, tmp_path):
-    """`--executor ray` with no address: a Ray instance on this machine, which builds and measures."""
-    import subprocess
-    import sys
-
-    import yaml
-
-    recipe_file = tmp_path / "tiny.yaml"
-    recipe_file.write_text(yaml.safe_dump({**tiny_recipe, "executor": {"build_cpus": 1, "build_memory_gb": 0.5,
-                                                                       "eval_memory_gb": 0.25}}))
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, "-m", "edgenlp.cli", "optimize", "--recipe", str(recipe_file),
-                           "--out", str(tmp_path / "run"), "--executor", "ray"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["executor"]["kind"] == "ray" and results["executor"]["measuring_nodes"] == 1
-    assert results["environment"]["measured_on"]["tiny-1t"]["executor"] == "ray"
