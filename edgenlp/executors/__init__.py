@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import platform
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
@@ -77,28 +78,30 @@ class Needs:
     """Named in errors."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Shipped:
-    """A folder a call reads: made available on the node that runs it, checked by hash."""
+    """A folder a call reads: made available on the node that runs it, checked by hash.
+
+    Its key (what a node caches the copy under) is computed only when a folder is sent: the local
+    executor reads the folder in place and never hashes it.
+    """
 
     path: Path
-    key: str
 
     @classmethod
     def of(cls, path: str | Path) -> "Shipped":
-        """Keyed by artifact id where the folder is an artifact, else by the hashes of its files."""
+        return cls(path=Path(path))
+
+    @cached_property
+    def key(self) -> str:
+        """The artifact id where the folder is an artifact, else the hash of its files' hashes."""
+        import json
+
         from ..artifact import META_FILE, hash_tree, stable_id
 
-        path = Path(path)
-        folder = path if path.is_dir() else path.parent
-        meta = folder / META_FILE
-        if meta.exists():
-            import json
-
-            key = json.loads(meta.read_text()).get("id") or stable_id(hash_tree(folder))
-        else:
-            key = stable_id(hash_tree(folder))
-        return cls(path=path, key=key)
+        meta = self.folder / META_FILE
+        found = json.loads(meta.read_text()).get("id") if meta.exists() else None
+        return found or stable_id(hash_tree(self.folder))
 
     @property
     def folder(self) -> Path:
