@@ -1,12 +1,13 @@
 """GPT-2 generation speed: edgenlp's variants against PyTorch eager and the peers, side by side in one run.
 
     python benchmarks/gpt2_generation.py [--recipe recipes/gpt2-small-speed.yaml] [--out runs/gpt2-small-speed]
-                                         [--peers optimum,ctranslate2] [--generations 16] [--rounds 8]
+                                         [--peers optimum,ctranslate2,openvino] [--generations 16] [--rounds 8]
 
 Builds (or reuses) the recipe's variants (by default GPT-2 small's architecture with seeded random
 weights: speed only), then the peers from the same checkpoint: Optimum's ORTModelForCausalLM
 export, FP32 and dynamic INT8 (ORTQuantizer, the preset for this CPU), run through Optimum's
-wrapper and, for INT8, also in a plain onnxruntime loop; CTranslate2 int8 when it is installed. One
+wrapper and, for INT8, also in a plain onnxruntime loop; CTranslate2 int8 when it is installed; OpenVINO
+as Optimum Intel builds it (stateful, INT8 weight compression: `benchmarks/openvino_peer.py`). One
 harness run measures everything (fresh process each, interleaved rounds): a 128-token prompt of
 real text, 128 new tokens greedy with no early stop, batch 1, 1 and 2 threads; PyTorch eager also
 without its cache. Prints decode tokens/s, time to first token and the bandwidth share, the fastest
@@ -91,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "gpt2-small-speed.yaml"))
     parser.add_argument("--out", default=None)
-    parser.add_argument("--peers", default="optimum,ctranslate2", help="comma-separated, or 'none'")
+    parser.add_argument("--peers", default="optimum,ctranslate2,openvino", help="comma-separated, or 'none'")
     parser.add_argument("--generations", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--name", default="gpt2_generation", help="results file name under benchmarks/results/")
@@ -118,6 +119,13 @@ def main() -> None:
             peers += [Candidate("optimum-fp32", fp32, "optimum_runner:OptimumCausalLM", {"format": "onnx", "precision": "fp32", "peer": "optimum"}),
                       Candidate("optimum-int8", int8, "optimum_runner:OptimumCausalLM", {"format": "onnx", "precision": "int8", "peer": "optimum"}),
                       Candidate("optimum-int8-plain-ort", int8, "onnx", {"format": "onnx", "precision": "int8", "peer": "optimum graph, edgenlp loop"})]
+        if "openvino" in args.peers:
+            import openvino_peer  # noqa: E402  (benchmarks/openvino_peer.py)
+
+            fp32, _ = build_optimum(pytorch.path, out / "peers")
+            ov_int8 = openvino_peer.build(fp32, out / "peers" / "openvino-int8-stateful")
+            peers.append(Candidate("openvino-int8-stateful", ov_int8, "openvino_peer:OpenVINOStatefulCausalLM",
+                                   {"format": "openvino", "precision": "int8", "peer": "openvino (as optimum-intel)"}))
         if "ctranslate2" in args.peers:
             ct2 = build_ctranslate2(pytorch, out / "peers" / "ctranslate2-int8")
             if ct2 is not None:

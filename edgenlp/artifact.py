@@ -96,8 +96,12 @@ def loaded_model_files(path: Path) -> list[Path]:
     if engine in ("openvino", "ctranslate2"):  # engine layouts: the engine says which files it reads
         return engines.model_files(engine, path)
     if path.suffix == ".onnx" or (path.is_dir() and any(path.glob("*.onnx"))):
+        from .runtime.generation import PREFILL_GRAPH
+
         graph = onnx_file(path)
-        return [graph, *_external_data(graph)]
+        prefill = graph.parent / PREFILL_GRAPH  # a decoder's second graph (stage split-prefill)
+        extra = [prefill, *_external_data(prefill)] if path.is_dir() and prefill.is_file() else []
+        return [graph, *_external_data(graph), *extra]
     if not path.is_dir():
         return [path] if path.exists() else []
     for index_name, single in (("model.safetensors.index.json", "model.safetensors"),

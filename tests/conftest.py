@@ -162,6 +162,8 @@ def tiny_gpt2_recipe(tiny_gpt2, tiny_corpus) -> dict:
             {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
             {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32"},
             {"name": "onnx-int4", "stage": "quantize-int4", "parent": "onnx-fp32", "config": {"block_size": 16}},
+            {"name": "onnx-int4-int8-prefill", "stage": "split-prefill", "parent": "onnx-fp32",
+             "config": {"decode": {"stage": "quantize-int4", "config": {"block_size": 16}}}},
         ],
         "validation": {"examples": 8, "atol": 1e-3, "min_label_agreement": 0.5},
         "bench": {"profiles": [{"name": "gen-1t", "threads": 1, "prompt_tokens": 16, "new_tokens": 8}],

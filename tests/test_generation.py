@@ -223,6 +223,31 @@ def test_onnx_generation_matches_pytorch_and_cache_matches_no_cache(tiny_gpt2_ru
     np.testing.assert_allclose(onnx_model.step(ids, None)[0], torch_model.step(ids, None)[0], atol=1e-4)
 
 
+def test_a_prompt_computes_the_lm_head_only_where_generation_reads_it(tiny_gpt2_run):
+    """`logits_to_keep`: an optional input of every exported decoder and its quantised children; the
+    generation loop asks for the last position only, evaluation still gets every position. Dynamic
+    INT8 scales the head's input by its range, which one row changes a little; the others are exact."""
+    import onnxruntime as ort
+
+    from edgenlp.runtime import CausalLM
+    from edgenlp.runtime.generation import LOGITS_TO_KEEP, generation_step
+
+    for name, atol in (("onnx-fp32", 1e-5), ("onnx-int4", 1e-5), ("onnx-int8", 0.05)):
+        path = tiny_gpt2_run.variants[name].path / "model.onnx"
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert LOGITS_TO_KEEP not in [i.name for i in session.get_inputs()]  # callers that do not know it
+        assert LOGITS_TO_KEEP in [i.name for i in session.get_overridable_initializers()], name
+        model = CausalLM(tiny_gpt2_run.variants[name].path)
+        ids = np.asarray([model.encode("the plot was fun and the film was good")], dtype=np.int64)
+        every, past = model.step(ids, None)
+        last, last_past = generation_step(model)(ids, None)
+        assert every.shape[1] == ids.shape[1] and last.shape[1] == 1
+        np.testing.assert_allclose(last[0, -1], every[0, -1], atol=atol, err_msg=name)
+        assert last[0, -1].argmax() == every[0, -1].argmax()
+        for a, b in zip(past, last_past):  # the cache does not depend on how many logits were kept
+            np.testing.assert_array_equal(a, b)
+
+
 def test_sampling_stop_sequences_and_streaming(tiny_gpt2_run):
     from edgenlp.errors import InputError
     from edgenlp.runtime import CausalLM, Sampling
@@ -344,3 +369,65 @@ def test_a_kv_cache_that_forgets_the_past_is_caught():
 
     assert _cache_agreement(RunningSum(forgets=False), [1, 2, 3], 8) == 1.0
     assert _cache_agreement(RunningSum(forgets=True), [1, 2, 3], 8) < 0.5
+
+
+def test_split_prefill_reads_prompts_with_int8_and_decodes_with_int4(tiny_gpt2_run, tmp_path):
+    """Stage split-prefill: `model.onnx` (INT4, the decode graph) and `prefill.onnx` (INT8); a generation's
+    prompt goes through the prefill graph, each later token through the decode graph, from one cache."""
+    from collections import Counter
+
+    import onnx
+
+    from edgenlp.bundle import build
+    from edgenlp.runtime import CausalLM, load
+    from edgenlp.runtime.generation import decode, generation_step
+
+    variant = tiny_gpt2_run.variants["onnx-int4-int8-prefill"]
+
+    def ops(file):
+        return Counter(n.op_type for n in onnx.load(str(variant.path / file), load_external_data=False).graph.node)
+
+    assert ops("model.onnx")["MatMulNBits"] > 0 and ops("model.onnx")["MatMulInteger"] == 0
+    assert ops("prefill.onnx")["MatMulInteger"] > 0 and ops("prefill.onnx")["MatMulNBits"] == 0
+    assert {p.name for p in variant.model_files} == {"model.onnx", "prefill.onnx"}  # the size counts both
+    meta = variant.meta["metadata"]
+    assert meta["decode"]["block_size"] == 16 and meta["prefill"]["precision"] == "int8" and variant.precision == "int4"
+
+    model, int4 = CausalLM(variant.path), CausalLM(tiny_gpt2_run.variants["onnx-int4"].path)
+    prompt = model.encode("the plot was fun and the film was good")
+    ids = np.asarray([prompt], dtype=np.int64)
+    first, cache = generation_step(model)(ids, None)
+    by_prefill = model.prefill.run_outputs(["logits"], model.feed(ids, None, last_only=True))[0]
+    np.testing.assert_array_equal(first, by_prefill)
+    np.testing.assert_allclose(model.step(ids, None)[0], int4.step(ids, None)[0], atol=1e-6)  # evaluation: decode graph
+    # every token after the first comes from the decode graph, continuing the prefill graph's cache
+    token = np.asarray([[int(first[0, -1].argmax())]], dtype=np.int64)
+    np.testing.assert_allclose(model.step(token, cache, last_only=True)[0], int4.step(token, cache, last_only=True)[0],
+                               atol=1e-6)
+    generated = model.generate("the movie was", 12).token_ids
+    assert generated == list(decode(generation_step(model), model.encode("the movie was"), 12, eos_id=model.eos_id))
+
+    result = {v["name"]: v for v in tiny_gpt2_run.results["variants"]}["onnx-int4-int8-prefill"]
+    assert result["latency_ms"]["gen-1t"]["ttft"]["n"] > 0 and result["metrics"]["perplexity"] > 1
+
+    out = build(variant.path, tmp_path / "bundle")  # edgenlp's runtime reads prompts with it from a bundle too
+    assert (out / "onnx" / "prefill.onnx").is_file() and (out / "onnx" / "model_q4.onnx").is_file()
+    assert load(out).generate("the movie was", max_new_tokens=12).token_ids == generated
+
+
+def test_split_prefill_refusals(tiny_gpt2_run, tiny_run):
+    from edgenlp import recipe
+    from edgenlp.errors import ArtifactError, RecipeError
+    from edgenlp.stages import split_prefill
+
+    base = {"name": "r", "model": "minilm", "variants": [{"name": "a", "stage": "export"}]}
+    for config, message in (({"decode": {"stage": "prune"}}, "cannot make a graph here"),
+                            ({"prefill": {"stage": "quantize", "config": {"bits": 3}}}, "bits")):
+        bad = {**base, "variants": [*base["variants"], {"name": "b", "stage": "split-prefill", "parent": "a",
+                                                         "config": config}]}
+        with pytest.raises(RecipeError, match=message):
+            recipe.parse(bad)
+    with pytest.raises(ArtifactError, match="text-classification model"):
+        split_prefill.check_parent(tiny_run.variants["onnx-fp32"])
+    with pytest.raises(ArtifactError, match="FP32 ONNX decoder"):
+        split_prefill.check_parent(tiny_gpt2_run.variants["onnx-int8"])

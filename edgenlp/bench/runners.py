@@ -108,6 +108,7 @@ class CausalRunner(Protocol):
     eos_id: int | None
 
     def step(self, ids: np.ndarray, past: object) -> tuple[np.ndarray, object]: ...
+    """May also take `last_only` (see `runtime.generation.generation_step`)."""
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -141,9 +142,11 @@ class PytorchCausalLM(_text_generator()):
         self._tok.no_truncation()
         self._tok.no_padding()
 
-    def step(self, ids: np.ndarray, past):
+    def step(self, ids: np.ndarray, past, last_only: bool = False):
+        # `logits_to_keep=1` is what transformers' own generate() asks for: the LM head on the last position
         with self.torch.inference_mode():
-            out = self.model(input_ids=self.torch.from_numpy(ids), past_key_values=past, use_cache=True)
+            out = self.model(input_ids=self.torch.from_numpy(ids), past_key_values=past, use_cache=True,
+                             logits_to_keep=1 if last_only else 0)
         return out.logits.float().numpy(), out.past_key_values
 
     def encode(self, text: str) -> list[int]:

@@ -51,8 +51,13 @@ def copy_onnx(variant: Artifact, folder: Path) -> str:
                             f"name (known: {', '.join(MODEL_FILES)})")
     import onnx
 
+    from ..runtime.generation import PREFILL_GRAPH
+
     (folder / "onnx").mkdir()
     save_model(onnx.load(str(variant.onnx_path)), folder / "onnx" / name)
+    prefill = variant.path / PREFILL_GRAPH
+    if prefill.is_file():  # edgenlp's runtime reads prompts with it; transformers.js uses the model alone
+        save_model(onnx.load(str(prefill)), folder / "onnx" / PREFILL_GRAPH)
     return f"onnx/{name}"
 
 

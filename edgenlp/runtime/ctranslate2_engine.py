@@ -128,7 +128,7 @@ class Generator(TextGenerator):
         times = [(b - a) / 1e6 for a, b in zip([started, *stamps], stamps)]
         return times[0], times[1:]
 
-    def step(self, ids: np.ndarray, past):
+    def step(self, ids: np.ndarray, past, last_only: bool = False):
         """Log-probabilities for `ids` after `past` (the token ids so far): one full pass, no cache."""
         sequence = list(past or []) + [int(i) for i in ids[0]]
         if len(sequence) > self.context:

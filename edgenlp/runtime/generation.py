@@ -8,6 +8,8 @@ PyTorch, onnxruntime and third-party runners with the very same loop.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,27 @@ import numpy as np
 from .errors import InputError
 
 Step = Callable[[np.ndarray, object], tuple[np.ndarray, object]]
-"""(token ids of shape (1, n), past or None) -> (logits (1, n, vocab), the new past)."""
+"""(token ids of shape (1, n), past or None) -> (logits (1, n, vocab), the new past). A loop that only
+reads the last position's logits takes `generation_step(model)`, which may return (1, 1, vocab)."""
+
+LOGITS_TO_KEEP = "logits_to_keep"
+"""The exported decoder's optional input (see `stages/export.py`): 1 computes the LM head for the
+last position only, 0 (its default) for every position."""
+
+PREFILL_GRAPH = "prefill.onnx"
+"""A second graph beside `model.onnx` that reads prompts (stage `split-prefill`): same inputs, outputs and
+cache as the model, with kernels suited to many positions at once."""
+
+
+def generation_step(model) -> Step:
+    """`model.step` asked for the last position's logits only, where the model can skip the others
+    (its `step` takes `last_only`); otherwise `model.step` itself."""
+    step = model.step
+    try:
+        accepts = "last_only" in inspect.signature(step).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return functools.partial(step, last_only=True) if accepts else step
 
 
 @dataclass(frozen=True)
@@ -101,7 +123,7 @@ class TextGenerator:
     context: int
     eos_id: int | None
 
-    def step(self, ids: np.ndarray, past):  # pragma: no cover - each model defines it
+    def step(self, ids: np.ndarray, past, last_only: bool = False):  # pragma: no cover - each model defines it
         raise NotImplementedError
 
     def encode(self, text: str) -> list[int]:  # pragma: no cover
@@ -113,7 +135,7 @@ class TextGenerator:
     def token_stream(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling,
                      use_cache: bool = True) -> Iterator[int]:
         """New token ids, one at a time: edgenlp's loop over `step`, unless an engine decodes on its own."""
-        return decode(self.step, prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache)
+        return decode(generation_step(self), prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache)
 
     def check_request(self, prompt_ids: Sequence[int], max_new_tokens: int) -> None:
         if not prompt_ids:
@@ -177,7 +199,8 @@ class TextGenerator:
 
 class CausalLM(TextGenerator):
     """An exported decoder (GPT-2 family, Optimum's KV-cache layout) with its tokenizer, from one folder:
-    the ONNX graph on onnxruntime, or its OpenVINO IR (`engine="openvino"`)."""
+    the ONNX graph on onnxruntime, or its OpenVINO IR (`engine="openvino"`). A folder with a
+    `prefill.onnx` reads each prompt of a generation with that graph and decodes with the model's."""
 
     def __init__(self, folder: str | Path, threads: int = 1, model_file: str | Path | None = None,
                  engine: str = "onnx"):
@@ -197,6 +220,14 @@ class CausalLM(TextGenerator):
             raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
                              "export it for text-generation")
         self.present_names = [n for n in self.model.output_names if n.startswith("present")]
+        self._keeps_logits = LOGITS_TO_KEEP in [*self.model.input_names, *getattr(self.model, "optional_input_names", ())]
+        self.prefill = None
+        prefill_file = (Path(model_file).parent if model_file else folder) / PREFILL_GRAPH
+        if engine == "onnx" and prefill_file.is_file():
+            self.prefill = open_graph(engine, prefill_file, threads=threads)
+            if self.prefill.input_specs() != self.model.input_specs():
+                raise InputError(f"{prefill_file} takes other inputs than {folder}'s model: rebuild the variant "
+                                 "(stage split-prefill) from one export")
         specs = self.model.input_specs()
         # (heads, head size) of each cache input: a pruned model keeps different head counts per block
         self._past_shapes = [(int(specs[n][0][1]), int(specs[n][0][3])) for n in self.past_names]
@@ -206,7 +237,8 @@ class CausalLM(TextGenerator):
         self._tok.no_truncation()
 
     # -- the model -----------------------------------------------------------------------------
-    def feed(self, ids: np.ndarray, past: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def feed(self, ids: np.ndarray, past: list[np.ndarray] | None = None, last_only: bool = False
+             ) -> dict[str, np.ndarray]:
         """The graph's inputs for `ids` (batch, n) after the cached `past` (None: an empty cache)."""
         batch, n = ids.shape
         if past is None:
@@ -219,11 +251,17 @@ class CausalLM(TextGenerator):
                 **dict(zip(self.past_names, past))}
         if "position_ids" in self.model.input_names:
             feed["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :].repeat(batch, 0)
+        if self._keeps_logits:
+            feed[LOGITS_TO_KEEP] = np.asarray([1 if last_only else 0], dtype=np.int64)
         return feed
 
-    def step(self, ids: np.ndarray, past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward pass: logits for `ids` given the cache of everything before them."""
-        outputs = self.model.run_outputs(["logits", *self.present_names], self.feed(ids, past))
+    def step(self, ids: np.ndarray, past: list[np.ndarray] | None, last_only: bool = False
+             ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass: logits for `ids` given the cache of everything before them (with `last_only`,
+        at least the last position's; a graph exported with `logits_to_keep` computes only that one)."""
+        # a generation's prompt (the last position only, no cache yet) goes through the prefill graph
+        graph = self.prefill if (self.prefill is not None and last_only and past is None) else self.model
+        outputs = graph.run_outputs(["logits", *self.present_names], self.feed(ids, past, last_only))
         return outputs[0], outputs[1:]
 
     def encode(self, text: str) -> list[int]:

@@ -18,6 +18,9 @@ def session_options(threads: int, memory_arena: bool = True):
     # The arena keeps the largest batch's buffers for the life of the session: fine for a server
     # of steady shapes, wasteful for an app that classifies one text now and then.
     options.enable_cpu_mem_arena = memory_arena
+    # errors only: a decoder's `logits_to_keep` is an initializer that is also an input, by design,
+    # and onnxruntime warns about that on every session it opens
+    options.log_severity_level = 3
     return options
 
 
@@ -33,6 +36,8 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(self.path), session_options(threads, memory_arena),
                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # inputs with a default (an initializer of that name): fed only by callers that know them
+        self.optional_input_names = [i.name for i in self.session.get_overridable_initializers()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -158,9 +158,9 @@ def fidelity(model, ids: list[int], window: int, stride: int, reference=None) ->
 
 
 def greedy(model, prompt_ids: list[int], n: int, use_cache: bool = True) -> list[int]:
-    from ..runtime.generation import decode
+    from ..runtime.generation import decode, generation_step
 
-    return list(decode(model.step, prompt_ids, n, use_cache=use_cache))
+    return list(decode(generation_step(model), prompt_ids, n, use_cache=use_cache))
 
 
 def _prompt_ids(model, text: str, limit: int = PROMPT_WORDS) -> list[int]:
@@ -320,7 +320,9 @@ class Session:
         if use_cache and hasattr(self.model, "timed_generation"):
             ttft, per_token = self.model.timed_generation(prompt, new_tokens)
             return {"ttft_ms": ttft, "decode_ms": per_token}
-        step, clock = self.model.step, time.perf_counter_ns
+        from ..runtime.generation import generation_step
+
+        step, clock = generation_step(self.model), time.perf_counter_ns
         ids = list(prompt)
         t0 = clock()
         logits, past = step(np.asarray([ids], dtype=np.int64), None)
@@ -666,18 +668,19 @@ def quality_drop(reference: float, value: float) -> float:
 def screen_latency(model_dir, tuning: str, threads: int, prompt_tokens: int = 32, new_tokens: int = 32) -> float:
     """Per-token decode p50 (ms) with the KV cache after a prompt of tuning text: a short first look,
     to shortlist candidates for the harness, which measures them properly."""
-    from ..runtime.generation import CausalLM
+    from ..runtime.generation import CausalLM, generation_step
 
     model = CausalLM(model_dir, threads=threads)
+    step = generation_step(model)
     prompt = model.encode(tuning)[:prompt_tokens]
     new_tokens = min(new_tokens, model.context - len(prompt))
     times = []
     for _ in range(3):
-        logits, past = model.step(np.asarray([prompt], dtype=np.int64), None)
+        logits, past = step(np.asarray([prompt], dtype=np.int64), None)
         for _ in range(new_tokens):
             token = np.asarray([[int(logits[0, -1].argmax())]], dtype=np.int64)
             t0 = time.perf_counter_ns()
-            logits, past = model.step(token, past)
+            logits, past = step(token, past)
             times.append((time.perf_counter_ns() - t0) / 1e6)
     return float(np.median(times))
 
