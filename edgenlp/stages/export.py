@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ..artifact import Artifact, StageOutput
 from ..errors import ArtifactError
+from ..runtime.generation import LOGITS_TO_KEEP
 from . import StageConfig
 
 NAME = "export"
-LOGITS_TO_KEEP = "logits_to_keep"
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx")
 OPTIMUM_TASKS = {"text-classification": "text-classification", "text-generation": "text-generation-with-past"}
 
@@ -66,9 +66,10 @@ def add_logits_to_keep(onnx_path: Path) -> None:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     graph = model.graph
-    head = next((n for n in graph.node if "logits" in n.output and n.op_type in ("MatMul", "Gemm")), None)
+    # the head multiplies (batch, positions, hidden) by the vocabulary matrix; positions are axis 1
+    head = next((n for n in graph.node if "logits" in n.output and n.op_type == "MatMul"), None)
     if head is None or any(i.name == LOGITS_TO_KEEP for i in graph.input):
-        return  # another head layout (nothing to slice) or already there
+        return  # another head layout (left whole: every position's logits) or already there
     import numpy as np
 
     hidden = head.input[0]
