@@ -27,32 +27,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import record  # noqa: E402  (benchmarks/record.py)
+from edgenlp.runtime.generation import LOGITS_TO_KEEP, CausalLM  # noqa: E402
 
 PROMPT, REPEATS = 128, 12
 
 
-def session(path: Path, profile_dir: str | None = None):
+def profiling_session(path: Path, profile_dir: str):
     import onnxruntime as ort
 
     from edgenlp.runtime.session import session_options
 
     options = session_options(1)
-    if profile_dir:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(profile_dir) / path.parent.name)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(profile_dir) / path.parent.name)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def prompt_feed(sess, keep: int) -> dict:
-    rng = np.random.default_rng(0)
-    feed = {"input_ids": rng.integers(0, 50_000, (1, PROMPT)), "attention_mask": np.ones((1, PROMPT), np.int64),
-            "logits_to_keep": np.asarray([keep], np.int64)}
-    for i in sess.get_inputs():
-        if i.name.startswith("past_key_values"):
-            feed[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
-        elif i.name == "position_ids":
-            feed[i.name] = np.arange(PROMPT)[None]
-    return feed
 
 
 def main() -> None:
@@ -63,10 +51,12 @@ def main() -> None:
     summary = {"prompt_tokens": PROMPT, "threads": 1, "repeats": REPEATS, "variants": {}}
     for name in args.variants.split(","):
         path = Path(args.run) / "variants" / name / "model.onnx"
-        sess = session(path)
-        if "logits_to_keep" not in [i.name for i in sess.get_overridable_initializers()]:
-            sys.exit(f"{path} has no logits_to_keep input: rebuild it (the export stage adds it)")
-        feeds = {keep: prompt_feed(sess, keep) for keep in (0, 1)}
+        model = CausalLM(path.parent)  # its feed (empty cache, positions, logits_to_keep) and its session
+        if LOGITS_TO_KEEP not in model.model.optional_input_names:
+            sys.exit(f"{path} has no {LOGITS_TO_KEEP} input: rebuild it (the export stage adds it)")
+        sess = model.model.session
+        ids = np.random.default_rng(0).integers(0, 50_000, (1, PROMPT))
+        feeds = {keep: model.feed(ids, None, last_only=bool(keep)) for keep in (0, 1)}
         times = {0: [], 1: []}
         for keep in (0, 1, 0, 1):  # warm-up
             sess.run(["logits"], feeds[keep])
@@ -76,7 +66,7 @@ def main() -> None:
                 sess.run(["logits"], feeds[keep])
                 times[keep].append((time.perf_counter() - t0) * 1e3)
         with tempfile.TemporaryDirectory() as tmp:
-            prof = session(path, tmp)
+            prof = profiling_session(path, tmp)
             for _ in range(4):
                 prof.run(["logits"], feeds[1])
             events = json.loads(Path(prof.end_profiling()).read_text())

@@ -368,15 +368,15 @@ def _fail_interrupted(study) -> None:
 
 
 def _keep_only_best(study, folder: Path) -> None:
-    """Delete the checkpoints of every finished trial but the best complete one (edgenlp wrote them all);
-    a trial still running keeps its folder."""
+    """Delete the checkpoints of every finished trial but the best complete one (edgenlp wrote them all).
+    A trial still running has no `trial-N` folder yet: on Ray it unpacks into `.incoming-N`, renamed
+    under the study lock as it is told; locally trials run one at a time."""
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial.number if complete else None
-    running = {f"trial-{t.number}" for t in study.trials if t.state == optuna.trial.TrialState.RUNNING}
     for path in folder.glob("trial-*"):
-        if path.is_dir() and path.name != f"trial-{best}" and path.name not in running:
+        if path.is_dir() and path.name != f"trial-{best}":
             shutil.rmtree(path, ignore_errors=True)
 
 

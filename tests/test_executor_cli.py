@@ -12,6 +12,8 @@ import os
 import pytest
 
 pytest.importorskip("ray", reason="the Ray executor tests need edgenlp[ray]")
+
+
 def test_the_command_line_runs_a_recipe_on_a_ray_instance_it_starts(tiny_recipe, tmp_path):
     """`--executor ray` with no address: a Ray instance on this machine, which builds and measures."""
     import subprocess

@@ -107,8 +107,8 @@ class CausalRunner(Protocol):
     context: int
     eos_id: int | None
 
-    def step(self, ids: np.ndarray, past: object) -> tuple[np.ndarray, object]: ...
-    """May also take `last_only` (see `runtime.generation.generation_step`)."""
+    def step(self, ids: np.ndarray, past: object) -> tuple[np.ndarray, object]:
+        """May also take `last_only` (see `runtime.generation.generation_step`)."""
 
     def encode(self, text: str) -> list[int]: ...
 
