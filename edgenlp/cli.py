@@ -23,7 +23,10 @@ err_console = Console(stderr=True)
 EXIT_USER_ERROR = 2
 
 
-def _setup(verbose: bool) -> None:
+def _setup(verbose: bool, trust_remote_code: bool = False) -> None:
+    from .trust import allow_remote_code
+
+    allow_remote_code(trust_remote_code)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     progress.enable(err_console)
     if not verbose:
@@ -149,6 +152,8 @@ LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column of a data
 TASK = typer.Option(None, "--task", help="text-classification or text-generation (default: the model's own; "
                    "a language model becomes a classifier only when asked).")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show details (library logs and warnings).")
+TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code", help="Let a model folder or hub repository run the "
+                                 "Python code its auto_map names (off: edgenlp runs no code from a model).")
 FAIL_IF = typer.Option(None, "--fail-if", help="Gate on the selected variant, e.g. 'accuracy_drop>1.0 or p90_ms>20 or size_mb>30'; exit 1 when it holds.")
 
 
@@ -169,10 +174,11 @@ def optimize(
     fail_if: Optional[str] = FAIL_IF,
     search: Optional[bool] = typer.Option(None, "--search/--no-search", help="With --max-accuracy-drop: search quantisation settings and nodes to keep in float (default: the recipe's search.enabled, on)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default), ray (a Ray instance on this machine) or ray:ADDRESS (a running cluster): where builds, trials and measurements run."),
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
     """Fine-tune (if needed), export, optimise, quantise, validate and benchmark every variant."""
-    _setup(verbose)
+    _setup(verbose, trust_remote_code)
     from . import pipeline
     from . import recipe as recipe_module
 
@@ -228,6 +234,7 @@ def finetune(
     search_minutes: Optional[float] = typer.Option(None, help="With --search: start no new trial after this many minutes."),
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
     """Fine-tune a classifier, or continue training a language model on a corpus; writes a checkpoint and a log.
@@ -235,7 +242,7 @@ def finetune(
     With --search, an Optuna study (median pruning of bad trials, stored beside --out so a rerun
     resumes) picks the settings; a recipe's `search:` block sets the space and fixed trial settings.
     """
-    _setup(verbose)
+    _setup(verbose, trust_remote_code)
     from . import models
     from .data import DataSpec
     from .stages import finetune as stage
@@ -274,10 +281,11 @@ def prune(
     task: Optional[str] = TASK,
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
     """Remove whole attention heads and feed-forward channels; writes a checkpoint that from_pretrained reloads."""
-    _setup(verbose)
+    _setup(verbose, trust_remote_code)
     from . import models
     from .data import DataSpec
     from .stages import prune as stage
@@ -315,10 +323,11 @@ def distill(
     task: Optional[str] = TASK,
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
     """Recover a pruned model's accuracy by distillation from its unpruned parent (the finetune loop)."""
-    _setup(verbose)
+    _setup(verbose, trust_remote_code)
     from . import models
     from .data import DataSpec
     from .stages import distill as stage
@@ -372,10 +381,11 @@ def bench(
     max_latency_ms: Optional[float] = MAX_LATENCY,
     max_size_mb: Optional[float] = MAX_SIZE,
     fail_if: Optional[str] = FAIL_IF,
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
     """Measure any models side by side under target profiles; writes results.json and report.md."""
-    _setup(verbose)
+    _setup(verbose, trust_remote_code)
     import json
 
     from . import data as data_module
@@ -586,6 +596,7 @@ def explain(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG files, explain.json and explain.html (default: explain/<name>, or RUN/explain)."),
     reference: Optional[str] = typer.Option(None, help="The model to compare with (default: the nearest fine-tuned PyTorch ancestor; in a run, its reference)."),
     max_length: int = typer.Option(128, help="Longest input in tokens."),
+    trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
     """Attention heatmaps per layer and head, and attention rollout, with the rank correlation against the reference.
@@ -593,7 +604,7 @@ def explain(
     Given a run folder, every variant is explained against the run's reference and the run's
     report gains an attention section.
     """
-    _setup(verbose)
+    _setup(verbose, trust_remote_code)
     from . import explain as explaining
 
     path = Path(target)

@@ -22,6 +22,7 @@ import numpy as np
 from . import architectures
 from .artifact import META_FILE, Artifact
 from .errors import EdgeNLPError, InputError
+from .trust import pretrained_options
 
 log = logging.getLogger(__name__)
 RESIDUAL = 0.5
@@ -89,7 +90,7 @@ def _tokenize(folder: Path, text: str, max_length: int):
 
     if not text or not text.strip():
         raise InputError("the text to explain is empty: pass a sentence")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **pretrained_options())
     encoded = tokenizer(text, truncation=True, max_length=max_length, return_tensors="np")
     ids = encoded["input_ids"][0].tolist()
     return tokenizer, encoded, [tokenizer.convert_tokens_to_string([t]).strip() or t
@@ -125,7 +126,7 @@ def _pytorch_maps(folder: Path, text: str, max_length: int) -> AttentionMaps:
     architectures.register()
     tokenizer, encoded, tokens = _tokenize(folder, text, max_length)
     try:
-        model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+        model = AutoModel.from_pretrained(str(folder), **pretrained_options(), attn_implementation="eager").eval()
     except (ValueError, TypeError) as exc:
         raise EdgeNLPError(f"{folder} cannot return its attention weights ({' '.join(str(exc).split())[:160]}): "
                            "explain a BERT-family or GPT-2 model") from exc

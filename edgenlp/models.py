@@ -80,7 +80,10 @@ def model_artifact(path: Path, identity: dict) -> Artifact:
     config_path = path / "config.json"
     if not config_path.exists():
         raise ModelNotFoundError(f"{path} has no config.json: point to a folder written by save_pretrained")
-    config = json.loads(config_path.read_text())
+    config = read_config(config_path)
+    from .trust import check_model_folder
+
+    check_model_folder(path, config, f"the model {identity.get('repo_id') or path}")
     weights = loaded_model_files(path)
     if not weights:
         raise ModelNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin: "
@@ -97,6 +100,19 @@ def model_artifact(path: Path, identity: dict) -> Artifact:
         "source": identity,
     }
     return Artifact(path=path, meta=meta)
+
+
+def read_config(config_path: Path) -> dict:
+    """A checkpoint's config.json as a mapping; a truncated or foreign file is one line, not a traceback."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelNotFoundError(f"{config_path} is not valid JSON ({exc}): the checkpoint is truncated or damaged; "
+                                 "copy it again or save it anew with save_pretrained") from None
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(f"{config_path} holds a {type(config).__name__}, not a config mapping: point to a "
+                                 "folder written by save_pretrained")
+    return config
 
 
 def _tokenizer_dir(name: str) -> Path:

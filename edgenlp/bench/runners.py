@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import architectures
 from ..errors import BenchError
+from ..trust import pretrained_options
 
 
 class Runner(Protocol):
@@ -48,7 +49,7 @@ class PytorchRunner:
         torch.set_num_threads(threads)
         self.torch = torch
         architectures.register()  # a pruned checkpoint's classes
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), **pretrained_options()).eval()
         self.accepted = set(inspect.signature(self.model.forward).parameters)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -134,7 +135,7 @@ class PytorchCausalLM(_text_generator()):
         torch.set_num_threads(threads)
         self.torch = torch
         architectures.register()  # a pruned checkpoint's classes
-        self.model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), **pretrained_options()).eval()
         config = self.model.config
         self.context = int(getattr(config, "n_positions", None) or config.max_position_embeddings)
         self.eos_id = config.eos_token_id

@@ -21,6 +21,7 @@ from ..errors import ArtifactError, EngineError
 from ..hardware import cpu_info
 from ..runtime import engines
 from ..runtime.ctranslate2_engine import FOLDER, HEAD
+from ..trust import pretrained_options
 from . import StageConfig
 
 NAME = "ctranslate2"
@@ -81,7 +82,7 @@ def convert_classifier(parent: Artifact, out: Path, compute_type: str) -> dict:
     from transformers import AutoModelForSequenceClassification
 
     transformers.logging.set_verbosity_error()
-    model = AutoModelForSequenceClassification.from_pretrained(str(parent.path)).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(str(parent.path), **pretrained_options()).eval()
     if getattr(model.bert, "pooler", None) is None:
         raise EngineError(f"CTranslate2 cannot convert {parent.name}: it has no pooler, and CTranslate2's BERT "
                           "classifies from the pooled output")

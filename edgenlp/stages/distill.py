@@ -20,6 +20,7 @@ from pydantic import Field
 from .. import architectures, executors, models
 from ..artifact import META_FILE, Artifact, StageOutput
 from ..errors import ArtifactError, RecipeError
+from ..trust import pretrained_options
 from . import finetune
 
 NAME = "distill"
@@ -75,7 +76,7 @@ class Distillation:
         import transformers
 
         architectures.register()
-        self.teacher = getattr(transformers, self.auto_model).from_pretrained(str(self.teacher_path)).eval()
+        self.teacher = getattr(transformers, self.auto_model).from_pretrained(str(self.teacher_path), **pretrained_options()).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         s, t = student.config, self.teacher.config

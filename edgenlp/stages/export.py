@@ -11,11 +11,14 @@ of the prompt's multiply-accumulates (768 x 50,257 per position), which `logits_
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
+from .. import architectures
 from ..artifact import Artifact, StageOutput
 from ..errors import ArtifactError
 from ..runtime.generation import LOGITS_TO_KEEP
+from ..trust import pretrained_options
 from . import StageConfig
 
 NAME = "export"
@@ -36,14 +39,10 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
                             "(stage finetune) before exporting")
     from optimum.exporters.onnx import main_export
 
-    from .. import architectures
-
     architectures.register()
-    # Optimum recognises a transformers model by its class's module; a pruned model's class is the
-    # modeling file edgenlp wrote into the checkpoint, loaded as transformers loads custom code.
-    own_code = parent.config().get("model_type") in architectures.PRUNED_MODEL_TYPES
-    main_export(str(parent.path), output=str(workdir), task=OPTIMUM_TASKS[parent.task],
-                opset=config.opset, do_validation=False, device="cpu", trust_remote_code=own_code)
+    with _registered_classes_count_as_transformers():
+        main_export(str(parent.path), output=str(workdir), task=OPTIMUM_TASKS[parent.task], library_name="transformers",
+                    opset=config.opset, do_validation=False, device="cpu", **pretrained_options())
     for leftover in ("1_Pooling",):  # sentence-transformers extras that the ONNX model does not use
         shutil.rmtree(workdir / leftover, ignore_errors=True)
     import onnx
@@ -57,6 +56,29 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         "inputs": [i.name for i in model.graph.input],
         "outputs": [o.name for o in model.graph.output],
     })
+
+
+@contextmanager
+def _registered_classes_count_as_transformers():
+    """Optimum tells a transformers model by its class's module name; edgenlp's pruned classes live in
+    `edgenlp.architectures`, registered with transformers' Auto classes. Without this, the only way
+    through would be loading the checkpoint's own copy of the modeling file as remote code, which
+    would run whatever a folder claiming to be a pruned checkpoint put there."""
+    from optimum.exporters.tasks import TasksManager
+
+    original = TasksManager.__dict__["infer_library_from_model"]
+
+    def infer(cls, model, *args, **kwargs):
+        module = model.__module__ if isinstance(model, type) else type(model).__module__
+        if module.startswith(architectures.__name__):
+            return "transformers"
+        return original.__func__(cls, model, *args, **kwargs)
+
+    TasksManager.infer_library_from_model = classmethod(infer)
+    try:
+        yield
+    finally:
+        TasksManager.infer_library_from_model = original
 
 
 def add_logits_to_keep(onnx_path: Path) -> None:

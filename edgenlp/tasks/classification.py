@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import architectures
+from ..trust import pretrained_options
 from . import Quality, Workload
 
 NAME = "text-classification"
@@ -437,9 +438,9 @@ class Trainer:
 
         self.labels = dataset.labels
         architectures.register()  # a pruned checkpoint's classes
-        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options())
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(parent_path), num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+            str(parent_path), **pretrained_options(), num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)}, ignore_mismatched_sizes=True)
         if self.tokenizer.pad_token is None:  # GPT-2 has none; its classifier reads the last non-pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import architectures
 from ..errors import BenchError, DataError, ValidationFailed
+from ..trust import pretrained_options
 from . import Quality, Workload
 
 NAME = "text-generation"
@@ -697,8 +698,8 @@ class Trainer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         architectures.register()  # a pruned checkpoint's classes
-        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path))
-        self.model = AutoModelForCausalLM.from_pretrained(str(parent_path))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options())
+        self.model = AutoModelForCausalLM.from_pretrained(str(parent_path), **pretrained_options())
         context = int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
         self.block = min(config.max_length, context)
         eos = self.tokenizer.eos_token_id
