@@ -137,8 +137,9 @@ class PytorchCausalLM(_text_generator()):
         architectures.register()  # a pruned checkpoint's classes
         self.model = AutoModelForCausalLM.from_pretrained(str(path), **pretrained_options()).eval()
         config = self.model.config
-        self.context = int(getattr(config, "n_positions", None) or config.max_position_embeddings)
-        self.eos_id = config.eos_token_id
+        from ..runtime.generation import context_of
+
+        self.context, self.eos_id = context_of(config.to_dict(), f"{path}/config.json")
         self._tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         self._tok.no_truncation()
         self._tok.no_padding()

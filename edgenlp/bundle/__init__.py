@@ -103,14 +103,23 @@ def _refuse_foreign(out: Path, source: Source) -> None:
 
 
 def _refuse_foreign_zip(path: Path) -> None:
+    """Replace only a zipped edgenlp bundle: a zip whose manifest.json has edgenlp's format, not any zip."""
+    import json
     import zipfile
 
-    if not path.exists():
+    from ..runtime.bundle import FORMAT
+
+    if not path.exists() and not path.is_symlink():
         return
+    if path.is_symlink() or not path.is_file():
+        raise ArtifactError(f"{path} is a link or not a file: edgenlp replaces only a zip it wrote; move it, or "
+                            "pass another --out")
     try:
         with zipfile.ZipFile(path) as z:
-            if "manifest.json" in z.namelist():
-                return
-    except (zipfile.BadZipFile, OSError):
+            info = z.getinfo("manifest.json")
+            manifest = json.loads(z.read(info).decode("utf-8")) if info.file_size <= 16 << 20 else None
+        if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+            return
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError, UnicodeDecodeError):
         pass
     raise ArtifactError(f"{path} exists and is not a zipped edgenlp bundle: move it, or pass another --out")

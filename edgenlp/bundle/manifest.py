@@ -65,9 +65,9 @@ def lineage(variant: Artifact, limit: int = 64) -> list[dict]:
         if parent and (path / META_FILE).is_file():
             current = Artifact.load(path)
         else:
-            if parent:
+            if parent:  # the folder's name, never its path: a manifest travels, the build machine's paths stay
                 chain.append({"id": parent.get("id"), "name": parent.get("name"), "stage": "source",
-                              "path": parent.get("path")})
+                              "model": path.name or None})
             current = None
     return chain
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -46,9 +47,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    digest = _sha256()
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK):
+        digest.update(view[start:start + CHUNK])
+    return digest.hexdigest()
+
+
 def read_manifest(folder: Path) -> dict:
+    """The manifest of `folder`, checked against the schema (`runtime/manifest.py`) before anything reads it."""
     path = Path(folder) / MANIFEST
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         raise BundleError(f"{folder} has no {MANIFEST}: it is not an edgenlp bundle (make one with `edgenlp bundle`)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -57,96 +67,194 @@ def read_manifest(folder: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path} is not an edgenlp bundle manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BundleError(f"{path} has format_version {version!r}, not a positive integer: the manifest is damaged")
     if version > FORMAT_VERSION:
         raise BundleError(f"{folder} is bundle format {version}, newer than this runtime reads ({FORMAT_VERSION}): "
                           "upgrade edgenlp (or edgenlp-runtime)")
+    from pydantic import ValidationError
+
+    from .errors import first_problem
+    from .manifest import Manifest
+
+    try:
+        Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        raise BundleError(f"{path}: {first_problem(exc)}: the manifest is damaged or was not written by edgenlp; "
+                          "rebuild the bundle with `edgenlp bundle`") from None
     return manifest
 
 
-def verify(folder: Path, manifest: dict) -> None:
-    """Every listed file present with its size and sha256 (read in 256 KiB chunks), and nothing else."""
+def _present(folder: Path) -> set[str]:
+    """Every file under `folder` by its relative name; a symbolic link anywhere is refused (it could lead out)."""
+    found = set()
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in [*dirs, *files]:
+            path = Path(root) / name
+            if path.is_symlink():
+                rel = path.relative_to(folder).as_posix()
+                raise BundleError(f"{rel} in {folder} is a symbolic link: a bundle holds its own files; copy it "
+                                  "without links")
+        found.update((Path(root) / name).relative_to(folder).as_posix() for name in files)
+    return found - {MANIFEST}
+
+
+def check_layout(folder: Path, manifest: dict, sizes: bool = True) -> None:
+    """Exactly the listed files, each of its listed size (unless `sizes` is off, with the hashes), and no link."""
     folder = Path(folder)
-    listed = manifest.get("files") or {}
-    if not listed:
-        raise BundleError(f"{folder / MANIFEST} lists no files: the manifest is damaged")
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
+    listed = manifest["files"]
+    present = _present(folder)
     extra = sorted(present - set(listed))
     if extra:
         raise BundleError(f"{folder} holds {extra[0]}, which its manifest does not list: remove it, or rebuild the "
                           "bundle (a bundle must be exactly what was verified)")
     for rel, entry in sorted(listed.items()):
-        path = folder / rel
         if rel not in present:
             raise BundleError(f"{folder} is missing {rel}: copy the whole bundle again")
-        if path.stat().st_size != entry.get("bytes", -1) or sha256_file(path) != entry.get("sha256"):
+        if sizes and (folder / rel).stat().st_size != entry["bytes"]:
             raise BundleError(f"{rel} in {folder} does not match its sha256 in the manifest: the file was changed or "
                               "damaged; copy the bundle again")
 
 
+def verify(folder: Path, manifest: dict) -> None:
+    """Every listed file present with its size and sha256, and nothing else (`manifest` as `read_manifest` gave it)."""
+    from .files import BundleFiles
+
+    check_layout(folder, manifest)
+    files = BundleFiles(Path(folder), manifest["files"], verify=True)
+    for rel in sorted(manifest["files"]):
+        files.read(rel)
+
+
+MAX_UNPACKED_BYTES = int(os.environ.get("EDGENLP_MAX_BUNDLE_BYTES") or 8 << 30)
+"""The most a zipped bundle may unpack to (8 GiB; `EDGENLP_MAX_BUNDLE_BYTES` raises it)."""
+
+
 def unzip(archive: Path, cache: Path | None = None) -> Path:
-    """The folder of a zipped bundle, extracted once into the cache (atomically) and reused after."""
+    """The folder of a zipped bundle, extracted once into the cache (atomically) and reused after.
+
+    Before a byte is written, each member's declared size must be the size its manifest lists (and
+    the total under `MAX_UNPACKED_BYTES`); extraction then counts what it actually writes and stops
+    at the first byte past a declared size. A refused copy is removed.
+    """
     import shutil
     import zipfile
 
     archive = Path(archive)
     try:
         with zipfile.ZipFile(archive) as z:
-            bad = z.testzip()
-            if bad is not None:
-                raise BundleError(f"{archive} is damaged ({bad} fails its CRC check): copy it again")
-            names = z.namelist()
+            infos = z.infolist()
+            names = [i.filename for i in infos]
             for name in names:
-                if name.startswith("/") or ".." in Path(name).parts:
+                if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
                     raise BundleError(f"{archive} holds the path {name}, which points outside the bundle: refusing it")
             if MANIFEST not in names:
                 raise BundleError(f"{archive} has no {MANIFEST} at its top: it is not a zipped edgenlp bundle")
+            members = _checked_members(archive, z, infos)
             cache = Path(cache or os.environ.get("EDGENLP_CACHE") or Path.home() / ".cache" / "edgenlp") / "bundles"
             dest = cache / sha256_file(archive)[:16]
-            if dest.is_dir():
+            if dest.is_dir() and not dest.is_symlink():
                 return dest
-            cache.mkdir(parents=True, exist_ok=True)
+            cache.mkdir(parents=True, exist_ok=True, mode=0o700)
             work = cache / f".{dest.name}.partial-{os.getpid()}"
             shutil.rmtree(work, ignore_errors=True)
             try:
-                z.extractall(work)
+                for info, limit in members:
+                    _extract(z, info, limit, work)
                 os.rename(work, dest)
-            except OSError:
+            except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 if not dest.is_dir():  # another process won the race: its copy is as good
                     raise
             return dest
-    except (zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise BundleError(f"{archive} is not a readable zip ({exc}): it is truncated or damaged; copy it again") from None
+
+
+def _checked_members(archive: Path, z, infos) -> list:
+    """(member, its size) for each file of the zip, after its manifest and declared sizes agree."""
+    by_name = {i.filename: i for i in infos}
+    raw = z.read(by_name[MANIFEST]) if by_name[MANIFEST].file_size <= 16 << 20 else None
+    if raw is None:
+        raise BundleError(f"{archive}'s {MANIFEST} is over 16 MiB: it is not an edgenlp bundle")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{archive}'s {MANIFEST} is not valid JSON ({exc}): the bundle is damaged") from None
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict) or not listed:
+        raise BundleError(f"{archive}'s {MANIFEST} lists no files: it is not an edgenlp bundle")
+    members, total = [(by_name[MANIFEST], by_name[MANIFEST].file_size)], by_name[MANIFEST].file_size
+    for info in infos:
+        if info.is_dir() or info.filename == MANIFEST:
+            continue
+        entry = listed.get(info.filename)
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        if not isinstance(size, int) or info.file_size != size:
+            raise BundleError(f"{archive} holds {info.filename} of {info.file_size} bytes, which its manifest does not "
+                              "list at that size: the archive is damaged or not an edgenlp bundle")
+        total += size
+        if total > MAX_UNPACKED_BYTES:
+            raise BundleError(f"{archive} would unpack to more than {MAX_UNPACKED_BYTES} bytes: refusing it "
+                              "(set EDGENLP_MAX_BUNDLE_BYTES to allow a larger bundle)")
+        members.append((info, size))
+    return members
+
+
+def _extract(z, info, limit: int, work: Path) -> None:
+    """One member into `work`, counting the bytes actually inflated: a member that inflates past its
+    declared size (a forged header) is stopped at the first byte over."""
+    target = work / info.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with z.open(info) as src, open(target, "xb") as dst:
+        while chunk := src.read(CHUNK):
+            written += len(chunk)
+            if written > limit:
+                raise BundleError(f"{info.filename} inflates past the {limit} bytes its archive declares: the zip "
+                                  "is forged or damaged; refusing it")
+            dst.write(chunk)
 
 
 class Bundle:
     """A verified bundle, ready to answer. `task` says which of `classify` or `generate` it offers."""
 
-    def __init__(self, folder: Path, manifest: dict, threads: int = 1, memory_arena: bool = True):
+    def __init__(self, folder: Path, manifest: dict, threads: int = 1, memory_arena: bool = True,
+                 files: "BundleFiles | None" = None):
+        from .files import BundleFiles
+
         self.path = Path(folder)
         self.manifest = manifest
         self.task = manifest.get("task")
+        # every loader reads through `files`: only listed files, inside the folder, checked as read
+        self.files = files or BundleFiles(self.path, manifest["files"], verify=False)
         model_file = self.path / manifest["model"]["file"]
         # bundles written before engines were recorded hold ONNX
         self.engine = manifest["model"].get("engine") or manifest.get("engine") or "onnx"
         from .engines import get as get_engine
 
         get_engine(self.engine).require(f"the bundle {self.path}")
-        if self.task == "text-classification":
-            from .classifier import TextClassifier
-
-            self._model = TextClassifier(self.path, threads=threads, model_file=model_file,
-                                         max_length=manifest.get("max_length"), memory_arena=memory_arena,
-                                         engine=self.engine)
-        elif self.task == "text-generation":
-            from .engines import open_decoder
-
-            self._model = open_decoder(self.engine, self.path, threads=threads, model_file=model_file)
-        else:
+        if self.task not in ("text-classification", "text-generation"):
             raise BundleError(f"{self.path} is a {self.task!r} bundle, which this runtime cannot serve "
                               "(it serves text-classification and text-generation): upgrade edgenlp")
+        try:
+            if self.task == "text-classification":
+                from .classifier import TextClassifier
+
+                self._model = TextClassifier(self.path, threads=threads, model_file=model_file,
+                                             max_length=manifest.get("max_length"), memory_arena=memory_arena,
+                                             engine=self.engine, files=self.files)
+            else:
+                from .engines import open_decoder
+
+                self._model = open_decoder(self.engine, self.path, threads=threads, model_file=model_file,
+                                           files=self.files)
+        except (BundleError, InputError):
+            raise
+        except Exception as exc:  # what an engine or the tokenizer says of bytes it cannot parse
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise BundleError(f"{self.path} could not be opened ({type(exc).__name__}: {first}): the bundle is "
+                              "damaged or was not written by edgenlp; rebuild it") from None
 
     @property
     def model(self):
@@ -202,8 +310,12 @@ def load(path: str | Path, verify_hashes: bool = True, task: str | None = None, 
     """Open the bundle at `path` (a folder or a .zip).
 
     Hashes are checked unless `verify_hashes=False` (for storage that is already trusted: a read-only
-    app image). `task` refuses a bundle of another task before its model is loaded.
+    app image); each loaded file is hashed from the very bytes handed to its loader, the others
+    before returning. Whatever the flag, only listed files inside the folder are opened, and links
+    are refused. `task` refuses a bundle of another task before its model is loaded.
     """
+    from .files import BundleFiles
+
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path} does not exist: pass a bundle folder or its .zip")
@@ -211,6 +323,10 @@ def load(path: str | Path, verify_hashes: bool = True, task: str | None = None, 
     manifest = read_manifest(folder)
     if task is not None and manifest.get("task") != task:
         raise BundleError(f"{path} is a {manifest.get('task')} bundle, not {task}: pass a {task} bundle")
+    check_layout(folder, manifest, sizes=verify_hashes)
+    files = BundleFiles(folder, manifest["files"], verify=verify_hashes)
+    bundle = Bundle(folder, manifest, threads=threads, memory_arena=memory_arena, files=files)
     if verify_hashes:
-        verify(folder, manifest)
-    return Bundle(folder, manifest, threads=threads, memory_arena=memory_arena)
+        for rel in sorted(set(manifest["files"]) - files.checked):  # what the loaders did not read
+            files.read(rel)
+    return bundle

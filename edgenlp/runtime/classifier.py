@@ -8,26 +8,40 @@ benchmarks/runtime.py; bundles lower that value to one that costs nothing, check
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
 from .engines import open_encoder
+from .errors import BundleError, InputError
+from .files import PLAIN, Files
 from .text import TextTokenizer
+
+
+def labels_of(config: dict, where: Path) -> list[str]:
+    """The label names in class order, from a config's `id2label` (keys: class indices)."""
+    id2label = config.get("id2label") or {}
+    if not isinstance(id2label, dict):
+        raise BundleError(f"{where}: id2label is a {type(id2label).__name__}, not a mapping of class index to label")
+    bad = next((k for k in id2label if not str(k).strip().lstrip("-").isdigit()), None)
+    if bad is not None:
+        raise BundleError(f"{where}: id2label key {bad!r} is not a class index: the keys must be 0, 1, 2, ...")
+    order = sorted(id2label, key=int)
+    if [int(k) for k in order] != list(range(len(order))):
+        raise BundleError(f"{where}: id2label keys {order} are not 0..{len(order) - 1}: one label per class index")
+    return [str(id2label[k]) for k in order]
 
 
 class TextClassifier:
     def __init__(self, folder: str | Path, threads: int = 1, max_length: int | None = None,
-                 model_file: str | Path | None = None, memory_arena: bool = True, engine: str = "onnx"):
+                 model_file: str | Path | None = None, memory_arena: bool = True, engine: str = "onnx",
+                 files: Files = PLAIN):
         folder = Path(folder)
-        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena)
-        self.tokenizer = TextTokenizer(folder, max_length=max_length)
-        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
-        id2label = config.get("id2label") or {}
-        self.labels = [id2label[k] for k in sorted(id2label, key=int)]
+        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena,
+                                  files=files)
+        self.tokenizer = TextTokenizer(folder, max_length=max_length, files=files)
+        self.labels = labels_of(files.json(folder / "config.json", default={}), folder / "config.json")
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.model.run(inputs)

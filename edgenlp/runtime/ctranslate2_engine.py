@@ -11,13 +11,13 @@ metrics, which need every position's distribution.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from .files import PLAIN, Files
 from .generation import Sampling, TextGenerator
 
 FOLDER = "ctranslate2"
@@ -41,17 +41,26 @@ def model_files(folder: Path) -> list[Path]:
     return sorted(p for p in model_folder(folder).iterdir() if p.is_file())
 
 
+def _in_memory(folder: Path, files: Files) -> dict | None:
+    """CTranslate2's files as the bytes `files` checked (None: let CTranslate2 read the folder itself)."""
+    if files is PLAIN:
+        return None
+    return {p.name: files.read(p) for p in sorted(folder.iterdir()) if p.name != HEAD and files.exists(p)}
+
+
 class Encoder:
     """`run(inputs) -> logits`: CTranslate2's pooled output through the stored classification head."""
 
-    def __init__(self, path: Path, threads: int = 1, memory_arena: bool = True):
+    def __init__(self, path: Path, threads: int = 1, memory_arena: bool = True, files: Files = PLAIN):
+        import io
+
         import ctranslate2
 
         folder = model_folder(path)
         self.encoder = ctranslate2.Encoder(str(folder), device="cpu", intra_threads=threads, inter_threads=1,
-                                           compute_type="default")  # as converted
+                                           compute_type="default", files=_in_memory(folder, files))  # as converted
         self._storage = ctranslate2.StorageView
-        with np.load(folder / HEAD) as head:
+        with np.load(io.BytesIO(files.read(folder / HEAD)), allow_pickle=False) as head:
             self.weight = head["weight"].astype(np.float32)
             self.bias = head["bias"].astype(np.float32)
 
@@ -68,19 +77,20 @@ class Encoder:
 class Generator(TextGenerator):
     """A decoder on CTranslate2: its own loop and cache for generation, full passes for `step`."""
 
-    def __init__(self, folder: Path, threads: int = 1):
+    def __init__(self, folder: Path, threads: int = 1, files: Files = PLAIN):
         import ctranslate2
-        from tokenizers import Tokenizer
+
+        from .generation import context_of
+        from .text import read_tokenizer
 
         folder = Path(folder)
         self._ct2 = ctranslate2
         model = model_folder(folder)
         self.generator = ctranslate2.Generator(str(model), device="cpu", intra_threads=threads, inter_threads=1,
-                                               compute_type="default")  # as converted
-        config = json.loads((folder / "config.json").read_text())
-        self.context = int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
-        self.eos_id = config.get("eos_token_id")
-        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+                                               compute_type="default", files=_in_memory(model, files))  # as converted
+        config = files.json(folder / "config.json")
+        self.context, self.eos_id = context_of(config, folder / "config.json")
+        self._tok = read_tokenizer(folder / "tokenizer.json", files)
         self._tok.no_truncation()
         self._tok.no_padding()
 
@@ -146,5 +156,5 @@ class Generator(TextGenerator):
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
 
-def decoder(folder: Path, threads: int = 1, model_file: str | Path | None = None) -> Generator:
-    return Generator(Path(folder), threads=threads)
+def decoder(folder: Path, threads: int = 1, model_file: str | Path | None = None, files: Files = PLAIN) -> Generator:
+    return Generator(Path(folder), threads=threads, files=files)

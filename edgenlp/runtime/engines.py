@@ -19,6 +19,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from .errors import EdgeNLPError
+from .files import PLAIN, Files
 
 
 class EngineMissing(EdgeNLPError):
@@ -72,23 +73,26 @@ def detect(folder: Path) -> str | None:
     return None
 
 
-def open_encoder(engine: str, path: str | Path, threads: int = 1, memory_arena: bool = True):
-    """An object with `run(inputs) -> logits` for the classifier in `path` (a folder or a model file)."""
-    return get(engine).implementation().Encoder(Path(path), threads=threads, memory_arena=memory_arena)
+def open_encoder(engine: str, path: str | Path, threads: int = 1, memory_arena: bool = True, files: Files = PLAIN):
+    """An object with `run(inputs) -> logits` for the classifier in `path` (a folder or a model file).
+
+    `files` reads the model's bytes (a bundle's: checked against its manifest); every engine takes them from it."""
+    return get(engine).implementation().Encoder(Path(path), threads=threads, memory_arena=memory_arena, files=files)
 
 
-def open_graph(engine: str, path: str | Path, threads: int = 1):
+def open_graph(engine: str, path: str | Path, threads: int = 1, files: Files = PLAIN):
     """A graph run by input and output names (`input_names`, `output_names`, `input_specs`, `run_outputs`):
     what `CausalLM` drives. Engines that run their own decoder (CTranslate2) have none."""
     impl = get(engine).implementation()
     if not hasattr(impl, "Graph"):
         raise EngineMissing(f"the {engine} engine does not run graphs by name: open its decoder with open_decoder")
-    return impl.Graph(Path(path), threads=threads)
+    return impl.Graph(Path(path), threads=threads, files=files)
 
 
-def open_decoder(engine: str, folder: str | Path, threads: int = 1, model_file: str | Path | None = None):
+def open_decoder(engine: str, folder: str | Path, threads: int = 1, model_file: str | Path | None = None,
+                 files: Files = PLAIN):
     """A `TextGenerator` for the decoder in `folder`."""
-    return get(engine).implementation().decoder(Path(folder), threads=threads, model_file=model_file)
+    return get(engine).implementation().decoder(Path(folder), threads=threads, model_file=model_file, files=files)
 
 
 def model_files(engine: str, folder: Path) -> list[Path]:

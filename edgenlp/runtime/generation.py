@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import BundleError, InputError
+from .files import PLAIN, Files
 
 Step = Callable[[np.ndarray, object], tuple[np.ndarray, object]]
 """(token ids of shape (1, n), past or None) -> (logits (1, n, vocab), the new past). A loop that only
@@ -30,6 +30,26 @@ last position only, 0 (its default) for every position."""
 PREFILL_GRAPH = "prefill.onnx"
 """A second graph beside `model.onnx` that reads prompts (stage `split-prefill`): same inputs, outputs and
 cache as the model, with kernels suited to many positions at once."""
+
+
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length")
+"""Where a decoder's config states its context, by family (GPT-2, most others, older GPT-2 files, BLOOM, ...)."""
+
+
+def context_of(config: dict, where: Path | str = "config.json") -> tuple[int, int | None]:
+    """(context in tokens, end-of-sequence id) of a decoder's config, or a one-line error saying what to set."""
+    context = next((config[k] for k in CONTEXT_KEYS if config.get(k) is not None), None)
+    if context is None:
+        context = 1024 if config.get("model_type") in (None, "gpt2") else None
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise BundleError(f"{where} states no context length ({', '.join(CONTEXT_KEYS[:2])}, ...): set "
+                          "max_position_embeddings to the longest sequence the model was trained on")
+    eos = config.get("eos_token_id")
+    if isinstance(eos, list):  # some configs list several end tokens; the first ends a generation here
+        eos = eos[0] if eos else None
+    if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int)):
+        raise BundleError(f"{where}: eos_token_id {eos!r} is not a token id")
+    return context, eos
 
 
 def generation_step(model) -> Step:
@@ -203,18 +223,16 @@ class CausalLM(TextGenerator):
     `prefill.onnx` reads each prompt of a generation with that graph and decodes with the model's."""
 
     def __init__(self, folder: str | Path, threads: int = 1, model_file: str | Path | None = None,
-                 engine: str = "onnx"):
-        from tokenizers import Tokenizer
-
+                 engine: str = "onnx", files: Files = PLAIN):
         from .engines import open_graph
+        from .text import read_tokenizer
 
         folder = Path(folder)
         self.folder = folder
         # any engine that runs the exported graph by its input and output names (onnxruntime, OpenVINO)
-        self.model = open_graph(engine, model_file or folder, threads=threads)
-        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
-        self.context = int(config.get("n_positions") or config.get("max_position_embeddings") or 1024)
-        self.eos_id = config.get("eos_token_id")
+        self.model = open_graph(engine, model_file or folder, threads=threads, files=files)
+        config = files.json(folder / "config.json", default={})
+        self.context, self.eos_id = context_of(config, folder / "config.json")
         self.past_names = [n for n in self.model.input_names if n.startswith("past_key_values.")]
         if not self.past_names:
             raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
@@ -223,8 +241,8 @@ class CausalLM(TextGenerator):
         self._keeps_logits = LOGITS_TO_KEEP in [*self.model.input_names, *getattr(self.model, "optional_input_names", ())]
         self.prefill = None
         prefill_file = (Path(model_file).parent if model_file else folder) / PREFILL_GRAPH
-        if engine == "onnx" and prefill_file.is_file():
-            self.prefill = open_graph(engine, prefill_file, threads=threads)
+        if engine == "onnx" and files.exists(prefill_file):
+            self.prefill = open_graph(engine, prefill_file, threads=threads, files=files)
             if self.prefill.input_specs() != self.model.input_specs():
                 raise InputError(f"{prefill_file} takes other inputs than {folder}'s model: rebuild the variant "
                                  "(stage split-prefill) from one export")
@@ -232,7 +250,7 @@ class CausalLM(TextGenerator):
         # (heads, head size) of each cache input: a pruned model keeps different head counts per block
         self._past_shapes = [(int(specs[n][0][1]), int(specs[n][0][3])) for n in self.past_names]
         self._past_dtype = np.float16 if specs[self.past_names[0]][1] == "float16" else np.float32
-        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tok = read_tokenizer(folder / "tokenizer.json", files)
         self._tok.no_padding()
         self._tok.no_truncation()
 

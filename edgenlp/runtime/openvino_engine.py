@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import PLAIN, Files
+
 XML = "openvino_model.xml"
 BIN = "openvino_model.bin"
 
@@ -36,19 +38,25 @@ def model_files(folder: Path) -> list[Path]:
     return [xml, xml.with_suffix(".bin")]
 
 
-def compile_model(path: Path, threads: int = 1):
+def compile_model(path: Path, threads: int = 1, files: Files = PLAIN):
     import openvino as ov
 
     config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_PRECISION_HINT": "f32"}
-    return ov.Core().compile_model(str(model_file(path)), "CPU", config)
+    core = ov.Core()
+    xml = model_file(path)
+    if files is PLAIN:
+        return core.compile_model(str(xml), "CPU", config)
+    weights = np.frombuffer(files.read(xml.with_suffix(".bin")), dtype=np.uint8)  # the checked bytes
+    model = core.read_model(model=files.text(xml), weights=ov.Tensor(weights))
+    return core.compile_model(model, "CPU", config)
 
 
 class Graph:
     """A compiled IR run by input and output names, with one reusable infer request."""
 
-    def __init__(self, path: Path, threads: int = 1):
-        self.compiled = compile_model(path, threads)
+    def __init__(self, path: Path, threads: int = 1, files: Files = PLAIN):
+        self.compiled = compile_model(path, threads, files)
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self._output_index: dict[str, int] = {}
@@ -79,11 +87,11 @@ class Graph:
 class Encoder(Graph):
     """A classifier IR: `run(inputs) -> logits`."""
 
-    def __init__(self, path: Path, threads: int = 1, memory_arena: bool = True):
-        super().__init__(path, threads=threads)
+    def __init__(self, path: Path, threads: int = 1, memory_arena: bool = True, files: Files = PLAIN):
+        super().__init__(path, threads=threads, files=files)
 
 
-def decoder(folder: Path, threads: int = 1, model_file: str | Path | None = None):
+def decoder(folder: Path, threads: int = 1, model_file: str | Path | None = None, files: Files = PLAIN):
     from .generation import CausalLM
 
-    return CausalLM(folder, threads=threads, model_file=model_file, engine="openvino")
+    return CausalLM(folder, threads=threads, model_file=model_file, engine="openvino", files=files)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import PLAIN, Files
+
 
 def session_options(threads: int, memory_arena: bool = True):
     import onnxruntime as ort
@@ -29,12 +31,19 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 
 class OnnxModel:
-    def __init__(self, model_path: str | Path, threads: int = 1, memory_arena: bool = True):
+    def __init__(self, model_path: str | Path, threads: int = 1, memory_arena: bool = True, files: Files = PLAIN):
         import onnxruntime as ort
 
         self.path = Path(model_path)
-        self.session = ort.InferenceSession(str(self.path), session_options(threads, memory_arena),
-                                            providers=["CPUExecutionProvider"])
+        options = session_options(threads, memory_arena)
+        if files is PLAIN:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        else:  # the bytes `files` checked, never the path again (nor a weights file beside it, unchecked)
+            data_file = self.path.with_name(f"{self.path.name}_data")
+            if files.exists(data_file):
+                weights = np.frombuffer(files.read(data_file), dtype=np.uint8)
+                options.add_external_initializers_from_files_in_memory([data_file.name], [weights], [weights.size])
+            self.session = ort.InferenceSession(files.read(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         # inputs with a default (an initializer of that name): fed only by callers that know them
         self.optional_input_names = [i.name for i in self.session.get_overridable_initializers()]
@@ -68,15 +77,15 @@ def onnx_file(path: str | Path) -> Path:
 class Encoder(OnnxModel):
     """A classifier graph: `run(inputs) -> logits`."""
 
-    def __init__(self, path: Path, threads: int = 1, memory_arena: bool = True):
-        super().__init__(onnx_file(path), threads=threads, memory_arena=memory_arena)
+    def __init__(self, path: Path, threads: int = 1, memory_arena: bool = True, files: Files = PLAIN):
+        super().__init__(onnx_file(path), threads=threads, memory_arena=memory_arena, files=files)
 
 
-def Graph(path: Path, threads: int = 1) -> OnnxModel:  # noqa: N802 - the engine interface's constructor name
-    return OnnxModel(onnx_file(path), threads=threads)
+def Graph(path: Path, threads: int = 1, files: Files = PLAIN) -> OnnxModel:  # noqa: N802 - the engine interface's constructor
+    return OnnxModel(onnx_file(path), threads=threads, files=files)
 
 
-def decoder(folder: Path, threads: int = 1, model_file: str | Path | None = None):
+def decoder(folder: Path, threads: int = 1, model_file: str | Path | None = None, files: Files = PLAIN):
     from .generation import CausalLM
 
-    return CausalLM(folder, threads=threads, model_file=model_file, engine="onnx")
+    return CausalLM(folder, threads=threads, model_file=model_file, engine="onnx", files=files)

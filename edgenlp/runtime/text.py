@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .errors import BundleError
+from .files import PLAIN, Files
+
 DEFAULT_MAX_LENGTH = 512
 
 
-class TextTokenizer:
-    def __init__(self, path: str | Path, max_length: int | None = None):
-        from tokenizers import Tokenizer
+def read_tokenizer(file: Path, files: Files = PLAIN):
+    """A `tokenizers.Tokenizer` from the bytes `files` hands over (for a bundle: the checked ones)."""
+    from tokenizers import Tokenizer
 
+    if not files.exists(file):
+        raise FileNotFoundError(f"{file} not found: the model folder needs a fast tokenizer (tokenizer.json)")
+    try:
+        return Tokenizer.from_str(files.text(file))
+    except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise BundleError(f"{file} is not a tokenizer that tokenizers can read ({first}): copy the model folder or "
+                          "bundle again") from None
+
+
+class TextTokenizer:
+    def __init__(self, path: str | Path, max_length: int | None = None, files: Files = PLAIN):
         path = Path(path)
         folder = path if path.is_dir() else path.parent
         file = path / "tokenizer.json" if path.is_dir() else path
-        if not file.exists():
-            raise FileNotFoundError(f"{file} not found: the model folder needs a fast tokenizer (tokenizer.json)")
-        self.max_length = max_length or configured_max_length(folder)
-        self._tok = Tokenizer.from_file(str(file))
+        self.max_length = max_length or configured_max_length(folder, files)
+        self._tok = read_tokenizer(file, files)
         self._tok.no_padding()
         self._tok.enable_truncation(self.max_length)
-        self.pad_id = _pad_id(folder, self._tok)
+        self.pad_id = _pad_id(folder, self._tok, files)
 
     def tokenize(self, texts: Sequence[str]) -> list:
         """One unpadded `tokenizers.Encoding` per text, cut at `max_length` (`.overflowing` holds the rest)."""
@@ -51,20 +63,17 @@ class TextTokenizer:
         return [len(e.ids) for e in self.tokenize(texts)]
 
 
-def configured_max_length(folder: Path) -> int:
+def configured_max_length(folder: Path, files: Files = PLAIN) -> int:
     """The longest input the tokenizer of `folder` produces (its `model_max_length`, at most 512)."""
-    cfg = Path(folder) / "tokenizer_config.json"
-    if cfg.exists():
-        value = json.loads(cfg.read_text()).get("model_max_length") or DEFAULT_MAX_LENGTH
-        return int(min(value, DEFAULT_MAX_LENGTH))
-    return DEFAULT_MAX_LENGTH
+    value = files.json(Path(folder) / "tokenizer_config.json", default={}).get("model_max_length")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+        return DEFAULT_MAX_LENGTH
+    return int(min(value, DEFAULT_MAX_LENGTH))
 
 
-def _pad_id(folder: Path, tok) -> int:
-    special = folder / "special_tokens_map.json"
-    pad_token = "[PAD]"
-    if special.exists():
-        value = json.loads(special.read_text()).get("pad_token", pad_token)
-        pad_token = value["content"] if isinstance(value, dict) else value
-    pad_id = tok.token_to_id(pad_token) if pad_token else None
+def _pad_id(folder: Path, tok, files: Files = PLAIN) -> int:
+    pad_token = files.json(Path(folder) / "special_tokens_map.json", default={}).get("pad_token", "[PAD]")
+    if isinstance(pad_token, dict):
+        pad_token = pad_token.get("content")
+    pad_id = tok.token_to_id(pad_token) if isinstance(pad_token, str) and pad_token else None
     return int(pad_id) if pad_id is not None else 0

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from ..runtime import Bundle
-from ..runtime.errors import InputError
+from ..runtime.errors import BundleError, InputError
+from ..runtime.files import path_inside
 from .batching import Batcher, BatchSettings, Overloaded, ShuttingDown
 
 STATIC = Path(__file__).parent / "static"
@@ -285,9 +286,12 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
 
     @app.get("/models/bundle/{path:path}", include_in_schema=False)
     async def bundle_file(path: str):
-        if path not in listed:  # only what the manifest lists, never a path out of the folder
+        if path not in listed:  # only what the manifest lists (names the schema keeps inside the folder)
             raise ApiError(404, "not_found", f"{path} is not a file of this bundle")
-        return FileResponse(bundle.path / path)
+        try:  # and never through a link, whether hashes were checked or not
+            return FileResponse(path_inside(bundle.path, path))
+        except BundleError:
+            raise ApiError(404, "not_found", f"{path} is not a file of this bundle") from None
 
     @app.get("/web/transformers/{name}", include_in_schema=False)
     async def web_asset(name: str):

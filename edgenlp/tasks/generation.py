@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import architectures
 from ..errors import BenchError, DataError, ValidationFailed
+from ..runtime.generation import CONTEXT_KEYS, context_of
 from ..trust import pretrained_options
 from . import Quality, Workload
 
@@ -94,7 +95,7 @@ def check_profiles(candidates, profiles) -> None:
 
     for c in candidates:
         config = _read_config(c.path)
-        context = config.get("n_positions") or config.get("max_position_embeddings")
+        context = next((config[k] for k in CONTEXT_KEYS if config.get(k) is not None), None)
         for p in profiles:
             if isinstance(context, int) and p.prompt_tokens + p.new_tokens > context:
                 raise BenchError(f"profile '{p.name}' asks for {p.prompt_tokens} prompt + {p.new_tokens} new tokens "
@@ -700,7 +701,7 @@ class Trainer:
         architectures.register()  # a pruned checkpoint's classes
         self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options())
         self.model = AutoModelForCausalLM.from_pretrained(str(parent_path), **pretrained_options())
-        context = int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
+        context, _ = context_of(self.model.config.to_dict(), f"{parent_path}/config.json")
         self.block = min(config.max_length, context)
         eos = self.tokenizer.eos_token_id
         self.train_blocks = self._blocks(corpus.train, eos)
@@ -783,7 +784,7 @@ def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dic
     if not gen.get("do_sample", False):
         defaults["temperature"] = 0.0
     return {
-        "max_length": int(config.get("n_positions") or config.get("max_position_embeddings") or 1024),
+        "max_length": context_of(config)[0],
         "kv_cache": {"layout": "inside CTranslate2's generator" if engine == "ctranslate2" else
                      "optimum: past_key_values.N.key/value in, present.N.key/value out; one graph for the "
                      "prompt (empty cache) and every step", "layers": len(past) // 2,
