@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgenlp import data, explain  # noqa: E402
 from edgenlp.errors import EdgeNLPError  # noqa: E402
+from edgenlp.bench.results import variant_folder  # noqa: E402
 
 import record  # noqa: E402
 
@@ -39,7 +40,7 @@ def main() -> int:
         source = results["run"]["data"]["name"]
         texts = data.load(data.DataSpec(source=source)).test.texts[: args.texts]
         reference = results["reference"]
-        paths = {v["name"]: Path(v["path"]) for v in results["variants"]}
+        paths = {v["name"]: variant_folder(run, v["path"]) for v in results["variants"]}
         per_variant, skipped = {}, {}
         ref_maps = [explain.attention_maps(paths[reference], t) for t in texts]
         for name, path in paths.items():

@@ -75,24 +75,35 @@ USER_OS_ERRORS = {
 
 
 def _internal_error(exc: Exception) -> None:
-    """A bug: one line on the terminal, the traceback in a file (the working directory, else the temp folder)."""
-    import tempfile
-
-    trace = traceback.format_exc()
-    log = None
-    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
-        try:
-            candidate = (folder / "edgenlp-error.log").resolve()
-            candidate.write_text(trace)
-            log = candidate
-            break
-        except OSError:
-            continue
+    """A bug: one line on the terminal, the traceback in a file of the user's own cache folder."""
     first_line = escape(str(exc).splitlines()[0]) if str(exc) else ""
+    log = _write_traceback(traceback.format_exc())
     where = f"traceback written to {log}" if log else "no folder was writable for the traceback"
     err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {first_line} "
                       f"(a bug: {where}; please report it)", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _write_traceback(trace: str) -> Path | None:
+    """A new file under `EDGENLP_CACHE_DIR/errors` (a folder only the user can enter), created exclusively and
+    never through a link: nothing planted in a shared folder can redirect it."""
+    import os
+    import time
+
+    from .settings import cache_dir
+
+    folder = cache_dir() / "errors"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+            return None
+        path = folder / f"edgenlp-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(trace)
+        return path
+    except OSError:
+        return None
 
 
 def _typed(cls, what: str, **values):
@@ -350,9 +361,10 @@ def distill(
 def _build_one(parent, stage, config, out: Path):
     """One stage on one model into `out`, under a lock, reusing a finished identical output."""
     from .artifact import build
-    from .fsio import FolderLock
+    from .fsio import FolderLock, refuse_link
     from .stages import finetune
 
+    refuse_link(out)  # before any work, not after an hour of training
     inputs = {}
     if getattr(config, "data", None) is not None:
         chosen = finetune.task_of(parent, config)
@@ -610,7 +622,9 @@ def explain(
     path = Path(target)
     if (path / "results.json").is_file() and (path / "variants").is_dir():
         results = _read_results(path)
-        chosen = {v["name"]: Path(v["path"]) for v in results["variants"]}
+        from .bench.results import variant_folder
+
+        chosen = {v["name"]: variant_folder(path, v["path"]) for v in results["variants"]}
         ref = reference or results["reference"]
         if ref not in chosen:
             raise EdgeNLPError(f"--reference {ref} is not a variant of {path}: use one of {', '.join(chosen)}")

@@ -96,6 +96,14 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(a))
 
 
+def refuse_link(dest: Path) -> None:
+    """A folder edgenlp replaces whole must not be a symbolic link: swapping would put a folder where the
+    user's link was (and leave the link's target behind). The user passes the folder it points to."""
+    if Path(dest).is_symlink():
+        raise EdgeNLPError(f"{dest} is a symbolic link: edgenlp replaces this folder whole and never replaces a "
+                           f"link; pass the folder it points to ({os.path.realpath(dest)}) or a new path")
+
+
 def replace_folder(new: Path, dest: Path, old: Path) -> None:
     """Put the complete folder `new` at `dest`; a previous `dest` goes away.
 
@@ -103,6 +111,7 @@ def replace_folder(new: Path, dest: Path, old: Path) -> None:
     the previous folder is first renamed to `old`; if the process dies before the second rename,
     `recover_folder` renames `old` back on the next run.
     """
+    refuse_link(dest)
     fsync_tree(new)
     if not dest.exists():
         os.rename(new, dest)

@@ -310,7 +310,12 @@ def publish(results: dict, out_dir: Path, selection_settings: SelectionSettings 
     `results.json` is written before anything that could fail on it, so minutes of measurement
     are never lost to a selection or gate error. The caller holds the run folder's lock.
     """
+    from .bench.results import relative_variant_path
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    for v in results.get("variants") or []:  # relative to the run folder: the folder can move
+        if v.get("path"):
+            v["path"] = relative_variant_path(out_dir, v["path"])
     write_json_atomic(out_dir / "results.json", results)
     s = selection_settings or SelectionSettings()
     results["selection"] = selection.select(results, s.max_accuracy_drop, s.max_latency_ms, s.max_size_mb)

@@ -270,18 +270,23 @@ def test_a_read_only_working_directory_is_a_user_error(tmp_path, monkeypatch):
     assert not (tmp_path / "edgenlp-error.log").exists()
 
 
-def test_an_internal_error_log_falls_back_when_the_working_directory_is_read_only(tmp_path, monkeypatch):
+def test_an_internal_error_log_goes_to_the_users_cache_never_through_a_planted_link(tmp_path, monkeypatch):
+    """The traceback lands in a new file under EDGENLP_CACHE_DIR/errors, not in the working directory or a
+    fixed name in the shared temp folder, and a link planted at any name there is never followed."""
+    import os
+
     from edgenlp import cli
 
-    real_write = Path.write_text
-
-    def write_text(self, *a, **k):
-        if self.parent == tmp_path.resolve():
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_write(self, *a, **k)
-
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(cache))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(Path, "write_text", write_text)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    planted = []
+    for shared in (tmp_path / "edgenlp-error.log", Path(tempfile.gettempdir()) / "edgenlp-error.log"):
+        if not shared.exists() and not shared.is_symlink():
+            os.symlink(victim, shared)
+            planted.append(shared)
 
     @cli._guarded
     def buggy():
@@ -290,7 +295,12 @@ def test_an_internal_error_log_falls_back_when_the_working_directory_is_read_onl
     with pytest.raises(typer.Exit) as exit_info:
         buggy()
     assert exit_info.value.exit_code == 1
-    assert (Path(tempfile.gettempdir()) / "edgenlp-error.log").read_text().count("KeyError") >= 1
+    logs = list((cache / "errors").glob("edgenlp-error-*.log"))
+    assert len(logs) == 1 and "KeyError" in logs[0].read_text() and not logs[0].is_symlink()
+    assert (cache / "errors").stat().st_mode & 0o077 == 0
+    assert victim.read_text() == "keep me"
+    for link in planted:
+        link.unlink()
 
 
 def test_a_run_folder_in_use_is_refused_with_its_holder(tmp_path, tiny_run):

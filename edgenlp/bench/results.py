@@ -9,6 +9,7 @@ Versions: /1 kept latencies flat, /2 per round; neither names its task (both are
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -64,3 +65,36 @@ def check(document: dict, origin: str = "results") -> dict:
                            "rerun the benchmark") from exc
     document.setdefault("task", "text-classification")
     return document
+
+
+def relative_variant_path(run_dir: Path, path: str | Path) -> str:
+    """How results.json records a variant's folder: relative to the run folder when inside it, so a run
+    folder can be moved, copied or read from any working directory. `path` may be absolute, relative to
+    the working directory (a fresh measurement) or already recorded (a report rendered again)."""
+    run_dir, path = Path(run_dir), Path(path)
+    if not path.is_absolute() and (run_dir / path).exists():
+        return path.as_posix()  # already the recorded form
+    folder = path if path.exists() else variant_folder(run_dir, path)
+    try:
+        return folder.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(folder.resolve())
+
+
+def variant_folder(run_dir: Path, recorded: str | Path) -> Path:
+    """A variant's folder from its results record: relative to the run folder (how runs record it now), an
+    absolute path, or, in results written before, relative to the directory the run was started in
+    (`runs/<run>/variants/<name>`), which is looked up as `<run folder>/variants/<name>`."""
+    run_dir, recorded = Path(run_dir), Path(recorded)
+    if recorded.is_absolute():
+        return recorded
+    inside = run_dir / recorded
+    if inside.exists():
+        return inside
+    parts = recorded.parts
+    if "variants" in parts:
+        moved = run_dir.joinpath(*parts[parts.index("variants"):])
+        if moved.exists():
+            return moved
+    return inside
+

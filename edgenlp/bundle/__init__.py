@@ -80,6 +80,7 @@ def build(source_path: str | Path, out: str | Path, targets: Sequence[str] = (),
 
 def _refuse_foreign(out: Path, source: Source) -> None:
     """Replace only an earlier bundle, never a folder edgenlp did not write, nor the model being read."""
+    fsio.refuse_link(out)
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"{out} is a file: pass a folder for --out")
     here, read = out.resolve(), source.variant.path.resolve()

@@ -50,9 +50,9 @@ def resolve(path: Path) -> Source:
     if record is None or not record.get("path"):
         raise ArtifactError(f"{path / 'results.json'} names '{selected}' as selected but lists no folder for it: "
                             "rerun the benchmark")
-    folder = Path(record["path"])
-    if not folder.is_absolute() and not folder.exists():
-        folder = path / folder
+    from ..bench.results import variant_folder
+
+    folder = variant_folder(path, record["path"])
     if not (folder / META_FILE).is_file():
         raise ArtifactError(f"the selected variant '{selected}' is not at {folder} any more: rerun `edgenlp optimize`, "
                             "or bundle a variant folder")

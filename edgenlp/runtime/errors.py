@@ -28,4 +28,5 @@ def first_problem(exc) -> str:
     if len(shown) > 80:
         shown = shown[:77] + "..."
     message = err.get("msg", "invalid").replace("\n", " ")
-    return f"{where + ': ' if where else ''}{message[0].lower() + message[1:] if message else 'invalid'} (got {shown})"
+    message = message[0].lower() + message[1:] if message else "invalid"
+    return f"{where}: {message} (got {shown})" if where else message

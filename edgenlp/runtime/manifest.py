@@ -63,6 +63,7 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _model_is_listed(self):
-        if self.model.file not in self.files:
-            raise ValueError(f"model.file {self.model.file!r} is not among the listed files")
+        name = self.model.file  # a file (ONNX, OpenVINO's XML) or an engine's folder (CTranslate2's)
+        if name not in self.files and not any(listed.startswith(name + "/") for listed in self.files):
+            raise ValueError(f"model.file {name!r} is not among the listed files")
         return self
