@@ -63,6 +63,10 @@ def generation_step(model) -> Step:
     return functools.partial(step, last_only=True) if accepts else step
 
 
+class Cancelled(Exception):
+    """A generation stopped because whoever asked for it went away."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How the next token is picked. temperature 0 is greedy (then top_k, top_p and seed do nothing)."""
@@ -82,6 +86,12 @@ class Sampling:
             raise InputError(f"top_p {self.top_p} is outside (0, 1]: use e.g. 0.9, or 1 to switch it off")
         if self.repetition_penalty <= 0:
             raise InputError(f"repetition_penalty {self.repetition_penalty} must be positive (1 switches it off)")
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            if not np.isfinite(getattr(self, name)):
+                raise InputError(f"{name} {getattr(self, name)} is not a finite number: give a plain number")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed < 2**64):
+            raise InputError(f"seed {self.seed!r} is not an integer in [0, 2^64): give a non-negative whole number")
 
 
 def pick_token(logits: np.ndarray, seen: Sequence[int], sampling: Sampling, rng: np.random.Generator) -> int:
@@ -93,7 +103,9 @@ def pick_token(logits: np.ndarray, seen: Sequence[int], sampling: Sampling, rng:
         scores[idx] = np.where(picked > 0, picked / sampling.repetition_penalty, picked * sampling.repetition_penalty)
     if sampling.temperature == 0:
         return int(scores.argmax())
-    scores = scores / sampling.temperature
+    # shifted before scaling: the best score becomes 0 whatever the temperature, so a tiny one gives
+    # 0 and -inf (greedy), never inf - inf (NaN probabilities)
+    scores = (scores - scores.max()) / sampling.temperature
     if sampling.top_k and sampling.top_k < scores.size:
         kth = np.partition(scores, -sampling.top_k)[-sampling.top_k]
         scores[scores < kth] = -np.inf
@@ -178,11 +190,15 @@ class TextGenerator:
                 yield piece[1]
 
     def generate(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(),
-                 stop: Sequence[str] = (), use_cache: bool = True) -> Generation:
+                 stop: Sequence[str] = (), use_cache: bool = True,
+                 cancelled: Callable[[], bool] | None = None) -> Generation:
+        """The whole continuation; `cancelled()` is asked before each token (a server whose client left)."""
         ids: list[int] = []
         texts: list[str] = []
         stopped_by = "max_new_tokens"
         for token, text, reason in self.steps(prompt, max_new_tokens, sampling, stop, use_cache):
+            if cancelled is not None and cancelled():
+                raise Cancelled("the generation was cancelled")
             if token is not None:
                 ids.append(token)
             texts.append(text)

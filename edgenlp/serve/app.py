@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from ..runtime import Bundle
+from ..runtime.generation import Cancelled
 from ..runtime.errors import BundleError, InputError
 from ..runtime.files import path_inside
 from .batching import Batcher, BatchSettings, Overloaded, ShuttingDown
@@ -44,7 +46,7 @@ class ServeSettings:
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     inputs: Union[str, List[str]]
     raw_scores: bool = False
     truncate: bool = True
@@ -55,21 +57,63 @@ class Score(BaseModel):
     score: float
 
 
+class GenerateDetails(BaseModel):
+    finish_reason: str
+    generated_tokens: int
+    prompt_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    details: GenerateDetails
+
+
 class GenerateParameters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     max_new_tokens: Optional[int] = Field(None, ge=0)
     temperature: Optional[float] = Field(None, ge=0)
     top_k: Optional[int] = Field(None, ge=0)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     repetition_penalty: Optional[float] = Field(None, gt=0)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, lt=2**64)
     stop: List[str] = []
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     inputs: str
     parameters: GenerateParameters = GenerateParameters()
+
+
+class ErrorBody(BaseModel):
+    """Every failure: what went wrong, in one line, and its kind."""
+    error: str
+    error_type: str
+
+
+ERRORS = {status: {"model": ErrorBody, "description": why} for status, why in (
+    (400, "a request the model cannot serve"), (404, "no such file"), (413, "a body, batch or prompt over the limits"),
+    (422, "a body that does not match the schema"), (503, "overloaded or shutting down"))}
+"""The documented error answers of the model endpoints (OpenAPI `responses`)."""
+
+
+class ParsedOffTheLoop(Request):
+    """A request whose JSON body is parsed in a worker thread: a 1 MiB body never stalls other requests."""
+
+    async def json(self):
+        if not hasattr(self, "_json"):
+            self._json = await asyncio.to_thread(json.loads, await self.body())
+        return self._json
+
+
+class OffTheLoopRoute(APIRoute):
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def parsed_off_the_loop(request: Request):
+            return await handler(ParsedOffTheLoop(request.scope, request.receive))
+
+        return parsed_off_the_loop
 
 
 class ApiError(Exception):
@@ -126,8 +170,13 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
 
     app = FastAPI(title="edgenlp", version=bundle.manifest.get("edgenlp_version") or "0",
                   description=f"{bundle.task} with {bundle.manifest['model']['variant']}", lifespan=lifespan)
+    app.router.route_class = OffTheLoopRoute
 
     app.add_middleware(Measured, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):  # a bug, still in the documented shape
+        return _error(500, "internal", f"internal error ({type(exc).__name__}): please report it")
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
@@ -144,8 +193,9 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
             raise ApiError(400, "validation", f"this server runs a {bundle.task} bundle: {endpoint} needs a "
                                               f"{task} bundle")
 
+    # both tasks' routes answer and are documented: the other task's with a 400 that says which bundle it needs
     @app.post("/predict", summary="Classify one text or a batch (text-embeddings-inference's request shape)",
-              response_model=Union[List[Score], List[List[Score]]])
+              response_model=Union[List[Score], List[List[Score]]], responses=ERRORS)
     async def predict(body: PredictRequest):
         need("text-classification", "/predict")
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
@@ -154,8 +204,8 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                                               "request may carry: split the batch")
         arrived = time.perf_counter()
         model = bundle.model
-        try:
-            items = model.prepare(texts, truncate=body.truncate)
+        try:  # tokenising a long text takes a while: in a thread, so /health and other clients never wait on it
+            items = await asyncio.to_thread(model.prepare, texts, truncate=body.truncate)
         except InputError as exc:
             too_long = "longer than the model's maximum" in str(exc)
             raise ApiError(413 if too_long else 400, "validation", str(exc)) from None
@@ -175,33 +225,51 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                                  "x-inference-time": _ms(done - job.started), "x-batch-size": str(job.batch_texts)})
 
     def generation_args(body: GenerateRequest) -> dict:
+        """The generator's arguments, checked now: a bad setting is a 400 before any work (or stream) starts."""
         p = body.parameters
         sampling = {k: v for k, v in p.model_dump().items() if v is not None and k not in ("max_new_tokens", "stop")}
-        return {"max_new_tokens": p.max_new_tokens, "stop": list(p.stop), **sampling}
+        try:
+            args = bundle.generation_args(p.max_new_tokens, {**sampling, "stop": list(p.stop)})
+            prompt_ids = bundle.model.encode(body.inputs) if body.inputs.strip() else []
+            bundle.model.check_request(prompt_ids, args["max_new_tokens"])
+        except InputError as exc:
+            raise ApiError(_input_status(exc), "validation", str(exc)) from None
+        return args
 
-    async def run_generation(work):
+    async def run_generation(request: Request, work):
+        """`work(cancelled)` in the generation thread, one at a time; `cancelled` is set once the client has gone,
+        so an abandoned generation stops at its next token and one still waiting never starts."""
         if waiting["generations"] >= settings.max_waiting_generations:
             raise ApiError(503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: "
                                               "retry shortly")
         waiting["generations"] += 1
+        cancelled = threading.Event()
+        watcher = asyncio.ensure_future(_until_disconnected(request, cancelled))
         try:
-            return await asyncio.to_thread(_one_at_a_time, generating, work)
+            return await asyncio.to_thread(_one_at_a_time, generating, work, cancelled)
         except InputError as exc:
-            raise ApiError(400 if "empty" in str(exc) else 413, "validation", str(exc)) from None
+            raise ApiError(_input_status(exc), "validation", str(exc)) from None
         finally:
+            cancelled.set()  # the thread has returned, or the caller was cancelled: either way nothing more runs
+            watcher.cancel()
             waiting["generations"] -= 1
 
-    @app.post("/generate", summary="Continue a prompt (text-generation-inference's request shape)")
-    async def generate(body: GenerateRequest, response: Response):
+    @app.post("/generate", summary="Continue a prompt (text-generation-inference's request shape)",
+              response_model=GenerateResponse, responses=ERRORS)
+    async def generate(body: GenerateRequest, request: Request, response: Response):
         need("text-generation", "/generate")
         arrived = time.perf_counter()
         timing = {}
+        args = await asyncio.to_thread(generation_args, body)
 
-        def work():
+        def work(cancelled: threading.Event):
             timing["started"] = time.perf_counter()
-            return bundle.generate(body.inputs, **generation_args(body))
+            return bundle.model.generate(body.inputs, **args, cancelled=cancelled.is_set)
 
-        done = await run_generation(work)
+        try:
+            done = await run_generation(request, work)
+        except Cancelled:
+            return Response(status_code=499)  # nobody is listening; the status only reaches the metrics
         finished = time.perf_counter()
         response.headers.update({"x-compute-time": _ms(finished - arrived),
                                  "x-queue-time": _ms(timing["started"] - arrived),
@@ -210,45 +278,60 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                                                          "generated_tokens": len(done.token_ids),
                                                          "prompt_tokens": done.prompt_tokens}}
 
-    @app.post("/generate_stream", summary="Continue a prompt, streamed as server-sent events")
-    async def generate_stream(body: GenerateRequest):
+    @app.post("/generate_stream", summary="Continue a prompt, streamed as server-sent events",
+              responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
+                                         "description": "token events, then the whole text; a failure after the "
+                                                        "headers ends the stream with an {error, error_type} event"}})
+    async def generate_stream(body: GenerateRequest, request: Request):
         need("text-generation", "/generate_stream")
-        args = generation_args(body)
-        model = bundle.model
-        prompt_ids = model.encode(body.inputs) if body.inputs.strip() else []
-        try:
-            model.check_request(prompt_ids, args["max_new_tokens"] if args["max_new_tokens"] is not None
-                                else bundle.generation_args(None, {})["max_new_tokens"])
-        except InputError as exc:
-            raise ApiError(400 if "empty" in str(exc) else 413, "validation", str(exc)) from None
+        args = await asyncio.to_thread(generation_args, body)  # refused before the stream starts
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
-        def work():
+        def emit(event) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        def work(cancelled: threading.Event):
             try:
                 text, stopped = [], None
-                for token, piece, reason in bundle.steps(body.inputs, **args):
+                for token, piece, reason in bundle.model.steps(body.inputs, **args):
+                    if cancelled.is_set():
+                        raise Cancelled("the client went away")
                     text.append(piece)
                     stopped = reason or stopped
                     if token is not None:  # the last step may only flush text held back for whole characters
-                        loop.call_soon_threadsafe(events.put_nowait, {"token": {"id": token, "text": piece,
-                                                                                "special": False},
-                                                                      "generated_text": None, "details": None})
-                loop.call_soon_threadsafe(events.put_nowait, {"token": None, "generated_text": "".join(text),
-                                                              "details": {"finish_reason": _finish(stopped)}})
+                        emit({"token": {"id": token, "text": piece, "special": False},
+                              "generated_text": None, "details": None})
+                emit({"token": None, "generated_text": "".join(text), "details": {"finish_reason": _finish(stopped)}})
+            except Cancelled:
+                raise
+            except InputError as exc:
+                emit({"error": str(exc), "error_type": "validation"})
+            except Exception as exc:  # after the headers a status cannot change: the stream says it instead
+                emit({"error": f"the generation failed ({type(exc).__name__}): please report it",
+                      "error_type": "internal"})
             finally:
-                loop.call_soon_threadsafe(events.put_nowait, None)
+                emit(None)
 
         if waiting["generations"] >= settings.max_waiting_generations:  # refuse before the stream starts
             raise ApiError(503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: "
                                               "retry shortly")
-        task = asyncio.ensure_future(run_generation(work))
+        task = asyncio.ensure_future(run_generation(request, work))
         task.add_done_callback(lambda _: events.put_nowait(None))  # the stream ends even if work never ran
 
         async def stream():
-            while (event := await events.get()) is not None:
-                yield f"data: {json.dumps(event)}\n\n"
-            await task
+            try:
+                while (event := await events.get()) is not None:
+                    yield f"data: {json.dumps(event)}\n\n"
+            finally:
+                if not task.done():  # the client went away mid-stream: stop the generation, free its slot
+                    task.cancel()
+            try:
+                await task
+            except (Cancelled, asyncio.CancelledError):
+                pass
+            except ApiError as exc:  # refused once queued (the server filled up meanwhile)
+                yield f"data: {json.dumps({'error': str(exc), 'error_type': exc.error_type})}\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
@@ -270,7 +353,9 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                 "browser_note": None if bundle.engine == "onnx" else
                 f"In-browser mode runs ONNX bundles (transformers.js); this one is for {bundle.engine}."}
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus' text format"}})
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -304,10 +389,13 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
 
 
 class Measured:
-    """Counts and times every request by route and status, and refuses an oversized body before it is read.
+    """Counts and times every request by route and status (failures too), and refuses an oversized body.
 
-    A plain ASGI middleware: FastAPI's `@app.middleware("http")` wraps every request in extra tasks
-    and streams, about a millisecond of Python per request at the rates the server is built for.
+    The limit holds for the bytes that actually arrive, not only for what `Content-Length` claims: a
+    chunked body is read here, counted as it comes, and answered 413 at the first chunk past the
+    limit; what was read is then handed to the app as one message. A plain ASGI middleware:
+    FastAPI's `@app.middleware("http")` wraps every request in extra tasks and streams, about a
+    millisecond of Python per request at the rates the server is built for.
     """
 
     def __init__(self, app, metrics: Metrics, max_body_bytes: int):
@@ -324,16 +412,55 @@ class Measured:
                 status["code"] = message["status"]
             await send(message)
 
-        length = dict(scope.get("headers") or ()).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            await _error(413, "validation", f"the body is {int(length)} bytes, more than {self.max_body_bytes}: "
-                                            "send fewer or shorter texts")(scope, receive, send_and_note)
-        else:
-            await self.app(scope, receive, send_and_note)
-        route = scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        self.metrics.requests.labels(endpoint, str(status["code"])).inc()
-        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        try:
+            length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_body_bytes:
+                await self._too_large(int(length), scope, receive, send_and_note)
+                return
+            body = await self._read_body(receive)
+            if body is None:
+                status["code"] = 499  # the client left before its body arrived
+                return
+            if len(body) > self.max_body_bytes:
+                await self._too_large(len(body), scope, receive, send_and_note, counted=True)
+                return
+            await self.app(scope, _replay(body, receive), send_and_note)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    async def _read_body(self, receive) -> bytes | None:
+        """The body, stopping one byte past the limit; None when the client disconnected."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes or not message.get("more_body", False):
+                return bytes(body)
+
+    async def _too_large(self, size: int, scope, receive, send, counted: bool = False) -> None:
+        said = f"more than {self.max_body_bytes} bytes" if counted else \
+            f"{size} bytes, more than {self.max_body_bytes}"
+        await _error(413, "validation", f"the body is {said}: send fewer or shorter texts")(scope, receive, send)
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that gives the app the body already read, then passes on what the client sends next
+    (its disconnect, which the generation endpoints watch for)."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _finish(stopped_by: str | None) -> str:
@@ -345,9 +472,26 @@ def _finish(stopped_by: str | None) -> str:
     return "length"
 
 
-def _one_at_a_time(gate: threading.Semaphore, work):
+def _one_at_a_time(gate: threading.Semaphore, work, cancelled: threading.Event):
     with gate:
-        return work()
+        if cancelled.is_set():  # its client left while it waited: it never starts
+            raise Cancelled("the client went away before the generation started")
+        return work(cancelled)
+
+
+async def _until_disconnected(request: Request, cancelled: threading.Event) -> None:
+    """Set `cancelled` when the client disconnects (the body has been read: what arrives next is the end)."""
+    while not cancelled.is_set():
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancelled.set()
+            return
+
+
+def _input_status(exc: InputError) -> int:
+    """400 for a request the model cannot serve, 413 for one that is too long for it."""
+    text = str(exc)
+    return 413 if ("context" in text or "longer than" in text or "exceeds" in text) else 400
 
 
 def _file_in(folder: Path, name: str):
