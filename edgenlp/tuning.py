@@ -179,6 +179,14 @@ def _pruner(settings: TuningSettings):
     return optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials, n_warmup_steps=0, interval_steps=1)
 
 
+def study_url(path: Path) -> str:
+    """The SQLite URL of the study file, built by SQLAlchemy: a `?` or `%` in the run folder's path stays part
+    of the path instead of starting a query or an escape."""
+    from sqlalchemy.engine import URL
+
+    return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string(hide_password=False)
+
+
 def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: bool, metric: str,
            train_one: Callable[..., Any], reads: tuple[Path, ...] = ()):
     """Run (or resume) the study; copy the best trial's checkpoint into `workdir`; return its StageOutput.
@@ -194,7 +202,7 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
     folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name="search", storage=f"sqlite:///{folder / STUDY_FILE}", load_if_exists=True,
+        study_name="search", storage=study_url(folder / STUDY_FILE), load_if_exists=True,
         direction="maximize" if higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=min(4, settings.trials)),
         pruner=_pruner(settings))
@@ -278,6 +286,11 @@ def _optimize_elsewhere(executor, study, config: BaseModel, folder: Path, is_int
     port = _free_port(host)
     server = make_server(study._storage, host, port)
     server.start()
+    loopback = host.startswith("127.")
+    logging.getLogger(__name__).log(
+        logging.INFO if loopback else logging.WARNING,
+        "tuning: the study's gRPC proxy listens on %s:%d, unauthenticated, until the trials finish (%s)", host, port,
+        "loopback only" if loopback else "reachable from the cluster's network: keep that network trusted")
     lock = threading.Lock()
     deadline = time.time() + settings.timeout_minutes * 60 if settings.timeout_minutes else None
     cpus = executor.settings.build_cpus or 1

@@ -82,3 +82,57 @@ def test_a_moved_run_bundles_reports_compares_and_explains(moved_run, tmp_path, 
     explained = runner.invoke(app, ["explain", str(moved_run), "the movie was fun", "--out", str(tmp_path / "x")])
     assert explained.exit_code == 0, explained.output
     assert (tmp_path / "x" / "explain.json").is_file()
+
+
+def test_a_study_file_under_a_folder_with_query_characters_stays_there(tmp_path):
+    from edgenlp.tuning import study_url
+
+    folder = tmp_path / "odd?name%2F&x"
+    folder.mkdir()
+    import optuna
+
+    optuna.create_study(storage=study_url(folder / "study.db"), study_name="s")
+    assert (folder / "study.db").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+
+def test_shipped_links_travel_as_the_files_they_name(tmp_path):
+    """A hub snapshot (snapshots/rev/x -> ../../blobs/...) packs as plain files."""
+    from edgenlp.executors import transport
+
+    snapshot = tmp_path / "snapshots" / "rev"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "abc").write_text('{"model_type": "bert"}')
+    os.symlink("../../blobs/abc", snapshot / "config.json")
+    got = transport.unpack(transport.pack(snapshot), tmp_path / "arrived", "the snapshot")
+    arrived = tmp_path / "arrived" / "config.json"
+    assert set(got) == {"config.json"} and arrived.is_file() and not arrived.is_symlink()
+    assert arrived.read_text() == '{"model_type": "bert"}'
+
+
+def test_a_node_cache_copy_is_checked_on_reuse_and_the_cache_is_private(tmp_path):
+    from edgenlp.artifact import hash_tree, stable_id
+    from edgenlp.errors import ArtifactError
+    from edgenlp.executors import transport
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"the real weights")
+    key = stable_id(hash_tree(source))
+    cache = transport.private_folder(tmp_path / "cache")
+    assert cache.stat().st_mode & 0o077 == 0
+    planted = cache / key
+    planted.mkdir()
+    (planted / "weights.bin").write_bytes(b"planted weights!")  # what someone who made the folder first left
+    folder = transport.unpack_once(lambda: transport.pack(source), key, cache, "the model")
+    assert (folder / "weights.bin").read_bytes() == b"the real weights"
+    assert transport.unpack_once(lambda: pytest.fail("a good copy is reused"), key, cache, "the model") == folder
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(ArtifactError, match="not a private folder"):
+        transport.private_folder(shared)
+    os.symlink(cache, tmp_path / "link")
+    with pytest.raises(ArtifactError, match="not a private folder"):
+        transport.private_folder(tmp_path / "link")

@@ -92,3 +92,38 @@ def test_a_truncated_or_foreign_config_is_one_line(tmp_path, content):
         models.resolve(str(folder))
     result = CliRunner().invoke(app, ["optimize", str(folder), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "internal error" not in result.output
+
+
+def test_a_roberta_classifier_without_a_pad_token_keeps_its_pad_id_and_exports(tiny_gpt2, tiny_csv, tmp_path):
+    """RoBERTa's position embeddings use config.pad_token_id as their padding index: it must survive training."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+
+    folder = tmp_path / "roberta"
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_gpt2))  # byte-level BPE without a pad token
+    assert tokenizer.pad_token is None
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=70, pad_token_id=1, num_labels=2)
+    RobertaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    runner = CliRunner()
+    out = tmp_path / "tuned"
+    done = runner.invoke(app, ["finetune", str(folder), "--data", str(tiny_csv), "--text-column", "review",
+                               "--label-column", "sentiment", "--max-steps", "2", "--batch-size", "8",
+                               "--max-length", "32", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] == 1
+    parent = models.resolve(str(out))
+    cfg = export.Config()
+    onnx_art, _ = build(tmp_path / "onnx", parent, export.NAME, cfg, run=lambda work: export.run(parent, cfg, work),
+                        libraries=export.LIBRARIES)
+    assert (onnx_art.path / "model.onnx").is_file()
+
+
+def test_a_decoder_config_without_a_context_length_is_one_line():
+    from edgenlp.runtime.errors import BundleError
+    from edgenlp.runtime.generation import context_of
+
+    assert context_of({"model_type": "gpt2"}) == (1024, None)  # GPT-2's own default
+    assert context_of({"model_type": "bloom", "seq_length": 2048, "eos_token_id": [2, 3]}) == (2048, 2)
+    with pytest.raises(BundleError, match="set max_position_embeddings"):
+        context_of({"model_type": "mpt", "alibi": True})

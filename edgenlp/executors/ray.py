@@ -33,11 +33,11 @@ def _ray():
 
 
 def node_cache() -> Path:
+    """This node's copies of shipped folders: in a folder private to this user (0700), per node."""
     ray = _ray()
-    base = Path(os.environ.get(CACHE_ENV) or tempfile.gettempdir()) / "edgenlp-ray"
-    folder = base / ray.get_runtime_context().get_node_id()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    base = Path(os.environ.get(CACHE_ENV) or tempfile.gettempdir()) / f"edgenlp-ray-{os.getuid()}"
+    transport.private_folder(base)
+    return transport.private_folder(base / ray.get_runtime_context().get_node_id()[:16])
 
 
 def _node_kind() -> str | None:
@@ -186,7 +186,11 @@ class RayExecutor:
                                 "or raise executor.retries") from None
 
     def reachable_host(self) -> str:
-        """This process's address as the cluster's nodes reach it."""
+        """This process's address as the cluster's nodes reach it: loopback for a Ray instance started here
+        (its nodes share this machine), the node's own address for a cluster. Whatever listens there (the
+        tuning study's gRPC proxy) is open to whoever reaches that address: run clusters on a trusted network."""
+        if self.settings.address is None:
+            return "127.0.0.1"
         return _ray().util.get_node_ip_address()
 
     def describe(self) -> dict:

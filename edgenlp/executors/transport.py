@@ -15,7 +15,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, EdgeNLPError
 
 MANIFEST = ".edgenlp-transport.json"
 
@@ -32,7 +32,8 @@ def pack(folder: Path) -> bytes:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     manifest = {str(p.relative_to(folder)): _sha256(p) for p in files}
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    # dereference: a link (a hub snapshot's files point into its blobs/) travels as the file it names
+    with tarfile.open(fileobj=buffer, mode="w", dereference=True) as tar:
         for path in files:
             tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
         data = json.dumps(manifest, sort_keys=True).encode()
@@ -71,12 +72,18 @@ def unpack(blob: bytes, dest: Path, what: str) -> dict[str, str]:
 def unpack_once(blob_of, key: str, cache: Path, what: str) -> Path:
     """The folder for `key` under `cache`, unpacked from `blob_of()` the first time it is asked for.
 
+    A copy found there is used only once it proves to be `key` again (an artifact's own hashes and
+    id, or the hash of its files): a damaged or planted copy is removed and unpacked anew.
     Concurrent tasks on one node may ask at once: each unpacks into its own temporary folder and
     the first rename wins; the others drop theirs.
     """
     final = cache / key
-    if final.is_dir():
-        return final
+    if final.is_dir() and not final.is_symlink():
+        if is_copy_of(final, key):
+            return final
+        shutil.rmtree(final, ignore_errors=True)
+    elif final.is_symlink():
+        final.unlink()
     tmp = cache / f".{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         unpack(blob_of(), tmp, what)
@@ -88,3 +95,29 @@ def unpack_once(blob_of, key: str, cache: Path, what: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def is_copy_of(folder: Path, key: str) -> bool:
+    """Whether `folder` holds exactly what `key` names (see `Shipped.key`)."""
+    from ..artifact import META_FILE, Artifact, hash_tree, stable_id
+
+    try:
+        if (folder / META_FILE).is_file():
+            art = Artifact.load(folder)
+            if art.id == key:
+                return art.verify()
+        return stable_id(hash_tree(folder)) == key
+    except (OSError, ValueError, KeyError, EdgeNLPError):
+        return False
+
+
+def private_folder(path: Path) -> Path:
+    """`path` as a folder only this user can enter (mode 0700, owned by us, not a link), made if missing;
+    anything else there is refused rather than used: another user could have planted its contents."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = os.lstat(path)
+    if os.path.islink(path) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ArtifactError(f"{path} is not a private folder of this user (a link, another owner, or open to others): "
+                            "remove it, or point EDGENLP_RAY_CACHE at a folder of your own")
+    return path

@@ -426,6 +426,30 @@ def screen_latency(model_dir, tuning: EvalSet, threads: int, n: int = 60, repeat
 
 # -- training -------------------------------------------------------------------------------------
 
+def pad_with(tokenizer, config, where) -> None:
+    """Give a tokenizer without a pad token the model's own pad id; never change the model's special ids.
+
+    A model whose config names a pad id keeps it (RoBERTa's position embeddings use it as their padding
+    index: another id breaks the export); a model with none (GPT-2) pads with its end-of-text token, which
+    its classifier skips (it reads the last non-pad token).
+    """
+    from ..errors import DataError
+
+    pad_id = config.pad_token_id
+    if pad_id is None:
+        if tokenizer.eos_token is None:
+            raise DataError(f"{where}: neither the model nor its tokenizer names a pad token: set pad_token_id in "
+                            "config.json (and pad_token in tokenizer_config.json)")
+        tokenizer.pad_token = tokenizer.eos_token
+        config.pad_token_id = tokenizer.eos_token_id
+        return
+    token = tokenizer.convert_ids_to_tokens(int(pad_id)) if 0 <= int(pad_id) < len(tokenizer) else None
+    if token is None:
+        raise DataError(f"{where}: config.json's pad_token_id {pad_id} is not a token of its tokenizer "
+                        f"({len(tokenizer)} tokens): set pad_token in tokenizer_config.json to the model's pad token")
+    tokenizer.pad_token = token
+
+
 class Trainer:
     """The classifier's half of the fine-tuning loop: a sequence-classification head on the parent."""
 
@@ -442,9 +466,8 @@ class Trainer:
         self.model = AutoModelForSequenceClassification.from_pretrained(
             str(parent_path), **pretrained_options(), num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)}, ignore_mismatched_sizes=True)
-        if self.tokenizer.pad_token is None:  # GPT-2 has none; its classifier reads the last non-pad token
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-            self.model.config.pad_token_id = self.tokenizer.eos_token_id
+        if self.tokenizer.pad_token is None:
+            pad_with(self.tokenizer, self.model.config, parent_path)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.max_length = config.max_length
 
