@@ -286,16 +286,17 @@ def _load_tweets(spec: DataSpec) -> tuple[list[str], dict[str, Split]]:
 
 
 def hub_dataset(name: str):
-    """A Hugging Face hub dataset `NAME[:CONFIG]` as a DatasetDict, or a one-line error."""
+    """A Hugging Face hub dataset `NAME[:CONFIG][@REVISION]` as a DatasetDict, or a one-line error."""
     if settings.offline():
         raise DataError(f"data '{name}' is a hub dataset but hub access is off: use a local file or a kit set")
     try:
         import datasets
     except ImportError as exc:
         raise DataError("hub datasets need the package datasets: run `pip install datasets`") from exc
+    name, _, revision = name.partition("@")
     repo, _, config = name.partition(":")
-    try:
-        return datasets.load_dataset(repo, config or None)
+    try:  # datasets 4 runs no loading scripts: a hub dataset is data, not code
+        return datasets.load_dataset(repo, config or None, revision=revision or None)
     except Exception as exc:  # datasets raises many unrelated types for a bad id or no network
         raise DataError(f"could not load hub dataset '{name}' ({type(exc).__name__}: {str(exc)[:120]}): "
                         "check the name and your network") from exc

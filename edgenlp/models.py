@@ -51,7 +51,8 @@ PACKAGED_MODELS = {
 HUB_ALIASES = {hub_id.lower(): short for short, (_, hub_id) in PACKAGED_MODELS.items()}
 HUB_SHORT_NAMES = {"gpt2": "openai-community/gpt2", "distilgpt2": "distilbert/distilgpt2"}
 """Hub models people name without their organisation (they moved under one)."""
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
+"""`org/name`, optionally pinned to a revision (`org/name@v1.0`, a branch, or a commit hash)."""
 
 
 def packaged_model_dir(short_name: str) -> Path:
@@ -203,17 +204,21 @@ def download_patterns(repo_files: list[str]) -> list[str]:
                              "pass a repository or folder with PyTorch weights")
 
 
-def _from_hub(repo_id: str) -> Artifact:
+def _from_hub(spec: str) -> Artifact:
+    """Download once (config, tokenizer, PyTorch weights; never code files) and record the commit it got:
+    `org/name@REVISION` pins it, and a rerun of a recorded commit downloads the same bytes."""
+    repo_id, _, revision = spec.partition("@")
     if settings.offline():
-        raise ModelNotFoundError(f"model '{repo_id}' is a hub id but hub access is off (HF_HUB_OFFLINE=1): "
+        raise ModelNotFoundError(f"model '{spec}' is a hub id but hub access is off (HF_HUB_OFFLINE=1): "
                                  "download it elsewhere and pass the local folder")
     from huggingface_hub import list_repo_files, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        patterns = download_patterns(list_repo_files(repo_id))
-        local = snapshot_download(repo_id, allow_patterns=patterns)
+        patterns = download_patterns(list_repo_files(repo_id, revision=revision or None))
+        local = snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns)
     except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise ModelNotFoundError(f"could not fetch '{repo_id}' from the hub ({type(exc).__name__}): "
-                                 "check the id and your network, or pass a local folder") from exc
-    return model_artifact(Path(local), {"kind": "hub", "repo_id": repo_id, "snapshot": Path(local).name})
+        raise ModelNotFoundError(f"could not fetch '{spec}' from the hub ({type(exc).__name__}): "
+                                 "check the id, the revision and your network, or pass a local folder") from exc
+    return model_artifact(Path(local), {"kind": "hub", "repo_id": repo_id, "revision": revision or None,
+                                        "snapshot": Path(local).name})

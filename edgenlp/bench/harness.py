@@ -175,7 +175,8 @@ class _WorkerProcess:
         self.log_path = log_dir / f"{candidate.name}.{label}.log"
         self._log = open(self.log_path, "w")
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen(
+        # this interpreter running edgenlp's own worker module with fixed arguments, no shell
+        self.proc = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "edgenlp.bench.worker", task, str(candidate.path), candidate.runner,
              str(threads), str(payload_file)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)

@@ -72,16 +72,12 @@ def read_manifest(folder: Path) -> dict:
     if version > FORMAT_VERSION:
         raise BundleError(f"{folder} is bundle format {version}, newer than this runtime reads ({FORMAT_VERSION}): "
                           "upgrade edgenlp (or edgenlp-runtime)")
-    from pydantic import ValidationError
+    from .manifest import check
 
-    from .errors import first_problem
-    from .manifest import Manifest
-
-    try:
-        Manifest.model_validate(manifest)
-    except ValidationError as exc:
-        raise BundleError(f"{path}: {first_problem(exc)}: the manifest is damaged or was not written by edgenlp; "
-                          "rebuild the bundle with `edgenlp bundle`") from None
+    problem = check(manifest)
+    if problem:
+        raise BundleError(f"{path}: {problem}: the manifest is damaged or was not written by edgenlp; "
+                          "rebuild the bundle with `edgenlp bundle`")
     return manifest
 
 

@@ -18,15 +18,3 @@ class InputError(EdgeNLPError):
 class BundleError(EdgeNLPError):
     """A bundle that cannot be trusted or read: a tampered, missing or extra file, a newer format."""
 
-
-def first_problem(exc) -> str:
-    """A pydantic ValidationError as one line: where (dotted) and what was wrong, with the value given."""
-    err = exc.errors()[0]
-    where = ".".join(str(x) for x in err.get("loc", ()))
-    given = err.get("input")
-    shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    message = err.get("msg", "invalid").replace("\n", " ")
-    message = message[0].lower() + message[1:] if message else "invalid"
-    return f"{where}: {message} (got {shown})" if where else message

@@ -41,8 +41,10 @@ class OnnxModel:
         else:  # the bytes `files` checked, never the path again (nor a weights file beside it, unchecked)
             data_file = self.path.with_name(f"{self.path.name}_data")
             if files.exists(data_file):
-                weights = np.frombuffer(files.read(data_file), dtype=np.uint8)
-                options.add_external_initializers_from_files_in_memory([data_file.name], [weights], [weights.size])
+                # kept for the session's life: onnxruntime may use these bytes in place
+                self._weights = np.frombuffer(files.read(data_file), dtype=np.uint8)
+                options.add_external_initializers_from_files_in_memory([data_file.name], [self._weights],
+                                                                       [self._weights.size])
             self.session = ort.InferenceSession(files.read(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         # inputs with a default (an initializer of that name): fed only by callers that know them

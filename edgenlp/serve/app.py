@@ -302,7 +302,9 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                     if token is not None:  # the last step may only flush text held back for whole characters
                         emit({"token": {"id": token, "text": piece, "special": False},
                               "generated_text": None, "details": None})
-                emit({"token": None, "generated_text": "".join(text), "details": {"finish_reason": _finish(stopped)}})
+                # the final event of text-generation-inference's stream has no token ("token" is no password)
+                emit({"token": None, "generated_text": "".join(text),  # nosec B105
+                      "details": {"finish_reason": _finish(stopped)}})
             except Cancelled:
                 raise
             except InputError as exc:
