@@ -398,7 +398,6 @@ def bench(
 ) -> None:
     """Measure any models side by side under target profiles; writes results.json and report.md."""
     _setup(verbose, trust_remote_code)
-    import json
 
     from . import data as data_module
     from . import tasks
@@ -421,8 +420,15 @@ def bench(
             raise EdgeNLPError(f"{p} does not exist: pass a model folder, a variant folder or an .onnx file")
         name = p.stem if p.is_file() else p.name
         candidates.append(Candidate(name=name, path=p.resolve(), runner=runner or detect_format(p)))
+    from .models import read_config
+    from .trust import check_model_folder
+
+    for c in candidates:  # a folder that would run its own code is refused before any worker starts
+        folder = c.path if c.path.is_dir() else c.path.parent
+        if (folder / "config.json").exists():
+            check_model_folder(folder, read_config(folder / "config.json"), f"the model {folder}")
     first = candidates[0].path if candidates[0].path.is_dir() else candidates[0].path.parent
-    config = json.loads((first / "config.json").read_text()) if (first / "config.json").exists() else {}
+    config = read_config(first / "config.json") if (first / "config.json").exists() else {}
     chosen = tasks.resolve(tasks.of_config(config), task, str(first))
     preflight(candidates, settings, chosen.NAME)  # before the data loads: a bad profile or length costs nothing
     spec = _typed(data_module.DataSpec, "bench", source=data, text_column=text_column, label_column=label_column)
@@ -450,7 +456,6 @@ def generate(
     threads: int = typer.Option(1, min=1),
 ) -> None:
     """Continue a prompt with a text-generation model, streaming the tokens as they come."""
-    import json
 
     from .bench.runners import detect_format, open_causal_runner
     from .runtime.generation import Sampling
@@ -459,7 +464,9 @@ def generate(
     if not model.exists():
         raise EdgeNLPError(f"{model} does not exist: pass a text-generation variant folder or checkpoint")
     folder = model if model.is_dir() else model.parent
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    from .models import read_config
+
+    config = read_config(folder / "config.json") if (folder / "config.json").exists() else {}
     task = of_config(config)
     if task != "text-generation":
         raise EdgeNLPError(f"{model} is a {task or 'bare encoder'} model, not a text generator: pass a GPT-2-family "

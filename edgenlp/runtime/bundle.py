@@ -13,9 +13,12 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import BundleError, InputError
+
+if TYPE_CHECKING:
+    from .files import BundleFiles
 
 FORMAT = "edgenlp.bundle"
 FORMAT_VERSION = 1
