@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BundleError
@@ -19,6 +23,11 @@ from .errors import BundleError
 
 class Files:
     """Plain reads of any path: a variant folder or model the caller trusts."""
+
+    @contextmanager
+    def pinned(self, *paths: str | Path):
+        """Paths an engine may open by name itself (here: the paths as they are)."""
+        yield {p: Path(p) for p in paths}
 
     def read(self, path: str | Path) -> bytes:
         return Path(path).read_bytes()
@@ -85,12 +94,54 @@ class BundleFiles(Files):
     def read(self, path: str | Path) -> bytes:
         name = self.name_of(path)
         data = read_inside(self.folder, name)
-        entry = self.listed[name]
-        if self.verify and (len(data) != entry["bytes"] or self._sha256(data) != entry["sha256"]):
-            raise BundleError(f"{name} in {self.folder} does not match its sha256 in the manifest: the file was changed "
-                              "or damaged; copy the bundle again")
+        if self.verify and (len(data) != self.listed[name]["bytes"] or self._sha256(data) != self.listed[name]["sha256"]):
+            raise self._changed(name)
         self.checked.add(name)
         return data
+
+    @contextmanager
+    def pinned(self, *paths: str | Path):
+        """Paths an engine can open by name (onnxruntime maps a model's weights file rather than copying it)
+        whose bytes are still the checked ones: each file is opened once, no link followed, hashed through
+        that descriptor, and offered as a link to the descriptor itself (`/proc/self/fd/N`) in a private
+        temporary folder, side by side as in the bundle. Whatever replaces a file's name in the bundle
+        afterwards, the engine opens what was hashed. Where the system has no /proc (not Linux), engines get
+        no paths (None) and take the checked bytes from `read`."""
+        if not sys.platform.startswith("linux") or not Path("/proc/self/fd").is_dir():
+            yield None
+            return
+        names = [self.name_of(p) for p in paths]
+        folder = Path(tempfile.mkdtemp(prefix="edgenlp-bundle-"))  # mode 0700: nobody else can swap the links
+        descriptors: list[int] = []
+        try:
+            linked = {}
+            for path, name in zip(paths, names):
+                fd = open_inside(self.folder, name)
+                descriptors.append(fd)
+                if self.verify and not self._matches(fd, name):
+                    raise self._changed(name)
+                self.checked.add(name)
+                link = folder / Path(name).name
+                os.symlink(f"/proc/self/fd/{fd}", link)
+                linked[path] = link
+            yield linked
+        finally:
+            for fd in descriptors:
+                os.close(fd)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _matches(self, fd: int, name: str) -> bool:
+        from .bundle import CHUNK, _sha256
+
+        digest, offset = _sha256(), 0
+        while chunk := os.pread(fd, CHUNK, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+        return offset == self.listed[name]["bytes"] and digest.hexdigest() == self.listed[name]["sha256"]
+
+    def _changed(self, name: str) -> BundleError:
+        return BundleError(f"{name} in {self.folder} does not match its sha256 in the manifest: the file was changed "
+                           "or damaged; copy the bundle again")
 
 
 def path_inside(folder: Path, name: str) -> Path:
@@ -113,16 +164,16 @@ def path_inside(folder: Path, name: str) -> Path:
     return path
 
 
+def open_inside(folder: Path, name: str) -> int:
+    """A read-only descriptor of the regular file `path_inside(folder, name)`, opened without following a link."""
+    fd = os.open(path_inside(folder, name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BundleError(f"{name} in {folder} is not a regular file: copy the bundle again")
+    return fd
+
+
 def read_inside(folder: Path, name: str) -> bytes:
     """The bytes of `path_inside(folder, name)`, opened without following a link."""
-    path = path_inside(folder, name)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BundleError(f"{name} in {folder} is not a regular file: copy the bundle again")
-        with os.fdopen(fd, "rb") as f:
-            fd = -1
-            return f.read()
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    with os.fdopen(open_inside(folder, name), "rb") as f:
+        return f.read()

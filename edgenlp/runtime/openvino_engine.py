@@ -45,11 +45,12 @@ def compile_model(path: Path, threads: int = 1, files: Files = PLAIN):
               "INFERENCE_PRECISION_HINT": "f32"}
     core = ov.Core()
     xml = model_file(path)
-    if files is PLAIN:
-        return core.compile_model(str(xml), "CPU", config)
-    weights = np.frombuffer(files.read(xml.with_suffix(".bin")), dtype=np.uint8)  # the checked bytes
-    model = core.read_model(model=files.text(xml), weights=ov.Tensor(weights))
-    return core.compile_model(model, "CPU", config)
+    with files.pinned(xml, xml.with_suffix(".bin")) as checked:  # the checked files (see Files.pinned)
+        if checked is not None:
+            return core.compile_model(core.read_model(str(checked[xml]), str(checked[xml.with_suffix(".bin")])),
+                                      "CPU", config)
+        weights = np.frombuffer(files.read(xml.with_suffix(".bin")), dtype=np.uint8)
+        return core.compile_model(core.read_model(model=files.text(xml), weights=ov.Tensor(weights)), "CPU", config)
 
 
 class Graph:

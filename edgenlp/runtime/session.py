@@ -36,16 +36,18 @@ class OnnxModel:
 
         self.path = Path(model_path)
         options = session_options(threads, memory_arena)
-        if files is PLAIN:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        else:  # the bytes `files` checked, never the path again (nor a weights file beside it, unchecked)
-            data_file = self.path.with_name(f"{self.path.name}_data")
-            if files.exists(data_file):
-                # kept for the session's life: onnxruntime may use these bytes in place
-                self._weights = np.frombuffer(files.read(data_file), dtype=np.uint8)
-                options.add_external_initializers_from_files_in_memory([data_file.name], [self._weights],
-                                                                       [self._weights.size])
-            self.session = ort.InferenceSession(files.read(self.path), options, providers=["CPUExecutionProvider"])
+        data_file = self.path.with_name(f"{self.path.name}_data")  # the exporter's weights file, if any
+        with files.pinned(self.path, *([data_file] if files.exists(data_file) else [])) as checked:
+            if checked is not None:  # the checked files, by name (onnxruntime maps the weights file)
+                self.session = ort.InferenceSession(str(checked[self.path]), options,
+                                                    providers=["CPUExecutionProvider"])
+            else:  # no /proc to pin them: the checked bytes themselves (onnxruntime copies the weights)
+                if files.exists(data_file):
+                    weights = np.frombuffer(files.read(data_file), dtype=np.uint8)
+                    options.add_external_initializers_from_files_in_memory([data_file.name], [weights],
+                                                                           [weights.size])
+                self.session = ort.InferenceSession(files.read(self.path), options,
+                                                    providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         # inputs with a default (an initializer of that name): fed only by callers that know them
         self.optional_input_names = [i.name for i in self.session.get_overridable_initializers()]
