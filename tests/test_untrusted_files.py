@@ -136,3 +136,13 @@ def test_a_node_cache_copy_is_checked_on_reuse_and_the_cache_is_private(tmp_path
     os.symlink(cache, tmp_path / "link")
     with pytest.raises(ArtifactError, match="not a private folder"):
         transport.private_folder(tmp_path / "link")
+
+
+def test_the_study_proxy_of_a_ray_instance_started_here_listens_on_loopback():
+    """The tuning study's gRPC proxy (unauthenticated) binds to what the cluster needs: loopback for a local one."""
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray")
+    from edgenlp.executors.ray import RayExecutor
+
+    assert RayExecutor.reachable_host(SimpleNamespace(settings=SimpleNamespace(address=None))) == "127.0.0.1"
