@@ -14,7 +14,7 @@ from pathlib import Path
 
 from types import ModuleType
 
-from . import executors, models, search, stages, tasks
+from . import executors, models, progress, search, stages, tasks
 from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
@@ -175,12 +175,14 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
         elsewhere = (_on_a_node(executor, job, parent, stages.reads(stage, parent, config), needs)
                      if executor.remote and not stages.fans_out(stage, config) else None)
         try:
-            artifact, was_reused = build(
-                out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,
-                run=lambda work: job.run(parent, work),
-                check=(lambda child: job.check(parent, child)) if stages.checked_against_parent(stage) else None,
-                name=spec.name, check_settings=check_settings, inputs=inputs, libraries=stages.libraries(stage),
-                make_elsewhere=elsewhere)
+            with progress.stage(spec.name, spec.stage) as ended:
+                artifact, was_reused = build(
+                    out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,
+                    run=lambda work: job.run(parent, work),
+                    check=(lambda child: job.check(parent, child)) if stages.checked_against_parent(stage) else None,
+                    name=spec.name, check_settings=check_settings, inputs=inputs, libraries=stages.libraries(stage),
+                    make_elsewhere=elsewhere)
+                ended("reused" if was_reused else "built")
         except EdgeNLPError as exc:
             if skipped is not None and stages.skippable(stage):
                 log.warning("variant %s (%s) skipped: %s", spec.name, spec.stage, exc)

@@ -325,6 +325,7 @@ def test_runtime_runs_where_torch_cannot_be_imported(int8_bundle):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [a["label"] for a in load(int8_bundle).classify(TEXTS)]
 
 
+@pytest.mark.slow
 def test_runtime_installs_and_runs_in_a_fresh_venv_without_torch(int8_bundle, tmp_path):
     """Build the edgenlp-runtime wheel, install it alone in a new virtual environment, classify there."""
     root = Path(__file__).resolve().parents[1]

@@ -22,7 +22,8 @@ WEB = Path(__file__).resolve().parents[1] / "web"
 READY = (WEB / "node_modules" / "@huggingface" / "transformers").is_dir() and shutil.which("node")
 if not READY and os.environ.get("CI"):
     raise RuntimeError("CI needs transformers.js: run `npm ci --ignore-scripts` in web/ (.ci/run does)")
-pytestmark = pytest.mark.skipif(not READY, reason="transformers.js not installed: run `npm ci --ignore-scripts` in web/")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not READY, reason="transformers.js not installed: run `npm ci --ignore-scripts` in web/")]
 
 TEXTS = ["good film", "the plot was really boring and bad", "fun", "awful"]
 

@@ -9,6 +9,8 @@ import pytest
 
 from edgenlp import settings
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

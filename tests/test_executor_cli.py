@@ -11,6 +11,8 @@ import os
 
 import pytest
 
+pytestmark = pytest.mark.ray
+
 pytest.importorskip("ray", reason="the Ray executor tests need edgenlp[ray]")
 
 

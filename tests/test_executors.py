@@ -22,6 +22,8 @@ from edgenlp.executors import transport
 ray = pytest.importorskip("ray", reason="the Ray executor tests need edgenlp[ray]")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 MEASURE = {executors.MEASURE_RESOURCE: 1, executors.KIND_RESOURCE + "bench": 1}
 
 

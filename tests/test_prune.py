@@ -222,6 +222,7 @@ def test_distill_without_a_teacher_says_what_to_set(bert_classifier, tiny_recipe
         distill.teacher_path(parent, distill.Config(data=DataSpec(**tiny_recipe["data"])))
 
 
+@pytest.mark.slow
 def test_sweep_prunes_recovers_exports_and_quantises_each_ratio(tiny_recipe, tmp_path):
     spec = dict(tiny_recipe)
     spec["sweep"] = {"ratio": [0.5]}

@@ -25,6 +25,7 @@ def test_html_report_is_self_contained(tiny_run):
     assert "avx" in page or "arm64" in page or "generic" in page
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_plots_render_in_headless_chromium(tiny_run, tmp_path):
     result = subprocess.run(

@@ -149,6 +149,7 @@ def test_report_shows_every_trial_and_the_sensitivity_ranking(searched):
     assert "Quantisation sensitivity: the most damaging nodes" in html and "Accuracy-budget search" in html
 
 
+@pytest.mark.slow
 def test_the_search_is_task_generic_a_language_model_within_a_perplexity_budget(tiny_gpt2_recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
     spec = {**tiny_gpt2_recipe, "selection": {"max_accuracy_drop": 50.0},

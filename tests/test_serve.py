@@ -327,6 +327,7 @@ def test_a_full_queue_answers_503_at_once_over_http(int8_bundle):
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.browser
 @pytest.mark.skipif((default_web_assets() is None or not Path(CHROMIUM).exists()) and not os.environ.get("CI"),
                     reason="needs Debian's chromium and transformers.js (`npm ci --ignore-scripts` in web/); "
                            ".ci/run installs both, and CI never skips this")
