@@ -256,11 +256,18 @@ def test_ort_target_converts_checks_and_records_the_mobile_verdict(tiny_run, tmp
     assert target["bytes"] <= target["onnx_bytes"]
     assert "execution provider" in target["mobile_usability"]["recommendation"]
     assert set(target["mobile_usability"]["execution_providers"]) >= {"NNAPI"}
-    session = ort.InferenceSession(str(out / target["file"]), providers=["CPUExecutionProvider"])
-    bundle = load(out)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the bundle's runtime session: the same kernels, the same order of sums
+    session = ort.InferenceSession(str(out / target["file"]), options, providers=["CPUExecutionProvider"])
+    bundle = load(out, threads=1)
     feed = bundle.model.tokenizer.encode(TEXTS)
-    assert np.allclose(session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0],
-                       bundle.model.logits(feed), atol=1e-5)
+    ort_logits = session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0]
+    onnx_logits = bundle.model.logits(feed)
+    # the ORT file holds the graph as onnxruntime optimised it when converting; dynamic INT8 re-quantises every
+    # activation, so a last-bit float difference upstream can move one quantisation step: a tolerance INT8
+    # keeps on any CPU (the labels must agree exactly)
+    assert np.allclose(ort_logits, onnx_logits, atol=1e-3)
+    assert (ort_logits.argmax(-1) == onnx_logits.argmax(-1)).all()
     assert "ort/model_quantized.ort" in m["files"]
 
 

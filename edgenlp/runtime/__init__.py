@@ -1,4 +1,4 @@
-"""The torch-free inference path: onnxruntime, tokenizers and numpy, nothing else.
+"""The torch-free inference path: onnxruntime, tokenizers, numpy and msgspec (the manifest's schema), nothing else.
 
 This is what an edge app, the server and the benchmark workers load. It never imports torch or
 transformers (tests check, in a virtual environment that has neither), which keeps a process that
