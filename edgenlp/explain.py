@@ -90,7 +90,7 @@ def _tokenize(folder: Path, text: str, max_length: int):
 
     if not text or not text.strip():
         raise InputError("the text to explain is empty: pass a sentence")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **pretrained_options())
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **pretrained_options(folder))
     encoded = tokenizer(text, truncation=True, max_length=max_length, return_tensors="np")
     ids = encoded["input_ids"][0].tolist()
     return tokenizer, encoded, [tokenizer.convert_tokens_to_string([t]).strip() or t
@@ -126,7 +126,7 @@ def _pytorch_maps(folder: Path, text: str, max_length: int) -> AttentionMaps:
     architectures.register()
     tokenizer, encoded, tokens = _tokenize(folder, text, max_length)
     try:
-        model = AutoModel.from_pretrained(str(folder), **pretrained_options(), attn_implementation="eager").eval()
+        model = AutoModel.from_pretrained(str(folder), **pretrained_options(folder), attn_implementation="eager").eval()
     except (ValueError, TypeError) as exc:
         raise EdgeNLPError(f"{folder} cannot return its attention weights ({' '.join(str(exc).split())[:160]}): "
                            "explain a BERT-family or GPT-2 model") from exc

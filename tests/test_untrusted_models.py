@@ -127,3 +127,14 @@ def test_a_decoder_config_without_a_context_length_is_one_line():
     assert context_of({"model_type": "bloom", "seq_length": 2048, "eos_token_id": [2, 3]}) == (2048, 2)
     with pytest.raises(BundleError, match="set max_position_embeddings"):
         context_of({"model_type": "mpt", "alibi": True})
+
+
+def test_every_load_checks_its_folder_not_only_the_run_s_source(tmp_path, no_trust):
+    """Stages, runners, explain and bench load folders through `pretrained_options(folder)`, which refuses too."""
+    folder = _foreign_model(tmp_path / "m", {"AutoModelForCausalLM": "modeling_stranger.StrangerLM"})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["StrangerForCausalLM"]}))
+    with pytest.raises(ModelNotFoundError, match="--trust-remote-code"):
+        trust.pretrained_options(folder)
+    result = CliRunner().invoke(app, ["generate", str(folder), "hello"])
+    assert result.exit_code == 2 and "runs no code from a model folder" in result.output

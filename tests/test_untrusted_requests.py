@@ -226,3 +226,20 @@ def test_the_api_holds_against_its_own_schema(which, int8_bundle, gpt2_bundle):
                 case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
             check()
+
+
+def test_a_raw_path_out_of_the_bundle_is_not_served_whatever_the_flag(int8_bundle, tmp_path):
+    """The path as sent on the wire, not as an HTTP client would normalise it first."""
+    with serving(load(int8_bundle, verify_hashes=False)) as port:
+        for path in ("/models/bundle/../../../../../etc/passwd", "/models/bundle/onnx/../../../../etc/passwd",
+                     "/models/bundle/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/models/bundle//etc/passwd"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            status = int(answer.split(b" ", 2)[1])
+            assert status == 404 and b"root:" not in answer, (path, answer[:200])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /models/bundle/config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(64).startswith(b"HTTP/1.1 200")

@@ -49,7 +49,7 @@ class PytorchRunner:
         torch.set_num_threads(threads)
         self.torch = torch
         architectures.register()  # a pruned checkpoint's classes
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), **pretrained_options()).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), **pretrained_options(path)).eval()
         self.accepted = set(inspect.signature(self.model.forward).parameters)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -135,7 +135,7 @@ class PytorchCausalLM(_text_generator()):
         torch.set_num_threads(threads)
         self.torch = torch
         architectures.register()  # a pruned checkpoint's classes
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), **pretrained_options()).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), **pretrained_options(path)).eval()
         config = self.model.config
         from ..runtime.generation import context_of
 

@@ -48,7 +48,7 @@ def text_to_label_graph(folder: Path, model_rel: str, labels: list[str], max_len
 
     model = onnx.load(str(folder / model_rel))
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **pretrained_options())
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **pretrained_options(folder))
     options = {"max_length": max_length}
     if tokenizer.init_kwargs.get("do_lower_case") and tokenizer.init_kwargs.get("strip_accents") is None:
         options["strip_accents"] = 1  # Hugging Face strips accents whenever it lower-cases, unless told not to

@@ -82,7 +82,8 @@ def convert_classifier(parent: Artifact, out: Path, compute_type: str) -> dict:
     from transformers import AutoModelForSequenceClassification
 
     transformers.logging.set_verbosity_error()
-    model = AutoModelForSequenceClassification.from_pretrained(str(parent.path), **pretrained_options()).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(str(parent.path),
+                                                               **pretrained_options(parent.path)).eval()
     if getattr(model.bert, "pooler", None) is None:
         raise EngineError(f"CTranslate2 cannot convert {parent.name}: it has no pooler, and CTranslate2's BERT "
                           "classifies from the pooled output")

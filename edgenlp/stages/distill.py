@@ -76,7 +76,8 @@ class Distillation:
         import transformers
 
         architectures.register()
-        self.teacher = getattr(transformers, self.auto_model).from_pretrained(str(self.teacher_path), **pretrained_options()).eval()
+        self.teacher = getattr(transformers, self.auto_model).from_pretrained(
+            str(self.teacher_path), **pretrained_options(self.teacher_path)).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         s, t = student.config, self.teacher.config

@@ -44,7 +44,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     architectures.register()
     with _registered_classes_count_as_transformers():
         main_export(str(parent.path), output=str(workdir), task=OPTIMUM_TASKS[parent.task], library_name="transformers",
-                    opset=config.opset, do_validation=False, device="cpu", **pretrained_options())
+                    opset=config.opset, do_validation=False, device="cpu", **pretrained_options(parent.path))
     for leftover in ("1_Pooling",):  # sentence-transformers extras that the ONNX model does not use
         shutil.rmtree(workdir / leftover, ignore_errors=True)
     import onnx

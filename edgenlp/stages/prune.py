@@ -192,7 +192,7 @@ def _load(parent: Artifact, config: Config):
         return task, trainer.model, batches
     architectures.register()
     auto = getattr(transformers, task.AUTO_MODEL)
-    model = auto.from_pretrained(str(parent.path), **pretrained_options())
+    model = auto.from_pretrained(str(parent.path), **pretrained_options(parent.path))
     generator = torch.Generator().manual_seed(config.seed)
     ids = torch.randint(0, model.config.vocab_size, (2, min(16, config.max_length)), generator=generator)
     return task, model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
@@ -332,7 +332,7 @@ def _rebuild(model, task, family: architectures.Family, shapes: dict, example: d
 def _copy_tokenizer(source: Path, workdir: Path) -> None:
     from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(str(source), **pretrained_options()).save_pretrained(str(workdir))
+    AutoTokenizer.from_pretrained(str(source), **pretrained_options(source)).save_pretrained(str(workdir))
 
 
 def _check_reload(pruned, workdir: Path, task, example: dict) -> None:
@@ -340,7 +340,7 @@ def _check_reload(pruned, workdir: Path, task, example: dict) -> None:
     import torch
     import transformers
 
-    reloaded = getattr(transformers, task.AUTO_MODEL).from_pretrained(str(workdir), **pretrained_options()).eval()
+    reloaded = getattr(transformers, task.AUTO_MODEL).from_pretrained(str(workdir), **pretrained_options(workdir)).eval()
     with torch.no_grad():
         diff = (reloaded(**example).logits - pruned(**example).logits).abs().max().item()
     if diff > 1e-5:

@@ -462,9 +462,10 @@ class Trainer:
 
         self.labels = dataset.labels
         architectures.register()  # a pruned checkpoint's classes
-        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options())
+        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options(parent_path))
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(parent_path), **pretrained_options(), num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+            str(parent_path), **pretrained_options(parent_path), num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
             label2id={name: i for i, name in enumerate(self.labels)}, ignore_mismatched_sizes=True)
         if self.tokenizer.pad_token is None:
             pad_with(self.tokenizer, self.model.config, parent_path)

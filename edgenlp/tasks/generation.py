@@ -699,8 +699,8 @@ class Trainer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         architectures.register()  # a pruned checkpoint's classes
-        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options())
-        self.model = AutoModelForCausalLM.from_pretrained(str(parent_path), **pretrained_options())
+        self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options(parent_path))
+        self.model = AutoModelForCausalLM.from_pretrained(str(parent_path), **pretrained_options(parent_path))
         context, _ = context_of(self.model.config.to_dict(), f"{parent_path}/config.json")
         self.block = min(config.max_length, context)
         eos = self.tokenizer.eos_token_id
