@@ -122,11 +122,20 @@ def verify(folder: Path, manifest: dict) -> None:
     check_layout(folder, manifest)
     files = BundleFiles(Path(folder), manifest["files"], verify=True)
     for rel in sorted(manifest["files"]):
-        files.read(rel)
+        files.check(rel)
 
 
-MAX_UNPACKED_BYTES = int(os.environ.get("EDGENLP_MAX_BUNDLE_BYTES") or 8 << 30)
+MAX_UNPACKED_BYTES = 8 << 30
 """The most a zipped bundle may unpack to (8 GiB; `EDGENLP_MAX_BUNDLE_BYTES` raises it)."""
+
+
+def max_unpacked_bytes() -> int:
+    value = os.environ.get("EDGENLP_MAX_BUNDLE_BYTES", "").strip()
+    if not value:
+        return MAX_UNPACKED_BYTES
+    if not value.isdigit():
+        raise BundleError(f"EDGENLP_MAX_BUNDLE_BYTES={value!r} is not a number of bytes: set it to e.g. 17179869184")
+    return int(value)
 
 
 def unzip(archive: Path, cache: Path | None = None) -> Path:
@@ -193,8 +202,8 @@ def _checked_members(archive: Path, z, infos) -> list:
             raise BundleError(f"{archive} holds {info.filename} of {info.file_size} bytes, which its manifest does not "
                               "list at that size: the archive is damaged or not an edgenlp bundle")
         total += size
-        if total > MAX_UNPACKED_BYTES:
-            raise BundleError(f"{archive} would unpack to more than {MAX_UNPACKED_BYTES} bytes: refusing it "
+        if total > max_unpacked_bytes():
+            raise BundleError(f"{archive} would unpack to more than {max_unpacked_bytes()} bytes: refusing it "
                               "(set EDGENLP_MAX_BUNDLE_BYTES to allow a larger bundle)")
         members.append((info, size))
     return members
@@ -327,5 +336,5 @@ def load(path: str | Path, verify_hashes: bool = True, task: str | None = None, 
     bundle = Bundle(folder, manifest, threads=threads, memory_arena=memory_arena, files=files)
     if verify_hashes:
         for rel in sorted(set(manifest["files"]) - files.checked):  # what the loaders did not read
-            files.read(rel)
+            files.check(rel)
     return bundle
