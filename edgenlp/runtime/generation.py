@@ -105,7 +105,8 @@ def pick_token(logits: np.ndarray, seen: Sequence[int], sampling: Sampling, rng:
         return int(scores.argmax())
     # shifted before scaling: the best score becomes 0 whatever the temperature, so a tiny one gives
     # 0 and -inf (greedy), never inf - inf (NaN probabilities)
-    scores = (scores - scores.max()) / sampling.temperature
+    with np.errstate(over="ignore"):  # a tiny temperature sends every other score to -inf, as meant
+        scores = (scores - scores.max()) / sampling.temperature
     if sampling.top_k and sampling.top_k < scores.size:
         kth = np.partition(scores, -sampling.top_k)[-sampling.top_k]
         scores[scores < kth] = -np.inf
