@@ -228,3 +228,11 @@ def test_bundle_zip_replaces_only_an_edgenlp_zip(tiny_run, tmp_path):
     foreign.unlink()
     assert CliRunner().invoke(app, ["bundle", str(tiny_run.out_dir), "--out", str(out), "--zip"]).exit_code == 0
     assert CliRunner().invoke(app, ["bundle", str(tiny_run.out_dir), "--out", str(out), "--zip"]).exit_code == 0
+
+
+def test_a_bundle_given_by_a_relative_path_loads_and_answers(bundle, monkeypatch):
+    monkeypatch.chdir(bundle.parent)
+    for verify in (True, False):
+        assert load(bundle.name, verify_hashes=verify).classify(["fun"])[0]["label"] in ("neg", "pos")
+    result = CliRunner().invoke(app, ["run", bundle.name, "fun"])
+    assert result.exit_code == 0, result.output

@@ -74,10 +74,16 @@ class BundleFiles(Files):
     def name_of(self, path: str | Path) -> str:
         """The manifest name of `path` (absolute inside the folder, or relative to it); refuses anything else."""
         path = Path(path)
-        try:
-            rel = path.relative_to(self.folder) if path.is_absolute() else path
-        except ValueError:
-            raise BundleError(f"{path} is outside the bundle {self.folder}: a bundle only opens its own files") from None
+        for base in (self.folder, self.folder.absolute()):  # a path the loader built from the folder, as given or not
+            try:
+                rel = path.relative_to(base)
+                break
+            except ValueError:
+                continue
+        else:
+            if path.is_absolute():
+                raise BundleError(f"{path} is outside the bundle {self.folder}: a bundle only opens its own files")
+            rel = path  # a name relative to the folder
         name = rel.as_posix()
         if name not in self.listed:
             raise BundleError(f"{self.folder} needs {name}, which its manifest does not list: the bundle is damaged "
