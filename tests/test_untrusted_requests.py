@@ -243,3 +243,12 @@ def test_a_raw_path_out_of_the_bundle_is_not_served_whatever_the_flag(int8_bundl
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /models/bundle/config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert sock.recv(64).startswith(b"HTTP/1.1 200")
+
+
+def test_no_cors_header_lets_another_origin_read_the_answers(int8_bundle):
+    with TestClient(create_app(load(int8_bundle), ServeSettings())) as client:
+        headers = {"Origin": "https://elsewhere.example"}
+        answer = client.post("/predict", json={"inputs": "fun"}, headers=headers)
+        preflight = client.options("/predict", headers={**headers, "Access-Control-Request-Method": "POST"})
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+    assert "access-control-allow-origin" not in preflight.headers
