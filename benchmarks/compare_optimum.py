@@ -23,7 +23,6 @@ fine-tuned checkpoint (the recipe's `finetune` variant then uses it as it is).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -38,7 +37,8 @@ from edgenlp import data as data_module  # noqa: E402
 from edgenlp import pipeline, recipe as recipe_module  # noqa: E402
 from edgenlp.artifact import copy_support_files  # noqa: E402
 from edgenlp.fsio import write_json_atomic  # noqa: E402
-from edgenlp.bench.harness import BenchSettings, Candidate, EvalSet, measure  # noqa: E402
+from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
+from edgenlp.tasks.classification import EvalSet  # noqa: E402
 from edgenlp.bench import stats  # noqa: E402
 from edgenlp.report import markdown  # noqa: E402
 

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgenlp import data as data_module  # noqa: E402
 from edgenlp import pipeline, recipe as recipe_module  # noqa: E402
-from edgenlp.bench.harness import BenchSettings, EvalSet, measure  # noqa: E402
+from edgenlp.bench.harness import BenchSettings, measure  # noqa: E402
+from edgenlp.tasks.classification import EvalSet  # noqa: E402
 from edgenlp.hardware import cpu_info  # noqa: E402
 
 import record  # noqa: E402

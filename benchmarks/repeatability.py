@@ -19,7 +19,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgenlp import data  # noqa: E402
-from edgenlp.bench.harness import BenchSettings, Candidate, EvalSet, measure  # noqa: E402
+from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
+from edgenlp.tasks.classification import EvalSet  # noqa: E402
 
 import record  # noqa: E402
 

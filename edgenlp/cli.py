@@ -420,7 +420,7 @@ def bench(
             raise EdgeNLPError(f"{p} does not exist: pass a model folder, a variant folder or an .onnx file")
         name = p.stem if p.is_file() else p.name
         candidates.append(Candidate(name=name, path=p.resolve(), runner=runner or detect_format(p)))
-    from .models import read_config
+    from .model_facts import read_config
     from .trust import check_model_folder
 
     for c in candidates:  # a folder that would run its own code is refused before any worker starts
@@ -464,7 +464,7 @@ def generate(
     if not model.exists():
         raise EdgeNLPError(f"{model} does not exist: pass a text-generation variant folder or checkpoint")
     folder = model if model.is_dir() else model.parent
-    from .models import read_config
+    from .model_facts import read_config
 
     config = read_config(folder / "config.json") if (folder / "config.json").exists() else {}
     task = of_config(config)

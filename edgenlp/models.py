@@ -10,7 +10,6 @@ whenever its weights do, so variants built from an edited checkpoint are rebuilt
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from importlib import metadata as importlib_metadata
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from . import settings
 from .artifact import Artifact, loaded_model_files, sha256_file, stable_id
 from .errors import ModelNotFoundError
+from .model_facts import read_config
 
 
 class ScratchModel(BaseModel):
@@ -101,19 +101,6 @@ def model_artifact(path: Path, identity: dict) -> Artifact:
         "source": identity,
     }
     return Artifact(path=path, meta=meta)
-
-
-def read_config(config_path: Path) -> dict:
-    """A checkpoint's config.json as a mapping; a truncated or foreign file is one line, not a traceback."""
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelNotFoundError(f"{config_path} is not valid JSON ({exc}): the checkpoint is truncated or damaged; "
-                                 "copy it again or save it anew with save_pretrained") from None
-    if not isinstance(config, dict):
-        raise ModelNotFoundError(f"{config_path} holds a {type(config).__name__}, not a config mapping: point to a "
-                                 "folder written by save_pretrained")
-    return config
 
 
 def _tokenizer_dir(name: str) -> Path:

@@ -40,7 +40,7 @@ def pretrained_options(folder: str | Path | None = None) -> dict:
     """Keyword arguments for every `from_pretrained` of a model or tokenizer folder; given the folder, it is
     first refused in one line if it would need its own code (`check_model_folder`)."""
     if folder is not None and (Path(folder) / "config.json").is_file():
-        from .models import read_config
+        from .model_facts import read_config
 
         check_model_folder(Path(folder), read_config(Path(folder) / "config.json"), f"the model {folder}")
     return {"trust_remote_code": remote_code_allowed()}

@@ -51,7 +51,7 @@ def test_layout_is_what_transformers_js_and_optimum_load(int8_bundle):
 
 
 def test_manifest_describes_signature_lineage_benchmark_and_hashes(int8_bundle, tiny_run):
-    from edgenlp.runtime.bundle import sha256_file
+    from edgenlp.runtime.hashing import sha256_file
 
     m = json.loads((int8_bundle / "manifest.json").read_text())
     variant = tiny_run.variants["onnx-int8-dynamic"]

@@ -108,7 +108,7 @@ def test_size_counts_the_files_the_runner_loads_once(tmp_path, tiny_run):
     import shutil
 
     from edgenlp.artifact import loaded_model_files
-    from edgenlp.bench.harness import model_size_bytes
+    from edgenlp.model_facts import model_size_bytes
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_run.variants["pytorch-fp32"].path, ckpt)
@@ -125,7 +125,7 @@ def test_size_counts_the_files_the_runner_loads_once(tmp_path, tiny_run):
 
 
 def test_size_includes_the_external_data_a_graph_names(tmp_path, tiny_run):
-    from edgenlp.bench.harness import model_size_bytes
+    from edgenlp.model_facts import model_size_bytes
 
     model = onnx.load(str(tiny_run.variants["onnx-fp32"].path / "model.onnx"))
     onnx.save_model(model, str(tmp_path / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,

@@ -33,7 +33,7 @@ def test_classification_metrics():
 def test_encoder_macs_match_a_hand_count(tmp_path):
     import json
 
-    from edgenlp.bench.harness import encoder_macs
+    from edgenlp.model_facts import encoder_macs
 
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "bert", "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -108,7 +108,7 @@ def test_a_percentile_on_too_few_timings_is_flagged():
 def test_encoder_macs_read_distilbert_field_names(tmp_path):
     import json
 
-    from edgenlp.bench.harness import encoder_macs
+    from edgenlp.model_facts import encoder_macs
 
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "distilbert", "dim": 4, "n_layers": 1, "n_heads": 2, "hidden_dim": 8,

@@ -21,19 +21,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import executors, progress, tasks
-from ..artifact import ENGINE_LIBRARIES, TRACKED_LIBRARIES, library_versions, loaded_model_files, onnx_file
+from ..artifact import ENGINE_LIBRARIES, TRACKED_LIBRARIES, library_versions, loaded_model_files
 from ..errors import BenchError
 from ..hardware import cpu_info
-from . import stats
+from ..model_facts import model_size_bytes, parameter_count
 from .profiles import Profile
 from .profiles import load as load_profile
-from ..tasks.classification import EvalSet  # noqa: F401  (the classification eval set, kept importable here)
 
-from .results import READABLE as READABLE_SCHEMAS  # noqa: E402
 from .results import SCHEMA as RESULTS_SCHEMA  # noqa: E402
 from .results import check as check_results  # noqa: E402
 
@@ -80,92 +77,6 @@ class Candidate:
     path: Path
     runner: str
     info: dict = field(default_factory=dict)
-
-
-def model_size_bytes(path: Path) -> int:
-    """Bytes of the files the runner loads, each once (see `artifact.loaded_model_files`)."""
-    return sum(p.stat().st_size for p in loaded_model_files(path))
-
-
-def parameter_count(path: Path) -> int | None:
-    """Number of stored weights (an INT8 weight counts once, like its FP32 original)."""
-    try:
-        if path.suffix == ".onnx" or any(path.glob("*.onnx")):
-            import onnx
-
-            model = onnx.load(str(onnx_file(path)), load_external_data=False)
-            float_or_int8 = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8,
-                             onnx.TensorProto.UINT8, onnx.TensorProto.BFLOAT16}
-            return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer
-                           if t.data_type in float_or_int8 and len(t.dims) >= 1 and np.prod(t.dims) > 1))
-        weights = path / "model.safetensors"
-        if weights.exists():
-            from safetensors import safe_open
-
-            with safe_open(str(weights), "np") as f:
-                return int(sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys()))
-    except Exception:  # a count is a nicety; a model that cannot be parsed fails later, loudly
-        return None
-    return None
-
-
-_CONFIG_ALIASES = {  # BERT's field names, then what other encoders call the same thing
-    "hidden_size": ("hidden_size", "dim"),
-    "num_hidden_layers": ("num_hidden_layers", "n_layers"),
-    "num_attention_heads": ("num_attention_heads", "n_heads"),
-    "intermediate_size": ("intermediate_size", "hidden_dim"),
-}
-ENCODER_TYPES = ("bert", "roberta", "distilbert", "xlm-roberta", "electra", "edgenlp-pruned-bert")
-
-
-def _read_config(path: Path) -> dict:
-    folder = path if path.is_dir() else path.parent
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def encoder_macs(path: Path, length: float) -> int | None:
-    """Multiply-accumulates of one BERT-family classification pass over `length` tokens, from config.json.
-
-    Counts the matrix products (projections, attention scores and context, feed-forward, pooler,
-    classifier); element-wise work is left out. Pruned heads and per-layer head counts and
-    feed-forward widths (`edgenlp prune`) are honoured. None for other models, or when the config
-    lacks a size it needs.
-    """
-    config = _read_config(path)
-    if config.get("model_type") not in ENCODER_TYPES:
-        return None
-    sizes = {}
-    for field_name, aliases in _CONFIG_ALIASES.items():
-        value = next((config[a] for a in aliases if isinstance(config.get(a), int)), None)
-        if value is None:
-            return None
-        sizes[field_name] = value
-    h, layers = sizes["hidden_size"], sizes["num_hidden_layers"]
-    heads, inter = sizes["num_attention_heads"], sizes["intermediate_size"]
-    head_dim = config.get("attention_head_size") or h // heads
-    pruned = {int(k): len(v) for k, v in (config.get("pruned_heads") or {}).items()}
-    layer_heads = config.get("layer_heads") or [heads - pruned.get(layer, 0) for layer in range(layers)]
-    widths = config.get("layer_intermediate_sizes") or [inter] * layers
-    total = 0.0
-    for n_heads, width in zip(layer_heads, widths):
-        a = n_heads * head_dim
-        total += 3 * length * h * a + 2 * length * length * a + length * a * h + 2 * length * h * width
-    total += h * h + h * max(1, len(config.get("id2label") or {}) or 2)
-    return int(total)
-
-
-def max_tokens(path: Path) -> int:
-    """The longest input the candidate takes: its tokenizer's limit within its position embeddings."""
-    from ..runtime import configured_max_length
-
-    limit = configured_max_length(path if path.is_dir() else path.parent)
-    config = _read_config(path)
-    positions = config.get("max_position_embeddings") or config.get("n_positions")
-    return min(limit, positions) if isinstance(positions, int) else limit
 
 
 class _WorkerProcess:

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from ..artifact import META_FILE, Artifact, library_versions
-from ..runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from ..runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST
+from ..runtime.hashing import sha256_file
 
 OPSET_MINIMUM_ORT = {13: "1.6", 14: "1.8", 15: "1.10", 16: "1.11", 17: "1.12", 18: "1.14", 19: "1.15", 20: "1.17",
                      21: "1.18"}

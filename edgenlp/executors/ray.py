@@ -15,8 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from . import _located, _on_ray_node, KIND_RESOURCE, MEASURE_RESOURCE, ExecutorError, ExecutorSettings, Needs, Shipped, localise, node_info
-from . import shipped_in, transport
+from . import transport
+from .base import (KIND_RESOURCE, LOCATED, MEASURE_RESOURCE, ON_RAY_NODE, ExecutorError, ExecutorSettings, Needs,
+                   Shipped, localise, node_info, shipped_in)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def where() -> dict:
 def _on_node(fn: Callable, args: tuple, refs: dict, shared_filesystem: bool, cpus: int) -> Any:
     """Runs inside the Ray task: bring the shipped folders here, pin the threads, call `fn`."""
     os.environ["OMP_NUM_THREADS"] = str(cpus)
-    _on_ray_node.set(True)
+    ON_RAY_NODE.set(True)
 
     def local(shipped: Shipped) -> Path:
         here = _in_place(shipped) if shared_filesystem else None
@@ -66,14 +67,14 @@ def _on_node(fn: Callable, args: tuple, refs: dict, shared_filesystem: bool, cpu
             folder = transport.unpack_once(lambda: _ray().get(refs[shipped.key][0]), shipped.key, node_cache(),
                                            f"{shipped.folder.name} (sent to this node)")
             here = shipped.within(folder)
-        _located[str(shipped.path)] = here
+        LOCATED[str(shipped.path)] = here
         return here
 
     try:
         return fn(*localise(args, local))
     finally:
-        _located.clear()
-        _on_ray_node.set(False)
+        LOCATED.clear()
+        ON_RAY_NODE.set(False)
 
 
 def _in_place(shipped: Shipped) -> Path | None:

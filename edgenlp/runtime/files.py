@@ -62,7 +62,7 @@ class BundleFiles(Files):
     """The files a bundle's manifest lists, inside its folder, each checked against its sha256 as it is read."""
 
     def __init__(self, folder: Path, listed: dict, verify: bool = True):
-        from .bundle import sha256_bytes
+        from .hashing import sha256_bytes
 
         self.folder = Path(folder)
         self.listed = listed
@@ -148,9 +148,9 @@ class BundleFiles(Files):
         self.checked.add(name)
 
     def _matches(self, fd: int, name: str) -> bool:
-        from .bundle import CHUNK, _sha256
+        from .hashing import CHUNK, new_sha256
 
-        digest, offset = _sha256(), 0
+        digest, offset = new_sha256(), 0
         while chunk := os.pread(fd, CHUNK, offset):
             digest.update(chunk)
             offset += len(chunk)

@@ -78,7 +78,7 @@ def payload(eval_set: EvalSet, settings) -> dict:
 
 def check_profiles(candidates, profiles) -> None:
     """Refuse a profile length that a candidate cannot take, before any process starts."""
-    from ..bench.harness import max_tokens
+    from ..model_facts import max_tokens
     from ..errors import BenchError
 
     for c in candidates:
@@ -261,7 +261,7 @@ def _throughput(rounds: list[dict], batch: int) -> dict | None:
 def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles, settings) -> dict:
     """Accuracy with its interval and paired test, and the latency, end-to-end and throughput figures."""
     from ..bench import stats
-    from ..bench.harness import encoder_macs
+    from ..model_facts import encoder_macs
 
     labels = payload["labels"]
     preds = raw["eval"]["preds"]

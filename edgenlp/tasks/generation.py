@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import architectures
 from ..errors import BenchError, DataError, ValidationFailed
+from ..model_facts import config_of, decode_weight_bytes
 from ..runtime.generation import CONTEXT_KEYS, context_of
 from ..trust import pretrained_options
 from . import Quality, Workload
@@ -91,10 +92,8 @@ def payload(eval_set: GenerationEvalSet, settings) -> dict:
 
 def check_profiles(candidates, profiles) -> None:
     """Refuse a prompt + new tokens that do not fit a candidate's context, before any process starts."""
-    from ..bench.harness import _read_config
-
     for c in candidates:
-        config = _read_config(c.path)
+        config = config_of(c.path)
         context = next((config[k] for k in CONTEXT_KEYS if config.get(k) is not None), None)
         for p in profiles:
             if isinstance(context, int) and p.prompt_tokens + p.new_tokens > context:
@@ -243,52 +242,6 @@ def check_against_parent(parent, child, texts: list[str], settings) -> dict:
 
 
 # -- the worker side (torch-free for ONNX runners) ------------------------------------------------
-
-def decode_weight_bytes(path) -> int | None:
-    """Bytes of weights read to make one token: every weight but those only gathered (embedding rows)."""
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        if path.suffix == ".onnx" or any(path.glob("*.onnx")):
-            import onnx
-
-            from ..artifact import onnx_file
-
-            model = onnx.load(str(onnx_file(path)), load_external_data=False)
-            sizes = {t.name: _tensor_bytes(t) for t in model.graph.initializer}
-            gathered, read = set(), set()
-            for node in model.graph.node:
-                for i, name in enumerate(node.input):
-                    if name in sizes:
-                        (gathered if node.op_type == "Gather" and i == 0 else read).add(name)
-            return int(sum(sizes[n] for n in read))
-        from safetensors import safe_open
-
-        with safe_open(str(path / "model.safetensors"), "np") as f:
-            total = 0
-            for key in f.keys():
-                if "wpe" in key:  # position rows are gathered; the tied wte is read whole by the LM head
-                    continue
-                t = f.get_slice(key)
-                total += int(np.prod(t.get_shape())) * np.dtype(_np_dtype(t.get_dtype())).itemsize
-            return total
-    except Exception:  # a bandwidth share is a nicety; the timings stand without it
-        return None
-
-
-def _np_dtype(name: str) -> str:
-    return {"F32": "float32", "F16": "float16", "BF16": "float16", "I8": "int8", "U8": "uint8"}.get(name, "float32")
-
-
-def _tensor_bytes(t) -> int:
-    import onnx
-
-    n = int(np.prod(t.dims)) if t.dims else 1
-    if t.data_type in (onnx.TensorProto.UINT4, onnx.TensorProto.INT4):
-        return (n + 1) // 2
-    return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-
 
 class Session:
     """One decoder answering the harness: `eval` (fidelity), `generate` (timed), `stats`."""
@@ -551,7 +504,7 @@ def report_sections(results: dict) -> list[str]:
 
     sel = results.get("selection") or {}
     lines = ["## Quality: perplexity and fidelity to the reference", "",
-             f"Sliding-window perplexity (window = context, stride = half) on "
+             "Sliding-window perplexity (window = context, stride = half) on "
              + ", ".join(f"{k} ({s['tokens']:,} tokens)" for k, s in results["eval"]["streams"].items())
              + "; KL divergence and top-1 agreement of next-token distributions against the reference, per scored "
                f"token; greedy: share of {results['eval']['prompts']} prompts whose {results['eval']['continuation_tokens']} "
