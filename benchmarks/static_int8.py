@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-from edgenlp import pipeline, recipe as recipe_module, search, tasks  # noqa: E402
+from edgenlp import pipeline, recipe as recipe_module, tasks  # noqa: E402
+from edgenlp.search import budget as search  # noqa: E402
 from edgenlp.bench import selection, stats  # noqa: E402
 from edgenlp.fsio import FolderLock  # noqa: E402
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from types import ModuleType
 
-from . import executors, models, progress, search, stages, tasks
+from . import executors, models, progress, stages, tasks
+from .search import budget as budget_search
 from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
@@ -275,7 +276,7 @@ def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Mod
     found = None
     budget = recipe.selection.max_accuracy_drop
     if bench and budget is not None and recipe.search.enabled:
-        found = search.run(recipe, out_dir, dataset, task, variants, budget)
+        found = budget_search.run(recipe, out_dir, dataset, task, variants, budget)
         if found.variants:
             extended = recipe.model_copy(update={"variants": [*recipe.variants,
                                                               *(VariantSpec(**v) for v in found.variants)]})

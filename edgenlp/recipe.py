@@ -32,12 +32,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import stages
-from .bench.harness import BenchSettings
+from .bench.profiles import BenchSettings
 from .data import DataSpec
 from .errors import EdgeNLPError, RecipeError
 from .executors import ExecutorSettings
 from .models import ScratchModel
-from .search import SearchSettings
+from .search.settings import SearchSettings
 
 
 class VariantSpec(BaseModel):

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from edgenlp import pipeline, recipe, search
+from edgenlp import pipeline, recipe
+from edgenlp.search import budget as search
 from edgenlp.bench import selection
 from edgenlp.quantization import sensitivity
 

@@ -7,7 +7,8 @@ import sqlite3
 
 import pytest
 
-from edgenlp import models, tuning
+from edgenlp import models
+from edgenlp.search import tuning
 from edgenlp.artifact import build
 from edgenlp.data import DataSpec
 from edgenlp.errors import EdgeNLPError, RecipeError

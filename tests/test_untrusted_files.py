@@ -85,7 +85,7 @@ def test_a_moved_run_bundles_reports_compares_and_explains(moved_run, tmp_path, 
 
 
 def test_a_study_file_under_a_folder_with_query_characters_stays_there(tmp_path):
-    from edgenlp.tuning import study_url
+    from edgenlp.search.tuning import study_url
 
     folder = tmp_path / "odd?name%2F&x"
     folder.mkdir()

@@ -21,48 +21,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
 
 from .. import executors, progress, tasks
 from ..artifact import ENGINE_LIBRARIES, TRACKED_LIBRARIES, library_versions, loaded_model_files
 from ..errors import BenchError
 from ..hardware import cpu_info
 from ..model_facts import model_size_bytes, parameter_count
-from .profiles import Profile
+from .profiles import BenchSettings, Profile
 from .profiles import load as load_profile
 
 from .results import SCHEMA as RESULTS_SCHEMA  # noqa: E402
 from .results import check as check_results  # noqa: E402
-
-
-class BenchSettings(BaseModel):
-    """How much to measure. Defaults give stable p50s at a few minutes for a handful of variants."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    profiles: list[str | Profile] = ["edge-1t", "laptop-2t"]
-    iterations: int = Field(200, ge=10)
-    """Timed batch-1 inferences per candidate, profile and sequence length (spread over the rounds)."""
-    rounds: int = Field(8, ge=1)
-    """Interleaving rounds: each round visits every candidate in a seeded random order. The confidence
-    intervals resample rounds, so more rounds give intervals that hold across runs."""
-    warmup: int = Field(10, ge=0)
-    throughput_batches: int = Field(10, ge=1)
-    max_eval_examples: int | None = Field(None, ge=1)
-    reference: str | None = None
-    """Candidate that ratios and paired tests compare with; default the first one."""
-    seed: int = 0
-    bootstrap: int = Field(1000, ge=100)
-    generations: int = Field(8, ge=1)
-    """Text generation: timed generations per candidate and profile (spread over the rounds)."""
-    no_cache_variant: str | None = None
-    """Text generation: the variant also timed without its KV cache (default: the reference)."""
-    no_cache_generations: int = Field(2, ge=0)
-    max_eval_tokens: int | None = Field(16384, ge=64)
-    """Text generation: tokens of each held-out text scored for perplexity and divergence."""
-    eval_prompts: int = Field(16, ge=1)
-    """Text generation: prompts whose greedy continuations are compared with the reference's."""
-    continuation_tokens: int = Field(32, ge=1)
 
 
 @dataclass

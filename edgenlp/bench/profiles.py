@@ -65,3 +65,33 @@ def load(spec: str | dict | Profile) -> Profile:
         where = ".".join(str(x) for x in err["loc"])
         raise BenchError(f"profile '{spec.get('name', '?')}': {where}: {err['msg']} (input {err.get('input')!r}): "
                          "fix that value") from exc
+
+
+class BenchSettings(BaseModel):
+    """How much to measure. Defaults give stable p50s at a few minutes for a handful of variants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profiles: list[str | Profile] = ["edge-1t", "laptop-2t"]
+    iterations: int = Field(200, ge=10)
+    """Timed batch-1 inferences per candidate, profile and sequence length (spread over the rounds)."""
+    rounds: int = Field(8, ge=1)
+    """Interleaving rounds: each round visits every candidate in a seeded random order. The confidence
+    intervals resample rounds, so more rounds give intervals that hold across runs."""
+    warmup: int = Field(10, ge=0)
+    throughput_batches: int = Field(10, ge=1)
+    max_eval_examples: int | None = Field(None, ge=1)
+    reference: str | None = None
+    """Candidate that ratios and paired tests compare with; default the first one."""
+    seed: int = 0
+    bootstrap: int = Field(1000, ge=100)
+    generations: int = Field(8, ge=1)
+    """Text generation: timed generations per candidate and profile (spread over the rounds)."""
+    no_cache_variant: str | None = None
+    """Text generation: the variant also timed without its KV cache (default: the reference)."""
+    no_cache_generations: int = Field(2, ge=0)
+    max_eval_tokens: int | None = Field(16384, ge=64)
+    """Text generation: tokens of each held-out text scored for perplexity and divergence."""
+    eval_prompts: int = Field(16, ge=1)
+    """Text generation: prompts whose greedy continuations are compared with the reference's."""
+    continuation_tokens: int = Field(32, ge=1)

@@ -9,12 +9,13 @@ Versions: /1 kept latencies flat, /2 per round; neither names its task (both are
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import EdgeNLPError
+from ..errors import BenchError, EdgeNLPError
 
 SCHEMA = "edgenlp.results/3"
 READABLE = ("edgenlp.results/1", "edgenlp.results/2", SCHEMA)
@@ -98,3 +99,62 @@ def variant_folder(run_dir: Path, recorded: str | Path) -> Path:
             return moved
     return inside
 
+
+# -- reading one figure: the accessors that selection, gates and the reports share -----------------
+
+MB = 1e6
+MIB = 2**20
+LATENCY_METRIC = re.compile(r"^(e2e_)?p(50|90|99)_ms(?:_len(\d+))?$")
+PLAIN_METRICS = ("size_mb", "peak_rss_mb", "speedup")
+
+
+def primary_profile(results: dict) -> str:
+    """The first profile: the one latency means when a name gives none."""
+    return results["profiles"][0]["name"]
+
+
+def task_of(results: dict):
+    """The task that defines a results file's metrics (classification for versions that name none)."""
+    from ..tasks import get
+
+    return get(results.get("task", "text-classification"))
+
+
+def known_metrics(task) -> tuple[str, ...]:
+    """The metric names gates and selection take for `task` (its own, then the plain ones)."""
+    return (*task.GATE_METRICS, *PLAIN_METRICS)
+
+
+def metric(results: dict, variant: dict, name: str, profile: str | None = None) -> float:
+    """One number of one variant, by the names that gates and selection use."""
+    profile = profile or primary_profile(results)
+    if profile not in variant["latency_ms"]:
+        raise BenchError(f"profile '{profile}' was not measured (measured: {', '.join(variant['latency_ms'])})")
+    task = task_of(results)
+    value = task.metric(results, variant, name, profile)
+    if value is not None:
+        return value
+    if name == "size_mb":
+        return variant["size_bytes"] / MB
+    if name == "peak_rss_mb":
+        return variant["profiles"][profile]["peak_rss_bytes"] / MIB
+    if name == "speedup":
+        return variant["ratios"]["speedup_p50"].get(f"{profile}/real", float("nan"))
+    match = LATENCY_METRIC.match(name)
+    if match:
+        e2e, pct, length = match.groups()
+        if e2e:
+            if length:
+                raise BenchError(f"{name}: end-to-end latency is measured at real lengths only: use e2e_p{pct}_ms")
+            return variant["profiles"][profile]["e2e_ms"][f"p{pct}"]
+        shape = f"len{length}" if length else "real"
+        if shape not in variant["latency_ms"][profile]:
+            raise BenchError(f"{name}: length {length} was not measured under profile {profile}")
+        return variant["latency_ms"][profile][shape][f"p{pct}"]
+    raise BenchError(f"unknown metric '{name}' for {task.NAME}: use one of {', '.join(known_metrics(task))}"
+                     + (", p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms" if "p50_ms" == task.SPEED[0] else ""))
+
+
+def engine_of(variant: dict) -> str:
+    """The engine a variant runs on: its format (`pytorch`, `onnx`, `openvino`, `ctranslate2`)."""
+    return variant.get("format") or "?"

@@ -20,60 +20,12 @@ import re
 from dataclasses import dataclass
 
 from ..errors import BenchError
+from .results import (LATENCY_METRIC, MB, MIB, PLAIN_METRICS, engine_of, known_metrics, metric,  # noqa: F401
+                      primary_profile, task_of)
 
-MB = 1e6
-MIB = 2**20
 OPERATORS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__,
              "==": float.__eq__, "!=": float.__ne__}
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:@([\w.\-]+))?\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
-_LATENCY = re.compile(r"^(e2e_)?p(50|90|99)_ms(?:_len(\d+))?$")
-PLAIN_METRICS = ("size_mb", "peak_rss_mb", "speedup")
-
-
-def _primary(results: dict) -> str:
-    return results["profiles"][0]["name"]
-
-
-def task_of(results: dict):
-    from ..tasks import get
-
-    return get(results.get("task", "text-classification"))
-
-
-def _known(task) -> tuple[str, ...]:
-    return (*task.GATE_METRICS, *PLAIN_METRICS)
-
-
-def metric(results: dict, variant: dict, name: str, profile: str | None = None) -> float:
-    """One number of one variant, by the names that gates and selection use."""
-    profile = profile or _primary(results)
-    if profile not in variant["latency_ms"]:
-        raise BenchError(f"profile '{profile}' was not measured (measured: {', '.join(variant['latency_ms'])})")
-    task = task_of(results)
-    value = task.metric(results, variant, name, profile)
-    if value is not None:
-        return value
-    if name == "size_mb":
-        return variant["size_bytes"] / MB
-    if name == "peak_rss_mb":
-        return variant["profiles"][profile]["peak_rss_bytes"] / MIB
-    if name == "speedup":
-        return variant["ratios"]["speedup_p50"].get(f"{profile}/real", float("nan"))
-    match = _LATENCY.match(name)
-    if match:
-        e2e, pct, length = match.groups()
-        if e2e:
-            if length:
-                raise BenchError(f"{name}: end-to-end latency is measured at real lengths only: use e2e_p{pct}_ms")
-            return variant["profiles"][profile]["e2e_ms"][f"p{pct}"]
-        shape = f"len{length}" if length else "real"
-        if shape not in variant["latency_ms"][profile]:
-            raise BenchError(f"{name}: length {length} was not measured under profile {profile}")
-        return variant["latency_ms"][profile][shape][f"p{pct}"]
-    raise BenchError(f"unknown metric '{name}' for {task.NAME}: use one of {', '.join(_known(task))}"
-                     + (", p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms" if "p50_ms" == task.SPEED[0] else ""))
-
-
 @dataclass(frozen=True)
 class Term:
     metric: str
@@ -95,8 +47,8 @@ def parse_gates(expression: str, task: str | None = None) -> list[list[Term]]:
             if not match:
                 raise BenchError(f"gate term '{text.strip()}' is not METRIC OP NUMBER (e.g. p90_ms>20): fix --fail-if")
             name, profile, op, number = match.groups()
-            latency = _LATENCY.match(name)
-            names = _all_gate_metrics() if task is None else _known(task_of({"task": task}))
+            latency = LATENCY_METRIC.match(name)
+            names = _all_gate_metrics() if task is None else known_metrics(task_of({"task": task}))
             if name not in names and not latency:
                 raise BenchError(f"unknown metric '{name}' in --fail-if: use one of {', '.join(names)}, "
                                  "p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms")
@@ -113,7 +65,7 @@ def parse_gates(expression: str, task: str | None = None) -> list[list[Term]]:
 def _all_gate_metrics() -> tuple[str, ...]:
     from ..tasks import TASK_NAMES, get
 
-    return tuple(dict.fromkeys(m for t in TASK_NAMES for m in _known(get(t))))
+    return tuple(dict.fromkeys(m for t in TASK_NAMES for m in known_metrics(get(t))))
 
 
 def check_gates(expression: str, profiles: list, task: str | None = None) -> None:
@@ -125,7 +77,7 @@ def check_gates(expression: str, profiles: list, task: str | None = None) -> Non
             if profile is None:
                 raise BenchError(f"--fail-if term '{t}' names profile '{t.profile}', which is not measured "
                                  f"(profiles: {', '.join(by_name)}): fix the term or add the profile")
-            latency = _LATENCY.match(t.metric)
+            latency = LATENCY_METRIC.match(t.metric)
             if latency and latency.group(3) and int(latency.group(3)) not in profile.seq_lengths:
                 raise BenchError(f"--fail-if term '{t}' needs length {latency.group(3)}, which profile "
                                  f"'{profile.name}' does not measure (lengths: {profile.seq_lengths}): "
@@ -177,11 +129,6 @@ def pareto_front(results: dict, profile: str | None = None) -> list[str]:
     return [n for n, p in points.items() if not any(dominates(q, p) for m, q in points.items() if m != n)]
 
 
-def engine_of(variant: dict) -> str:
-    """The engine a variant runs on: its format (`pytorch`, `onnx`, `openvino`, `ctranslate2`)."""
-    return variant.get("format") or "?"
-
-
 def by_target(results: dict, max_accuracy_drop: float | None = None, max_latency_ms: float | None = None,
               max_size_mb: float | None = None) -> list[dict]:
     """For every profile and every speed the task measures in it (each input length, say): the variant
@@ -221,7 +168,7 @@ def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms
     `max_accuracy_drop` limits the task's quality loss: accuracy points for a classifier, the
     perplexity increase in % for a language model. `max_latency_ms` limits the task's speed metric.
     """
-    profile = profile or _primary(results)
+    profile = profile or primary_profile(results)
     task = task_of(results)
     drop, speed = task.QUALITY.drop_metric, speed or task.SPEED[0]
     feasible, rejected = [], {}

@@ -6,5 +6,8 @@
     preflight.py     which settings suit this CPU, and warnings for those known to hurt here
 
 The stages (`stages/quantize.py`, `stages/quantize_static.py`) and the accuracy-budget search
-(`search.py`) use these; none of them imports torch.
+(`search/budget.py`) use these; none of them imports torch.
 """
+
+MIN_CALIBRATION_SAMPLES = 8
+"""Fewer calibration samples than this give activation ranges too noisy to quantise with."""

@@ -32,12 +32,13 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ArtifactError, DataError
+from . import MIN_CALIBRATION_SAMPLES
 
 CALIBRATORS = ("minmax", "entropy", "percentile")
 MASK_INPUTS = ("attention_mask",)
 HUGE = 1e30
 """A constant this large is a mask value (float32 minimum, -inf stand-ins), not a weight."""
-MIN_SAMPLES = 8
+MIN_SAMPLES = MIN_CALIBRATION_SAMPLES
 """Fewer calibration samples than this give ranges from a handful of sentences: refused."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..bench.selection import engine_of, metric, task_of
+from ..bench.results import engine_of, metric, task_of
 
 
 def rows(results: dict) -> list[dict]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader
 
-from ..bench.selection import task_of
+from ..bench.results import task_of
 from ..fsio import write_text_atomic
 from . import attention, engines, plots, pruning, search, tuning
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bench.selection import task_of
+from ..bench.results import task_of
 from ..fsio import write_text_atomic
 from . import attention, engines, pruning, search, tuning
 

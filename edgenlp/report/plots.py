@@ -69,7 +69,7 @@ def accuracy_vs_latency(results: dict) -> str:
 
 def quality_vs_speed(results: dict) -> str:
     """The task's quality against its speed metric (primary profile), Pareto front joined, choice starred."""
-    from ..bench.selection import metric, task_of
+    from ..bench.results import metric, task_of
 
     task = task_of(results)
     selection = results.get("selection") or {}
@@ -93,7 +93,7 @@ def quality_vs_speed(results: dict) -> str:
 
 def quality_vs_size(results: dict) -> str | None:
     """Pruned runs only: the task's quality against size on disk, each point labelled with its parameters."""
-    from ..bench.selection import task_of
+    from ..bench.results import task_of
     from . import pruning
 
     rows = pruning.rows(results)

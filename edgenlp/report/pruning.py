@@ -6,7 +6,7 @@ Only renders what `results.json` holds (the stages' metadata, the training logs,
 
 from __future__ import annotations
 
-from ..bench.selection import metric, task_of
+from ..bench.results import metric, task_of
 
 MB = 1e6
 

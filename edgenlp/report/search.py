@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..bench.selection import metric, task_of
+from ..bench.results import metric, task_of
 
 SHOWN_NODES = 12
 

@@ -21,7 +21,8 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from .. import data as data_module
-from .. import progress, tasks, tuning
+from .. import progress, tasks
+from ..search.settings import TuningSettings, check_against
 from ..artifact import Artifact, StageOutput
 from ..errors import ArtifactError, RecipeError
 from . import StageConfig
@@ -53,8 +54,8 @@ class Config(StageConfig):
     """Validation examples (texts, or windows of a corpus) used during training."""
     seed: int = 42
     threads: int | None = Field(None, ge=1)
-    search: tuning.TuningSettings | None = None
-    """Search these settings with Optuna instead of training once (see `edgenlp/tuning.py`)."""
+    search: TuningSettings | None = None
+    """Search these settings with Optuna instead of training once (see `edgenlp/search/tuning.py`)."""
 
     DEFAULT_SEARCH_SPACE: ClassVar[dict] = {
         "learning_rate": {"low": 1e-5, "high": 3e-4, "log": True},
@@ -66,7 +67,7 @@ class Config(StageConfig):
     @model_validator(mode="after")
     def _searchable(self) -> "Config":
         if self.search is not None:
-            tuning.check_against(self, self.DEFAULT_SEARCH_SPACE)
+            check_against(self, self.DEFAULT_SEARCH_SPACE)
         return self
 
 
@@ -105,6 +106,8 @@ def train_or_search(parent: Artifact, config: Config, workdir: Path, train_one, 
     metric = config.metric or trainer.METRIC
     if metric not in trainer.METRICS:
         raise RecipeError(f"metric '{metric}' is not one of {', '.join(trainer.METRICS)}")
+    from ..search import tuning
+
     return tuning.search(config, workdir, parent.id, trainer.METRICS[metric], metric, train_one, reads)
 
 

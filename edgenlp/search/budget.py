@@ -31,16 +31,15 @@ import threading
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 
-from . import executors, stages
-from .executors.transport import unpack
-from .artifact import Artifact, copy_support_files, stable_id
-from .errors import EdgeNLPError, RecipeError
-from .fsio import write_json_atomic
-from .quantization import calibration, sensitivity
+from .. import executors, stages
+from ..executors.transport import unpack
+from ..artifact import Artifact, copy_support_files, stable_id
+from ..errors import EdgeNLPError, RecipeError
+from ..fsio import write_json_atomic
+from ..quantization import calibration, sensitivity
+from .settings import SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,40 +48,6 @@ MODES = {"dynamic": "quantize", "static": "quantize-static"}
 WEIGHT_OPS = ["MatMul", "Gemm"]
 EMBEDDING_OPS = ["Gather"]
 SEARCH_DIR = "search"
-
-
-class SearchSettings(BaseModel):
-    """The space the accuracy-budget search explores (recipe `search:`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    """Search when a quality budget (`max_accuracy_drop`) is set; false: only filter finished variants."""
-    modes: list[Literal["dynamic", "static"]] = ["dynamic", "static"]
-    calibrators: list[Literal["minmax", "entropy", "percentile"]] = ["minmax", "entropy", "percentile"]
-    per_channel: list[bool] = [False, True]
-    embeddings: list[bool] = [True, False]
-    """Quantise the embedding tables (Gather) too, or keep them in float."""
-    calibration_samples: int = Field(256, ge=calibration.MIN_SAMPLES)
-    bases: list[str] | None = None
-    """FP32 ONNX variants to start from; None: every ONNX export of the recipe (pruned ones included)."""
-    tuning_examples: int | None = Field(1000, ge=1)
-    """Examples of the tuning split each trial is scored on (None: all)."""
-    min_tuning_examples: int = Field(100, ge=1)
-    """Fewer unseen validation examples than this is an error: the drop would be noise."""
-    sensitivity: Literal["reference", "needed", "all"] = "reference"
-    """Which bases get a per-node analysis: the reference's export (for the report) and any base whose
-    fully quantised model misses the budget (`reference`), only the latter (`needed`), or every base."""
-    sensitivity_examples: int = Field(200, ge=1)
-    """Tuning examples each one-node model is scored on (the KL divergence uses probe batches)."""
-    probe_samples: int = Field(64, ge=calibration.MIN_SAMPLES)
-    """Calibration-set samples the one-node models are compared with the FP32 parent on (KL divergence)."""
-    max_float_nodes: int | None = Field(None, ge=1)
-    """Most nodes the search may return to float in one variant (None: all)."""
-    measure_top: int = Field(6, ge=1)
-    """Candidates, fastest first by the latency look, that the harness measures."""
-    threads: int | None = Field(None, ge=1)
-    """Threads for scoring trials (None: every core); latency looks use the primary profile's."""
 
 
 @dataclass
@@ -181,7 +146,7 @@ class Search:
     """One search over one run folder: trials are scored once and remembered across reruns."""
 
     def __init__(self, recipe, out_dir: Path, dataset, task, variants: dict[str, Artifact], budget: float):
-        from .bench.profiles import load as load_profile
+        from ..bench.profiles import load as load_profile
 
         self.recipe, self.settings, self.task = recipe, recipe.search, task
         self.variants, self.budget, self.dataset = variants, budget, dataset
@@ -425,8 +390,8 @@ def _quantise_and_score(stage_name: str, config, base_meta: dict, base_path: Pat
     """Quantise `base` with `config` into `out` (or into scratch, returned packed) and score it on `tuning`."""
     import tempfile
 
-    from . import tasks
-    from .executors.transport import pack
+    from .. import tasks
+    from ..executors.transport import pack
 
     base = Artifact(base_path, base_meta)
     work = out or Path(tempfile.mkdtemp(prefix="edgenlp-search-"))
@@ -440,7 +405,7 @@ def _quantise_and_score(stage_name: str, config, base_meta: dict, base_path: Pat
 
 
 def _latency_look(task_name: str, model_dir: Path, tuning, threads: int) -> float:
-    from . import tasks
+    from .. import tasks
 
     return tasks.get(task_name).screen_latency(model_dir, tuning, threads)
 

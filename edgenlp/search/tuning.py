@@ -32,110 +32,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
-from . import executors
-from .errors import RecipeError
+from .. import executors
+from ..errors import RecipeError
+from .settings import Distribution, TuningSettings, trial_config
 
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.db"
 TRIAL_OUTPUT = "trial_output.json"
-NOT_SEARCHABLE = {"data", "task", "search", "metric", "teacher", "threads"}
-
-
-class Distribution(BaseModel):
-    """One searched setting: a range (`low`, `high`, optionally `log` or `step`) or a list of `choices`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = Field(None, gt=0)
-    choices: list[Any] | None = None
-
-    @model_validator(mode="after")
-    def _has_a_point(self) -> "Distribution":
-        if self.choices is not None:
-            if not self.choices:
-                raise ValueError("choices is empty, so the search has no value to try: list at least one")
-            if self.low is not None or self.high is not None:
-                raise ValueError("give either choices or low/high, not both")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError("a range needs both low and high (or give choices)")
-        if self.low > self.high:
-            raise ValueError(f"low {self.low} is above high {self.high}: the range holds no value")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range must start above 0 (low is {self.low})")
-        if self.log and self.step is not None:
-            raise ValueError("a range is either log or stepped, not both")
-        return self
-
-    def contains(self, value: Any) -> bool:
-        if self.choices is not None:
-            return value in self.choices
-        return value is not None and self.low <= value <= self.high
-
-
-class TuningSettings(BaseModel):
-    """The `search:` block of a training stage."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    trials: int = 8
-    """Trials in all, trial 0 (the stage's own settings) included; an interrupted study counts what it finished."""
-    timeout_minutes: float | None = Field(None, gt=0)
-    """No new trial starts after this much wall time in one run."""
-    space: dict[str, Distribution] | None = None
-    """Settings to search; None: the stage's default space (learning rate, batch size, warm-up, weight decay...)."""
-    fixed: dict[str, Any] = {}
-    """Settings every trial uses instead of the stage's own (a shorter training, a smaller evaluation)."""
-    include_defaults: bool = True
-    """Make trial 0 the stage's own settings, so the report can say whether the search beat them."""
-    seed: int = 0
-    startup_trials: int = Field(3, ge=0)
-    """Completed trials before the median pruner may stop another."""
-    warmup_evaluations: int = Field(1, ge=0)
-    """Evaluations of a trial before the pruner may stop it."""
-
-    @model_validator(mode="after")
-    def _has_a_budget(self) -> "TuningSettings":
-        if self.trials < 1:
-            raise ValueError(f"a budget of {self.trials} trials runs nothing: set search.trials to 1 or more")
-        if self.space is not None and not self.space:
-            raise ValueError("search.space is empty: name at least one setting to search, or leave it out")
-        return self
-
-
-def check_against(config: BaseModel, default_space: dict[str, dict]) -> None:
-    """Fill in the stage's default space and refuse what no trial could run with (called by the stage config)."""
-    settings: TuningSettings = config.search
-    if settings.space is None:
-        settings.space = {k: Distribution(**v) for k, v in default_space.items()}
-    fields = type(config).model_fields
-    for where, names in (("space", settings.space), ("fixed", settings.fixed)):
-        for name in names:
-            if name not in fields or name in NOT_SEARCHABLE:
-                usable = ", ".join(sorted(n for n in fields if n not in NOT_SEARCHABLE))
-                raise ValueError(f"search.{where}.{name} is not a setting a trial can change: use one of {usable}")
-    clash = set(settings.space) & set(settings.fixed)
-    if clash:
-        raise ValueError(f"search: {', '.join(sorted(clash))} is both searched and fixed: keep it in one of them")
-    for name, dist in settings.space.items():
-        if dist.choices is None and fields[name].annotation not in (int, float, int | None, float | None):
-            raise ValueError(f"search.space.{name} is not a number: give it choices instead of a range")
-        if settings.include_defaults and dist.choices is not None and not dist.contains(getattr(config, name)):
-            raise ValueError(f"search.space.{name}: the stage's own value {getattr(config, name)!r} is not among "
-                             f"the choices {dist.choices}: add it, or set include_defaults: false")
-    trial_config(config, dict(settings.fixed))  # the fixed settings must make a valid config on their own
-
-
-def trial_config(config: BaseModel, values: dict[str, Any]) -> BaseModel:
-    """The stage config one trial trains with: validated, so a sampled value out of bounds fails loudly."""
-    merged = {**config.model_dump(), **values, "search": None}
-    return type(config)(**merged)
 
 
 def _suggest(trial, name: str, dist: Distribution, is_int: bool):
@@ -261,7 +167,7 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
         logged = json.loads(training_log.read_text())
         training_log.write_text(json.dumps({**logged, "search": summary}, indent=1))
     stored = json.loads((best_dir / TRIAL_OUTPUT).read_text())
-    from .artifact import StageOutput
+    from ..artifact import StageOutput
 
     metadata = {**stored["metadata"], "search": {k: summary[k] for k in (
         "trials", "complete", "pruned", "best_trial", "best_params", "best_value", "defaults_value",
@@ -279,7 +185,7 @@ def _optimize_elsewhere(executor, study, config: BaseModel, folder: Path, is_int
     import optuna
     from optuna.storages._grpc.server import make_server
 
-    from .executors.transport import unpack
+    from ..executors.transport import unpack
 
     settings: TuningSettings = config.search
     host = executor.reachable_host()
@@ -353,7 +259,7 @@ def _trial_on_node(train_one: Callable, reads: tuple[Path, ...], config: BaseMod
     import optuna
     import torch
 
-    from .executors.transport import pack
+    from ..executors.transport import pack
 
     torch.set_num_threads(threads)
     study = optuna.load_study(study_name="search", storage=optuna.storages.GrpcStorageProxy(host=host, port=port),
