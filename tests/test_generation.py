@@ -85,7 +85,7 @@ def test_sliding_window_perplexity_matches_a_direct_pytorch_computation(tiny_gpt
     from transformers import AutoModelForCausalLM
 
     from edgenlp.bench.runners import PytorchCausalLM
-    from edgenlp.tasks.generation import fidelity
+    from edgenlp.tasks.generation.scoring import fidelity
 
     runner_ = PytorchCausalLM(tiny_gpt2, 1)
     ids = runner_.encode(" ".join(["the movie was good and the plot was fun"] * 20))[:150]
@@ -113,7 +113,7 @@ def test_sliding_window_perplexity_matches_a_direct_pytorch_computation(tiny_gpt
 
 def test_kl_and_agreement_of_a_model_with_itself(tiny_gpt2):
     from edgenlp.bench.runners import PytorchCausalLM
-    from edgenlp.tasks.generation import fidelity, sliding_windows
+    from edgenlp.tasks.generation.scoring import fidelity, sliding_windows
 
     m = PytorchCausalLM(tiny_gpt2, 1)
     ids = m.encode("the film was great fun " * 30)
@@ -351,7 +351,7 @@ def test_hqq_int4_sets_the_asked_accuracy_level(tiny_gpt2_run, tmp_path):
 
 def test_a_kv_cache_that_forgets_the_past_is_caught():
     """Teacher-forced agreement between cached and uncached generation: exact for a sound cache, near chance otherwise."""
-    from edgenlp.tasks.generation import _cache_agreement
+    from edgenlp.tasks.generation.scoring import agreement_with_cache as _cache_agreement
 
     class RunningSum:  # the next token is the sum of every token seen so far, mod 7
         def __init__(self, forgets: bool):

@@ -67,7 +67,7 @@ def test_worker_fills_fixed_lengths_with_real_text_not_padding(tiny_run, tmp_pat
 def test_throughput_counts_real_sequences_and_tokens_including_a_short_last_batch(tiny_run, tmp_path):
     import json
 
-    from edgenlp.tasks.classification import _throughput
+    from edgenlp.tasks.classification.measure import throughput_figures as _throughput
     from edgenlp.tasks.classification import Session as Worker
 
     texts = tmp_path / "eval.json"

@@ -8,42 +8,6 @@ from ..bench.results import task_of
 from ..fsio import write_text_atomic
 from . import attention, engines, pruning, search, tuning
 
-MB = 1e6
-MIB = 2**20
-
-
-def _ms(summary: dict | None, key: str = "p50") -> str:
-    if not summary or key not in summary:
-        return "-"
-    lo, hi = summary.get(f"{key}_ci", [None, None])
-    return f"{summary[key]:.2f}" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else "")
-
-
-def _x(value: float | None, ci: list | None = None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}x" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
-
-
-def _few(summary: dict | None, pct: int) -> str:
-    """A mark on a percentile that rests on too few timings to trust."""
-    warnings = (summary or {}).get("warnings") or []
-    return "†" if any(w.startswith(f"p{pct} ") for w in warnings) else ""
-
-
-def _throughput(prof: dict) -> str:
-    t = prof.get("throughput")
-    if t:
-        return f"{t['seq_per_s']:.0f} ({100 * t['padding_share']:.0f}% padding)"
-    tput = prof.get("throughput_seq_per_s")  # results/1
-    return "-" if tput is None else f"{tput:.0f}"
-
-
-def _memory(prof: dict) -> str:
-    cells = [prof.get("peak_rss_bytes"), prof.get("load_peak_rss_bytes"), prof.get("steady_rss_bytes")]
-    return " / ".join("-" if b is None else f"{b / MIB:.0f}" for b in cells)
-
-
 def render(results: dict) -> str:
     ref = results["reference"]
     run = results.get("run", {})
