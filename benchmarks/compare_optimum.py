@@ -190,7 +190,7 @@ def main() -> int:
         recipe = recipe.model_copy(update={"model": str(Path(args.model).resolve())})
     out = Path(args.out or ROOT / "runs" / recipe.name)
     dataset = data_module.load(recipe.data)
-    variants, _ = pipeline.build_variants(recipe, out, dataset)
+    variants, _ = pipeline.build_variants(recipe, out, dataset, *pipeline.source_and_task(recipe))
     optimum_dir = build_optimum_variant(variants["pytorch-fp32"].path, out / "peers")
     dataset = dataset.aligned_to(pipeline.model_labels([variants["pytorch-fp32"].path]))
 

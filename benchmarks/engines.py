@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-from edgenlp import pipeline, recipe as recipe_module, tasks  # noqa: E402
+from edgenlp import pipeline, recipe as recipe_module  # noqa: E402
 from edgenlp.bench import stats  # noqa: E402
 from edgenlp.bench.harness import measure  # noqa: E402
 from edgenlp.bench.selection import engine_of  # noqa: E402
@@ -132,10 +132,10 @@ def main() -> int:
     bench = recipe.bench.model_copy(update={k: v for k, v in (("iterations", args.iterations),
                                                                 ("rounds", args.rounds)) if v is not None})
     out = Path(args.out or ROOT / "runs" / recipe.name)
-    task = tasks.get("text-classification")
+    source, task = pipeline.source_and_task(recipe)
     dataset = task.load_data(recipe.data)
     skipped: dict[str, str] = {}
-    variants, _ = pipeline.build_variants(recipe, out, dataset, task=task, skipped=skipped)
+    variants, _ = pipeline.build_variants(recipe, out, dataset, source, task, skipped=skipped)
     # the training intermediates of pruning (pruned, recovered: PyTorch) are measured as their exports
     candidates = [c for c in pipeline.candidates_of(variants)
                   if c.info["format"] != "pytorch" or c.name == bench.reference]

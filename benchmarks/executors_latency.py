@@ -37,7 +37,8 @@ def _measure(run_dir: Path, names: list[str], recipe, executor) -> dict:
     candidates = pipeline.candidates_of(variants)
     eval_set = task.eval_set(dataset, pipeline.model_labels([c.path for c in candidates]))
     settings = BenchSettings(profiles=["edge-1t"], iterations=200, rounds=8, reference=names[0])
-    results = measure(candidates, eval_set, settings, run_dir / "bench-latency", executor)
+    with executors.using(executor):
+        results = measure(candidates, eval_set, settings, run_dir / "bench-latency")
     return {"ids": {n: a.id for n, a in variants.items()}, "measured_on": results["environment"]["measured_on"],
             "variants": {v["name"]: {"accuracy": v["metrics"]["accuracy"], "latency": v["latency_ms"]["edge-1t"],
                                      "speedup": v["ratios"]["speedup_p50"], "speedup_ci": v["ratios"]["speedup_p50_ci"]}

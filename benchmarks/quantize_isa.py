@@ -44,7 +44,7 @@ def main() -> int:
     recipe = recipe_module.parse({**base.model_dump(mode="json"), "variants": keep + extra}, args.recipe)
     out = ROOT / "runs" / base.name
     dataset = data_module.load(recipe.data)
-    variants, _ = pipeline.build_variants(recipe, out, dataset)
+    variants, _ = pipeline.build_variants(recipe, out, dataset, *pipeline.source_and_task(recipe))
     candidates = [c for c in pipeline.candidates_of(variants) if c.name != "pytorch-fp32"]
     dataset = dataset.aligned_to(pipeline.model_labels([c.path for c in candidates]))
     settings = BenchSettings(profiles=["edge-1t"], iterations=args.iterations, rounds=8, reference="onnx-fp32",

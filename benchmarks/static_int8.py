@@ -129,7 +129,7 @@ def gpt2(model: Path, out: Path) -> dict:
     task = tasks.get("text-generation")
     dataset = task.load_data(recipe.data)
     with FolderLock(out):
-        variants, _ = pipeline.build_variants(recipe, out, dataset, task=task)
+        variants, _ = pipeline.build_variants(recipe, out, dataset, pipeline.source_and_task(recipe)[0], task)
     test = "\n\n".join(dataset.test)
     perplexity = {name: task.tuning_quality(art.path, test, threads=2) for name, art in variants.items()}
     rows = {}

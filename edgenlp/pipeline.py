@@ -12,10 +12,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from types import ModuleType
-
 from . import executors, models, progress, stages, tasks
 from .search import budget as budget_search
+from .tasks import Task
 from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
@@ -37,13 +36,19 @@ class RunOutcome:
     results: dict | None
 
 
-def task_of(recipe: Recipe, source: Artifact) -> ModuleType:
+def task_of(recipe: Recipe, source: Artifact) -> Task:
+    """The recipe's task for its model: resolved once per run, then passed down."""
     return tasks.resolve(tasks.of_config(source.config()), recipe.task, recipe.model)
 
 
-def check_before_work(recipe: Recipe, source: Artifact, task: ModuleType | None = None) -> None:
+def source_and_task(recipe: Recipe) -> tuple[Artifact, Task]:
+    """The recipe's model, resolved, and its task."""
+    source = models.resolve(recipe.model)
+    return source, task_of(recipe, source)
+
+
+def check_before_work(recipe: Recipe, source: Artifact, task: Task) -> None:
     """Refuse, before anything is built or measured, what would fail only after minutes of work."""
-    task = task or task_of(recipe, source)
     profiles = [load_profile(p) for p in recipe.bench.profiles]
     if recipe.selection.fail_if:
         selection.check_gates(recipe.selection.fail_if, profiles, task.NAME)
@@ -63,10 +68,15 @@ class BuildJob:
     name: str
     stage: str
     config: object
-    task: str
+    task_name: str
+    """The task by name: the job travels to other machines, where the name finds the same task."""
     check_texts: list
     validation: object
     threads: int | None
+
+    @property
+    def task(self) -> Task:
+        return tasks.get(self.task_name)
 
     def run(self, parent: Artifact, work: Path):
         with _threads(self.threads):
@@ -74,7 +84,7 @@ class BuildJob:
 
     def check(self, parent: Artifact, child: Artifact) -> dict:
         with _threads(self.threads):
-            return tasks.get(self.task).check_against_parent(parent, child, self.check_texts, self.validation)
+            return self.task.check_against_parent(parent, child, self.check_texts, self.validation)
 
     def make(self, plan: dict, parent: Artifact) -> tuple[dict, bytes]:
         """On a node: make the artifact from `parent` (a copy there); return its meta and packed files."""
@@ -86,7 +96,7 @@ class BuildJob:
 
         inputs = plan["inputs"]
         if "data_sha256" in inputs:  # the node must read the same data the id was computed from
-            here = tasks.get(self.task).fingerprint(self.config.data)
+            here = self.task.fingerprint(self.config.data)
             if here != inputs["data_sha256"]:
                 raise EdgeNLPError(f"variant {self.name}: this node reads other data than the run "
                                    f"({self.config.data.source}): give every node the same data (EDGENLP_DATA_DIR)")
@@ -139,8 +149,7 @@ def _on_a_node(executor, job: BuildJob, parent: Artifact, reads: list[Path], nee
     return make_elsewhere
 
 
-def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | None = None,
-                   task: ModuleType | None = None,
+def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact, task: Task,
                    skipped: dict[str, str] | None = None) -> tuple[dict[str, Artifact], list[str]]:
     """Build (or reuse) every variant, each once its parent is done, as many at once as the executor runs.
 
@@ -148,8 +157,6 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact | No
     recorded there with its one-line reason, its children too, and the other variants are still
     built; without it, every failure stops the build (finished variants are kept either way).
     """
-    source = source or models.resolve(recipe.model)
-    task = task or task_of(recipe, source)
     executor = executors.current()
     built: dict[str, Artifact] = {}
     reused: list[str] = []
@@ -256,21 +263,19 @@ def training_logs(variants: dict[str, Artifact]) -> dict[str, dict]:
 
 
 def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
-    source = models.resolve(recipe.model)
-    task = task_of(recipe, source)
+    source, task = source_and_task(recipe)
     check_before_work(recipe, source, task)
     dataset = task.load_data(recipe.data)
     with FolderLock(out_dir):
         executor = executors.open(recipe.executor)
         try:
             with executors.using(executor):
-                return _run(recipe, out_dir, bench, source, task, dataset, executor)
+                return _run(recipe, out_dir, bench, source, task, dataset)
         finally:
             executor.close()
 
 
-def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: ModuleType, dataset,
-         executor) -> RunOutcome:
+def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Task, dataset) -> RunOutcome:
     skipped: dict[str, str] = {}
     variants, reused = build_variants(recipe, out_dir, dataset, source, task, skipped)
     found = None
@@ -286,12 +291,12 @@ def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Mod
     if bench:
         candidates = candidates_of(variants)
         eval_set = task.eval_set(dataset, model_labels([c.path for c in candidates]))
-        results = measure(candidates, eval_set, recipe.bench, out_dir / "bench", executor,
+        results = measure(candidates, eval_set, recipe.bench, out_dir / "bench",
                           measure_on=recipe.executor.measure_on)
         results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
                           "task": task.NAME, "data": dataset.describe()}
         results["training"] = training_logs(variants)
-        results["executor"] = executor.describe()
+        results["executor"] = executors.current().describe()
         if found is not None:
             results["search"] = found.to_json()
         if skipped:

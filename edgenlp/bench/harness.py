@@ -118,7 +118,7 @@ def preflight(candidates: list[Candidate], settings: BenchSettings,
     return reference, profiles
 
 
-def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work_dir: Path, executor=None,
+def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work_dir: Path,
             measure_on: dict[str, str] | None = None) -> dict:
     """Measure every candidate under every profile; returns an `edgenlp.results/3` document.
 
@@ -127,11 +127,11 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
     before the timing starts; latency and memory come from one fresh process per candidate and
     profile, so every profile's memory figures describe the same work.
 
-    `executor` says where: evaluations may run anywhere, several at once; the timing of each group
+    The run's executor (`executors.current()`) says where: evaluations may run anywhere, several at once; the timing of each group
     of profiles (`measure_on`: profile -> node kind) runs on one measuring node of that kind, alone
     there, and the results say which node measured what.
     """
-    executor = executor or executors.LocalExecutor()
+    executor = executors.current()
     task = tasks.get(eval_set.task)
     reference, profiles = preflight(candidates, settings, task.NAME)
     unknown = sorted(set(measure_on or {}) - {p.name for p in profiles})
@@ -144,7 +144,7 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
     log_dir = work_dir / "logs"
 
     raw: dict[str, dict] = {c.name: {"profiles": {p.name: {} for p in profiles}} for c in candidates}
-    for name, reply in evaluate(candidates, task.NAME, payload, reference, profiles[0].threads, log_dir, executor,
+    for name, reply in evaluate(candidates, task.NAME, payload, reference, profiles[0].threads, log_dir,
                                 shipped).items():
         raw[name]["eval"] = reply
 
@@ -180,10 +180,10 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
 
 
 def evaluate(candidates: list[Candidate], task_name: str, payload: dict, reference: str, threads: int, log_dir: Path,
-             executor=None, shipped: dict | None = None) -> dict[str, dict]:
+             shipped: dict | None = None) -> dict[str, dict]:
     """The quality evaluation of every candidate, each in its own process, as many at once as the
-    executor runs (anywhere: quality does not depend on the node). Returns each one's reply."""
-    executor = executor or executors.LocalExecutor()
+    run's executor runs (anywhere: quality does not depend on the node). Returns each one's reply."""
+    executor = executors.current()
     shipped = shipped or {c.name: executors.Shipped.of(c.path) for c in candidates}
     ref = next(c for c in candidates if c.name == reference)
     memory = executor.settings.eval_memory_gb
