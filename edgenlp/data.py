@@ -45,14 +45,19 @@ SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"
 class DataSpec(BaseModel):
     """Which labelled texts to use and how to slice them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     source: str = EMBEDDED
+    """Labelled texts (classification) or a corpus (text generation): tweets, sst2, bbc-news, medical-abstracts, a
+    CSV/TSV/JSONL file, or hub:NAME."""
     text_column: str | None = None
+    """Text column of a data file."""
     label_column: str | None = None
+    """Label column of a data file."""
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_train_examples: int | None = Field(None, ge=1)
+    """Train on a seeded subset of this size."""
     max_test_examples: int | None = Field(None, ge=1)
     seed: int = 0
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from . import stages
 from .bench.profiles import BenchSettings
 from .data import DataSpec
-from .errors import EdgeNLPError, RecipeError
+from .errors import EdgeNLPError, RecipeError, validation_line
 from .executors import ExecutorSettings
 from .models import ScratchModel
 from .search.settings import SearchSettings
@@ -88,7 +88,7 @@ class Recipe(BaseModel):
     bench: BenchSettings = BenchSettings()
     selection: SelectionSettings = SelectionSettings()
     search: SearchSettings = SearchSettings()
-    """The accuracy-budget search that `selection.max_accuracy_drop` starts (see `search.py`)."""
+    """The accuracy-budget search that `selection.max_accuracy_drop` starts (see `search/budget.py`)."""
     executor: ExecutorSettings = ExecutorSettings()
     """Where builds, trials and measurements run (`local`, or a Ray cluster; see `executors/`)."""
 
@@ -156,26 +156,6 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
     return value
 
 
-def _where(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "recipe"
-
-
-def _one_line(err: dict, loc: tuple, origin: str) -> str:
-    """A pydantic error as one line naming the key path; the offending value only when it is small."""
-    where = _where(loc)
-    if err["type"] == "extra_forbidden":
-        return f"{origin}: unknown key '{loc[-1]}' at {where}: check its spelling against the documented keys"
-    if err["type"] == "missing":
-        return f"{origin}: required key {where} is missing: add it"
-    message = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    shown = "" if isinstance(value, (dict, list)) or len(repr(value)) > 80 else f" (got {value!r})"
-    return f"{origin}: {where}: {message}{shown}: fix that value"
-
-
 def parse(data: dict, origin: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{origin} must be a YAML mapping (name, model, data, variants, ...)")
@@ -185,13 +165,10 @@ def parse(data: dict, origin: str = "recipe") -> Recipe:
             try:
                 recipe.stage_config(v)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                loc = ("variants", i, "config", *err["loc"])
-                raise RecipeError(_one_line(err, loc, origin)) from exc
+                raise RecipeError(validation_line(exc, origin, prefix=("variants", i, "config"))) from exc
         return recipe
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise RecipeError(_one_line(err, err["loc"], origin)) from exc
+        raise RecipeError(validation_line(exc, origin)) from exc
     except RecipeError:
         raise
     except EdgeNLPError as exc:

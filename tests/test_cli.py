@@ -161,7 +161,7 @@ def test_finetune_command_writes_a_checkpoint_and_reuses_it(tmp_path, tiny_bert,
 
 
 def test_overriding_model_or_data_gets_its_own_run_folder():
-    from edgenlp.cli import _run_name
+    from edgenlp.cli import run_name as _run_name
 
     assert _run_name("minilm-tweets", None, None) == "minilm-tweets"
     assert _run_name("minilm-tweets", None, "sst2") == "minilm-tweets-sst2"
@@ -288,7 +288,7 @@ def test_an_internal_error_log_goes_to_the_users_cache_never_through_a_planted_l
             os.symlink(victim, shared)
             planted.append(shared)
 
-    @cli._guarded
+    @cli.guarded
     def buggy():
         raise KeyError("bug")
 

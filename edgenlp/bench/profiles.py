@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import BenchError
+from ..errors import BenchError, validation_line
 
 
 class Profile(BaseModel):
@@ -61,16 +61,13 @@ def load(spec: str | dict | Profile) -> Profile:
     try:
         return Profile(**spec)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise BenchError(f"profile '{spec.get('name', '?')}': {where}: {err['msg']} (input {err.get('input')!r}): "
-                         "fix that value") from exc
+        raise BenchError(validation_line(exc, f"profile '{spec.get('name', '?')}'")) from exc
 
 
 class BenchSettings(BaseModel):
     """How much to measure. Defaults give stable p50s at a few minutes for a handful of variants."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     profiles: list[str | Profile] = ["edge-1t", "laptop-2t"]
     iterations: int = Field(200, ge=10)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import BenchError, EdgeNLPError
+from ..errors import BenchError, EdgeNLPError, dotted_path, validation_detail
 
 SCHEMA = "edgenlp.results/3"
 READABLE = ("edgenlp.results/1", "edgenlp.results/2", SCHEMA)
@@ -60,10 +60,8 @@ def check(document: dict, origin: str = "results") -> dict:
     try:
         Results(schema_=document["schema"], **{k: v for k, v in document.items() if k != "schema"})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise EdgeNLPError(f"{origin} does not hold what {document['schema']} promises ({where}: {err['msg']}): "
-                           "rerun the benchmark") from exc
+        raise EdgeNLPError(f"{origin} does not hold what {document['schema']} promises "
+                           f"({validation_detail(exc, name=dotted_path)}): rerun the benchmark") from exc
     document.setdefault("task", "text-classification")
     return document
 

@@ -88,7 +88,7 @@ class Distribution(BaseModel):
 class TuningSettings(BaseModel):
     """The `search:` block of a training stage."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     trials: int = 8
     """Trials in all, trial 0 (the stage's own settings) included; an interrupted study counts what it finished."""

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from ..errors import dotted_path, validation_detail
 from ..runtime import Bundle
 from ..runtime.generation import Cancelled
 from ..runtime.errors import BundleError, InputError
@@ -184,9 +185,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return _error(422, "validation", f"{where}: {first.get('msg', 'invalid')}")
+        return _error(422, "validation", validation_detail(exc, name=dotted_path, skip=("body",)))
 
     def need(task: str, endpoint: str) -> None:
         if bundle.task != task:

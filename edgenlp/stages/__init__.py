@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 class StageConfig(BaseModel):
     """Base of every stage's settings: unknown keys are errors, so a typo never passes silently."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)  # field docstrings: the CLI's help
 
 
 _MODULES = {

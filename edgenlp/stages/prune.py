@@ -44,7 +44,9 @@ class Config(StageConfig):
     ffn_ratio: float | None = Field(None, ge=0, lt=1)
     """Share of feed-forward channels alone; None: `ratio`."""
     mode: Literal["uniform", "global"] = "uniform"
+    """uniform: the same share in every layer; global: the least important across layers."""
     importance: Literal["magnitude", "taylor"] = "magnitude"
+    """magnitude (weights) or taylor (loss gradients on calibration batches; needs data)."""
     calibration_batches: int = Field(8, ge=1)
     """Training batches whose loss gradients rank heads and channels (Taylor importance)."""
     batch_size: int = Field(16, ge=1)
@@ -52,6 +54,7 @@ class Config(StageConfig):
     data: data_module.DataSpec | None = None
     """Where calibration batches come from (a recipe fills in its own data); only Taylor reads it."""
     task: str | None = None
+    """What the model is for; None: the model's own task."""
     seed: int = 0
 
 
