@@ -21,16 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from edgenlp import data, explain  # noqa: E402
-from edgenlp.errors import EdgeNLPError  # noqa: E402
-from edgenlp.bench.results import variant_folder  # noqa: E402
-
 import record  # noqa: E402
+
+from edgenlp import data, explain  # noqa: E402
+from edgenlp.bench.results import variant_folder  # noqa: E402
+from edgenlp.errors import EdgeNLPError  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", action="append", help="run folders (default: runs/minilm-tweets and runs/minilm-medical)")
+    parser.add_argument(
+        "--run", action="append", help="run folders (default: runs/minilm-tweets and runs/minilm-medical)"
+    )
     parser.add_argument("--texts", type=int, default=20)
     args = parser.parse_args()
     runs = [Path(r) for r in (args.run or [ROOT / "runs" / "minilm-tweets", ROOT / "runs" / "minilm-medical"])]
@@ -47,16 +49,30 @@ def main() -> int:
             if name == reference:
                 continue
             try:
-                rhos = [explain.compare(r, explain.attention_maps(path, t))["rollout_spearman"] for r, t in zip(ref_maps, texts)]
+                rhos = [
+                    explain.compare(r, explain.attention_maps(path, t))["rollout_spearman"]
+                    for r, t in zip(ref_maps, texts)
+                ]
             except EdgeNLPError as exc:
                 skipped[name] = str(exc)
                 continue
-            per_variant[name] = {"mean": round(float(np.mean(rhos)), 4), "median": round(float(np.median(rhos)), 4),
-                                 "min": round(float(np.min(rhos)), 4), "texts": len(rhos)}
-            print(f"{run.name:<16} {name:<20} rollout Spearman vs {reference}: mean {per_variant[name]['mean']:.4f}, "
-                  f"min {per_variant[name]['min']:.4f} over {len(rhos)} texts")
-        summary["runs"][run.name] = {"data": source, "reference": reference, "variants": per_variant, "skipped": skipped,
-                                     "mean_tokens": round(float(np.mean([len(m.tokens) for m in ref_maps])), 1)}
+            per_variant[name] = {
+                "mean": round(float(np.mean(rhos)), 4),
+                "median": round(float(np.median(rhos)), 4),
+                "min": round(float(np.min(rhos)), 4),
+                "texts": len(rhos),
+            }
+            print(
+                f"{run.name:<16} {name:<20} rollout Spearman vs {reference}: mean {per_variant[name]['mean']:.4f}, "
+                f"min {per_variant[name]['min']:.4f} over {len(rhos)} texts"
+            )
+        summary["runs"][run.name] = {
+            "data": source,
+            "reference": reference,
+            "variants": per_variant,
+            "skipped": skipped,
+            "mean_tokens": round(float(np.mean([len(m.tokens) for m in ref_maps])), 1),
+        }
     record.save("attention_agreement", summary)
     return 0
 

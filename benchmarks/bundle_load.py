@@ -76,25 +76,40 @@ def main() -> None:
     sizes = {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
     measured: dict[str, list[dict]] = {way: [] for way in WAYS}
     for r in range(args.rounds):
-        order = WAYS[r % 3:] + WAYS[:r % 3]  # each way first in a third of the rounds
+        order = WAYS[r % 3 :] + WAYS[: r % 3]  # each way first in a third of the rounds
         for way in order:
-            done = subprocess.run([sys.executable, "-c", PROBE, str(folder), way, json.dumps(TEXTS)],
-                                  capture_output=True, text=True, check=True, cwd=work)
+            done = subprocess.run(
+                [sys.executable, "-c", PROBE, str(folder), way, json.dumps(TEXTS)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=work,
+            )
             measured[way].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    summary = {"variant": str(Path(args.variant).resolve().relative_to(ROOT)) if ROOT in Path(args.variant).resolve().parents
-               else args.variant, "rounds": args.rounds, "threads": 1, "bundle_bytes": sum(sizes.values()),
-               "files": sizes, "ways": {}}
+    summary = {
+        "variant": str(Path(args.variant).resolve().relative_to(ROOT))
+        if ROOT in Path(args.variant).resolve().parents
+        else args.variant,
+        "rounds": args.rounds,
+        "threads": 1,
+        "bundle_bytes": sum(sizes.values()),
+        "files": sizes,
+        "ways": {},
+    }
     for way in WAYS:
         cold = [m["cold_start_s"] for m in measured[way]]
         peak = [m["peak_rss_bytes"] for m in measured[way]]
-        summary["ways"][way] = {"cold_start_s_median": round(statistics.median(cold), 4),
-                                "cold_start_s": [round(c, 4) for c in cold],
-                                "peak_rss_mib_median": round(statistics.median(peak) / MIB, 1)}
+        summary["ways"][way] = {
+            "cold_start_s_median": round(statistics.median(cold), 4),
+            "cold_start_s": [round(c, 4) for c in cold],
+            "peak_rss_mib_median": round(statistics.median(peak) / MIB, 1),
+        }
     base = summary["ways"]["hash-then-path"]
     now = summary["ways"]["verified"]
     summary["verified_vs_hash_then_path"] = {
         "cold_start_ratio": round(now["cold_start_s_median"] / base["cold_start_s_median"], 3),
-        "peak_rss_mib_difference": round(now["peak_rss_mib_median"] - base["peak_rss_mib_median"], 1)}
+        "peak_rss_mib_difference": round(now["peak_rss_mib_median"] - base["peak_rss_mib_median"], 1),
+    }
     for way, row in summary["ways"].items():
         print(f"{way:<15} cold start {row['cold_start_s_median']:.3f} s   peak {row['peak_rss_mib_median']:.1f} MiB")
     print("verified / hash-then-path:", summary["verified_vs_hash_then_path"])

@@ -33,16 +33,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-from edgenlp import data as data_module  # noqa: E402
-from edgenlp import pipeline, recipe as recipe_module  # noqa: E402
-from edgenlp.artifact import copy_support_files  # noqa: E402
-from edgenlp.fsio import write_json_atomic  # noqa: E402
-from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
-from edgenlp.tasks.classification import EvalSet  # noqa: E402
-from edgenlp.bench import stats  # noqa: E402
-from edgenlp.report import markdown  # noqa: E402
-
 import record  # noqa: E402  (benchmarks/record.py)
+
+from edgenlp import data as data_module  # noqa: E402
+from edgenlp import pipeline  # noqa: E402
+from edgenlp import recipe as recipe_module
+from edgenlp.artifact import copy_support_files  # noqa: E402
+from edgenlp.bench import stats  # noqa: E402
+from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
+from edgenlp.fsio import write_json_atomic  # noqa: E402
+from edgenlp.report import markdown  # noqa: E402
+from edgenlp.tasks.classification import EvalSet  # noqa: E402
 
 
 def build_optimum_variant(checkpoint: Path, out: Path) -> Path:
@@ -76,10 +77,15 @@ def summarize(results: dict, ours: str, peer: str) -> dict:
             "accuracy_pct": round(100 * v["metrics"]["accuracy"], 2),
             "size_mb": round(v["size_bytes"] / 1e6, 2),
             "peak_rss_mib": {p: round(prof["peak_rss_bytes"] / 2**20) for p, prof in v["profiles"].items()},
-            "p50_ms": {f"{p}/{s}": [round(x["p50"], 3), [round(c, 3) for c in x["p50_ci"]]]
-                       for p, shapes in v["latency_ms"].items() for s, x in shapes.items()},
-            "speedup_vs_reference": {k: [round(r, 3), [round(c, 3) for c in v["ratios"]["speedup_p50_ci"][k]]]
-                                     for k, r in v["ratios"]["speedup_p50"].items()},
+            "p50_ms": {
+                f"{p}/{s}": [round(x["p50"], 3), [round(c, 3) for c in x["p50_ci"]]]
+                for p, shapes in v["latency_ms"].items()
+                for s, x in shapes.items()
+            },
+            "speedup_vs_reference": {
+                k: [round(r, 3), [round(c, 3) for c in v["ratios"]["speedup_p50_ci"][k]]]
+                for k, r in v["ratios"]["speedup_p50"].items()
+            },
         }
     mine, theirs = by_name[ours], by_name[peer]
     versus = {}
@@ -87,11 +93,19 @@ def summarize(results: dict, ours: str, peer: str) -> dict:
         profile, shape = key.split("/")
         one = stats.speedup(theirs["latency_samples_ms"][profile][shape], mine["latency_samples_ms"][profile][shape])
         versus[key] = {"edgenlp_speedup_over_peer": round(one["ratio"], 3), "ci": [round(c, 3) for c in one["ci"]]}
-    return {"reference": results["reference"], "eval": results["eval"]["name"], "examples": results["eval"]["examples"],
-            "rounds": results["settings"]["rounds"], "iterations": results["settings"]["iterations"],
-            "variants": variants, "edgenlp": ours, "peer": peer, "edgenlp_vs_peer": versus,
-            "accuracy_delta_vs_peer_points": round(100 * (mine["metrics"]["accuracy"] - theirs["metrics"]["accuracy"]), 2),
-            "size_ratio_vs_onnx_fp32": round(mine["size_bytes"] / by_name["onnx-fp32"]["size_bytes"], 4)}
+    return {
+        "reference": results["reference"],
+        "eval": results["eval"]["name"],
+        "examples": results["eval"]["examples"],
+        "rounds": results["settings"]["rounds"],
+        "iterations": results["settings"]["iterations"],
+        "variants": variants,
+        "edgenlp": ours,
+        "peer": peer,
+        "edgenlp_vs_peer": versus,
+        "accuracy_delta_vs_peer_points": round(100 * (mine["metrics"]["accuracy"] - theirs["metrics"]["accuracy"]), 2),
+        "size_ratio_vs_onnx_fp32": round(mine["size_bytes"] / by_name["onnx-fp32"]["size_bytes"], 4),
+    }
 
 
 def lineage(variants: dict, name: str) -> list:
@@ -117,41 +131,68 @@ def summarize_pruning(results: dict, variants: dict, unpruned: str, peer: str, t
         recovered = next((a for a in chain if a.meta.get("stage") == "distill"), None)
         log = training.get(recovered.name) if recovered else None
         meta = pruned.meta["metadata"]
-        row = {"ratio": meta["ratio"], "mode": meta["mode"], "importance": meta["importance"],
-               "layer_heads": meta["layer_heads"], "layer_intermediate_sizes": meta.get("layer_intermediate_sizes"),
-               "non_embedding_parameters": meta["parameters"]["after"]["non_embedding_parameters"],
-               "non_embedding_cut_pct": round(100 * (1 - meta["parameters"]["non_embedding_kept"]), 1),
-               "accuracy_pct": round(100 * v["metrics"]["accuracy"], 2),
-               "accuracy_delta_vs_reference_points": round(100 * (v["metrics"]["accuracy"] - reference["metrics"]["accuracy"]), 2),
-               "accuracy_delta_vs_peer_points": round(100 * (v["metrics"]["accuracy"] - by_name[peer]["metrics"]["accuracy"]), 2),
-               "size_mb": round(v["size_bytes"] / 1e6, 2),
-               "validation_accuracy": {"after_pruning": log["evals"][0]["accuracy"], "after_recovery": log["best_score"],
-                                       "recovery_steps": log["total_steps"], "recovery_seconds": log["seconds"]} if log else None,
-               "p50_vs_unpruned_int8": {}, "speedup_vs_peer": {}}
+        row = {
+            "ratio": meta["ratio"],
+            "mode": meta["mode"],
+            "importance": meta["importance"],
+            "layer_heads": meta["layer_heads"],
+            "layer_intermediate_sizes": meta.get("layer_intermediate_sizes"),
+            "non_embedding_parameters": meta["parameters"]["after"]["non_embedding_parameters"],
+            "non_embedding_cut_pct": round(100 * (1 - meta["parameters"]["non_embedding_kept"]), 1),
+            "accuracy_pct": round(100 * v["metrics"]["accuracy"], 2),
+            "accuracy_delta_vs_reference_points": round(
+                100 * (v["metrics"]["accuracy"] - reference["metrics"]["accuracy"]), 2
+            ),
+            "accuracy_delta_vs_peer_points": round(
+                100 * (v["metrics"]["accuracy"] - by_name[peer]["metrics"]["accuracy"]), 2
+            ),
+            "size_mb": round(v["size_bytes"] / 1e6, 2),
+            "validation_accuracy": {
+                "after_pruning": log["evals"][0]["accuracy"],
+                "after_recovery": log["best_score"],
+                "recovery_steps": log["total_steps"],
+                "recovery_seconds": log["seconds"],
+            }
+            if log
+            else None,
+            "p50_vs_unpruned_int8": {},
+            "speedup_vs_peer": {},
+        }
         for profile, shapes in v["latency_samples_ms"].items():
             for shape, samples in shapes.items():
                 mine = stats.speedup(by_name[unpruned]["latency_samples_ms"][profile][shape], samples)
-                row["p50_vs_unpruned_int8"][f"{profile}/{shape}"] = [round(1 / mine["ratio"], 3),
-                                                                     [round(1 / c, 3) for c in reversed(mine["ci"])]]
+                row["p50_vs_unpruned_int8"][f"{profile}/{shape}"] = [
+                    round(1 / mine["ratio"], 3),
+                    [round(1 / c, 3) for c in reversed(mine["ci"])],
+                ]
                 theirs = stats.speedup(by_name[peer]["latency_samples_ms"][profile][shape], samples)
-                row["speedup_vs_peer"][f"{profile}/{shape}"] = [round(theirs["ratio"], 3), [round(c, 3) for c in theirs["ci"]]]
+                row["speedup_vs_peer"][f"{profile}/{shape}"] = [
+                    round(theirs["ratio"], 3),
+                    [round(c, 3) for c in theirs["ci"]],
+                ]
         out[name] = row
     return out
 
 
 def print_pruning(pruning: dict) -> None:
-    print("\npruned + recovered + INT8 (targets: p50 <= 0.7x unpruned INT8, accuracy within 1.0 point of FP32, "
-          ">= 1.4x Optimum at <= 1.0 point below it, non-embedding parameters cut >= 35%)")
+    print(
+        "\npruned + recovered + INT8 (targets: p50 <= 0.7x unpruned INT8, accuracy within 1.0 point of FP32, "
+        ">= 1.4x Optimum at <= 1.0 point below it, non-embedding parameters cut >= 35%)"
+    )
     for name, r in pruning.items():
         val = r["validation_accuracy"] or {}
-        print(f"  {name}: heads {r['layer_heads']}, non-embedding parameters -{r['non_embedding_cut_pct']}%, "
-              f"accuracy {r['accuracy_pct']:.2f}% ({r['accuracy_delta_vs_reference_points']:+.2f} vs FP32, "
-              f"{r['accuracy_delta_vs_peer_points']:+.2f} vs Optimum), {r['size_mb']:.1f} MB; validation accuracy "
-              f"{100 * val.get('after_pruning', float('nan')):.1f}% after pruning -> {100 * val.get('after_recovery', float('nan')):.1f}% after recovery")
+        print(
+            f"  {name}: heads {r['layer_heads']}, non-embedding parameters -{r['non_embedding_cut_pct']}%, "
+            f"accuracy {r['accuracy_pct']:.2f}% ({r['accuracy_delta_vs_reference_points']:+.2f} vs FP32, "
+            f"{r['accuracy_delta_vs_peer_points']:+.2f} vs Optimum), {r['size_mb']:.1f} MB; validation accuracy "
+            f"{100 * val.get('after_pruning', float('nan')):.1f}% after pruning -> {100 * val.get('after_recovery', float('nan')):.1f}% after recovery"
+        )
         for key, (ratio, ci) in r["p50_vs_unpruned_int8"].items():
             peer, peer_ci = r["speedup_vs_peer"][key]
-            print(f"    {key:<18} p50 {ratio:.3f}x unpruned INT8 [{ci[0]:.3f}-{ci[1]:.3f}], "
-                  f"{peer:.2f}x faster than Optimum [{peer_ci[0]:.2f}-{peer_ci[1]:.2f}]")
+            print(
+                f"    {key:<18} p50 {ratio:.3f}x unpruned INT8 [{ci[0]:.3f}-{ci[1]:.3f}], "
+                f"{peer:.2f}x faster than Optimum [{peer_ci[0]:.2f}-{peer_ci[1]:.2f}]"
+            )
 
 
 def print_summary(summary: dict) -> None:
@@ -159,8 +200,13 @@ def print_summary(summary: dict) -> None:
     width = max(len(n) for n in names)
     print("\n" + " " * 26 + "  ".join(n.rjust(width) for n in names))
     rows = [("accuracy %", lambda v: f"{v['accuracy_pct']:.2f}"), ("size MB", lambda v: f"{v['size_mb']:.2f}")]
-    rows += [(f"p50 ms {k}", lambda v, k=k: f"{v['p50_ms'][k][0]:.2f}") for k in summary["variants"][names[0]]["p50_ms"]]
-    rows += [(f"peak RSS MiB {p}", lambda v, p=p: f"{v['peak_rss_mib'][p]}") for p in summary["variants"][names[0]]["peak_rss_mib"]]
+    rows += [
+        (f"p50 ms {k}", lambda v, k=k: f"{v['p50_ms'][k][0]:.2f}") for k in summary["variants"][names[0]]["p50_ms"]
+    ]
+    rows += [
+        (f"peak RSS MiB {p}", lambda v, p=p: f"{v['peak_rss_mib'][p]}")
+        for p in summary["variants"][names[0]]["peak_rss_mib"]
+    ]
     for label, get in rows:
         print(f"{label:<26}" + "  ".join(get(summary["variants"][n]).rjust(width) for n in names))
     print(f"\n{summary['edgenlp']} against {summary['peer']} (reference p50 / variant p50, rounds paired):")
@@ -169,10 +215,14 @@ def print_summary(summary: dict) -> None:
         verdict = "edgenlp faster" if lo > 1 else ("edgenlp slower" if hi < 1 else "no significant difference")
         print(f"  {key:<18} {one['edgenlp_speedup_over_peer']:.3f}x [95% CI {lo:.3f}-{hi:.3f}]: {verdict}")
     ours = summary["variants"][summary["edgenlp"]]["speedup_vs_reference"]
-    print(f"{summary['edgenlp']} against {summary['reference']}: " + ", ".join(
-        f"{k} {v[0]:.2f}x [{v[1][0]:.2f}-{v[1][1]:.2f}]" for k, v in ours.items()))
-    print(f"accuracy {summary['accuracy_delta_vs_peer_points']:+.2f} points against the peer; size "
-          f"{100 * summary['size_ratio_vs_onnx_fp32']:.1f}% of onnx-fp32")
+    print(
+        f"{summary['edgenlp']} against {summary['reference']}: "
+        + ", ".join(f"{k} {v[0]:.2f}x [{v[1][0]:.2f}-{v[1][1]:.2f}]" for k, v in ours.items())
+    )
+    print(
+        f"accuracy {summary['accuracy_delta_vs_peer_points']:+.2f} points against the peer; size "
+        f"{100 * summary['size_ratio_vs_onnx_fp32']:.1f}% of onnx-fp32"
+    )
 
 
 def main() -> int:
@@ -181,7 +231,9 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--iterations", type=int, default=320)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--model", default=None, help="start from this fine-tuned checkpoint instead of the recipe's model")
+    parser.add_argument(
+        "--model", default=None, help="start from this fine-tuned checkpoint instead of the recipe's model"
+    )
     parser.add_argument("--name", default="compare_optimum", help="results file name under benchmarks/results/")
     args = parser.parse_args()
 
@@ -197,12 +249,19 @@ def main() -> int:
     ours = "onnx-int8-dynamic"
     pruned = [n for n in variants if n.startswith("onnx-int8-pruned-")]
     candidates = [c for c in pipeline.candidates_of(variants) if c.name in ("pytorch-fp32", "onnx-fp32", ours, *pruned)]
-    candidates += [Candidate("optimum-int8 (ort session)", optimum_dir, "onnx"),
-                   Candidate("optimum-int8 (ORTModel)", optimum_dir, "benchmarks.optimum_runner:OptimumRunner")]
-    settings = BenchSettings(profiles=["edge-1t", "laptop-2t"], iterations=args.iterations, rounds=args.rounds,
-                             reference="pytorch-fp32")
-    results = measure(candidates, EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels,
-                                          name=f"{dataset.name}/test"), settings, out / "compare-optimum")
+    candidates += [
+        Candidate("optimum-int8 (ort session)", optimum_dir, "onnx"),
+        Candidate("optimum-int8 (ORTModel)", optimum_dir, "benchmarks.optimum_runner:OptimumRunner"),
+    ]
+    settings = BenchSettings(
+        profiles=["edge-1t", "laptop-2t"], iterations=args.iterations, rounds=args.rounds, reference="pytorch-fp32"
+    )
+    results = measure(
+        candidates,
+        EvalSet(dataset.test.texts, dataset.test.labels, dataset.labels, name=f"{dataset.name}/test"),
+        settings,
+        out / "compare-optimum",
+    )
     results["run"] = {"recipe": recipe.name + " vs optimum", "model": recipe.model, "data": dataset.describe()}
     write_json_atomic(out / "compare-optimum" / "results.json", results)
     markdown.write(results, out / "compare-optimum" / "report.md")
@@ -210,8 +269,9 @@ def main() -> int:
     summary = summarize(results, ours, peer="optimum-int8 (ort session)")
     print_summary(summary)
     if pruned:
-        summary["pruning"] = summarize_pruning(results, variants, ours, "optimum-int8 (ort session)",
-                                               pipeline.training_logs(variants))
+        summary["pruning"] = summarize_pruning(
+            results, variants, ours, "optimum-int8 (ort session)", pipeline.training_logs(variants)
+        )
         print_pruning(summary["pruning"])
     record.save(args.name, summary)
     return 0

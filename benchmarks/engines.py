@@ -26,12 +26,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-from edgenlp import pipeline, recipe as recipe_module  # noqa: E402
+import record  # noqa: E402  (benchmarks/record.py)
+
+from edgenlp import pipeline  # noqa: E402
+from edgenlp import recipe as recipe_module
 from edgenlp.bench import stats  # noqa: E402
 from edgenlp.bench.harness import measure  # noqa: E402
 from edgenlp.bench.selection import engine_of  # noqa: E402
-
-import record  # noqa: E402  (benchmarks/record.py)
 
 ENGINES = ("onnx", "openvino", "ctranslate2")
 PRUNED_SPEEDUP_TARGET = 1.4
@@ -47,15 +48,21 @@ def variant_rows(results: dict) -> dict:
     rows = {}
     for v in results["variants"]:
         rows[v["name"]] = {
-            "engine": engine_of(v), "precision": v["precision"], "pruned": bool(v.get("pruned_by")),
+            "engine": engine_of(v),
+            "precision": v["precision"],
+            "pruned": bool(v.get("pruned_by")),
             "accuracy_pct": round(100 * v["metrics"]["accuracy"], 2),
             "accuracy_delta_points": round(100 * (v["metrics"]["accuracy"] - ref["metrics"]["accuracy"]), 2),
-            "label_agreement_with_reference_pct": None if v["metrics"].get("label_agreement_with_reference") is None
+            "label_agreement_with_reference_pct": None
+            if v["metrics"].get("label_agreement_with_reference") is None
             else round(100 * v["metrics"]["label_agreement_with_reference"], 2),
             "size_mb": round(v["size_bytes"] / 1e6, 2),
             "peak_rss_mib": {p: round(prof["peak_rss_bytes"] / 2**20) for p, prof in v["profiles"].items()},
-            "p50_ms": {f"{p}/{s}": [round(x["p50"], 3), [round(c, 3) for c in x["p50_ci"]]]
-                       for p, shapes in v["latency_ms"].items() for s, x in shapes.items()},
+            "p50_ms": {
+                f"{p}/{s}": [round(x["p50"], 3), [round(c, 3) for c in x["p50_ci"]]]
+                for p, shapes in v["latency_ms"].items()
+                for s, x in shapes.items()
+            },
         }
     return rows
 
@@ -72,21 +79,34 @@ def target_rows(results: dict, rows: dict) -> list[dict]:
             mine = [n for n in within if rows[n]["engine"] == engine and not rows[n]["pruned"]]
             if mine:
                 name = min(mine, key=lambda n: rows[n]["p50_ms"][key][0])
-                best[engine] = {"variant": name, "p50_ms": rows[name]["p50_ms"][key][0],
-                                "accuracy_pct": rows[name]["accuracy_pct"]}
+                best[engine] = {
+                    "variant": name,
+                    "p50_ms": rows[name]["p50_ms"][key][0],
+                    "accuracy_pct": rows[name]["accuracy_pct"],
+                }
         fastest_engine = min(best, key=lambda e: best[e]["p50_ms"])
         fastest = best[fastest_engine]["variant"]
         selected = t["selected"]
-        ratio = stats.speedup(by_name[fastest]["latency_samples_ms"][profile][shape],
-                              by_name[selected]["latency_samples_ms"][profile][shape])
+        ratio = stats.speedup(
+            by_name[fastest]["latency_samples_ms"][profile][shape],
+            by_name[selected]["latency_samples_ms"][profile][shape],
+        )
         speedup = [round(ratio["ratio"], 3), [round(c, 3) for c in ratio["ci"]]]
         as_fast = rows[selected]["p50_ms"][key][0] <= best[fastest_engine]["p50_ms"]
         accurate = rows[selected]["accuracy_pct"] >= best[fastest_engine]["accuracy_pct"] - ACCURACY_SLACK_POINTS
-        row = {"profile": profile, "target": t["target"], "selected": selected, "selected_engine": t["engine"],
-               "selected_pruned": rows[selected]["pruned"], "selected_p50_ms": rows[selected]["p50_ms"][key][0],
-               "selected_accuracy_pct": rows[selected]["accuracy_pct"], "best_unpruned_by_engine": best,
-               "fastest_engine": fastest_engine, "speedup_over_fastest_engine": speedup,
-               "target_as_fast_within_1_point": as_fast and accurate}
+        row = {
+            "profile": profile,
+            "target": t["target"],
+            "selected": selected,
+            "selected_engine": t["engine"],
+            "selected_pruned": rows[selected]["pruned"],
+            "selected_p50_ms": rows[selected]["p50_ms"][key][0],
+            "selected_accuracy_pct": rows[selected]["accuracy_pct"],
+            "best_unpruned_by_engine": best,
+            "fastest_engine": fastest_engine,
+            "speedup_over_fastest_engine": speedup,
+            "target_as_fast_within_1_point": as_fast and accurate,
+        }
         if any(r["pruned"] for r in rows.values()):
             row["target_pruned_1_4x"] = speedup[0] >= PRUNED_SPEEDUP_TARGET
         out.append(row)
@@ -98,9 +118,13 @@ def print_summary(summary: dict) -> None:
     keys = list(next(iter(rows.values()))["p50_ms"])
     print(f"\n{'variant':<28}{'engine':<12}{'acc %':>7}{'agree %':>9}{'MB':>7}" + "".join(f"{k:>22}" for k in keys))
     for name, r in rows.items():
-        agree = "-" if r["label_agreement_with_reference_pct"] is None else f"{r['label_agreement_with_reference_pct']:.1f}"
-        print(f"{name:<28}{r['engine']:<12}{r['accuracy_pct']:>7.2f}{agree:>9}{r['size_mb']:>7.1f}"
-              + "".join(f"{r['p50_ms'][k][0]:>22.2f}" for k in keys))
+        agree = (
+            "-" if r["label_agreement_with_reference_pct"] is None else f"{r['label_agreement_with_reference_pct']:.1f}"
+        )
+        print(
+            f"{name:<28}{r['engine']:<12}{r['accuracy_pct']:>7.2f}{agree:>9}{r['size_mb']:>7.1f}"
+            + "".join(f"{r['p50_ms'][k][0]:>22.2f}" for k in keys)
+        )
     print("\nper target (selection: fastest within 1.0 accuracy point of the FP32 reference):")
     for t in summary["targets"]:
         best = ", ".join(f"{e} {b['variant']} {b['p50_ms']:.2f} ms" for e, b in t["best_unpruned_by_engine"].items())
@@ -109,9 +133,11 @@ def print_summary(summary: dict) -> None:
         pruned = ""
         if "target_pruned_1_4x" in t:
             pruned = f"; pruned 1.4x target {'met' if t['target_pruned_1_4x'] else 'MISSED'}"
-        print(f"  {t['profile']}/{t['target']}: ship {t['selected']} ({t['selected_engine']}) {t['selected_p50_ms']:.2f} ms, "
-              f"{s:.2f}x [{lo:.2f}-{hi:.2f}] the fastest engine's best ({t['fastest_engine']}); best unpruned: {best}; "
-              f"as-fast target {verdict}{pruned}")
+        print(
+            f"  {t['profile']}/{t['target']}: ship {t['selected']} ({t['selected_engine']}) {t['selected_p50_ms']:.2f} ms, "
+            f"{s:.2f}x [{lo:.2f}-{hi:.2f}] the fastest engine's best ({t['fastest_engine']}); best unpruned: {best}; "
+            f"as-fast target {verdict}{pruned}"
+        )
     for name, why in summary["skipped"].items():
         print(f"  not built: {name}: {why}")
 
@@ -129,16 +155,18 @@ def main() -> int:
     recipe = recipe_module.load(args.recipe)
     if args.model:
         recipe = recipe.model_copy(update={"model": str(Path(args.model).resolve())})
-    bench = recipe.bench.model_copy(update={k: v for k, v in (("iterations", args.iterations),
-                                                                ("rounds", args.rounds)) if v is not None})
+    bench = recipe.bench.model_copy(
+        update={k: v for k, v in (("iterations", args.iterations), ("rounds", args.rounds)) if v is not None}
+    )
     out = Path(args.out or ROOT / "runs" / recipe.name)
     source, task = pipeline.source_and_task(recipe)
     dataset = task.load_data(recipe.data)
     skipped: dict[str, str] = {}
     variants, _ = pipeline.build_variants(recipe, out, dataset, source, task, skipped=skipped)
     # the training intermediates of pruning (pruned, recovered: PyTorch) are measured as their exports
-    candidates = [c for c in pipeline.candidates_of(variants)
-                  if c.info["format"] != "pytorch" or c.name == bench.reference]
+    candidates = [
+        c for c in pipeline.candidates_of(variants) if c.info["format"] != "pytorch" or c.name == bench.reference
+    ]
     eval_set = task.eval_set(dataset, pipeline.model_labels([c.path for c in candidates]))
     work = out / "engines"
     results = measure(candidates, eval_set, bench, work)
@@ -147,12 +175,21 @@ def main() -> int:
     pipeline.publish(results, work, recipe.selection)
 
     rows = variant_rows(results)
-    summary = {"reference": results["reference"], "eval": results["eval"]["name"],
-               "examples": results["eval"]["examples"], "rounds": results["settings"]["rounds"],
-               "iterations": results["settings"]["iterations"], "variants": rows,
-               "targets": target_rows(results, rows), "skipped": skipped,
-               "engine_versions": {k: v for k, v in results["environment"]["versions"].items()
-                                   if k in ("onnxruntime", "openvino", "nncf", "ctranslate2")}}
+    summary = {
+        "reference": results["reference"],
+        "eval": results["eval"]["name"],
+        "examples": results["eval"]["examples"],
+        "rounds": results["settings"]["rounds"],
+        "iterations": results["settings"]["iterations"],
+        "variants": rows,
+        "targets": target_rows(results, rows),
+        "skipped": skipped,
+        "engine_versions": {
+            k: v
+            for k, v in results["environment"]["versions"].items()
+            if k in ("onnxruntime", "openvino", "nncf", "ctranslate2")
+        },
+    }
     print_summary(summary)
     record.save(args.name, summary)
     return 0

@@ -30,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from edgenlp import executors, models, pipeline, recipe as recipe_module, tasks  # noqa: E402
-from edgenlp.bench import harness  # noqa: E402
-
 import record  # noqa: E402
+
+from edgenlp import executors, models, pipeline, tasks  # noqa: E402
+from edgenlp import recipe as recipe_module
+from edgenlp.bench import harness  # noqa: E402
 
 MEASURE = {executors.MEASURE_RESOURCE: 1}
 
@@ -53,6 +54,7 @@ def sweep(recipe, out: Path, executor_settings: dict) -> dict:
     eval_seconds = {}
     try:
         with executors.using(executor):
+
             def timed(c):
                 t = time.perf_counter()
                 reply = harness.evaluate([c], task.NAME, payload, c.name, 1, out / "bench" / "logs", executor)[c.name]
@@ -66,13 +68,23 @@ def sweep(recipe, out: Path, executor_settings: dict) -> dict:
         executor.close()
     labels = payload["labels"]
     return {
-        "build_seconds": round(built, 1), "eval_seconds": round(evaluated, 1), "wall_seconds": round(built + evaluated, 1),
+        "build_seconds": round(built, 1),
+        "eval_seconds": round(evaluated, 1),
+        "wall_seconds": round(built + evaluated, 1),
         "ids": {n: a.id for n, a in outcome.variants.items()},
-        "accuracy": {c.name: sum(p == y for p, y in zip(rep["preds"], labels)) / len(labels)
-                     for c, rep in zip(candidates, replies)},
+        "accuracy": {
+            c.name: sum(p == y for p, y in zip(rep["preds"], labels)) / len(labels)
+            for c, rep in zip(candidates, replies)
+        },
         "predictions_sha": {c.name: record_hash(rep["preds"]) for c, rep in zip(candidates, replies)},
-        "tasks": {n: {"parent": (a.meta.get("parent") or {}).get("name"), "build": a.meta.get("build_seconds"),
-                      "eval": round(eval_seconds[n], 2)} for n, a in outcome.variants.items()},
+        "tasks": {
+            n: {
+                "parent": (a.meta.get("parent") or {}).get("name"),
+                "build": a.meta.get("build_seconds"),
+                "eval": round(eval_seconds[n], 2),
+            }
+            for n, a in outcome.variants.items()
+        },
     }
 
 
@@ -94,8 +106,10 @@ def makespan(tasks_: dict, nodes: int, copies: int = 1) -> float:
     done, free, clock = {}, [0.0] * nodes, 0.0
     pending = dict(jobs)
     while pending:
-        ready = sorted((n for n, j in pending.items() if j["parent"] is None or j["parent"] in done),
-                       key=lambda n: -pending[n]["seconds"])
+        ready = sorted(
+            (n for n, j in pending.items() if j["parent"] is None or j["parent"] in done),
+            key=lambda n: -pending[n]["seconds"],
+        )
         if not ready:
             raise RuntimeError("cycle")
         name = ready[0]
@@ -112,7 +126,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "sweep-executors"))
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "sweep-executors.yaml"))
-    parser.add_argument("--model", default=None, help="A fine-tuned checkpoint to start from (its fine-tuning is reused).")
+    parser.add_argument(
+        "--model", default=None, help="A fine-tuned checkpoint to start from (its fine-tuning is reused)."
+    )
     parser.add_argument("--name", default="executors", help="Results file name under benchmarks/results/.")
     args = parser.parse_args()
     recipe = recipe_module.load(args.recipe)
@@ -127,8 +143,10 @@ def main() -> int:
     runs["local"] = sweep(recipe, out / "local", {"kind": "local"})
     for n in (1, 2):
         print(f"Ray, {n} worker node(s) ...", flush=True)
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                                "object_store_memory": 600 * 2**20})
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": 600 * 2**20},
+        )
         for i in range(n):
             cluster.add_node(num_cpus=1, resources=MEASURE if i == 0 else {}, object_store_memory=600 * 2**20)
         cluster.wait_for_nodes()
@@ -146,23 +164,37 @@ def main() -> int:
     paper = {}
     for copies in (1, 8):
         one = makespan(per_task, 1, copies)
-        paper[f"{copies}-tree(s)"] = {str(n): {"makespan_s": round(makespan(per_task, n, copies), 1),
-                                               "throughput_vs_one_node": round(one / makespan(per_task, n, copies), 2),
-                                               "efficiency": round(one / makespan(per_task, n, copies) / n, 2)}
-                                      for n in (1, 2, 4, 8)}
+        paper[f"{copies}-tree(s)"] = {
+            str(n): {
+                "makespan_s": round(makespan(per_task, n, copies), 1),
+                "throughput_vs_one_node": round(one / makespan(per_task, n, copies), 2),
+                "efficiency": round(one / makespan(per_task, n, copies) / n, 2),
+            }
+            for n in (1, 2, 4, 8)
+        }
     summary = {
-        "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)), "model": args.model,
+        "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)),
+        "model": args.model,
         "variants": len(runs["local"]["ids"]),
-        "runs": runs, "identical_artifact_ids": same_ids, "identical_predictions": same_predictions,
-        "measured_speedup_2_nodes_over_1": round(speedup, 2), "measured_efficiency_2_nodes": round(speedup / 2, 2),
-        "target_efficiency": 0.7, "target_met_measured": speedup / 2 >= 0.7, "on_paper": paper,
+        "runs": runs,
+        "identical_artifact_ids": same_ids,
+        "identical_predictions": same_predictions,
+        "measured_speedup_2_nodes_over_1": round(speedup, 2),
+        "measured_efficiency_2_nodes": round(speedup / 2, 2),
+        "target_efficiency": 0.7,
+        "target_met_measured": speedup / 2 >= 0.7,
+        "on_paper": paper,
         "cluster": "ray.cluster_utils.Cluster on this machine: head with 0 CPUs, worker nodes of 1 CPU each",
     }
     for name, r in runs.items():
-        print(f"{name:>7}: build {r['build_seconds']:7.1f} s  eval {r['eval_seconds']:6.1f} s  "
-              f"wall {r['wall_seconds']:7.1f} s")
-    print(f"identical ids: {same_ids}; identical predictions: {same_predictions}; 2 nodes over 1: {speedup:.2f}x "
-          f"(efficiency {speedup / 2:.2f}, target 0.70)")
+        print(
+            f"{name:>7}: build {r['build_seconds']:7.1f} s  eval {r['eval_seconds']:6.1f} s  "
+            f"wall {r['wall_seconds']:7.1f} s"
+        )
+    print(
+        f"identical ids: {same_ids}; identical predictions: {same_predictions}; 2 nodes over 1: {speedup:.2f}x "
+        f"(efficiency {speedup / 2:.2f}, target 0.70)"
+    )
     for k, v in paper.items():
         print(f"on paper, {k}: " + ", ".join(f"N={n}: {x['efficiency']:.2f}" for n, x in v.items()))
     record.save(args.name, summary)

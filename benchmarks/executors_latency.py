@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from edgenlp import executors, models, pipeline, recipe as recipe_module, tasks  # noqa: E402
+import record  # noqa: E402
+
+from edgenlp import executors, models, pipeline, tasks  # noqa: E402
+from edgenlp import recipe as recipe_module
 from edgenlp.artifact import Artifact  # noqa: E402
 from edgenlp.bench.harness import BenchSettings, measure  # noqa: E402
-
-import record  # noqa: E402
 
 
 def _measure(run_dir: Path, names: list[str], recipe, executor) -> dict:
@@ -39,10 +40,19 @@ def _measure(run_dir: Path, names: list[str], recipe, executor) -> dict:
     settings = BenchSettings(profiles=["edge-1t"], iterations=200, rounds=8, reference=names[0])
     with executors.using(executor):
         results = measure(candidates, eval_set, settings, run_dir / "bench-latency")
-    return {"ids": {n: a.id for n, a in variants.items()}, "measured_on": results["environment"]["measured_on"],
-            "variants": {v["name"]: {"accuracy": v["metrics"]["accuracy"], "latency": v["latency_ms"]["edge-1t"],
-                                     "speedup": v["ratios"]["speedup_p50"], "speedup_ci": v["ratios"]["speedup_p50_ci"]}
-                         for v in results["variants"]}}
+    return {
+        "ids": {n: a.id for n, a in variants.items()},
+        "measured_on": results["environment"]["measured_on"],
+        "variants": {
+            v["name"]: {
+                "accuracy": v["metrics"]["accuracy"],
+                "latency": v["latency_ms"]["edge-1t"],
+                "speedup": v["ratios"]["speedup_p50"],
+                "speedup_ci": v["ratios"]["speedup_p50_ci"],
+            }
+            for v in results["variants"]
+        },
+    }
 
 
 def _within(x: float, ci: list[float]) -> bool:
@@ -54,8 +64,9 @@ def main() -> int:
     parser.add_argument("--local", required=True, help="Run folder built with the local executor.")
     parser.add_argument("--ray", required=True, help="Run folder of the same recipe built on Ray.")
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "sweep-executors.yaml"))
-    parser.add_argument("--variants", nargs="+", default=["pytorch-fp32", "onnx-fp32", "int8-dynamic",
-                                                          "int8-static-minmax"])
+    parser.add_argument(
+        "--variants", nargs="+", default=["pytorch-fp32", "onnx-fp32", "int8-dynamic", "int8-static-minmax"]
+    )
     args = parser.parse_args()
     recipe = recipe_module.load(args.recipe)
     local = _measure(Path(args.local), args.variants, recipe, executors.LocalExecutor())
@@ -67,8 +78,12 @@ def main() -> int:
     cluster.add_node(num_cpus=2, resources={executors.MEASURE_RESOURCE: 1})
     cluster.wait_for_nodes()
     try:
-        on_ray = _measure(Path(args.ray), args.variants, recipe, executors.open(
-            executors.ExecutorSettings(kind="ray", address=cluster.address)))
+        on_ray = _measure(
+            Path(args.ray),
+            args.variants,
+            recipe,
+            executors.open(executors.ExecutorSettings(kind="ray", address=cluster.address)),
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -82,22 +97,44 @@ def main() -> int:
             la, lb = a["latency"][shape], b["latency"][shape]
             inside = _within(la["p50"], lb["p50_ci"]) or _within(lb["p50"], la["p50_ci"])
             key = f"edge-1t/{shape}"
-            speed_inside = (name == args.variants[0] or not a["speedup_ci"].get(key) or
-                            _within(a["speedup"][key], b["speedup_ci"][key]) or
-                            _within(b["speedup"][key], a["speedup_ci"][key]))
+            speed_inside = (
+                name == args.variants[0]
+                or not a["speedup_ci"].get(key)
+                or _within(a["speedup"][key], b["speedup_ci"][key])
+                or _within(b["speedup"][key], a["speedup_ci"][key])
+            )
             agree &= inside
-            rows.append({"variant": name, "shape": shape, "local_p50": round(la["p50"], 3),
-                         "local_ci": [round(x, 3) for x in la["p50_ci"]], "ray_p50": round(lb["p50"], 3),
-                         "ray_ci": [round(x, 3) for x in lb["p50_ci"]], "p50_within_an_interval": inside,
-                         "local_speedup": a["speedup"].get(key), "ray_speedup": b["speedup"].get(key),
-                         "speedup_within_an_interval": speed_inside,
-                         "same_accuracy": a["accuracy"] == b["accuracy"]})
-            print(f"{name:>20} {shape:>6}: local {la['p50']:7.2f} [{la['p50_ci'][0]:.2f}-{la['p50_ci'][1]:.2f}]  "
-                  f"ray {lb['p50']:7.2f} [{lb['p50_ci'][0]:.2f}-{lb['p50_ci'][1]:.2f}]  "
-                  f"{'within' if inside else 'OUTSIDE'}")
-    record.save("executors_latency", {"rows": rows, "all_p50_within_an_interval": agree,
-                                      "measured_on": {"local": local["measured_on"], "ray": on_ray["measured_on"]},
-                                      "profile": "edge-1t", "iterations": 200, "rounds": 8})
+            rows.append(
+                {
+                    "variant": name,
+                    "shape": shape,
+                    "local_p50": round(la["p50"], 3),
+                    "local_ci": [round(x, 3) for x in la["p50_ci"]],
+                    "ray_p50": round(lb["p50"], 3),
+                    "ray_ci": [round(x, 3) for x in lb["p50_ci"]],
+                    "p50_within_an_interval": inside,
+                    "local_speedup": a["speedup"].get(key),
+                    "ray_speedup": b["speedup"].get(key),
+                    "speedup_within_an_interval": speed_inside,
+                    "same_accuracy": a["accuracy"] == b["accuracy"],
+                }
+            )
+            print(
+                f"{name:>20} {shape:>6}: local {la['p50']:7.2f} [{la['p50_ci'][0]:.2f}-{la['p50_ci'][1]:.2f}]  "
+                f"ray {lb['p50']:7.2f} [{lb['p50_ci'][0]:.2f}-{lb['p50_ci'][1]:.2f}]  "
+                f"{'within' if inside else 'OUTSIDE'}"
+            )
+    record.save(
+        "executors_latency",
+        {
+            "rows": rows,
+            "all_p50_within_an_interval": agree,
+            "measured_on": {"local": local["measured_on"], "ray": on_ray["measured_on"]},
+            "profile": "edge-1t",
+            "iterations": 200,
+            "rounds": 8,
+        },
+    )
     return 0
 
 

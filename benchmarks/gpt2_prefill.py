@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import record  # noqa: E402  (benchmarks/record.py)
+
 from edgenlp.runtime.generation import LOGITS_TO_KEEP, CausalLM  # noqa: E402
 
 PROMPT, REPEATS = 128, 12
@@ -80,15 +81,26 @@ def main() -> None:
             by_op[op] = by_op.get(op, 0) + ms
         blocks = {k: v for k, v in nodes.items() if "/mlp/c_fc/" in k}
         slowest = max(blocks.items(), key=lambda kv: kv[1][1]) if blocks else None
-        cell = {"every_position_ms_p50": float(np.median(times[0])), "last_position_ms_p50": float(np.median(times[1])),
-                "by_operator_ms": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
-                "mlp_c_fc": {"node": slowest[0], "op": slowest[1][0], "ms": slowest[1][1],
-                             "multiply_accumulates": PROMPT * 768 * 3072} if slowest else None}
+        cell = {
+            "every_position_ms_p50": float(np.median(times[0])),
+            "last_position_ms_p50": float(np.median(times[1])),
+            "by_operator_ms": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
+            "mlp_c_fc": {
+                "node": slowest[0],
+                "op": slowest[1][0],
+                "ms": slowest[1][1],
+                "multiply_accumulates": PROMPT * 768 * 3072,
+            }
+            if slowest
+            else None,
+        }
         summary["variants"][name] = cell
         top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(cell["by_operator_ms"].items())[:3])
-        print(f"{name:<20} prompt {cell['every_position_ms_p50']:7.1f} ms every position, "
-              f"{cell['last_position_ms_p50']:7.1f} ms last only; profile: {top}; "
-              + (f"c_fc {slowest[1][0]} {slowest[1][1]:.2f} ms" if slowest else ""))
+        print(
+            f"{name:<20} prompt {cell['every_position_ms_p50']:7.1f} ms every position, "
+            f"{cell['last_position_ms_p50']:7.1f} ms last only; profile: {top}; "
+            + (f"c_fc {slowest[1][0]} {slowest[1][1]:.2f} ms" if slowest else "")
+        )
     record.save("gpt2_prefill", summary)
 
 

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import record  # noqa: E402
+
 from edgenlp import data  # noqa: E402
 from edgenlp.bench.worker import Worker  # noqa: E402
-
-import record  # noqa: E402
 
 
 def main() -> int:
@@ -55,9 +55,18 @@ def main() -> int:
     b, h = statistics.median(bare_ms), statistics.median(harness_ms)
     print(f"{variant.name}, batch 1, 128 tokens, 1 thread, {len(bare_ms)} inferences each")
     print(f"bare session.run p50: {b:.3f} ms; harness timed path p50: {h:.3f} ms; overhead {100 * (h / b - 1):+.2f}%")
-    record.save("harness_overhead", {"variant": variant.name, "shape": "len128", "threads": 1,
-                                     "inferences_each": len(bare_ms), "bare_p50_ms": round(b, 3),
-                                     "harness_p50_ms": round(h, 3), "overhead_pct": round(100 * (h / b - 1), 2)})
+    record.save(
+        "harness_overhead",
+        {
+            "variant": variant.name,
+            "shape": "len128",
+            "threads": 1,
+            "inferences_each": len(bare_ms),
+            "bare_p50_ms": round(b, 3),
+            "harness_p50_ms": round(h, 3),
+            "overhead_pct": round(100 * (h / b - 1), 2),
+        },
+    )
     return 0
 
 

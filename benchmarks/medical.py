@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from edgenlp import pipeline, recipe as recipe_module, tasks, models  # noqa: E402
-
 import record  # noqa: E402
+
+from edgenlp import models, pipeline, tasks  # noqa: E402
+from edgenlp import recipe as recipe_module
 
 MAX_INT8_DROP_POINTS = 1.0
 
@@ -44,12 +45,16 @@ def tfidf_baseline(dataset) -> dict:
     best_c = max(scores, key=lambda c: (scores[c], -c))
     model = LogisticRegression(C=best_c, max_iter=3000).fit(train, dataset.train.labels)
     predicted = model.predict(test)
-    return {"accuracy_pct": round(100 * accuracy_score(dataset.test.labels, predicted), 2),
-            "macro_f1_pct": round(100 * f1_score(dataset.test.labels, predicted, average="macro"), 2),
-            "C": best_c, "validation_accuracy_by_C": {str(c): round(100 * s, 2) for c, s in scores.items()},
-            "features": train.shape[1], "seconds": round(time.time() - started, 1),
-            "how": "scikit-learn TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2) + "
-                   "LogisticRegression, C chosen on the validation split; full abstracts (no truncation)"}
+    return {
+        "accuracy_pct": round(100 * accuracy_score(dataset.test.labels, predicted), 2),
+        "macro_f1_pct": round(100 * f1_score(dataset.test.labels, predicted, average="macro"), 2),
+        "C": best_c,
+        "validation_accuracy_by_C": {str(c): round(100 * s, 2) for c, s in scores.items()},
+        "features": train.shape[1],
+        "seconds": round(time.time() - started, 1),
+        "how": "scikit-learn TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2) + "
+        "LogisticRegression, C chosen on the validation split; full abstracts (no truncation)",
+    }
 
 
 def main() -> int:
@@ -77,16 +82,25 @@ def main() -> int:
             "label_agreement_pct": round(100 * m.get("label_agreement_with_reference", 1.0), 2),
             "ece_pct": round(100 * m["calibration"]["ece"], 2) if "calibration" in m else None,
             "size_mb": round(v["size_bytes"] / 1e6, 2),
-            "p50_ms": {f"{p}/{s}": round(x["p50"], 3) for p, shapes in v["latency_ms"].items() for s, x in shapes.items()},
+            "p50_ms": {
+                f"{p}/{s}": round(x["p50"], 3) for p, shapes in v["latency_ms"].items() for s, x in shapes.items()
+            },
             "peak_rss_mib": {p: round(prof["peak_rss_bytes"] / 2**20) for p, prof in v["profiles"].items()},
         }
     int8 = variants.get("onnx-int8-dynamic")
     training = results.get("training", {}).get(reference, {})
     summary = {
-        "recipe": "recipes/medical-minilm.yaml", "seconds": round(time.time() - started), "reused": outcome.reused,
-        "eval": results["eval"]["name"], "examples": results["eval"]["examples"], "labels": results["eval"]["labels"],
-        "baseline_tfidf_logreg": baseline, "variants": variants, "selected": results["selection"]["selected"],
-        "training_seconds": training.get("seconds"), "best_step": training.get("best_step"),
+        "recipe": "recipes/medical-minilm.yaml",
+        "seconds": round(time.time() - started),
+        "reused": outcome.reused,
+        "eval": results["eval"]["name"],
+        "examples": results["eval"]["examples"],
+        "labels": results["eval"]["labels"],
+        "baseline_tfidf_logreg": baseline,
+        "variants": variants,
+        "selected": results["selection"]["selected"],
+        "training_seconds": training.get("seconds"),
+        "best_step": training.get("best_step"),
         "targets": {
             "beats_baseline": variants[reference]["accuracy_pct"] >= baseline["accuracy_pct"],
             "int8_drop_points": None if int8 is None else -int8["accuracy_delta_points"],
@@ -94,8 +108,10 @@ def main() -> int:
         },
     }
     for name, row in variants.items():
-        print(f"{name:<20} accuracy {row['accuracy_pct']:.2f}% ({row['accuracy_delta_points']:+.2f}), "
-              f"p50 {row['p50_ms']}, {row['size_mb']} MB")
+        print(
+            f"{name:<20} accuracy {row['accuracy_pct']:.2f}% ({row['accuracy_delta_points']:+.2f}), "
+            f"p50 {row['p50_ms']}, {row['size_mb']} MB"
+        )
     print(f"targets: {summary['targets']}")
     record.save("medical", summary)
     return 0

@@ -53,9 +53,18 @@ def build(onnx_folder: Path, out: Path) -> Path:
     partial.mkdir(parents=True)
     ov.save_model(model, str(partial / XML))
     copy_support_files(Path(onnx_folder), partial)
-    (partial / "peer.json").write_text(json.dumps({"engine": "openvino", "openvino": ov.__version__,
-                                                   "nncf": nncf.__version__, "stateful": True,
-                                                   "weights": "INT8_ASYM (nncf.compress_weights)"}, indent=2))
+    (partial / "peer.json").write_text(
+        json.dumps(
+            {
+                "engine": "openvino",
+                "openvino": ov.__version__,
+                "nncf": nncf.__version__,
+                "stateful": True,
+                "weights": "INT8_ASYM (nncf.compress_weights)",
+            },
+            indent=2,
+        )
+    )
     partial.rename(out)
     return out
 

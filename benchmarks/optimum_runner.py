@@ -24,7 +24,8 @@ class OptimumRunner:
         onnx_file = sorted(Path(path).glob("*.onnx"))[0].name
         self.torch = torch
         self.model = ORTModelForSequenceClassification.from_pretrained(
-            str(path), file_name=onnx_file, session_options=options, provider="CPUExecutionProvider")
+            str(path), file_name=onnx_file, session_options=options, provider="CPUExecutionProvider"
+        )
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         feed = {k: self.torch.from_numpy(v) for k, v in inputs.items()}
@@ -51,8 +52,9 @@ class OptimumCausalLM:
         options.inter_op_num_threads = 1
         onnx_file = sorted(Path(path).glob("*.onnx"), key=lambda p: (p.name != "model.onnx", p.name))[0].name
         self.torch = torch
-        self.model = ORTModelForCausalLM.from_pretrained(str(path), file_name=onnx_file, session_options=options,
-                                                         provider="CPUExecutionProvider", use_cache=True)
+        self.model = ORTModelForCausalLM.from_pretrained(
+            str(path), file_name=onnx_file, session_options=options, provider="CPUExecutionProvider", use_cache=True
+        )
         self.context = int(self.model.config.n_positions)
         self.eos_id = self.model.config.eos_token_id
         self._tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
@@ -64,8 +66,13 @@ class OptimumCausalLM:
         mask = self.torch.ones((x.shape[0], seen + x.shape[1]), dtype=self.torch.long)
         position_ids = self.torch.arange(seen, seen + x.shape[1]).unsqueeze(0)
         with self.torch.inference_mode():
-            out = self.model(input_ids=x, attention_mask=mask, position_ids=position_ids,
-                             past_key_values=None if past is None else past[0], use_cache=True)
+            out = self.model(
+                input_ids=x,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=None if past is None else past[0],
+                use_cache=True,
+            )
         return out.logits.numpy(), (out.past_key_values, seen + x.shape[1])
 
     def encode(self, text: str) -> list[int]:

@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import record  # noqa: E402
+
 from edgenlp import data  # noqa: E402
 from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
 from edgenlp.tasks.classification import EvalSet  # noqa: E402
-
-import record  # noqa: E402
 
 
 def main() -> int:
@@ -44,15 +44,21 @@ def main() -> int:
             second = runs[1]["variants"][0]["latency_ms"][profile][shape]
             overlap = first["p50_ci"][0] <= second["p50_ci"][1] and second["p50_ci"][0] <= first["p50_ci"][1]
             agree &= overlap
-            cells[f"{profile}/{shape}"] = {"run1": [round(first["p50"], 3), [round(c, 3) for c in first["p50_ci"]]],
-                                           "run2": [round(second["p50"], 3), [round(c, 3) for c in second["p50_ci"]]],
-                                           "overlap": overlap}
-            print(f"{profile:<10} {shape:<7} run 1 p50 {first['p50']:.3f} {[round(x, 3) for x in first['p50_ci']]}  "
-                  f"run 2 p50 {second['p50']:.3f} {[round(x, 3) for x in second['p50_ci']]}  "
-                  f"{'overlap' if overlap else 'DISJOINT'}")
+            cells[f"{profile}/{shape}"] = {
+                "run1": [round(first["p50"], 3), [round(c, 3) for c in first["p50_ci"]]],
+                "run2": [round(second["p50"], 3), [round(c, 3) for c in second["p50_ci"]]],
+                "overlap": overlap,
+            }
+            print(
+                f"{profile:<10} {shape:<7} run 1 p50 {first['p50']:.3f} {[round(x, 3) for x in first['p50_ci']]}  "
+                f"run 2 p50 {second['p50']:.3f} {[round(x, 3) for x in second['p50_ci']]}  "
+                f"{'overlap' if overlap else 'DISJOINT'}"
+            )
     print("the two runs agree within their confidence intervals" if agree else "the runs disagree")
-    record.save("repeatability", {"variant": Path(args.variant).name, "iterations": args.iterations, "cells": cells,
-                                  "all_overlap": agree})
+    record.save(
+        "repeatability",
+        {"variant": Path(args.variant).name, "iterations": args.iterations, "cells": cells, "all_overlap": agree},
+    )
     return 0 if agree else 1
 
 

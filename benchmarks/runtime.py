@@ -72,7 +72,9 @@ print(json.dumps({"import_s": t1 - t0, "load_verified_s": t2 - t1, "first_answer
                   "label": answer["label"]}))
 """
 
-MEMORY_PROBE = PEAK + """
+MEMORY_PROBE = (
+    PEAK
+    + """
 import json, sys
 texts = json.load(open(sys.argv[2]))[:50]
 how = sys.argv[3]
@@ -98,8 +100,11 @@ elif how == "plain-onnxruntime":
                                        "token_type_ids": np.zeros_like(ids)})[0].argmax()))
 print(json.dumps({"peak_mib": peak_mib(), "answers": len(labels)}))
 """
+)
 
-OPTIMUM_PROBE = PEAK + """
+OPTIMUM_PROBE = (
+    PEAK
+    + """
 import json, sys
 import torch
 torch.set_num_threads(1)
@@ -114,6 +119,7 @@ tok = AutoTokenizer.from_pretrained(sys.argv[1])
 labels = [int(model(**tok([t], return_tensors="pt", truncation=True)).logits.argmax()) for t in texts]
 print(json.dumps({"peak_mib": peak_mib(), "answers": len(labels)}))
 """
+)
 
 THROUGHPUT_PROBE = """
 import json, sys, time
@@ -167,19 +173,29 @@ def run_json(python: Path, script: str, *args: str, cwd: Path) -> dict:
 def repeated(python: Path, script: str, *args: str, cwd: Path, n: int = REPEATS) -> dict:
     runs = [run_json(python, script, *args, cwd=cwd) for _ in range(n)]
     keys = [k for k, v in runs[0].items() if isinstance(v, float)]
-    return {k: {"median": statistics.median(r[k] for r in runs), "min": min(r[k] for r in runs),
-                "max": max(r[k] for r in runs)} for k in keys} | {"runs": n}
+    return {
+        k: {
+            "median": statistics.median(r[k] for r in runs),
+            "min": min(r[k] for r in runs),
+            "max": max(r[k] for r in runs),
+        }
+        for k in keys
+    } | {"runs": n}
 
 
 def runtime_venv(where: Path) -> Path:
     wheels = where / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT / "runtime")],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT / "runtime-wheel")], check=True
+    )
     subprocess.run([sys.executable, "-m", "venv", str(where / "venv")], check=True)
     python = where / "venv" / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "-q", *map(str, wheels.glob("*.whl"))], check=True)
-    listed = json.loads(subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True,
-                                       text=True, check=True).stdout)
+    listed = json.loads(
+        subprocess.run(
+            [str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     return python, {p["name"]: p["version"] for p in listed}
 
 
@@ -192,7 +208,8 @@ def main() -> int:
     if not (run_dir / "results.json").is_file():
         raise SystemExit(f"{run_dir} has no results.json: run `python benchmarks/default_run.py` first")
 
-    from edgenlp import data, recipe as recipe_module
+    from edgenlp import data
+    from edgenlp import recipe as recipe_module
     from edgenlp.bundle import build
 
     bundle = build(run_dir, run_dir / "bundle", targets=["ort"])
@@ -204,20 +221,25 @@ def main() -> int:
     texts = test.texts
     default_files = {k: v["bytes"] for k, v in manifest["files"].items() if not k.startswith("ort/")}
     summary = {
-        "bundle": {"source": f"{run_dir.name} selected variant {manifest['model']['variant']}",
-                   "default_layout_mb": sum(default_files.values()) / 1e6,
-                   "files": default_files, "onnx_model_bytes": manifest["model"]["bytes"],
-                   "ort_model_bytes": manifest["targets"]["ort"]["bytes"],
-                   "ort_names": manifest["targets"]["ort"]["names"],
-                   "mobile_usability": manifest["targets"]["ort"]["mobile_usability"]["recommendation"],
-                   "padding_probe": manifest["batching"]},
+        "bundle": {
+            "source": f"{run_dir.name} selected variant {manifest['model']['variant']}",
+            "default_layout_mb": sum(default_files.values()) / 1e6,
+            "files": default_files,
+            "onnx_model_bytes": manifest["model"]["bytes"],
+            "ort_model_bytes": manifest["targets"]["ort"]["bytes"],
+            "ort_names": manifest["targets"]["ort"]["names"],
+            "mobile_usability": manifest["targets"]["ort"]["mobile_usability"]["recommendation"],
+            "padding_probe": manifest["batching"],
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         python, installed = runtime_venv(tmp)
-        summary["runtime_environment"] = {"packages": installed,
-                                          "torch_installed": "torch" in installed,
-                                          "transformers_installed": "transformers" in installed}
+        summary["runtime_environment"] = {
+            "packages": installed,
+            "torch_installed": "torch" in installed,
+            "transformers_installed": "transformers" in installed,
+        }
         texts_file = tmp / "texts.json"
         texts_file.write_text(json.dumps(texts))
         labelled = tmp / "labelled.json"
@@ -226,24 +248,37 @@ def main() -> int:
         summary["import"] = repeated(python, IMPORT_PROBE, cwd=tmp)
         summary["cold_start"] = repeated(python, COLD_PROBE, str(bundle), cwd=tmp)
         print("memory ...", flush=True)
-        memory = {how: run_json(python, MEMORY_PROBE, str(bundle), str(texts_file), how, cwd=tmp)["peak_mib"]
-                  for how in ("runtime", "runtime-no-arena", "plain-onnxruntime")}
-        memory["optimum-ortmodel (toolkit env, torch)"] = run_json(Path(sys.executable), OPTIMUM_PROBE, str(bundle),
-                                                                   str(texts_file), cwd=tmp)["peak_mib"]
+        memory = {
+            how: run_json(python, MEMORY_PROBE, str(bundle), str(texts_file), how, cwd=tmp)["peak_mib"]
+            for how in ("runtime", "runtime-no-arena", "plain-onnxruntime")
+        }
+        memory["optimum-ortmodel (toolkit env, torch)"] = run_json(
+            Path(sys.executable), OPTIMUM_PROBE, str(bundle), str(texts_file), cwd=tmp
+        )["peak_mib"]
         summary["peak_memory_mib_load_and_50_texts"] = memory
         print(f"throughput on {len(texts)} texts, {args.rounds} rounds ...", flush=True)
-        summary["throughput_batch32"] = run_json(python, THROUGHPUT_PROBE, str(bundle), str(labelled),
-                                                 str(variant_model), str(args.rounds), str(len(texts)), cwd=tmp)
+        summary["throughput_batch32"] = run_json(
+            python,
+            THROUGHPUT_PROBE,
+            str(bundle),
+            str(labelled),
+            str(variant_model),
+            str(args.rounds),
+            str(len(texts)),
+            cwd=tmp,
+        )
         print("FP32 bundle: same outputs in any batching ...", flush=True)
-        summary["fp32_same_outputs"] = run_json(python, THROUGHPUT_PROBE, str(fp32), str(labelled), "-", "1", "500",
-                                                cwd=tmp)
+        summary["fp32_same_outputs"] = run_json(
+            python, THROUGHPUT_PROBE, str(fp32), str(labelled), "-", "1", "500", cwd=tmp
+        )
     t = summary["throughput_batch32"]["texts_per_s"]
     summary["throughput_batch32"]["bucketed_over_naive"] = t["bucketed"] / t["naive"]
     summary["throughput_batch32"]["rewritten_over_exported_mask_naive"] = t["naive"] / t["naive_exported_mask"]
     summary["targets"] = {
         "import_s<=0.3": summary["import"]["with_libraries_s"]["median"] <= 0.3,
         "cold_start_s<=0.5": summary["cold_start"]["load_verified_s"]["median"]
-        + summary["cold_start"]["first_answer_s"]["median"] <= 0.5,
+        + summary["cold_start"]["first_answer_s"]["median"]
+        <= 0.5,
         "peak_mib<=100": memory["runtime"] <= 100,
         "bundle_mb<=25": summary["bundle"]["default_layout_mb"] <= 25,
         "ort_not_larger": summary["bundle"]["ort_model_bytes"] <= summary["bundle"]["onnx_model_bytes"],

@@ -48,8 +48,18 @@ def start(bundle: Path, port: int, batching: bool, threads: int) -> tuple[subpro
     """The server process, and seconds from its start to the first answer of /predict."""
     import httpx
 
-    command = [sys.executable, "-m", "edgenlp.cli", "serve", str(bundle), "--port", str(port),
-               "--threads", str(threads), *([] if batching else ["--no-batching"])]
+    command = [
+        sys.executable,
+        "-m",
+        "edgenlp.cli",
+        "serve",
+        str(bundle),
+        "--port",
+        str(port),
+        "--threads",
+        str(threads),
+        *([] if batching else ["--no-batching"]),
+    ]
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:
@@ -76,12 +86,17 @@ class Connections:
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
         try:
-            writer.write(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+            writer.write(
+                b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+            )
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head.split(b" ", 2)[1])
-            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
             payload = await reader.readexactly(length)
         except BaseException:
             writer.close()
@@ -103,7 +118,7 @@ async def offer(port: int, rate: float, seconds: float, bodies: list[dict]) -> d
         t0 = time.perf_counter()
         try:
             status, _ = await asyncio.wait_for(pool.post("/predict", body), timeout=10)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, StopIteration):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
             status = "transport"
         statuses[status] = statuses.get(status, 0) + 1
         if status == 200:
@@ -125,10 +140,18 @@ async def offer(port: int, rate: float, seconds: float, bodies: list[dict]) -> d
     ordered = sorted(latencies)
     pct = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None  # noqa: E731
     errors = n - len(latencies)
-    return {"offered_per_s": rate, "achieved_offer_per_s": n / sent if sent else None, "requests": n,
-            "answered": len(latencies), "errors": errors, "statuses": {str(k): v for k, v in statuses.items()},
-            "answered_per_s": len(latencies) / (ended - began), "texts_per_s": texts * len(latencies) / (ended - began),
-            "p50_ms": statistics.median(latencies) if latencies else None, "p99_ms": pct(0.99)}
+    return {
+        "offered_per_s": rate,
+        "achieved_offer_per_s": n / sent if sent else None,
+        "requests": n,
+        "answered": len(latencies),
+        "errors": errors,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "answered_per_s": len(latencies) / (ended - began),
+        "texts_per_s": texts * len(latencies) / (ended - began),
+        "p50_ms": statistics.median(latencies) if latencies else None,
+        "p99_ms": pct(0.99),
+    }
 
 
 def main() -> int:
@@ -141,12 +164,13 @@ def main() -> int:
     if not (bundle / "manifest.json").is_file():
         raise SystemExit(f"{bundle} is not a bundle: run `python benchmarks/runtime.py` first")
 
-    from edgenlp import data, recipe as recipe_module
+    from edgenlp import data
+    from edgenlp import recipe as recipe_module
     from edgenlp.runtime import load
 
     texts = data.load(recipe_module.default().data).test.texts[:400]
     singles = [{"inputs": t} for t in texts]
-    batches = [{"inputs": texts[i:i + 8]} for i in range(0, len(texts), 8)]
+    batches = [{"inputs": texts[i : i + 8]} for i in range(0, len(texts), 8)]
     print("model alone, texts per second by batch size ...", flush=True)
     model = load(bundle, threads=1).model
     encoded = model.prepare(texts[:256])
@@ -158,11 +182,15 @@ def main() -> int:
             model.answer(encoded, batch_size=size)
             sweep[size] = max(sweep.get(size, 0.0), len(encoded) / (time.perf_counter() - t0))
     del model
-    summary = {"bundle": str(bundle.relative_to(ROOT) if ROOT in bundle.resolve().parents else bundle),
-               "model_texts_per_s_by_batch_size_1_thread": sweep,
-               "seconds_per_level": args.seconds, "server_threads": args.threads,
-               "client": "asyncio keep-alive HTTP/1.1 connections, open loop, on the same machine (it shares the "
-                         "2 cores with the server)", "settings": {}}
+    summary = {
+        "bundle": str(bundle.relative_to(ROOT) if ROOT in bundle.resolve().parents else bundle),
+        "model_texts_per_s_by_batch_size_1_thread": sweep,
+        "seconds_per_level": args.seconds,
+        "server_threads": args.threads,
+        "client": "asyncio keep-alive HTTP/1.1 connections, open loop, on the same machine (it shares the "
+        "2 cores with the server)",
+        "settings": {},
+    }
     for threads, batching in ((t, b) for t in args.threads for b in (True, False)):
         name = f"{'dynamic_batching' if batching else 'no_batching'}_{threads}t"
         port = free_port()
@@ -180,24 +208,34 @@ def main() -> int:
         finally:
             proc.terminate()
             code = proc.wait(60)
-        within = [lv for lv in levels if lv["errors"] == 0 and lv["p99_ms"] is not None and lv["p99_ms"] <= P99_BOUND_MS]
+        within = [
+            lv for lv in levels if lv["errors"] == 0 and lv["p99_ms"] is not None and lv["p99_ms"] <= P99_BOUND_MS
+        ]
         best = max(within, key=lambda lv: lv["answered_per_s"], default=None)
         summary["settings"][name] = {
-            "start_to_first_answer_s": ready, "single_texts": levels, "batches_of_8": batch_levels,
-            "best_within_p99_bound": best, "exit_code_on_sigterm": code,
+            "start_to_first_answer_s": ready,
+            "single_texts": levels,
+            "batches_of_8": batch_levels,
+            "best_within_p99_bound": best,
+            "exit_code_on_sigterm": code,
             "batch_texts_histogram": [line for line in metrics.splitlines() if line.startswith("edgenlp_batch_texts")],
         }
     summary["targets"] = {}
     for threads in args.threads:
-        on, off = (summary["settings"][f"{k}_{threads}t"]["best_within_p99_bound"]
-                   for k in ("dynamic_batching", "no_batching"))
-        at50 = next(lv for lv in summary["settings"][f"dynamic_batching_{threads}t"]["single_texts"]
-                    if lv["offered_per_s"] == 50)
+        on, off = (
+            summary["settings"][f"{k}_{threads}t"]["best_within_p99_bound"] for k in ("dynamic_batching", "no_batching")
+        )
+        at50 = next(
+            lv
+            for lv in summary["settings"][f"dynamic_batching_{threads}t"]["single_texts"]
+            if lv["offered_per_s"] == 50
+        )
         summary["targets"][f"{threads}t"] = {
             "p99<=50ms_at_50_per_s_no_errors": at50["errors"] == 0 and at50["p99_ms"] <= P99_BOUND_MS,
             "texts_per_s_with_batching>=250": bool(on) and on["texts_per_s"] >= 250,
             "batching>=1.5x_no_batching_within_p99": bool(on and off) and on["texts_per_s"] >= 1.5 * off["texts_per_s"],
-            "start_to_first_answer<=2s": summary["settings"][f"dynamic_batching_{threads}t"]["start_to_first_answer_s"] <= 2,
+            "start_to_first_answer<=2s": summary["settings"][f"dynamic_batching_{threads}t"]["start_to_first_answer_s"]
+            <= 2,
         }
     print(json.dumps(summary, indent=1)[:5000])
     record.save("serve_load", summary)

@@ -30,12 +30,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-from edgenlp import pipeline, recipe as recipe_module, tasks  # noqa: E402
-from edgenlp.search import budget as search  # noqa: E402
+import record  # noqa: E402  (benchmarks/record.py)
+
+from edgenlp import pipeline, tasks  # noqa: E402
+from edgenlp import recipe as recipe_module
 from edgenlp.bench import selection, stats  # noqa: E402
 from edgenlp.fsio import FolderLock  # noqa: E402
-
-import record  # noqa: E402  (benchmarks/record.py)
+from edgenlp.search import budget as search  # noqa: E402
 
 BUDGET = 1.0
 CALIBRATORS = ("minmax", "entropy", "percentile")
@@ -52,8 +53,11 @@ def _p50(results: dict, v: dict, shape: str) -> float:
 def _paired(results: dict, base: dict, other: dict, shape: str) -> dict:
     """base p50 / other p50 with a 95% interval, rounds resampled in pairs (> 1: `other` is faster)."""
     profile = results["profiles"][0]["name"]
-    one = stats.speedup(base["latency_samples_ms"][profile][shape], other["latency_samples_ms"][profile][shape],
-                        results["settings"].get("bootstrap", 2000))
+    one = stats.speedup(
+        base["latency_samples_ms"][profile][shape],
+        other["latency_samples_ms"][profile][shape],
+        results["settings"].get("bootstrap", 2000),
+    )
     return {"ratio": one["ratio"], "ci": one["ci"]}
 
 
@@ -72,59 +76,113 @@ def minilm(model: Path, out: Path) -> dict:
     static = {}
     for cal in CALIBRATORS:
         v = _variant(results, f"onnx-int8-static-{cal}")
-        static[cal] = {"accuracy": 100 * v["metrics"]["accuracy"], "accuracy_drop": drop(v),
-                       "label_agreement_with_fp32": v["metrics"].get("label_agreement_with_reference"),
-                       "p50_ms_real": _p50(results, v, "real"), "p50_ms_len128": _p50(results, v, "len128"),
-                       "size_mb": v["size_bytes"] / 1e6, "calibration": v["metadata"]["calibration"],
-                       "mask_nodes_in_float": len(v["metadata"]["mask_nodes_in_float"]),
-                       "within_budget": drop(v) <= BUDGET}
-    dynamic = [v for v in results["variants"] if (v.get("metadata") or {}).get("mode") == "dynamic" and drop(v) <= BUDGET]
+        static[cal] = {
+            "accuracy": 100 * v["metrics"]["accuracy"],
+            "accuracy_drop": drop(v),
+            "label_agreement_with_fp32": v["metrics"].get("label_agreement_with_reference"),
+            "p50_ms_real": _p50(results, v, "real"),
+            "p50_ms_len128": _p50(results, v, "len128"),
+            "size_mb": v["size_bytes"] / 1e6,
+            "calibration": v["metadata"]["calibration"],
+            "mask_nodes_in_float": len(v["metadata"]["mask_nodes_in_float"]),
+            "within_budget": drop(v) <= BUDGET,
+        }
+    dynamic = [
+        v for v in results["variants"] if (v.get("metadata") or {}).get("mode") == "dynamic" and drop(v) <= BUDGET
+    ]
     fastest_dynamic = min(dynamic, key=lambda v: _p50(results, v, "real")) if dynamic else None
     sel = results["selection"]
     chosen = _variant(results, sel["selected"]) if sel.get("selected") else None
     found = results["search"]
     summary = {
-        "reference": {"name": results["reference"], "accuracy": 100 * _variant(results, results["reference"])["metrics"]["accuracy"],
-                      "p50_ms_real": _p50(results, _variant(results, results["reference"]), "real"),
-                      "p50_ms_len128": _p50(results, _variant(results, results["reference"]), "len128")},
-        "eval": results["eval"]["name"], "examples": results["eval"]["examples"], "profile": results["profiles"][0],
+        "reference": {
+            "name": results["reference"],
+            "accuracy": 100 * _variant(results, results["reference"])["metrics"]["accuracy"],
+            "p50_ms_real": _p50(results, _variant(results, results["reference"]), "real"),
+            "p50_ms_len128": _p50(results, _variant(results, results["reference"]), "len128"),
+        },
+        "eval": results["eval"]["name"],
+        "examples": results["eval"]["examples"],
+        "profile": results["profiles"][0],
         "static": static,
-        "search": {"budget_points": BUDGET, "tuning": found["tuning"], "reference_tuning_accuracy": found["reference_quality"],
-                   "bases": found["bases"], "trials": len(found["trials"]), "shortlist": found["shortlist"],
-                   "statuses": {s: sum(t["status"] == s for t in found["trials"]) for s in {t["status"] for t in found["trials"]}},
-                   "sensitivity_nodes": {b: {m: len(e["rows"]) for m, e in modes.items()} for b, modes in found["sensitivity"].items()},
-                   "top_sensitive": {b: {m: [r["node"] for r in e["rows"][:5]] for m, e in modes.items()}
-                                     for b, modes in found["sensitivity"].items()},
-                   "verdict": verdict},
+        "search": {
+            "budget_points": BUDGET,
+            "tuning": found["tuning"],
+            "reference_tuning_accuracy": found["reference_quality"],
+            "bases": found["bases"],
+            "trials": len(found["trials"]),
+            "shortlist": found["shortlist"],
+            "statuses": {
+                s: sum(t["status"] == s for t in found["trials"]) for s in {t["status"] for t in found["trials"]}
+            },
+            "sensitivity_nodes": {
+                b: {m: len(e["rows"]) for m, e in modes.items()} for b, modes in found["sensitivity"].items()
+            },
+            "top_sensitive": {
+                b: {m: [r["node"] for r in e["rows"][:5]] for m, e in modes.items()}
+                for b, modes in found["sensitivity"].items()
+            },
+            "verdict": verdict,
+        },
         "selected": None,
     }
     if chosen:
         trial = next(t for t in found["trials"] if t.get("variant") == chosen["name"])
         summary["selected"] = {
-            "name": chosen["name"], "setting": trial["label"], "nodes_in_float": len(trial["float_nodes"]),
-            "tuning_drop": trial["tuning_drop"], "test_drop": drop(chosen), "test_accuracy": 100 * chosen["metrics"]["accuracy"],
-            "p50_ms_real": _p50(results, chosen, "real"), "p50_ms_len128": _p50(results, chosen, "len128"),
-            "size_mb": chosen["size_bytes"] / 1e6, "within_budget_on_test": drop(chosen) <= BUDGET}
+            "name": chosen["name"],
+            "setting": trial["label"],
+            "nodes_in_float": len(trial["float_nodes"]),
+            "tuning_drop": trial["tuning_drop"],
+            "test_drop": drop(chosen),
+            "test_accuracy": 100 * chosen["metrics"]["accuracy"],
+            "p50_ms_real": _p50(results, chosen, "real"),
+            "p50_ms_len128": _p50(results, chosen, "len128"),
+            "size_mb": chosen["size_bytes"] / 1e6,
+            "within_budget_on_test": drop(chosen) <= BUDGET,
+        }
     if fastest_dynamic and chosen:
         summary["fastest_dynamic_within_budget"] = {
-            "name": fastest_dynamic["name"], "test_drop": drop(fastest_dynamic),
-            "p50_ms_real": _p50(results, fastest_dynamic, "real"), "p50_ms_len128": _p50(results, fastest_dynamic, "len128")}
+            "name": fastest_dynamic["name"],
+            "test_drop": drop(fastest_dynamic),
+            "p50_ms_real": _p50(results, fastest_dynamic, "real"),
+            "p50_ms_len128": _p50(results, fastest_dynamic, "len128"),
+        }
         summary["selected_vs_fastest_dynamic"] = {
-            shape: _paired(results, fastest_dynamic, chosen, shape) for shape in ("real", "len128")}
-    summary["variants"] = [{"name": v["name"], "accuracy": 100 * v["metrics"]["accuracy"], "accuracy_drop": drop(v),
-                            "p50_ms_real": _p50(results, v, "real"), "p50_ms_len128": _p50(results, v, "len128"),
-                            "size_mb": round(v["size_bytes"] / 1e6, 1)} for v in results["variants"]]
+            shape: _paired(results, fastest_dynamic, chosen, shape) for shape in ("real", "len128")
+        }
+    summary["variants"] = [
+        {
+            "name": v["name"],
+            "accuracy": 100 * v["metrics"]["accuracy"],
+            "accuracy_drop": drop(v),
+            "p50_ms_real": _p50(results, v, "real"),
+            "p50_ms_len128": _p50(results, v, "len128"),
+            "size_mb": round(v["size_bytes"] / 1e6, 1),
+        }
+        for v in results["variants"]
+    ]
     return summary
 
 
 def gpt2(model: Path, out: Path) -> dict:
-    spec = {"name": "gpt2-bbc-static", "model": str(model), "task": "text-generation", "data": {"source": "bbc-news"},
-            "sweep": {"calibrator": list(CALIBRATORS)},
-            "variants": [{"name": "onnx-fp32", "stage": "export"},
-                         {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
-                         {"name": "onnx-int8-static-{calibrator}", "stage": "quantize-static", "parent": "onnx-fp32",
-                          "config": {"calibrator": "{calibrator}", "calibration_samples": 512}}],
-            "validation": {"examples": 8, "atol": 1e-3, "min_label_agreement": 0.9}}
+    spec = {
+        "name": "gpt2-bbc-static",
+        "model": str(model),
+        "task": "text-generation",
+        "data": {"source": "bbc-news"},
+        "sweep": {"calibrator": list(CALIBRATORS)},
+        "variants": [
+            {"name": "onnx-fp32", "stage": "export"},
+            {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
+            {
+                "name": "onnx-int8-static-{calibrator}",
+                "stage": "quantize-static",
+                "parent": "onnx-fp32",
+                "config": {"calibrator": "{calibrator}", "calibration_samples": 512},
+            },
+        ],
+        "validation": {"examples": 8, "atol": 1e-3, "min_label_agreement": 0.9},
+    }
     recipe = recipe_module.parse(spec, "gpt2 static recipe")
     task = tasks.get("text-generation")
     dataset = task.load_data(recipe.data)
@@ -135,10 +193,13 @@ def gpt2(model: Path, out: Path) -> dict:
     rows = {}
     for name, art in variants.items():
         meta = art.meta.get("metadata", {})
-        rows[name] = {"perplexity_bbc_test_8192": perplexity[name],
-                      "increase_pct": 100 * (perplexity[name] / perplexity["onnx-fp32"] - 1),
-                      "validation": {k: art.meta.get("validation", {}).get(k) for k in ("passed", "summary", "check")},
-                      "calibration": meta.get("calibration"), "size_mb": art.size_bytes / 1e6}
+        rows[name] = {
+            "perplexity_bbc_test_8192": perplexity[name],
+            "increase_pct": 100 * (perplexity[name] / perplexity["onnx-fp32"] - 1),
+            "validation": {k: art.meta.get("validation", {}).get(k) for k in ("passed", "summary", "check")},
+            "calibration": meta.get("calibration"),
+            "size_mb": art.size_bytes / 1e6,
+        }
     return {"model": str(model), "variants": rows}
 
 
@@ -153,16 +214,22 @@ def main() -> None:
     m = summary["minilm_sst2"]
     for cal, s in m["static"].items():
         c = s["calibration"]
-        print(f"static {cal:<10} drop {s['accuracy_drop']:+.2f} points, p50 {s['p50_ms_real']:.2f}/{s['p50_ms_len128']:.2f} ms, "
-              f"calibration {c['samples']} samples {c['seconds']} s, peak {c['peak_rss_mib']} MiB")
+        print(
+            f"static {cal:<10} drop {s['accuracy_drop']:+.2f} points, p50 {s['p50_ms_real']:.2f}/{s['p50_ms_len128']:.2f} ms, "
+            f"calibration {c['samples']} samples {c['seconds']} s, peak {c['peak_rss_mib']} MiB"
+        )
     if m["selected"]:
         sel = m["selected"]
-        print(f"selected {sel['name']}: tuning drop {sel['tuning_drop']:+.2f}, test drop {sel['test_drop']:+.2f}, "
-              f"p50 {sel['p50_ms_real']:.2f}/{sel['p50_ms_len128']:.2f} ms")
+        print(
+            f"selected {sel['name']}: tuning drop {sel['tuning_drop']:+.2f}, test drop {sel['test_drop']:+.2f}, "
+            f"p50 {sel['p50_ms_real']:.2f}/{sel['p50_ms_len128']:.2f} ms"
+        )
     if "selected_vs_fastest_dynamic" in m:
         for shape, r in m["selected_vs_fastest_dynamic"].items():
-            print(f"  vs {m['fastest_dynamic_within_budget']['name']} at {shape}: {r['ratio']:.2f}x "
-                  f"[{r['ci'][0]:.2f}-{r['ci'][1]:.2f}] (> 1: the selected is faster)")
+            print(
+                f"  vs {m['fastest_dynamic_within_budget']['name']} at {shape}: {r['ratio']:.2f}x "
+                f"[{r['ci'][0]:.2f}-{r['ci'][1]:.2f}] (> 1: the selected is faster)"
+            )
     for name, row in summary["gpt2_bbc"]["variants"].items():
         print(f"gpt2 {name:<28} perplexity {row['perplexity_bbc_test_8192']:.2f} ({row['increase_pct']:+.2f}%)")
     record.save("static_int8", summary)

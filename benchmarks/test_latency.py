@@ -19,8 +19,15 @@ from pathlib import Path
 import pytest
 
 RUN = Path(os.environ.get("EDGENLP_BENCH_RUN", "runs/minilm-tweets"))
-VARIANTS = sorted(p for p in (RUN / "variants").glob("*") if (p / "artifact.json").exists()
-                  and json.loads((p / "artifact.json").read_text())["format"] == "onnx") if RUN.exists() else []
+VARIANTS = (
+    sorted(
+        p
+        for p in (RUN / "variants").glob("*")
+        if (p / "artifact.json").exists() and json.loads((p / "artifact.json").read_text())["format"] == "onnx"
+    )
+    if RUN.exists()
+    else []
+)
 pytestmark = pytest.mark.skipif(not VARIANTS, reason=f"no ONNX variants under {RUN}: run `edgenlp optimize` first")
 
 
@@ -42,10 +49,11 @@ def test_batch1_latency(benchmark, variant, shape, texts):
         inputs = [tokenizer.encode([t]) for t in texts]
     else:
         joined = " ".join(texts)
-        inputs = [tokenizer.encode([joined[i * 400:]], pad_to=shape) for i in range(50)]
+        inputs = [tokenizer.encode([joined[i * 400 :]], pad_to=shape) for i in range(50)]
     for x in inputs[:10]:
         model.run(x)
     cycle = itertools.cycle(inputs)
     benchmark.extra_info.update(variant=variant.name, shape=str(shape), threads=1)
-    benchmark.pedantic(lambda: model.run(next(cycle)), rounds=200 if shape == "real" else 60, iterations=1,
-                       warmup_rounds=5)
+    benchmark.pedantic(
+        lambda: model.run(next(cycle)), rounds=200 if shape == "real" else 60, iterations=1, warmup_rounds=5
+    )

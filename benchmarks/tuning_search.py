@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from edgenlp import models, pipeline, recipe as recipe_module, tasks  # noqa: E402
-from edgenlp.fsio import FolderLock  # noqa: E402
-
 import record  # noqa: E402
+
+from edgenlp import models, pipeline, tasks  # noqa: E402
+from edgenlp import recipe as recipe_module
+from edgenlp.fsio import FolderLock  # noqa: E402
 
 TARGET_MINUTES = 20
 
@@ -48,22 +49,37 @@ def main() -> int:
     found = json.loads((variant.path / "training_log.json").read_text())["search"]
     summary = {
         "recipe": str(Path(args.recipe).relative_to(ROOT)) if Path(args.recipe).is_absolute() else args.recipe,
-        "reused": bool(reused), "wall_seconds": seconds if not reused else None,
-        "search_seconds": found["seconds_this_run"], "target_minutes": TARGET_MINUTES,
+        "reused": bool(reused),
+        "wall_seconds": seconds if not reused else None,
+        "search_seconds": found["seconds_this_run"],
+        "target_minutes": TARGET_MINUTES,
         "met": (found["seconds_this_run"] / 60 <= TARGET_MINUTES) if not reused else None,
-        "metric": found["metric"], "trials": found["trials"], "complete": found["complete"],
-        "pruned": found["pruned"], "defaults_value": found["defaults_value"], "best_trial": found["best_trial"],
-        "best_value": found["best_value"], "best_params": found["best_params"], "beat_defaults": found["beat_defaults"],
-        "importances": found["importances"], "fixed": found["fixed"],
-        "trial_log": [{k: t[k] for k in ("number", "state", "params", "value", "evals", "steps", "seconds", "defaults")}
-                      for t in found["trial_log"]],
+        "metric": found["metric"],
+        "trials": found["trials"],
+        "complete": found["complete"],
+        "pruned": found["pruned"],
+        "defaults_value": found["defaults_value"],
+        "best_trial": found["best_trial"],
+        "best_value": found["best_value"],
+        "best_params": found["best_params"],
+        "beat_defaults": found["beat_defaults"],
+        "importances": found["importances"],
+        "fixed": found["fixed"],
+        "trial_log": [
+            {k: t[k] for k in ("number", "state", "params", "value", "evals", "steps", "seconds", "defaults")}
+            for t in found["trial_log"]
+        ],
     }
     for t in summary["trial_log"]:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
-        print(f"trial {t['number']} {t['state']:<8} {found['metric']} {t['value'] if t['value'] is not None else '-'}"
-              f"  ({params}; {t['seconds']} s){' [defaults]' if t['defaults'] else ''}")
-    print(f"search: {seconds} s wall (target {TARGET_MINUTES} min); best {found['best_value']} vs defaults "
-          f"{found['defaults_value']}: {'beat' if found['beat_defaults'] else 'did not beat'} the defaults")
+        print(
+            f"trial {t['number']} {t['state']:<8} {found['metric']} {t['value'] if t['value'] is not None else '-'}"
+            f"  ({params}; {t['seconds']} s){' [defaults]' if t['defaults'] else ''}"
+        )
+    print(
+        f"search: {seconds} s wall (target {TARGET_MINUTES} min); best {found['best_value']} vs defaults "
+        f"{found['defaults_value']}: {'beat' if found['beat_defaults'] else 'did not beat'} the defaults"
+    )
     if reused:
         print("the search was reused from an earlier run: delete the variant folder to time it again")
         return 0

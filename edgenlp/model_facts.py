@@ -21,11 +21,15 @@ def read_config(config_path: Path) -> dict:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelNotFoundError(f"{config_path} is not valid JSON ({exc}): the checkpoint is truncated or damaged; "
-                                 "copy it again or save it anew with save_pretrained") from None
+        raise ModelNotFoundError(
+            f"{config_path} is not valid JSON ({exc}): the checkpoint is truncated or damaged; "
+            "copy it again or save it anew with save_pretrained"
+        ) from None
     if not isinstance(config, dict):
-        raise ModelNotFoundError(f"{config_path} holds a {type(config).__name__}, not a config mapping: point to a "
-                                 "folder written by save_pretrained")
+        raise ModelNotFoundError(
+            f"{config_path} holds a {type(config).__name__}, not a config mapping: point to a "
+            "folder written by save_pretrained"
+        )
     return config
 
 
@@ -41,10 +45,20 @@ def parameter_count(path: Path) -> int | None:
             import onnx
 
             model = onnx.load(str(onnx_file(path)), load_external_data=False)
-            float_or_int8 = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8,
-                             onnx.TensorProto.UINT8, onnx.TensorProto.BFLOAT16}
-            return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer
-                           if t.data_type in float_or_int8 and len(t.dims) >= 1 and np.prod(t.dims) > 1))
+            float_or_int8 = {
+                onnx.TensorProto.FLOAT,
+                onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.INT8,
+                onnx.TensorProto.UINT8,
+                onnx.TensorProto.BFLOAT16,
+            }
+            return int(
+                sum(
+                    int(np.prod(t.dims))
+                    for t in model.graph.initializer
+                    if t.data_type in float_or_int8 and len(t.dims) >= 1 and np.prod(t.dims) > 1
+                )
+            )
         weights = path / "model.safetensors"
         if weights.exists():
             from safetensors import safe_open

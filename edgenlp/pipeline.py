@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import executors, models, progress, stages, tasks
-from .search import budget as budget_search
-from .tasks import Task
 from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
@@ -23,6 +21,8 @@ from .errors import BenchError, EdgeNLPError, VariantsSkipped
 from .fsio import FolderLock, write_json_atomic
 from .recipe import Recipe, SelectionSettings, VariantSpec
 from .report import html, markdown
+from .search import budget as budget_search
+from .tasks import Task
 
 log = logging.getLogger(__name__)
 VARIANTS_DIR = "variants"
@@ -57,8 +57,10 @@ def check_before_work(recipe: Recipe, source: Artifact, task: Task) -> None:
     for spec in recipe.variants:
         limit = getattr(recipe.stage_config(spec), "max_length", None)
         if limit is not None and longest > limit:
-            raise BenchError(f"the profiles ask for {longest} tokens but variant {spec.name} is made for at most "
-                             f"{limit} (its max_length): lower the profiles' seq_lengths or raise max_length")
+            raise BenchError(
+                f"the profiles ask for {longest} tokens but variant {spec.name} is made for at most "
+                f"{limit} (its max_length): lower the profiles' seq_lengths or raise max_length"
+            )
 
 
 @dataclass
@@ -98,13 +100,19 @@ class BuildJob:
         if "data_sha256" in inputs:  # the node must read the same data the id was computed from
             here = self.task.fingerprint(self.config.data)
             if here != inputs["data_sha256"]:
-                raise EdgeNLPError(f"variant {self.name}: this node reads other data than the run "
-                                   f"({self.config.data.source}): give every node the same data (EDGENLP_DATA_DIR)")
+                raise EdgeNLPError(
+                    f"variant {self.name}: this node reads other data than the run "
+                    f"({self.config.data.source}): give every node the same data (EDGENLP_DATA_DIR)"
+                )
         scratch = Path(tempfile.mkdtemp(prefix=f"edgenlp-{self.name}-"))
         try:
             checked = self.check if stages.checked_against_parent(stages.get(self.stage)) else None
-            meta = make(scratch, plan, lambda w: self.run(parent, w),
-                        (lambda child: checked(parent, child)) if checked else None)
+            meta = make(
+                scratch,
+                plan,
+                lambda w: self.run(parent, w),
+                (lambda child: checked(parent, child)) if checked else None,
+            )
             return meta, pack(scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -140,17 +148,24 @@ def _on_a_node(executor, job: BuildJob, parent: Artifact, reads: list[Path], nee
     from .executors.transport import unpack
 
     def make_elsewhere(work: Path, plan: dict) -> dict:
-        meta, blob = executor.call(_made_on_node, job, plan, parent.meta, executors.Shipped.of(parent.path),
-                                   [executors.Shipped.of(p) for p in reads],
-                                   needs=executors.Needs(needs.cpus, needs.memory_gb, what="its build"))
+        meta, blob = executor.call(
+            _made_on_node,
+            job,
+            plan,
+            parent.meta,
+            executors.Shipped.of(parent.path),
+            [executors.Shipped.of(p) for p in reads],
+            needs=executors.Needs(needs.cpus, needs.memory_gb, what="its build"),
+        )
         unpack(blob, work, f"variant {job.name}")
         return meta
 
     return make_elsewhere
 
 
-def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact, task: Task,
-                   skipped: dict[str, str] | None = None) -> tuple[dict[str, Artifact], list[str]]:
+def build_variants(
+    recipe: Recipe, out_dir: Path, dataset, source: Artifact, task: Task, skipped: dict[str, str] | None = None
+) -> tuple[dict[str, Artifact], list[str]]:
     """Build (or reuse) every variant, each once its parent is done, as many at once as the executor runs.
 
     With `skipped` given, a variant whose stage is skippable (an engine conversion) and fails is
@@ -180,16 +195,26 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact, tas
         inputs = {"data_sha256": task.fingerprint(config.data)} if stages.uses_data(stage) else {}
         job = BuildJob(spec.name, spec.stage, config, task.NAME, check_texts, recipe.validation, threads)
         # a build that spreads its own work (tuning trials) stays here and sends that work out instead
-        elsewhere = (_on_a_node(executor, job, parent, stages.reads(stage, parent, config), needs)
-                     if executor.remote and not stages.fans_out(stage, config) else None)
+        elsewhere = (
+            _on_a_node(executor, job, parent, stages.reads(stage, parent, config), needs)
+            if executor.remote and not stages.fans_out(stage, config)
+            else None
+        )
         try:
             with progress.stage(spec.name, spec.stage) as ended:
                 artifact, was_reused = build(
-                    out_dir / VARIANTS_DIR / spec.name, parent, spec.stage, config,
+                    out_dir / VARIANTS_DIR / spec.name,
+                    parent,
+                    spec.stage,
+                    config,
                     run=lambda work: job.run(parent, work),
                     check=(lambda child: job.check(parent, child)) if stages.checked_against_parent(stage) else None,
-                    name=spec.name, check_settings=check_settings, inputs=inputs, libraries=stages.libraries(stage),
-                    make_elsewhere=elsewhere)
+                    name=spec.name,
+                    check_settings=check_settings,
+                    inputs=inputs,
+                    libraries=stages.libraries(stage),
+                    make_elsewhere=elsewhere,
+                )
                 ended("reused" if was_reused else "built")
         except EdgeNLPError as exc:
             if skipped is not None and stages.skippable(stage):
@@ -202,12 +227,15 @@ def build_variants(recipe: Recipe, out_dir: Path, dataset, source: Artifact, tas
             reused.append(spec.name)
 
     todo = [s for s in recipe.variants if not (skipped is not None and s.name in skipped)]  # refused earlier
-    failure = executors.build_tree(executor, todo, build_one, needs,
-                                   done=lambda name: name in built, skip=lambda spec: _skip_child(spec, skipped))
+    failure = executors.build_tree(
+        executor, todo, build_one, needs, done=lambda name: name in built, skip=lambda spec: _skip_child(spec, skipped)
+    )
     if failure is not None:
         spec, exc = failure
         finished = ", ".join(built) or "none"
-        raise type(exc)(f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {finished}]") from exc
+        raise type(exc)(
+            f"variant {spec.name} ({spec.stage}) failed: {exc} [finished variants kept: {finished}]"
+        ) from exc
     return built, reused
 
 
@@ -232,10 +260,16 @@ def _pruned_by(variants: dict[str, Artifact], art: Artifact) -> dict | None:
 def candidates_of(variants: dict[str, Artifact]) -> list[Candidate]:
     out = []
     for name, art in variants.items():
-        info = {"format": art.format, "precision": art.precision, "stage": art.meta.get("stage"),
-                "parent": (art.meta.get("parent") or {}).get("name"), "artifact_id": art.id,
-                "metadata": art.meta.get("metadata", {}), "validation": art.meta.get("validation"),
-                "pruned_by": _pruned_by(variants, art)}
+        info = {
+            "format": art.format,
+            "precision": art.precision,
+            "stage": art.meta.get("stage"),
+            "parent": (art.meta.get("parent") or {}).get("name"),
+            "artifact_id": art.id,
+            "metadata": art.meta.get("metadata", {}),
+            "validation": art.meta.get("validation"),
+            "pruned_by": _pruned_by(variants, art),
+        }
         out.append(Candidate(name=name, path=art.path, runner=art.format, info=info))
     return out
 
@@ -283,18 +317,22 @@ def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Tas
     if bench and budget is not None and recipe.search.enabled:
         found = budget_search.run(recipe, out_dir, dataset, task, variants, budget)
         if found.variants:
-            extended = recipe.model_copy(update={"variants": [*recipe.variants,
-                                                              *(VariantSpec(**v) for v in found.variants)]})
+            extended = recipe.model_copy(
+                update={"variants": [*recipe.variants, *(VariantSpec(**v) for v in found.variants)]}
+            )
             variants, again = build_variants(extended, out_dir, dataset, source, task, skipped)
             reused += [name for name in again if name in found.shortlist]
     results = None
     if bench:
         candidates = candidates_of(variants)
         eval_set = task.eval_set(dataset, model_labels([c.path for c in candidates]))
-        results = measure(candidates, eval_set, recipe.bench, out_dir / "bench",
-                          measure_on=recipe.executor.measure_on)
-        results["run"] = {"recipe": recipe.name, "model": recipe.model_dump(mode="json")["model"],
-                          "task": task.NAME, "data": dataset.describe()}
+        results = measure(candidates, eval_set, recipe.bench, out_dir / "bench", measure_on=recipe.executor.measure_on)
+        results["run"] = {
+            "recipe": recipe.name,
+            "model": recipe.model_dump(mode="json")["model"],
+            "task": task.NAME,
+            "data": dataset.describe(),
+        }
         results["training"] = training_logs(variants)
         results["executor"] = executors.current().describe()
         if found is not None:
@@ -307,8 +345,10 @@ def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Tas
     if skipped:
         first = next(iter(skipped))
         measured = "built and measured" if bench else "built"
-        raise VariantsSkipped(f"variant {first} was not built: {skipped[first]} ({len(skipped)} variant(s) skipped; "
-                              f"the other {len(variants)} were {measured}, see {out_dir})")
+        raise VariantsSkipped(
+            f"variant {first} was not built: {skipped[first]} ({len(skipped)} variant(s) skipped; "
+            f"the other {len(variants)} were {measured}, see {out_dir})"
+        )
     return RunOutcome(out_dir, variants, reused, results)
 
 
@@ -327,8 +367,9 @@ def publish(results: dict, out_dir: Path, selection_settings: SelectionSettings 
     write_json_atomic(out_dir / "results.json", results)
     s = selection_settings or SelectionSettings()
     results["selection"] = selection.select(results, s.max_accuracy_drop, s.max_latency_ms, s.max_size_mb)
-    results["selection"]["by_target"] = selection.by_target(results, s.max_accuracy_drop, s.max_latency_ms,
-                                                            s.max_size_mb)
+    results["selection"]["by_target"] = selection.by_target(
+        results, s.max_accuracy_drop, s.max_latency_ms, s.max_size_mb
+    )
     results["gates"] = selection.evaluate_gates(results, s.fail_if) if s.fail_if else None
     write_json_atomic(out_dir / "results.json", results)
     markdown.write(results, out_dir / "report.md")

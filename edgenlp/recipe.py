@@ -111,7 +111,7 @@ class Recipe(BaseModel):
         return {**data, "variants": variants}
 
     @model_validator(mode="after")
-    def _check_tree(self) -> "Recipe":
+    def _check_tree(self) -> Recipe:
         seen: set[str] = set()
         for v in self.variants:
             if v.name in seen:

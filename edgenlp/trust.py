@@ -81,11 +81,18 @@ def check_model_folder(folder: Path, config: dict, where: str) -> None:
     from . import architectures
 
     model_type = config.get("model_type")
-    known = isinstance(model_type, str) and (model_type in CONFIG_MAPPING or model_type in architectures.PRUNED_MODEL_TYPES)
+    known = isinstance(model_type, str) and (
+        model_type in CONFIG_MAPPING or model_type in architectures.PRUNED_MODEL_TYPES
+    )
     elsewhere = sorted(ref for ref in mapping.values() if "--" in ref)
     if known and not elsewhere:
         return  # transformers' (or edgenlp's) own classes load it; the folder's modules are never imported
-    what = f"code from another repository ({elsewhere[0]})" if elsewhere else \
-        f"its own code ({next(iter(mapping.values()))}) for model type {model_type!r}"
-    raise ModelNotFoundError(f"{where} asks to run {what}: edgenlp runs no code from a model folder unless you "
-                             "pass --trust-remote-code (only for a model whose code you have read)")
+    what = (
+        f"code from another repository ({elsewhere[0]})"
+        if elsewhere
+        else f"its own code ({next(iter(mapping.values()))}) for model type {model_type!r}"
+    )
+    raise ModelNotFoundError(
+        f"{where} asks to run {what}: edgenlp runs no code from a model folder unless you "
+        "pass --trust-remote-code (only for a model whose code you have read)"
+    )

@@ -47,8 +47,14 @@ def tiny_bert(tmp_path_factory) -> Path:
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(VOCAB + [str(i) for i in range(10)]) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=64)
-    config = BertConfig(vocab_size=len(VOCAB) + 10, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(VOCAB) + 10,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -71,16 +77,32 @@ def tiny_recipe(tiny_bert, tiny_csv) -> dict:
         "model": str(tiny_bert),
         "data": {"source": str(tiny_csv), "text_column": "review", "label_column": "sentiment"},
         "variants": [
-            {"name": "pytorch-fp32", "stage": "finetune",
-             "config": {"max_steps": 30, "batch_size": 16, "eval_every": 10, "learning_rate": 1e-3, "max_length": 32,
-                        "max_eval_examples": 12}},
+            {
+                "name": "pytorch-fp32",
+                "stage": "finetune",
+                "config": {
+                    "max_steps": 30,
+                    "batch_size": 16,
+                    "eval_every": 10,
+                    "learning_rate": 1e-3,
+                    "max_length": 32,
+                    "max_eval_examples": 12,
+                },
+            },
             {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
             {"name": "onnx-fp32-opt", "stage": "optimize-graph", "parent": "onnx-fp32"},
             {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
         ],
         "validation": {"examples": 16, "min_label_agreement": 0.5},
-        "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real", 32], "memory_budget_mb": 512}], "iterations": 10, "rounds": 2, "warmup": 1, "throughput_batches": 2,
-                  "bootstrap": 200, "reference": "pytorch-fp32"},
+        "bench": {
+            "profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real", 32], "memory_budget_mb": 512}],
+            "iterations": 10,
+            "rounds": 2,
+            "warmup": 1,
+            "throughput_batches": 2,
+            "bootstrap": 200,
+            "reference": "pytorch-fp32",
+        },
     }
 
 
@@ -93,8 +115,10 @@ def tiny_run(tiny_recipe, tmp_path_factory):
     return pipeline.run(recipe.parse(tiny_recipe), out)
 
 
-KIT_HINT = ("the offline data kit is not at EDGENLP_DATA_DIR ({path}): put the kit's data/ folder there "
-            "(the project's shared/data, with sst2/, wikitext2/, ...) or set EDGENLP_DATA_DIR to it")
+KIT_HINT = (
+    "the offline data kit is not at EDGENLP_DATA_DIR ({path}): put the kit's data/ folder there "
+    "(the project's shared/data, with sst2/, wikitext2/, ...) or set EDGENLP_DATA_DIR to it"
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -129,11 +153,17 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus_docs(200), vocab_size=400, special_tokens=["<|endoftext|>"])
-    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>",
-                                  bos_token="<|endoftext|>", unk_token="<|endoftext|>", model_max_length=64)
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=64,
+    )
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=eos, eos_token_id=eos)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos, eos_token_id=eos
+    )
     import torch
 
     torch.manual_seed(0)
@@ -156,19 +186,40 @@ def tiny_gpt2_recipe(tiny_gpt2, tiny_corpus) -> dict:
         "model": str(tiny_gpt2),
         "data": {"source": str(tiny_corpus)},
         "variants": [
-            {"name": "pytorch-fp32", "stage": "finetune",
-             "config": {"max_steps": 20, "batch_size": 8, "eval_every": 10, "learning_rate": 3e-3, "max_length": 64,
-                        "max_eval_examples": 8}},
+            {
+                "name": "pytorch-fp32",
+                "stage": "finetune",
+                "config": {
+                    "max_steps": 20,
+                    "batch_size": 8,
+                    "eval_every": 10,
+                    "learning_rate": 3e-3,
+                    "max_length": 64,
+                    "max_eval_examples": 8,
+                },
+            },
             {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
             {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32"},
             {"name": "onnx-int4", "stage": "quantize-int4", "parent": "onnx-fp32", "config": {"block_size": 16}},
-            {"name": "onnx-int4-int8-prefill", "stage": "split-prefill", "parent": "onnx-fp32",
-             "config": {"decode": {"stage": "quantize-int4", "config": {"block_size": 16}}}},
+            {
+                "name": "onnx-int4-int8-prefill",
+                "stage": "split-prefill",
+                "parent": "onnx-fp32",
+                "config": {"decode": {"stage": "quantize-int4", "config": {"block_size": 16}}},
+            },
         ],
         "validation": {"examples": 8, "atol": 1e-3, "min_label_agreement": 0.5},
-        "bench": {"profiles": [{"name": "gen-1t", "threads": 1, "prompt_tokens": 16, "new_tokens": 8}],
-                  "rounds": 2, "generations": 2, "no_cache_generations": 1, "max_eval_tokens": 512,
-                  "eval_prompts": 4, "continuation_tokens": 8, "bootstrap": 200, "reference": "pytorch-fp32"},
+        "bench": {
+            "profiles": [{"name": "gen-1t", "threads": 1, "prompt_tokens": 16, "new_tokens": 8}],
+            "rounds": 2,
+            "generations": 2,
+            "no_cache_generations": 1,
+            "max_eval_tokens": 512,
+            "eval_prompts": 4,
+            "continuation_tokens": 8,
+            "bootstrap": 200,
+            "reference": "pytorch-fp32",
+        },
     }
 
 

@@ -23,6 +23,7 @@ def _writer(calls: list):
         calls.append(work)
         (work / "model.onnx").write_bytes(b"weights")
         return StageOutput(format="onnx", task="text-classification", metadata={"n": len(calls)})
+
     return run
 
 
@@ -72,6 +73,7 @@ def test_check_failure_discards_the_new_artifact(tmp_path):
 
 # --- never delete what edgenlp did not write ---------------------------------------------------
 
+
 def test_a_folder_edgenlp_did_not_write_is_never_replaced(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -106,6 +108,7 @@ def test_another_variant_or_added_files_are_not_replaced(tmp_path):
 
 
 # --- crash safety ------------------------------------------------------------------------------
+
 
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -154,8 +157,9 @@ build(Path(sys.argv[1]), parent, "export", {"a": 2}, run)
 def test_a_killed_build_leaves_the_old_artifact_and_the_rerun_cleans_up(tmp_path):
     dest = tmp_path / "v"
     first, _ = build(dest, _parent(tmp_path), "export", {"a": 1}, _writer([]))
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(dest), str(tmp_path)], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD, str(dest), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -178,6 +182,7 @@ def test_atomic_writes_are_fsynced_and_leave_no_temporary_file(tmp_path, monkeyp
 
 # --- ids cover everything the output depends on --------------------------------------------------
 
+
 def test_the_id_covers_the_data_content_and_the_library_versions(tmp_path, monkeypatch):
     dest = tmp_path / "v"
     calls: list = []
@@ -194,14 +199,17 @@ def test_the_id_covers_the_data_content_and_the_library_versions(tmp_path, monke
 def test_only_the_libraries_a_stage_uses_enter_its_id(tmp_path, monkeypatch):
     """An onnxruntime upgrade must not retrain a model: it rebuilds what onnxruntime made, nothing else."""
     installed = {"edgenlp": "0.1.0", "torch": "2.13.0", "onnxruntime": "1.32.0"}
-    monkeypatch.setattr(artifact_module, "library_versions",
-                        lambda names: {n: installed[n] for n in names if n in installed})
+    monkeypatch.setattr(
+        artifact_module, "library_versions", lambda names: {n: installed[n] for n in names if n in installed}
+    )
     trained, _ = build(tmp_path / "ft", _parent(tmp_path), "finetune", {}, _writer([]), libraries=("torch",))
     quantized, _ = build(tmp_path / "q", _parent(tmp_path), "quantize", {}, _writer([]), libraries=("onnxruntime",))
     installed["onnxruntime"] = "1.33.0"
     again, reused = build(tmp_path / "ft", _parent(tmp_path), "finetune", {}, _writer([]), libraries=("torch",))
     assert reused and again.id == trained.id
-    requantized, reused = build(tmp_path / "q", _parent(tmp_path), "quantize", {}, _writer([]), libraries=("onnxruntime",))
+    requantized, reused = build(
+        tmp_path / "q", _parent(tmp_path), "quantize", {}, _writer([]), libraries=("onnxruntime",)
+    )
     assert not reused and requantized.id != quantized.id
     assert requantized.meta["versions"] == {"edgenlp": "0.1.0", "onnxruntime": "1.33.0"}
 

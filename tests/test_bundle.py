@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from edgenlp.bundle import TargetSettings, build
 from edgenlp.cli import app
-from edgenlp.errors import ArtifactError
 from edgenlp.runtime import BundleError, InputError, load
 
 TEXTS = ["good film", "the plot was really boring and bad", "fun", "awful", "the movie was a very nice film indeed"]
@@ -36,8 +35,15 @@ def copy_of(int8_bundle, tmp_path):
 
 def test_layout_is_what_transformers_js_and_optimum_load(int8_bundle):
     names = {p.relative_to(int8_bundle).as_posix() for p in int8_bundle.rglob("*") if p.is_file()}
-    assert names == {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                     "onnx/model_quantized.onnx", "onnx/model_quantized.onnx_data", "manifest.json"}
+    assert names == {
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "onnx/model_quantized.onnx",
+        "onnx/model_quantized.onnx_data",
+        "manifest.json",
+    }
     config = json.loads((int8_bundle / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
     assert config["transformers.js_config"] == {"use_external_data_format": True}
@@ -101,7 +107,9 @@ def test_runtime_answers_like_the_variant_in_any_batching(tiny_run, tmp_path):
         assert np.allclose([a["score"] for a in answers], [a["score"] for a in single], atol=1e-5)
     reference = TextClassifier(tiny_run.variants["onnx-fp32"].path).classify(TEXTS)
     assert [a["label"] for a in reference] == [a["label"] for a in single]
-    assert set(single[0]["probabilities"]) == {"neg", "pos"} and abs(sum(single[0]["probabilities"].values()) - 1) < 1e-5
+    assert (
+        set(single[0]["probabilities"]) == {"neg", "pos"} and abs(sum(single[0]["probabilities"].values()) - 1) < 1e-5
+    )
 
 
 def test_length_batches_pack_similar_lengths_within_the_token_budget():
@@ -178,7 +186,9 @@ def test_zip_loads_and_a_truncated_zip_is_refused(int8_bundle, tmp_path, monkeyp
     archive = int8_bundle.with_name("int8.zip")
     with zipfile.ZipFile(archive) as z:
         assert "manifest.json" in z.namelist() and "onnx/model_quantized.onnx" in z.namelist()
-    assert [a["label"] for a in load(archive).classify(TEXTS)] == [a["label"] for a in load(int8_bundle).classify(TEXTS)]
+    assert [a["label"] for a in load(archive).classify(TEXTS)] == [
+        a["label"] for a in load(int8_bundle).classify(TEXTS)
+    ]
     cut = tmp_path / "cut.zip"
     cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(BundleError, match="truncated or damaged"):
@@ -203,7 +213,9 @@ def test_cli_bundle_and_run_jsonl_and_one_line_errors(tiny_run, tmp_path):
     done = runner.invoke(app, ["run", str(out), "good film", "awful plot"])
     assert done.exit_code == 0, done.output
     lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
-    assert [x["text"] for x in lines] == ["good film", "awful plot"] and all(x["label"] in ("neg", "pos") for x in lines)
+    assert [x["text"] for x in lines] == ["good film", "awful plot"] and all(
+        x["label"] in ("neg", "pos") for x in lines
+    )
     done = runner.invoke(app, ["run", str(out)], input="fun\n\nbad film\n")
     assert done.exit_code == 0 and len(done.stdout.strip().splitlines()) == 2
     done = runner.invoke(app, ["run", str(out), ""])
@@ -219,7 +231,10 @@ def test_cli_bundle_refuses_bad_sources_and_never_replaces_foreign_folders(tiny_
         ([str(tiny_run.variants["pytorch-fp32"].path), "--out", str(tmp_path / "a")], "is a pytorch variant"),
         ([str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")], "does not exist"),
         ([str(tiny_run.variants["onnx-fp32"].path), "--out", str(foreign)], "is not an edgenlp bundle"),
-        ([str(tiny_run.variants["onnx-fp32"].path), "--out", str(tmp_path / "c"), "--target", "apk"], "unknown bundle target"),
+        (
+            [str(tiny_run.variants["onnx-fp32"].path), "--out", str(tmp_path / "c"), "--target", "apk"],
+            "unknown bundle target",
+        ),
     ]
     for args, message in cases:
         done = runner.invoke(app, ["bundle", *args])
@@ -237,8 +252,12 @@ def test_rebuilding_replaces_an_earlier_bundle_and_a_failed_target_leaves_it(tin
     build(tiny_run.variants["onnx-fp32"].path, out)
     first = json.loads((out / "manifest.json").read_text())["files"]
     with pytest.raises(EdgeNLPError):  # the strings target cannot read its test split
-        build(tiny_run.variants["onnx-int8-dynamic"].path, out, targets=["strings"],
-              settings=TargetSettings(data=DataSpec(source=str(tmp_path / "missing.csv"))))
+        build(
+            tiny_run.variants["onnx-int8-dynamic"].path,
+            out,
+            targets=["strings"],
+            settings=TargetSettings(data=DataSpec(source=str(tmp_path / "missing.csv"))),
+        )
     assert json.loads((out / "manifest.json").read_text())["files"] == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
     build(tiny_run.variants["onnx-int8-dynamic"].path, out)
@@ -276,8 +295,12 @@ def test_strings_target_gives_the_two_part_labels_on_the_whole_test_split(tiny_r
     from edgenlp.bundle.strings import session
 
     spec = data.DataSpec(**tiny_recipe["data"])
-    out = build(tiny_run.variants["onnx-int8-dynamic"].path, tmp_path / "strings", targets=["strings"],
-                settings=TargetSettings(data=spec))
+    out = build(
+        tiny_run.variants["onnx-int8-dynamic"].path,
+        tmp_path / "strings",
+        targets=["strings"],
+        settings=TargetSettings(data=spec),
+    )
     target = json.loads((out / "manifest.json").read_text())["targets"]["strings"]
     test_texts = data.load(spec).test.texts
     assert target["checked"]["texts"] == len(test_texts) and target["checked"]["labels_differ"] == 0
@@ -316,18 +339,22 @@ def test_generation_bundle_carries_the_kv_cache_model_and_generates(tiny_gpt2_ru
     assert line["prompt"] == "the movie was" and line["new_tokens"] <= 4 and line["generated_text"]
 
 
-RUNTIME_ONLY = FORBID_TORCH + """
+RUNTIME_ONLY = (
+    FORBID_TORCH
+    + """
 import json, time
 t0 = time.perf_counter()
 from edgenlp.runtime import load
 bundle = load(sys.argv[1])
 print(json.dumps([a["label"] for a in bundle.classify(sys.argv[2:])]))
 """
+)
 
 
 def test_runtime_runs_where_torch_cannot_be_imported(int8_bundle):
-    done = subprocess.run([sys.executable, "-c", RUNTIME_ONLY, str(int8_bundle), *TEXTS], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", RUNTIME_ONLY, str(int8_bundle), *TEXTS], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [a["label"] for a in load(int8_bundle).classify(TEXTS)]
 
@@ -337,24 +364,44 @@ def test_runtime_installs_and_runs_in_a_fresh_venv_without_torch(int8_bundle, tm
     """Build the edgenlp-runtime wheel, install it alone in a new virtual environment, classify there."""
     root = Path(__file__).resolve().parents[1]
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(root / "runtime")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(root / "runtime-wheel")],
+        check=True,
+        capture_output=True,
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", *map(str, wheels.glob("*.whl"))],
-                               capture_output=True, text=True, check=False)
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *map(str, wheels.glob("*.whl"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert installed.returncode == 0, installed.stderr[-2000:]
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
-                            check=True)
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+    )
     names = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert {"onnxruntime", "tokenizers", "numpy", "edgenlp-runtime"} <= names
     assert not names & {"torch", "transformers", "optimum", "edgenlp"}
-    done = subprocess.run([str(python), "-m", "edgenlp.runtime", str(int8_bundle), *TEXTS], capture_output=True,
-                          text=True, check=False, cwd=tmp_path)
+    done = subprocess.run(
+        [str(python), "-m", "edgenlp.runtime", str(int8_bundle), *TEXTS],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     labels = [json.loads(line)["label"] for line in done.stdout.strip().splitlines()]
     assert labels == [a["label"] for a in load(int8_bundle).classify(TEXTS)]
-    refused = subprocess.run([str(python), "-m", "edgenlp.runtime", str(int8_bundle), ""], capture_output=True,
-                             text=True, check=False, cwd=tmp_path)
-    assert refused.returncode == 2 and refused.stderr.strip() == "error: text 0 is empty: pass text with at least one word"
+    refused = subprocess.run(
+        [str(python), "-m", "edgenlp.runtime", str(int8_bundle), ""],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert (
+        refused.returncode == 2 and refused.stderr.strip() == "error: text 0 is empty: pass text with at least one word"
+    )

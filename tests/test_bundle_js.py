@@ -22,15 +22,18 @@ WEB = Path(__file__).resolve().parents[1] / "web"
 READY = (WEB / "node_modules" / "@huggingface" / "transformers").is_dir() and shutil.which("node")
 if not READY and os.environ.get("CI"):
     raise RuntimeError("CI needs transformers.js: run `npm ci --ignore-scripts` in web/ (.ci/run does)")
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not READY, reason="transformers.js not installed: run `npm ci --ignore-scripts` in web/")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not READY, reason="transformers.js not installed: run `npm ci --ignore-scripts` in web/"),
+]
 
 TEXTS = ["good film", "the plot was really boring and bad", "fun", "awful"]
 
 
 def node(script: str, *args: str) -> object:
-    done = subprocess.run(["node", str(WEB / "checks" / script), *args], capture_output=True, text=True,
-                          cwd=WEB, check=False, timeout=120)
+    done = subprocess.run(
+        ["node", str(WEB / "checks" / script), *args], capture_output=True, text=True, cwd=WEB, check=False, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

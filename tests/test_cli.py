@@ -27,13 +27,17 @@ def _fails_cleanly(args, *needles):
 
 
 def test_missing_model_path(tmp_path):
-    _fails_cleanly(["optimize", str(tmp_path / "nope"), "--no-bench", "--out", str(tmp_path / "o")],
-                   "not found", "checkpoint folder")
+    _fails_cleanly(
+        ["optimize", str(tmp_path / "nope"), "--no-bench", "--out", str(tmp_path / "o")],
+        "not found",
+        "checkpoint folder",
+    )
 
 
 def test_unknown_dataset(tmp_path):
-    _fails_cleanly(["optimize", "--data", "sst3", "--no-bench", "--out", str(tmp_path / "o")],
-                   "data 'sst3'", "fix the name")
+    _fails_cleanly(
+        ["optimize", "--data", "sst3", "--no-bench", "--out", str(tmp_path / "o")], "data 'sst3'", "fix the name"
+    )
 
 
 def test_recipe_with_a_typo(tmp_path, tiny_recipe):
@@ -52,8 +56,11 @@ def test_column_that_does_not_exist(tmp_path, tiny_recipe):
     bad["data"]["text_column"] = "body"
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(bad))
-    _fails_cleanly(["optimize", "--recipe", str(path), "--out", str(tmp_path / "o")],
-                   "column 'body' is not in", "review, sentiment")
+    _fails_cleanly(
+        ["optimize", "--recipe", str(path), "--out", str(tmp_path / "o")],
+        "column 'body' is not in",
+        "review, sentiment",
+    )
 
 
 def test_empty_data_file(tmp_path, tiny_recipe):
@@ -61,8 +68,7 @@ def test_empty_data_file(tmp_path, tiny_recipe):
     empty.write_text("")
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(json.loads(json.dumps(tiny_recipe))))
-    _fails_cleanly(["optimize", "--recipe", str(path), "--data", str(empty), "--out", str(tmp_path / "o")],
-                   "is empty")
+    _fails_cleanly(["optimize", "--recipe", str(path), "--data", str(empty), "--out", str(tmp_path / "o")], "is empty")
 
 
 def test_failure_in_a_later_stage_keeps_finished_variants(tmp_path, tiny_recipe, tiny_run):
@@ -75,11 +81,17 @@ def test_failure_in_a_later_stage_keeps_finished_variants(tmp_path, tiny_recipe,
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(bad))
     before = {p.name: (p / "artifact.json").read_text() for p in (out / "variants").iterdir()}
-    text = _fails_cleanly(["optimize", "--recipe", str(path), "--out", str(out), "--no-bench"],
-                          "variant onnx-fp32 (export) failed", "FP32 logits differ", "finished variants kept: pytorch-fp32")
+    _fails_cleanly(
+        ["optimize", "--recipe", str(path), "--out", str(out), "--no-bench"],
+        "variant onnx-fp32 (export) failed",
+        "FP32 logits differ",
+        "finished variants kept: pytorch-fp32",
+    )
     assert (out / "variants" / "pytorch-fp32" / "artifact.json").read_text() == before["pytorch-fp32"]
-    assert json.loads((out / "variants" / "onnx-fp32" / "artifact.json").read_text())["files"] == \
-        json.loads(before["onnx-fp32"])["files"]
+    assert (
+        json.loads((out / "variants" / "onnx-fp32" / "artifact.json").read_text())["files"]
+        == json.loads(before["onnx-fp32"])["files"]
+    )
     assert not [p for p in (out / "variants").iterdir() if p.name.startswith(".")]
 
 
@@ -96,24 +108,33 @@ def test_bench_rejects_a_corrupt_onnx_file(tmp_path, tiny_run, short_profile):
     folder = tmp_path / "corrupt"
     shutil.copytree(tiny_run.variants["onnx-fp32"].path, folder)
     (folder / "model.onnx").write_bytes(b"not an onnx model")
-    _fails_cleanly(["bench", str(folder), "--profile", short_profile, "--data", str(tmp_path / "nonexistent.csv")],
-                   "data '" + str(tmp_path / "nonexistent.csv") + "' is neither a known set", "fix the name or the path")
+    _fails_cleanly(
+        ["bench", str(folder), "--profile", short_profile, "--data", str(tmp_path / "nonexistent.csv")],
+        "data '" + str(tmp_path / "nonexistent.csv") + "' is neither a known set",
+        "fix the name or the path",
+    )
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("text,label\n" + "".join(f"good movie {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
-    _fails_cleanly(["bench", str(folder), "--profile", short_profile, "--data", str(csv_path), "--out", str(tmp_path / "b")],
-                   "corrupt cannot be measured")
+    _fails_cleanly(
+        ["bench", str(folder), "--profile", short_profile, "--data", str(csv_path), "--out", str(tmp_path / "b")],
+        "corrupt cannot be measured",
+    )
 
 
 def test_bench_rejects_data_with_other_labels(tmp_path, tiny_run, short_profile):
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("text,label\n" + "".join(f"good movie {i},{i % 3}\n" for i in range(40)))
-    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", short_profile, "--data", str(csv_path)],
-                   "the model predicts ['neg', 'pos'] but the data has labels ['0', '1', '2']")
+    _fails_cleanly(
+        ["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", short_profile, "--data", str(csv_path)],
+        "the model predicts ['neg', 'pos'] but the data has labels ['0', '1', '2']",
+    )
 
 
 def test_a_length_beyond_the_model_is_refused_before_measuring(tmp_path, tiny_run):
-    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--out", str(tmp_path / "b")],
-                   "profile 'edge-1t' asks for 128 tokens but onnx-fp32 takes at most 32")
+    _fails_cleanly(
+        ["bench", str(tiny_run.variants["onnx-fp32"].path), "--out", str(tmp_path / "b")],
+        "profile 'edge-1t' asks for 128 tokens but onnx-fp32 takes at most 32",
+    )
     assert not (tmp_path / "b").exists()
 
 
@@ -125,8 +146,11 @@ def test_bench_rejects_a_path_that_is_not_a_model(tmp_path):
 def test_profile_with_zero_threads(tmp_path, tiny_run):
     profile = tmp_path / "p.yaml"
     profile.write_text("threads: 0\n")
-    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", str(profile)],
-                   "threads", "greater than or equal to 1")
+    _fails_cleanly(
+        ["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", str(profile)],
+        "threads",
+        "greater than or equal to 1",
+    )
 
 
 def test_report_of_a_missing_run(tmp_path):
@@ -136,10 +160,26 @@ def test_report_of_a_missing_run(tmp_path):
 def test_bench_command_measures_any_folder(tmp_path, tiny_run, tiny_csv):
     profile = tmp_path / "tiny-1t.yaml"
     profile.write_text("threads: 1\nseq_lengths: [real, 16]\nmemory_budget_mb: 300\n")
-    result = runner.invoke(app, ["bench", str(tiny_run.variants["onnx-int8-dynamic"].path),
-                                 str(tiny_run.variants["onnx-fp32"].path / "model.onnx"), "--data", str(tiny_csv),
-                                 "--text-column", "review", "--label-column", "sentiment",
-                                 "--profile", str(profile), "--iterations", "10", "--out", str(tmp_path / "b")])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(tiny_run.variants["onnx-int8-dynamic"].path),
+            str(tiny_run.variants["onnx-fp32"].path / "model.onnx"),
+            "--data",
+            str(tiny_csv),
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--profile",
+            str(profile),
+            "--iterations",
+            "10",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [v["name"] for v in results["variants"]] == ["onnx-int8-dynamic", "model"]  # a bare .onnx file
@@ -148,9 +188,26 @@ def test_bench_command_measures_any_folder(tmp_path, tiny_run, tiny_csv):
 
 
 def test_finetune_command_writes_a_checkpoint_and_reuses_it(tmp_path, tiny_bert, tiny_csv):
-    args = ["finetune", str(tiny_bert), "--data", str(tiny_csv), "--text-column", "review",
-            "--label-column", "sentiment", "--max-steps", "4", "--eval-every", "2", "--batch-size", "8",
-            "--max-length", "32", "--out", str(tmp_path / "ft")]
+    args = [
+        "finetune",
+        str(tiny_bert),
+        "--data",
+        str(tiny_csv),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--out",
+        str(tmp_path / "ft"),
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "fine-tuned" in first.output and (tmp_path / "ft" / "model.safetensors").exists()
@@ -170,38 +227,80 @@ def test_overriding_model_or_data_gets_its_own_run_folder():
 
 # --- clean refusals: one line, exit 2, no traceback --------------------------------------------
 
+
 def test_finetune_never_overwrites_its_own_model_folder(tmp_path, tiny_bert, tiny_csv):
     import shutil
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_bert, ckpt)
     before = sorted(p.name for p in ckpt.iterdir())
-    _fails_cleanly(["finetune", str(ckpt), "--data", str(tiny_csv), "--text-column", "review", "--label-column",
-                    "sentiment", "--max-steps", "2", "--out", str(ckpt)], "holds the model being read")
+    _fails_cleanly(
+        [
+            "finetune",
+            str(ckpt),
+            "--data",
+            str(tiny_csv),
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--max-steps",
+            "2",
+            "--out",
+            str(ckpt),
+        ],
+        "holds the model being read",
+    )
     home = tmp_path / "home"
     home.mkdir()
     (home / "notes.md").write_text("keep me")
-    _fails_cleanly(["finetune", str(ckpt), "--data", str(tiny_csv), "--text-column", "review", "--label-column",
-                    "sentiment", "--max-steps", "2", "--out", str(home)], "is not an edgenlp artifact")
+    _fails_cleanly(
+        [
+            "finetune",
+            str(ckpt),
+            "--data",
+            str(tiny_csv),
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--max-steps",
+            "2",
+            "--out",
+            str(home),
+        ],
+        "is not an edgenlp artifact",
+    )
     assert sorted(p.name for p in ckpt.iterdir()) == before and (home / "notes.md").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--epochs", "0"], ["--epochs", "greater than 0"]),
-    (["--batch-size", "0"], ["--batch-size", "greater than or equal to 1"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--epochs", "0"], ["--epochs", "greater than 0"]),
+        (["--batch-size", "0"], ["--batch-size", "greater than or equal to 1"]),
+    ],
+)
 def test_finetune_settings_out_of_range(tmp_path, tiny_bert, tiny_csv, args, needles):
-    _fails_cleanly(["finetune", str(tiny_bert), "--data", str(tiny_csv), "--out", str(tmp_path / "ft"), *args], *needles)
+    _fails_cleanly(
+        ["finetune", str(tiny_bert), "--data", str(tiny_csv), "--out", str(tmp_path / "ft"), *args], *needles
+    )
 
 
 def test_bench_with_too_few_iterations(tmp_path, tiny_run):
-    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--iterations", "5"],
-                   "--iterations", "greater than or equal to 10")
+    _fails_cleanly(
+        ["bench", str(tiny_run.variants["onnx-fp32"].path), "--iterations", "5"],
+        "--iterations",
+        "greater than or equal to 10",
+    )
 
 
 def test_a_negative_accuracy_budget_is_refused(tmp_path, tiny_run):
-    _fails_cleanly(["report", str(tiny_run.out_dir), "--max-accuracy-drop", "-1"],
-                   "--max-accuracy-drop", "greater than or equal to 0")
+    _fails_cleanly(
+        ["report", str(tiny_run.out_dir), "--max-accuracy-drop", "-1"],
+        "--max-accuracy-drop",
+        "greater than or equal to 0",
+    )
 
 
 def test_recipe_that_is_a_folder(tmp_path):
@@ -211,8 +310,10 @@ def test_recipe_that_is_a_folder(tmp_path):
 def test_profile_file_that_is_a_list(tmp_path, tiny_run):
     profile = tmp_path / "p.yaml"
     profile.write_text("- threads: 1\n")
-    _fails_cleanly(["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", str(profile)],
-                   "holds a YAML list, not a mapping")
+    _fails_cleanly(
+        ["bench", str(tiny_run.variants["onnx-fp32"].path), "--profile", str(profile)],
+        "holds a YAML list, not a mapping",
+    )
 
 
 def test_results_that_are_not_an_object(tmp_path):
@@ -238,8 +339,11 @@ def test_unknown_profile_and_unmeasured_gates_are_refused_before_any_work(tmp_pa
         (None, "p90_ms_len64>5", "needs length 64, which profile 'tiny-1t' does not measure"),
         (None, "e2e_p50_ms_len32>5", "end-to-end latency is measured at real lengths only"),
         ({"profiles": [{"name": "long", "threads": 1, "seq_lengths": [4096]}]}, None, "asks for 4096 tokens"),
-        ({"profiles": [{"name": "long", "threads": 1, "seq_lengths": [48]}]}, None,
-         "variant pytorch-fp32 is made for at most 32 (its max_length)"),
+        (
+            {"profiles": [{"name": "long", "threads": 1, "seq_lengths": [48]}]},
+            None,
+            "variant pytorch-fp32 is made for at most 32 (its max_length)",
+        ),
     ]:
         recipe = json.loads(json.dumps(tiny_recipe))
         if bench:
@@ -311,8 +415,10 @@ def test_a_run_folder_in_use_is_refused_with_its_holder(tmp_path, tiny_run):
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(tiny_run.out_dir / "results.json", run / "results.json")
-    hold = ("import sys, time\nfrom pathlib import Path\nfrom edgenlp.fsio import FolderLock\n"
-            "with FolderLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    hold = (
+        "import sys, time\nfrom pathlib import Path\nfrom edgenlp.fsio import FolderLock\n"
+        "with FolderLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"

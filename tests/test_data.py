@@ -45,10 +45,13 @@ def test_broken_encoding_does_not_crash(tmp_path):
     assert any("\ufffd" in t for t in ds.train.texts + ds.test.texts)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is empty"),
-    (b"text,label\n", "no rows"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"text,label\n", "no rows"),
+    ],
+)
 def test_empty_files_are_reported(tmp_path, content, message):
     path = tmp_path / "empty.csv"
     path.write_bytes(content)
@@ -88,13 +91,18 @@ def test_json_that_is_not_a_list_of_objects(tmp_path):
         data.load(str(path))
 
 
-@pytest.mark.parametrize("lines, message", [
-    (['{"text": "a", "label": 0}', '["b", 1]'], "line 2 is a JSON list, not an object"),
-    (['{"text": "a", "label": 0}', '"just text"'], "line 2 is a JSON str, not an object"),
-    (['{"text": "a", "label": [0, 1]}', '{"text": "b", "label": 1}'], "row 1: label [0, 1] is a list"),
-    (['{"text": "a", "label": 0, "split": "train"}', '{"text": "b", "label": 1}'],
-     "1 of 2 rows have a 'split' and row 2 has none"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"text": "a", "label": 0}', '["b", 1]'], "line 2 is a JSON list, not an object"),
+        (['{"text": "a", "label": 0}', '"just text"'], "line 2 is a JSON str, not an object"),
+        (['{"text": "a", "label": [0, 1]}', '{"text": "b", "label": 1}'], "row 1: label [0, 1] is a list"),
+        (
+            ['{"text": "a", "label": 0, "split": "train"}', '{"text": "b", "label": 1}'],
+            "1 of 2 rows have a 'split' and row 2 has none",
+        ),
+    ],
+)
 def test_jsonl_rows_that_cannot_be_used(tmp_path, lines, message):
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -108,9 +116,11 @@ class _FakeSplit(list):
 
 def test_hub_glue_without_test_labels_evaluates_on_validation():
     """GLUE's sst2 has label -1 on every test row: score on validation, carve validation from train."""
-    ds = {"train": _FakeSplit({"sentence": f"train sentence {i}", "label": i % 2, "idx": i} for i in range(200)),
-          "validation": _FakeSplit({"sentence": f"validation sentence {i}", "label": i % 2, "idx": i} for i in range(40)),
-          "test": _FakeSplit({"sentence": f"test sentence {i}", "label": -1, "idx": i} for i in range(30))}
+    ds = {
+        "train": _FakeSplit({"sentence": f"train sentence {i}", "label": i % 2, "idx": i} for i in range(200)),
+        "validation": _FakeSplit({"sentence": f"validation sentence {i}", "label": i % 2, "idx": i} for i in range(40)),
+        "test": _FakeSplit({"sentence": f"test sentence {i}", "label": -1, "idx": i} for i in range(30)),
+    }
     names, splits, notes = data.hub_splits(ds, data.DataSpec(source="hub:glue:sst2"), "hub:glue:sst2")
     assert names == ["0", "1"]
     assert splits["test"].texts == [f"validation sentence {i}" for i in range(40)]

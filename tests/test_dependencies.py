@@ -30,7 +30,11 @@ def test_every_hard_dependency_is_imported_or_read():
             providers.setdefault(dist.lower().replace("_", "-"), set()).add(module)
     imported = _imported_modules()
     data_refs = "".join(p.read_text() for p in (ROOT / "edgenlp").rglob("*.py"))
-    unused = [n for n in sorted(names) if not (providers.get(n, set()) & imported)
-              and not (n in DATA_PACKAGES and f'"{n}"' in data_refs)
-              and not (n in UNDECLARED_BY_OTHERS and UNDECLARED_BY_OTHERS[n] in data_refs)]
+    unused = [
+        n
+        for n in sorted(names)
+        if not (providers.get(n, set()) & imported)
+        and not (n in DATA_PACKAGES and f'"{n}"' in data_refs)
+        and not (n in UNDECLARED_BY_OTHERS and UNDECLARED_BY_OTHERS[n] in data_refs)
+    ]
     assert not unused, f"declared but never used: {unused}"

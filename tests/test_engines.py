@@ -20,10 +20,19 @@ from edgenlp.runtime import engines
 
 ENGINE_VARIANTS = [
     {"name": "openvino-fp32", "stage": "openvino", "parent": "onnx-fp32"},
-    {"name": "openvino-int8", "stage": "openvino", "parent": "onnx-fp32",
-     "config": {"precision": "int8", "calibration_samples": 32}},
+    {
+        "name": "openvino-int8",
+        "stage": "openvino",
+        "parent": "onnx-fp32",
+        "config": {"precision": "int8", "calibration_samples": 32},
+    },
     {"name": "ctranslate2-int8", "stage": "ctranslate2", "parent": "pytorch-fp32"},
-    {"name": "ctranslate2-fp32", "stage": "ctranslate2", "parent": "pytorch-fp32", "config": {"compute_type": "float32"}},
+    {
+        "name": "ctranslate2-fp32",
+        "stage": "ctranslate2",
+        "parent": "pytorch-fp32",
+        "config": {"compute_type": "float32"},
+    },
 ]
 ONLY_ENGINE = """
 import importlib.abc, json, sys
@@ -39,8 +48,10 @@ from edgenlp.runtime import load
 bundle = load(sys.argv[1])
 {body}
 """
-ALL_BUT = {"openvino": ("torch", "transformers", "optimum", "onnxruntime", "ctranslate2"),
-           "ctranslate2": ("torch", "transformers", "optimum", "onnxruntime", "openvino")}
+ALL_BUT = {
+    "openvino": ("torch", "transformers", "optimum", "onnxruntime", "ctranslate2"),
+    "ctranslate2": ("torch", "transformers", "optimum", "onnxruntime", "openvino"),
+}
 
 
 def _with_tiny_variants(run, out: Path) -> None:
@@ -54,8 +65,9 @@ def engine_run(tiny_recipe, tiny_run, tmp_path_factory):
     _with_tiny_variants(tiny_run, out)
     spec = json.loads(json.dumps(tiny_recipe))
     spec["variants"] = [v for v in spec["variants"] if v["name"] != "onnx-fp32-opt"]  # keeps the suite short
-    spec["variants"] += ENGINE_VARIANTS + [{"name": "ctranslate2-from-onnx", "stage": "ctranslate2",
-                                            "parent": "onnx-fp32"}]
+    spec["variants"] += ENGINE_VARIANTS + [
+        {"name": "ctranslate2-from-onnx", "stage": "ctranslate2", "parent": "onnx-fp32"}
+    ]
     with pytest.raises(VariantsSkipped) as failed:
         pipeline.run(recipe.parse(spec), out)
     return out, str(failed.value), json.loads((out / "results.json").read_text())
@@ -70,7 +82,10 @@ def test_engine_variants_are_validated_against_their_parent(engine_run):
         assert art.verify()
     assert Artifact.load(out / "variants" / "openvino-fp32").meta["validation"]["max_abs_logit_diff"] < 1e-4
     assert Artifact.load(out / "variants" / "ctranslate2-fp32").meta["validation"]["max_abs_logit_diff"] < 1e-4
-    assert Artifact.load(out / "variants" / "openvino-int8").meta["metadata"]["quantization"]["calibration"]["samples"] == 32
+    assert (
+        Artifact.load(out / "variants" / "openvino-int8").meta["metadata"]["quantization"]["calibration"]["samples"]
+        == 32
+    )
     assert Artifact.load(out / "variants" / "ctranslate2-int8").precision == "int8"
     assert (out / "variants" / "ctranslate2-int8" / "ctranslate2" / "classifier.npz").is_file()
 
@@ -122,9 +137,12 @@ def test_a_bundle_per_engine_loads_with_only_that_engine(engine_run, tmp_path, n
     assert manifest["benchmark"]["accuracy"] is not None
     assert engine in manifest and "onnxruntime" not in manifest
     texts = ["the movie was great fun", "awful boring plot", "quite a film"]
-    body = ("print(json.dumps({'engine': bundle.engine, 'labels': [a['label'] for a in bundle.classify("
-            + repr(texts) + ", batch_size=1)], 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('onnxruntime', 'openvino', 'ctranslate2', 'torch'))}))")
+    body = (
+        "print(json.dumps({'engine': bundle.engine, 'labels': [a['label'] for a in bundle.classify("
+        + repr(texts)
+        + ", batch_size=1)], 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('onnxruntime', 'openvino', 'ctranslate2', 'torch'))}))"
+    )
     script = ONLY_ENGINE.format(forbidden=ALL_BUT[engine], body=body)
     done = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -149,14 +167,16 @@ def test_bundle_targets_are_refused_for_engine_variants(engine_run, tmp_path):
 
 # -- bad input ----------------------------------------------------------------------------------------
 
+
 def test_an_engine_not_installed_is_named_with_its_extra(engine_run, tiny_recipe, tmp_path, monkeypatch):
     from edgenlp.cli import app
 
     out, _, _ = engine_run
     monkeypatch.setattr(engines.Engine, "installed", lambda self: self.name != "openvino")
     run_dir = tmp_path / "run"
-    shutil.copytree(out / "variants", run_dir / "variants",
-                    ignore=shutil.ignore_patterns("openvino-*", "ctranslate2-from-onnx"))
+    shutil.copytree(
+        out / "variants", run_dir / "variants", ignore=shutil.ignore_patterns("openvino-*", "ctranslate2-from-onnx")
+    )
     spec = json.loads(json.dumps(tiny_recipe))
     spec["variants"] += [ENGINE_VARIANTS[1], ENGINE_VARIANTS[2]]
     path = tmp_path / "r.yaml"
@@ -189,8 +209,9 @@ def test_a_calibration_set_too_small_is_refused(engine_run, tmp_path):
     out, _, _ = engine_run
     small = tmp_path / "small.csv"
     small.write_text("review,sentiment\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(5)))
-    config = openvino.Config(precision="int8", data=DataSpec(source=str(small), text_column="review",
-                                                              label_column="sentiment"))
+    config = openvino.Config(
+        precision="int8", data=DataSpec(source=str(small), text_column="review", label_column="sentiment")
+    )
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(DataError, match="calibration set has .* fewer than"):
@@ -200,9 +221,16 @@ def test_a_calibration_set_too_small_is_refused(engine_run, tmp_path):
 def test_ctranslate2_names_the_pruned_layer_it_cannot_convert(tmp_path):
     from edgenlp.stages import ctranslate2
 
-    config = {"architectures": ["PrunedBertForSequenceClassification"], "model_type": "edgenlp-pruned-bert",
-              "num_attention_heads": 4, "hidden_size": 32, "intermediate_size": 64, "layer_heads": [4, 2],
-              "layer_intermediate_sizes": [64, 40], "attention_head_size": 8}
+    config = {
+        "architectures": ["PrunedBertForSequenceClassification"],
+        "model_type": "edgenlp-pruned-bert",
+        "num_attention_heads": 4,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "layer_heads": [4, 2],
+        "layer_intermediate_sizes": [64, 40],
+        "attention_head_size": 8,
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     art = Artifact(tmp_path, {"format": "pytorch", "name": "recovered-0.5"})
     with pytest.raises(EngineError, match="layer 1 keeps 2 of 4 attention heads"):
@@ -216,8 +244,12 @@ def test_openvino_names_the_operator_it_cannot_convert(tmp_path):
     from edgenlp.stages import openvino
 
     node = helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     onnx.save(model, str(tmp_path / "model.onnx"))
     art = Artifact(tmp_path, {"format": "onnx", "precision": "fp32", "name": "odd"})
@@ -227,6 +259,7 @@ def test_openvino_names_the_operator_it_cannot_convert(tmp_path):
 
 
 # -- GPT-2 ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gpt2_engine_run(tiny_gpt2_recipe, tiny_gpt2_run, tmp_path_factory):
@@ -255,7 +288,9 @@ def test_generator_variants_on_every_engine_are_validated_and_measured(gpt2_engi
         assert v["metrics"]["perplexity"] > 0 and v["metrics"]["top1_agreement"] >= 0.5
         assert v["latency_ms"]["gen-1t"]["ttft"]["p50"] > 0 and v["profiles"]["gen-1t"]["tokens_per_s"] > 0
     assert gpt2_engine_run.variants["openvino-fp32"].meta["validation"]["greedy_identical"] == 1.0
-    assert gpt2_engine_run.variants["openvino-int8"].meta["metadata"]["quantization"]["method"] == "nncf.compress_weights"
+    assert (
+        gpt2_engine_run.variants["openvino-int8"].meta["metadata"]["quantization"]["method"] == "nncf.compress_weights"
+    )
     targets = results["selection"]["by_target"]
     assert [t["target"] for t in targets] == ["decode", "first token"]
     assert all({"onnx", "openvino", "ctranslate2"} <= set(t["by_engine"]) for t in targets)
@@ -270,10 +305,12 @@ def test_a_generator_bundle_per_engine_continues_as_its_variant(gpt2_engine_run,
     engine = name.split("-")[0]
     variant = gpt2_engine_run.variants[name]
     folder = bundle.build(variant.path, tmp_path / "bundle")
-    body = ("g = bundle.generate('the movie was', max_new_tokens=8, temperature=0)\n"
-            "s = bundle.generate('the movie was', max_new_tokens=8, temperature=0.8, top_k=5, seed=3)\n"
-            "print(json.dumps({'ids': g.token_ids, 'sampled': len(s.token_ids), 'stream': ''.join(bundle.stream("
-            "'the movie was', max_new_tokens=4))}))")
+    body = (
+        "g = bundle.generate('the movie was', max_new_tokens=8, temperature=0)\n"
+        "s = bundle.generate('the movie was', max_new_tokens=8, temperature=0.8, top_k=5, seed=3)\n"
+        "print(json.dumps({'ids': g.token_ids, 'sampled': len(s.token_ids), 'stream': ''.join(bundle.stream("
+        "'the movie was', max_new_tokens=4))}))"
+    )
     script = ONLY_ENGINE.format(forbidden=ALL_BUT[engine], body=body)
     done = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -319,5 +356,7 @@ def test_an_engine_bundle_does_not_claim_an_instruction_set(engine_run, tmp_path
     from edgenlp import bundle
 
     out, _, _ = engine_run
-    manifest = json.loads((bundle.build(out / "variants" / "ctranslate2-int8", tmp_path / "b") / "manifest.json").read_text())
+    manifest = json.loads(
+        (bundle.build(out / "variants" / "ctranslate2-int8", tmp_path / "b") / "manifest.json").read_text()
+    )
     assert manifest["isa"]["tuned_for"] is None and "ctranslate2 picks" in manifest["isa"]["note"]

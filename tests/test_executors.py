@@ -34,8 +34,7 @@ def cluster(tmp_path_factory):
     os.environ[executors.ray_module().CACHE_ENV] = str(tmp_path_factory.mktemp("ray-cache"))
     started = time.time()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    nodes = [c.add_node(num_cpus=1, resources=MEASURE),
-             c.add_node(num_cpus=1)]
+    nodes = [c.add_node(num_cpus=1, resources=MEASURE), c.add_node(num_cpus=1)]
     c.wait_for_nodes()
     assert time.time() - started < 120, "the local Ray cluster took over two minutes to start"
     yield c, nodes
@@ -44,9 +43,18 @@ def cluster(tmp_path_factory):
 
 
 def _on_ray(data: dict, address: str, **settings) -> dict:
-    return {**data, "executor": {"kind": "ray", "address": address, "build_cpus": 1,
-                                 "measure_on": {"tiny-1t": "bench"}, "build_memory_gb": 0.5,
-                                 "eval_memory_gb": 0.25, **settings}}
+    return {
+        **data,
+        "executor": {
+            "kind": "ray",
+            "address": address,
+            "build_cpus": 1,
+            "measure_on": {"tiny-1t": "bench"},
+            "build_memory_gb": 0.5,
+            "eval_memory_gb": 0.25,
+            **settings,
+        },
+    }
 
 
 def _local(data: dict) -> dict:
@@ -67,8 +75,10 @@ def test_a_folder_arrives_checked(tmp_path):
     (src / "a.bin").write_bytes(b"x" * 100)
     (src / "sub" / "b.txt").write_text("hello")
     blob = transport.pack(src)
-    assert transport.unpack(blob, tmp_path / "ok", "test") == {"a.bin": pytest.approx(transport._sha256(src / "a.bin")),
-                                                                "sub/b.txt": transport._sha256(src / "sub" / "b.txt")}
+    assert transport.unpack(blob, tmp_path / "ok", "test") == {
+        "a.bin": pytest.approx(transport._sha256(src / "a.bin")),
+        "sub/b.txt": transport._sha256(src / "sub" / "b.txt"),
+    }
     corrupt = blob.replace(b"hello", b"jello")
     with pytest.raises(ArtifactError, match="sub/b.txt arrived with another sha256"):
         transport.unpack(corrupt, tmp_path / "bad", "test")
@@ -135,8 +145,9 @@ def _no_partials(run_dir: Path) -> None:
     assert not left, f"half-written folders left: {left}"
 
 
-def test_a_worker_killed_during_a_build_is_retried_and_nothing_half_written_is_published(cluster, local_run, tiny_recipe,
-                                                                                         tmp_path):
+def test_a_worker_killed_during_a_build_is_retried_and_nothing_half_written_is_published(
+    cluster, local_run, tiny_recipe, tmp_path
+):
     c, _ = cluster
     data = _on_ray(tiny_recipe, c.address, retries=2)
     run, killed = _killing_one_worker(lambda: pipeline.run(recipe.parse(data), tmp_path / "run", bench=False))
@@ -152,7 +163,9 @@ def _remove_the_node_of_the_first_build(c, nodes: list, removed: list, stop: thr
 
     while not stop.is_set():
         out = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-        parents = {int(line.split()[1]) for line in out.splitlines() if "ray::_on_node" in line and "ps -eo" not in line}
+        parents = {
+            int(line.split()[1]) for line in out.splitlines() if "ray::_on_node" in line and "ps -eo" not in line
+        }
         for node in list(nodes):
             raylets = {proc.pid for kind, proc in node.live_processes() if kind == "raylet"}
             if raylets & parents:
@@ -183,7 +196,8 @@ def test_a_node_that_dies_during_a_build_has_its_task_retried_on_another(cluster
 
 
 def test_a_build_that_dies_more_often_than_allowed_stops_the_run_with_one_line_and_a_rerun_resumes(
-        cluster, tiny_recipe, tmp_path):
+    cluster, tiny_recipe, tmp_path
+):
     c, _ = cluster
     data = _on_ray(tiny_recipe, c.address, retries=0)
     with pytest.raises(EdgeNLPError) as caught:
@@ -210,9 +224,17 @@ def test_tuning_trials_run_in_parallel_on_the_nodes_and_report_through_the_share
     c, _ = cluster
     data = _on_ray(tiny_recipe, c.address, parallel_trials=2)
     data["variants"] = [dict(data["variants"][0])]
-    data["variants"][0]["config"] = {**data["variants"][0]["config"], "max_steps": 12, "eval_every": 4, "search": {
-        "trials": 4, "startup_trials": 1, "warmup_evaluations": 1,
-        "space": {"learning_rate": {"low": 1e-6, "high": 3e-3, "log": True}}}}
+    data["variants"][0]["config"] = {
+        **data["variants"][0]["config"],
+        "max_steps": 12,
+        "eval_every": 4,
+        "search": {
+            "trials": 4,
+            "startup_trials": 1,
+            "warmup_evaluations": 1,
+            "space": {"learning_rate": {"low": 1e-6, "high": 3e-3, "log": True}},
+        },
+    }
     run = pipeline.run(recipe.parse(data), tmp_path / "run", bench=False)
     art = run.variants["pytorch-fp32"]
     assert art.verify()
@@ -227,20 +249,32 @@ def test_tuning_trials_run_in_parallel_on_the_nodes_and_report_through_the_share
     db = next(studies.glob("*/study.db"))
     with sqlite3.connect(db) as con:
         spans = con.execute("select datetime_start, datetime_complete from trials order by number").fetchall()
-    overlapping = any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
+    overlapping = any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
     assert overlapping, f"no two trials ran at once: {spans}"
 
 
-def test_the_accuracy_budget_search_scores_its_settings_on_the_nodes_with_the_same_outcome(cluster, tiny_recipe, tmp_path):
+def test_the_accuracy_budget_search_scores_its_settings_on_the_nodes_with_the_same_outcome(
+    cluster, tiny_recipe, tmp_path
+):
     c, _ = cluster
-    search = {"modes": ["dynamic"], "per_channel": [False, True], "embeddings": [True, False],
-              "sensitivity": "needed", "tuning_examples": 24, "min_tuning_examples": 8, "measure_top": 2,
-              "sensitivity_examples": 12, "probe_samples": 8}
+    search = {
+        "modes": ["dynamic"],
+        "per_channel": [False, True],
+        "embeddings": [True, False],
+        "sensitivity": "needed",
+        "tuning_examples": 24,
+        "min_tuning_examples": 8,
+        "measure_top": 2,
+        "sensitivity_examples": 12,
+        "probe_samples": 8,
+    }
     base = {**tiny_recipe, "selection": {"max_accuracy_drop": 50.0}, "search": search}
     found = {}
     for name, data in (("local", _local(base)), ("ray", _on_ray(base, c.address))):
         run = pipeline.run(recipe.parse(data), tmp_path / name)
-        found[name] = [(t["label"], t["tuning_quality"], t["status"] != "failed") for t in run.results["search"]["trials"]]
+        found[name] = [
+            (t["label"], t["tuning_quality"], t["status"] != "failed") for t in run.results["search"]["trials"]
+        ]
     assert found["local"] == found["ray"] and len(found["ray"]) == 4
 
 

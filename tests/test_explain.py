@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_insight import png_size
 from typer.testing import CliRunner
 
-from edgenlp import explain, models
+from edgenlp import explain
 from edgenlp.artifact import build
 from edgenlp.cli import app
 from edgenlp.stages import prune
-
-from test_insight import png_size
 
 TEXT = "the movie was great fun"
 
@@ -59,8 +58,14 @@ def png_size_file(path: Path) -> tuple[int, int]:
 def test_a_pruned_model_with_fewer_heads_is_compared_with_the_model_it_was_pruned_from(tiny_run, tmp_path):
     source = tiny_run.variants["pytorch-fp32"]
     config = prune.Config(ratio=0.5, head_ratio=0.5)
-    pruned, _ = build(tmp_path / "pruned", source, prune.NAME, config,
-                      run=lambda work: prune.run(source, config, work), libraries=prune.LIBRARIES)
+    pruned, _ = build(
+        tmp_path / "pruned",
+        source,
+        prune.NAME,
+        config,
+        run=lambda work: prune.run(source, config, work),
+        libraries=prune.LIBRARIES,
+    )
     assert explain.reference_of(pruned.path) == source.path
     result = CliRunner().invoke(app, ["explain", str(pruned.path), TEXT, "--out", str(tmp_path / "x")])
     assert result.exit_code == 0, result.output
@@ -88,9 +93,14 @@ def test_gpt2_rollout_is_read_at_the_last_token_from_onnx_int8(tiny_gpt2_run, tm
 
 @pytest.mark.parametrize("case", ["empty", "fused", "missing"])
 def test_bad_input_is_one_line(tiny_run, tmp_path, case):
-    target = {"empty": tiny_run.variants["pytorch-fp32"].path, "fused": tiny_run.variants["onnx-fp32-opt"].path,
-              "missing": tmp_path / "nowhere"}[case]
-    result = CliRunner().invoke(app, ["explain", str(target), "   " if case == "empty" else TEXT, "--out", str(tmp_path / "o")])
+    target = {
+        "empty": tiny_run.variants["pytorch-fp32"].path,
+        "fused": tiny_run.variants["onnx-fp32-opt"].path,
+        "missing": tmp_path / "nowhere",
+    }[case]
+    result = CliRunner().invoke(
+        app, ["explain", str(target), "   " if case == "empty" else TEXT, "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2, result.output
     message = result.output.strip()
     assert "\n" not in message and "Traceback" not in message
@@ -98,8 +108,9 @@ def test_bad_input_is_one_line(tiny_run, tmp_path, case):
 
 
 def test_a_text_too_short_to_rank_is_one_line(tiny_gpt2_run, tmp_path):
-    result = CliRunner().invoke(app, ["explain", str(tiny_gpt2_run.variants["onnx-int8"].path), "good",
-                                      "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["explain", str(tiny_gpt2_run.variants["onnx-int8"].path), "good", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "token(s) long" in result.output
 
 
@@ -107,6 +118,8 @@ def test_a_folder_of_other_files_is_never_written_into(tiny_run, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "explain.html").write_text("my notes")
-    result = CliRunner().invoke(app, ["explain", str(tiny_run.variants["pytorch-fp32"].path), TEXT, "--out", str(foreign)])
+    result = CliRunner().invoke(
+        app, ["explain", str(tiny_run.variants["pytorch-fp32"].path), TEXT, "--out", str(foreign)]
+    )
     assert result.exit_code == 2 and "did not write" in result.output
     assert (foreign / "explain.html").read_text() == "my notes"

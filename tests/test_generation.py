@@ -20,6 +20,7 @@ runner = CliRunner()
 
 # -- tasks ------------------------------------------------------------------------------------------
 
+
 def test_task_is_read_from_the_config():
     from edgenlp.tasks import of_config
 
@@ -32,20 +33,47 @@ def test_task_is_read_from_the_config():
 def test_a_language_model_given_labelled_data_is_not_silently_made_a_classifier(tmp_path, tiny_gpt2, tiny_csv):
     from edgenlp.artifact import Artifact
 
-    common = ["--data", str(tiny_csv), "--text-column", "review", "--max-steps", "2", "--eval-every", "2",
-              "--batch-size", "4", "--max-length", "32"]
+    common = [
+        "--data",
+        str(tiny_csv),
+        "--text-column",
+        "review",
+        "--max-steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "32",
+    ]
     lm = runner.invoke(app, ["finetune", str(tiny_gpt2), *common, "--out", str(tmp_path / "lm")])
     assert lm.exit_code == 0, lm.output
     assert Artifact.load(tmp_path / "lm").task == "text-generation"
-    clf = runner.invoke(app, ["finetune", str(tiny_gpt2), *common, "--label-column", "sentiment",
-                              "--task", "text-classification", "--out", str(tmp_path / "clf")])
+    clf = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(tiny_gpt2),
+            *common,
+            "--label-column",
+            "sentiment",
+            "--task",
+            "text-classification",
+            "--out",
+            str(tmp_path / "clf"),
+        ],
+    )
     assert clf.exit_code == 0, clf.output
     assert Artifact.load(tmp_path / "clf").task == "text-classification"
-    bad = runner.invoke(app, ["finetune", str(tiny_gpt2), *common, "--task", "translation", "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app, ["finetune", str(tiny_gpt2), *common, "--task", "translation", "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 2 and "unknown task 'translation'" in bad.output
 
 
 # -- corpora --------------------------------------------------------------------------------------
+
 
 def test_corpus_sources(tmp_path):
     from edgenlp import corpus
@@ -71,13 +99,31 @@ def test_corpus_sources(tmp_path):
 def test_a_corpus_too_small_for_one_window_is_one_line(tmp_path, tiny_gpt2):
     small = tmp_path / "small.txt"
     small.write_text("\n\n".join(f"good film {i}" for i in range(30)))
-    out = runner.invoke(app, ["finetune", str(tiny_gpt2), "--data", str(small), "--max-length", "64",
-                              "--max-steps", "1", "--out", str(tmp_path / "o")])
+    out = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(tiny_gpt2),
+            "--data",
+            str(small),
+            "--max-length",
+            "64",
+            "--max-steps",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert out.exit_code == 2, out.output
-    assert "one window of 64 tokens" in out.output or "one training window of 64 tokens" in out.output and "Traceback" not in out.output
+    assert (
+        "one window of 64 tokens" in out.output
+        or "one training window of 64 tokens" in out.output
+        and "Traceback" not in out.output
+    )
 
 
 # -- perplexity ----------------------------------------------------------------------------------
+
 
 def test_sliding_window_perplexity_matches_a_direct_pytorch_computation(tiny_gpt2):
     """The Hugging Face recipe (labels masked to the new tokens of each window) gives the same number."""
@@ -126,6 +172,7 @@ def test_kl_and_agreement_of_a_model_with_itself(tiny_gpt2):
 
 # -- the pipeline ---------------------------------------------------------------------------------
 
+
 def test_pipeline_builds_validates_and_measures_a_decoder(tiny_gpt2_run):
     results = tiny_gpt2_run.results
     assert results["schema"] == "edgenlp.results/3" and results["task"] == "text-generation"
@@ -137,7 +184,9 @@ def test_pipeline_builds_validates_and_measures_a_decoder(tiny_gpt2_run):
         m = by[name]["metrics"]
         assert m["kl_mean"] >= 0 and 0 <= m["top1_agreement"] <= 1 and m["perplexity"] > 1
         assert by[name]["validation"]["check"] == "top1_agreement"
-    assert by["onnx-fp32"]["metrics"]["perplexity"] == pytest.approx(by["pytorch-fp32"]["metrics"]["perplexity"], rel=1e-4)
+    assert by["onnx-fp32"]["metrics"]["perplexity"] == pytest.approx(
+        by["pytorch-fp32"]["metrics"]["perplexity"], rel=1e-4
+    )
     prof = by["onnx-int8"]["profiles"]["gen-1t"]
     assert prof["tokens_per_s"] > 0 and prof["new_tokens"] == 8 and prof["decode_weight_bytes"] > 0
     assert 0 < prof["bandwidth_share"] and prof["bandwidth_limit_tokens_per_s"] > 0
@@ -150,9 +199,9 @@ def test_pipeline_builds_validates_and_measures_a_decoder(tiny_gpt2_run):
 
 
 def test_int8_covers_gpt2_projections_and_int4_leaves_no_float_projection(tiny_gpt2_run):
-    import onnx
-
     from collections import Counter
+
+    import onnx
 
     def ops(name):
         path = tiny_gpt2_run.variants[name].path / "model.onnx"
@@ -169,7 +218,6 @@ def test_int8_covers_gpt2_projections_and_int4_leaves_no_float_projection(tiny_g
 
 
 def test_gemm_rewrite_is_exact():
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -179,12 +227,18 @@ def test_gemm_rewrite_is_exact():
     w, b = rng.standard_normal((8, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
     wt = w.T.copy()
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="g1"),
-         helper.make_node("Gemm", ["x", "wt", "b"], ["z"], name="g2", transB=1)],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 5])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(wt, "wt")])
+        [
+            helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="g1"),
+            helper.make_node("Gemm", ["x", "wt", "b"], ["z"], name="g2", transB=1),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 5]),
+        ],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(wt, "wt")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.standard_normal((3, 8)).astype(np.float32)
     before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
@@ -208,6 +262,7 @@ def test_report_renders_generation_sections(tiny_gpt2_run):
 
 
 # -- the runtime ----------------------------------------------------------------------------------
+
 
 def test_onnx_generation_matches_pytorch_and_cache_matches_no_cache(tiny_gpt2_run):
     from edgenlp.bench.runners import PytorchCausalLM
@@ -264,8 +319,11 @@ def test_sampling_stop_sequences_and_streaming(tiny_gpt2_run):
     assert stopped.stopped_by == f"stop:{word}" and word not in stopped.text
     penalised = model.generate("the film", 20, Sampling(repetition_penalty=5.0))
     assert len(set(penalised.token_ids)) >= len(set(model.generate("the film", 20).token_ids))
-    for bad, message in [(("", 5), "prompt is empty"), (("good", -1), "negative"),
-                         (("good " * 70, 5), "context is 64")]:
+    for bad, message in [
+        (("", 5), "prompt is empty"),
+        (("good", -1), "negative"),
+        (("good " * 70, 5), "context is 64"),
+    ]:
         with pytest.raises(InputError, match=message):
             model.generate(*bad)
     with pytest.raises(InputError, match="top_p"):
@@ -276,23 +334,32 @@ def test_generate_command_and_its_refusals(tiny_gpt2_run, tiny_run):
     variant = str(tiny_gpt2_run.variants["onnx-int8"].path)
     ok = runner.invoke(app, ["generate", variant, "the movie", "-n", "5"])
     assert ok.exit_code == 0 and ok.output.strip()
-    for args, needle in [([variant, "   "], "prompt is empty"), ([variant, "good", "-n", "-2"], "negative"),
-                         ([variant, "good " * 80], "context is 64"),
-                         ([str(tiny_run.variants["onnx-int8-dynamic"].path), "hello"], "not a text generator")]:
+    for args, needle in [
+        ([variant, "   "], "prompt is empty"),
+        ([variant, "good", "-n", "-2"], "negative"),
+        ([variant, "good " * 80], "context is 64"),
+        ([str(tiny_run.variants["onnx-int8-dynamic"].path), "hello"], "not a text generator"),
+    ]:
         out = runner.invoke(app, ["generate", *args])
         assert out.exit_code == 2, out.output
         assert needle in out.output and "Traceback" not in out.output
 
 
-GENERATE_WITHOUT_TORCH = FORBID_TORCH + """
+GENERATE_WITHOUT_TORCH = (
+    FORBID_TORCH
+    + """
 from edgenlp.runtime import CausalLM
 print(CausalLM(sys.argv[1]).generate("the movie", 5).token_ids)
 """
+)
 
 
 def test_runtime_generates_where_torch_cannot_be_imported(tiny_gpt2_run):
-    done = subprocess.run([sys.executable, "-c", GENERATE_WITHOUT_TORCH,
-                           str(tiny_gpt2_run.variants["onnx-int4"].path)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", GENERATE_WITHOUT_TORCH, str(tiny_gpt2_run.variants["onnx-int4"].path)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(json.loads(done.stdout.strip().splitlines()[-1])) == 5
 
@@ -301,22 +368,48 @@ def test_bench_command_measures_decoders_side_by_side(tiny_gpt2_run, tiny_corpus
     profile = tmp_path / "p.yaml"
     profile.write_text("name: tiny-gen\nthreads: 1\nprompt_tokens: 8\nnew_tokens: 4\n")
     paths = [str(tiny_gpt2_run.variants[n].path) for n in ("onnx-fp32", "onnx-int4")]
-    out = runner.invoke(app, ["bench", *paths, "--data", str(tiny_corpus), "--profile", str(profile),
-                              "--out", str(tmp_path / "b"), "--iterations", "10"])
+    out = runner.invoke(
+        app,
+        [
+            "bench",
+            *paths,
+            "--data",
+            str(tiny_corpus),
+            "--profile",
+            str(profile),
+            "--out",
+            str(tmp_path / "b"),
+            "--iterations",
+            "10",
+        ],
+    )
     assert out.exit_code == 0, out.output
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert results["task"] == "text-generation" and results["reference"] == "onnx-fp32"
     assert results["variants"][1]["metrics"]["top1_agreement"] > 0
     too_long = tmp_path / "long.yaml"
     too_long.write_text("name: long\nthreads: 1\nprompt_tokens: 60\nnew_tokens: 10\n")
-    refused = runner.invoke(app, ["bench", *paths, "--data", str(tiny_corpus), "--profile", str(too_long),
-                                  "--out", str(tmp_path / "c")])
+    refused = runner.invoke(
+        app, ["bench", *paths, "--data", str(tiny_corpus), "--profile", str(too_long), "--out", str(tmp_path / "c")]
+    )
     assert refused.exit_code == 2 and "context of 64" in refused.output
 
 
 def test_asking_an_encoder_to_generate_text_is_refused_before_any_work(tmp_path, tiny_bert, tiny_corpus):
-    out = runner.invoke(app, ["optimize", str(tiny_bert), "--task", "text-generation", "--data", str(tiny_corpus),
-                              "--out", str(tmp_path / "o"), "--no-bench"])
+    out = runner.invoke(
+        app,
+        [
+            "optimize",
+            str(tiny_bert),
+            "--task",
+            "text-generation",
+            "--data",
+            str(tiny_corpus),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-bench",
+        ],
+    )
     assert out.exit_code == 2, out.output
     assert "not a language model" in out.output and not (tmp_path / "o").exists()
 
@@ -402,8 +495,9 @@ def test_split_prefill_reads_prompts_with_int8_and_decodes_with_int4(tiny_gpt2_r
     np.testing.assert_allclose(model.step(ids, None)[0], int4.step(ids, None)[0], atol=1e-6)  # evaluation: decode graph
     # every token after the first comes from the decode graph, continuing the prefill graph's cache
     token = np.asarray([[int(first[0, -1].argmax())]], dtype=np.int64)
-    np.testing.assert_allclose(model.step(token, cache, last_only=True)[0], int4.step(token, cache, last_only=True)[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.step(token, cache, last_only=True)[0], int4.step(token, cache, last_only=True)[0], atol=1e-6
+    )
     generated = model.generate("the movie was", 12).token_ids
     assert generated == list(decode(generation_step(model), model.encode("the movie was"), 12, eos_id=model.eos_id))
 
@@ -421,10 +515,14 @@ def test_split_prefill_refusals(tiny_gpt2_run, tiny_run):
     from edgenlp.stages import split_prefill
 
     base = {"name": "r", "model": "minilm", "variants": [{"name": "a", "stage": "export"}]}
-    for config, message in (({"decode": {"stage": "prune"}}, "cannot make a graph here"),
-                            ({"prefill": {"stage": "quantize", "config": {"bits": 3}}}, "bits")):
-        bad = {**base, "variants": [*base["variants"], {"name": "b", "stage": "split-prefill", "parent": "a",
-                                                         "config": config}]}
+    for config, message in (
+        ({"decode": {"stage": "prune"}}, "cannot make a graph here"),
+        ({"prefill": {"stage": "quantize", "config": {"bits": 3}}}, "bits"),
+    ):
+        bad = {
+            **base,
+            "variants": [*base["variants"], {"name": "b", "stage": "split-prefill", "parent": "a", "config": config}],
+        }
         with pytest.raises(RecipeError, match=message):
             recipe.parse(bad)
     with pytest.raises(ArtifactError, match="text-classification model"):

@@ -23,13 +23,15 @@ from edgenlp.runtime.bundle import check_layout, read_manifest
 from edgenlp.serve import ServeSettings, create_app
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 """Any JSON value (NaN and infinities included: Python's json reads and writes them)."""
 
-QUICK = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                 suppress_health_check=list(HealthCheck))
+QUICK = settings(
+    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def _paths(value, prefix=()):
@@ -91,8 +93,11 @@ def test_any_manifest_of_a_real_bundle_loads_or_is_one_bundle_error(bundle):
     work = Path(tempfile.mkdtemp()) / "b"
     shutil.copytree(bundle, work)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    small = {k: v for k, v in manifest.items() if k in ("format", "format_version", "task", "engine", "model",
-                                                         "max_length", "labels")}
+    small = {
+        k: v
+        for k, v in manifest.items()
+        if k in ("format", "format_version", "task", "engine", "model", "max_length", "labels")
+    }
 
     @settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(mutations(small))
@@ -165,6 +170,7 @@ def test_any_data_file_loads_or_is_one_data_error(suffix):
 def test_any_request_body_is_answered_with_a_documented_status(bundle):
     app = create_app(load(bundle), ServeSettings(max_client_batch_size=4, max_body_bytes=4096))
     with TestClient(app) as client:
+
         @QUICK
         @given(JSON, st.sampled_from(["/predict", "/generate", "/generate_stream"]))
         def check(body, endpoint):

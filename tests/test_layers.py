@@ -37,16 +37,19 @@ def _imports(module: str) -> list[tuple[str, str]]:
     """(imported module, name) for every `from X import name` of edgenlp, lazy ones included,
     type-checking-only ones left out (they are not executed)."""
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
-    type_only = {id(n) for node in ast.walk(tree)
-                 if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
-                 for n in ast.walk(node)}
+    type_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(node)
+    }
     found = []
     for node in ast.walk(tree):
         if id(node) in type_only or not isinstance(node, ast.ImportFrom):
             continue
         if node.level:
             base = module.split(".") if MODULES[module].name == "__init__.py" else module.split(".")[:-1]
-            base = base[:len(base) - node.level + 1]
+            base = base[: len(base) - node.level + 1]
             target = ".".join(base + ([node.module] if node.module else []))
         else:
             target = node.module or ""
@@ -82,8 +85,11 @@ def test_the_interface_check_names_what_a_task_lacks_or_takes_differently():
 
 
 def test_no_task_module_is_over_300_lines():
-    long = {str(p.relative_to(PACKAGE)): n for p in (PACKAGE / "tasks").rglob("*.py")
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 300}
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in (PACKAGE / "tasks").rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 300
+    }
     assert long == {}
 
 
@@ -122,23 +128,44 @@ def test_no_import_circle():
 
 
 def test_no_module_imports_another_packages_private_names():
-    crossing = [(m, f"{target}.{name}") for m in MODULES for target, name in _imports(m)
-                if name.startswith("_") and f"{target}.{name}" not in MODULES
-                and target in MODULES and _package_of(target) != _package_of(m)]
+    crossing = [
+        (m, f"{target}.{name}")
+        for m in MODULES
+        for target, name in _imports(m)
+        if name.startswith("_")
+        and f"{target}.{name}" not in MODULES
+        and target in MODULES
+        and _package_of(target) != _package_of(m)
+    ]
     assert crossing == []
 
 
 def test_the_core_reaches_a_task_only_through_the_registry():
     task_packages = {f"edgenlp.tasks.{p.name}" for p in (PACKAGE / "tasks").iterdir() if (p / "__init__.py").exists()}
-    reaching_in = [(m, target) for m in MODULES if not any(m == t or m.startswith(t + ".") for t in task_packages)
-                   for target, _ in _imports(m) if any(target == t or target.startswith(t + ".") for t in task_packages)]
+    reaching_in = [
+        (m, target)
+        for m in MODULES
+        if not any(m == t or m.startswith(t + ".") for t in task_packages)
+        for target, _ in _imports(m)
+        if any(target == t or target.startswith(t + ".") for t in task_packages)
+    ]
     assert reaching_in == []
 
 
 def test_a_recipe_loads_without_the_searches_the_harness_or_torch():
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, edgenlp.recipe; print(' '.join(sorted(sys.modules)))"],
-        capture_output=True, text=True, check=True).stdout.split()
-    heavy = ("edgenlp.search.budget", "edgenlp.search.tuning", "edgenlp.bench.harness", "torch", "optuna",
-             "onnxruntime", "transformers")
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    heavy = (
+        "edgenlp.search.budget",
+        "edgenlp.search.tuning",
+        "edgenlp.bench.harness",
+        "torch",
+        "optuna",
+        "onnxruntime",
+        "transformers",
+    )
     assert [m for m in loaded if m.startswith(heavy)] == []

@@ -11,7 +11,11 @@ from edgenlp import pipeline, recipe
 
 def test_results_follow_the_documented_schema(tiny_run):
     results = json.loads((tiny_run.out_dir / "results.json").read_text())
-    assert results["schema"] == "edgenlp.results/3" and results["task"] == "text-classification" and results["reference"] == "pytorch-fp32"
+    assert (
+        results["schema"] == "edgenlp.results/3"
+        and results["task"] == "text-classification"
+        and results["reference"] == "pytorch-fp32"
+    )
     names = [v["name"] for v in results["variants"]]
     assert names == ["pytorch-fp32", "onnx-fp32", "onnx-fp32-opt", "onnx-int8-dynamic"]
     for v in results["variants"]:

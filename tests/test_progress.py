@@ -33,7 +33,9 @@ def test_plain_lines_and_heartbeats_when_the_console_is_not_a_terminal(monkeypat
 def test_optimize_in_a_script_says_where_it_is_and_keeps_optimums_notice_quiet(tiny_recipe, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe))
-    result = CliRunner().invoke(app, ["optimize", "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--no-bench"])
+    result = CliRunner().invoke(
+        app, ["optimize", "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--no-bench"]
+    )
     assert result.exit_code == 0, result.output
     for name, stage in (("pytorch-fp32", "finetune"), ("onnx-fp32", "export"), ("onnx-int8-dynamic", "quantize")):
         assert f"variant {name} ({stage}): started" in result.output

@@ -21,7 +21,9 @@ from edgenlp.stages import distill, prune
 def _prune(source: Path, out: Path, **config):
     parent = models.resolve(str(source))
     cfg = prune.Config(**config)
-    art, _ = build(out, parent, prune.NAME, cfg, run=lambda work: prune.run(parent, cfg, work), libraries=prune.LIBRARIES)
+    art, _ = build(
+        out, parent, prune.NAME, cfg, run=lambda work: prune.run(parent, cfg, work), libraries=prune.LIBRARIES
+    )
     return art
 
 
@@ -37,8 +39,18 @@ def wide_bert(tmp_path_factory, tiny_bert) -> Path:
 
     folder = tmp_path_factory.mktemp("wide-bert")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                        max_position_embeddings=64, initializer_range=0.3, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    config = BertConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.3,
+        num_labels=2,
+        id2label={0: "neg", 1: "pos"},
+        label2id={"neg": 0, "pos": 1},
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(str(tiny_bert)).save_pretrained(folder)
     return folder
@@ -63,12 +75,15 @@ def test_bert_heads_and_channels_shrink_as_asked_and_reload(wide_bert, tmp_path)
     architectures.register()
     model = AutoModelForSequenceClassification.from_pretrained(str(art.path))
     layer = model.bert.encoder.layer[0]
-    assert layer.attention.self.query.weight.shape == (2 * 8, 32)      # 2 heads of 8 kept, hidden 32 kept
+    assert layer.attention.self.query.weight.shape == (2 * 8, 32)  # 2 heads of 8 kept, hidden 32 kept
     assert layer.attention.output.dense.weight.shape == (32, 16)
     assert layer.intermediate.dense.weight.shape == (32, 32) and layer.output.dense.weight.shape == (32, 32)
     assert model.bert.embeddings.word_embeddings.weight.shape[1] == 32 and model.classifier.in_features == 32
     meta = art.meta["metadata"]
-    assert meta["parameters"]["after"]["non_embedding_parameters"] < 0.6 * meta["parameters"]["before"]["non_embedding_parameters"]
+    assert (
+        meta["parameters"]["after"]["non_embedding_parameters"]
+        < 0.6 * meta["parameters"]["before"]["non_embedding_parameters"]
+    )
     assert meta["macs"]["after"] < meta["macs"]["before"]
 
 
@@ -76,11 +91,19 @@ def test_pruning_nothing_keeps_the_function_exactly(wide_bert, tiny_gpt2, tmp_pa
     """Ratio 0 goes through the whole view / prune / rebuild / save path: any transposition slip shows."""
     ids = torch.randint(0, 60, (2, 9), generator=torch.Generator().manual_seed(1))
     art = _prune(wide_bert, tmp_path / "b", ratio=0.0)
-    torch.testing.assert_close(_logits(art.path, "AutoModelForSequenceClassification", ids),
-                               _logits(wide_bert, "AutoModelForSequenceClassification", ids), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        _logits(art.path, "AutoModelForSequenceClassification", ids),
+        _logits(wide_bert, "AutoModelForSequenceClassification", ids),
+        atol=1e-5,
+        rtol=1e-5,
+    )
     art = _prune(tiny_gpt2, tmp_path / "g", ratio=0.0)
-    torch.testing.assert_close(_logits(art.path, "AutoModelForCausalLM", ids),
-                               _logits(tiny_gpt2, "AutoModelForCausalLM", ids), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        _logits(art.path, "AutoModelForCausalLM", ids),
+        _logits(tiny_gpt2, "AutoModelForCausalLM", ids),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 def test_removed_heads_are_whole_heads(wide_bert, tmp_path):
@@ -92,8 +115,10 @@ def test_removed_heads_are_whole_heads(wide_bert, tmp_path):
     parent = AutoModelForSequenceClassification.from_pretrained(str(wide_bert)).eval()
     pruned = AutoModelForSequenceClassification.from_pretrained(str(art.path)).eval()
     for big, small in zip(parent.bert.encoder.layer, pruned.bert.encoder.layer):
-        kept_rows = [next(i for i in range(32) if torch.equal(big.attention.self.query.weight[i], row))
-                     for row in small.attention.self.query.weight]
+        kept_rows = [
+            next(i for i in range(32) if torch.equal(big.attention.self.query.weight[i], row))
+            for row in small.attention.self.query.weight
+        ]
         heads = sorted({r // 8 for r in kept_rows})
         assert len(heads) == 2 and sorted(kept_rows) == [h * 8 + d for h in heads for d in range(8)]
         mask = torch.zeros(32)
@@ -105,18 +130,27 @@ def test_removed_heads_are_whole_heads(wide_bert, tmp_path):
 
 
 def test_gpt2_conv1d_and_fused_qkv_prune_globally_with_taylor(tiny_gpt2, tiny_corpus, tmp_path):
-    art = _prune(tiny_gpt2, tmp_path / "p", ratio=0.5, mode="global", importance="taylor",
-                 data=DataSpec(source=str(tiny_corpus)), calibration_batches=2, batch_size=4, max_length=32)
+    art = _prune(
+        tiny_gpt2,
+        tmp_path / "p",
+        ratio=0.5,
+        mode="global",
+        importance="taylor",
+        data=DataSpec(source=str(tiny_corpus)),
+        calibration_batches=2,
+        batch_size=4,
+        max_length=32,
+    )
     config = json.loads((art.path / "config.json").read_text())
     assert config["model_type"] == "edgenlp-pruned-gpt2" and sum(config["layer_heads"]) == 2
-    assert art.meta["metadata"]["macs"]["kept"] < 0.8   # counted on Linear layers, not missed as Conv1D
+    assert art.meta["metadata"]["macs"]["kept"] < 0.8  # counted on Linear layers, not missed as Conv1D
     assert min(config["layer_heads"]) >= 1
     from transformers import AutoModelForCausalLM
 
     architectures.register()
     model = AutoModelForCausalLM.from_pretrained(str(art.path)).eval()
     for block, heads, inner in zip(model.transformer.h, config["layer_heads"], config["layer_inner"]):
-        assert block.attn.c_attn.weight.shape == (32, 3 * heads * 16)   # Conv1D: (in, out)
+        assert block.attn.c_attn.weight.shape == (32, 3 * heads * 16)  # Conv1D: (in, out)
         assert block.attn.c_proj.weight.shape == (heads * 16, 32)
         assert block.mlp.c_fc.weight.shape == (32, inner)
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -147,14 +181,16 @@ with torch.no_grad():
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    torch.testing.assert_close(torch.tensor(json.loads(out.stdout.strip().splitlines()[-1])), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(json.loads(out.stdout.strip().splitlines()[-1])), expected, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_bad_pruning_requests_fail_with_one_line(wide_bert, tiny_gpt2, tmp_path):
     with pytest.raises(ValueError):
         prune.Config(ratio=1.0)
     with pytest.raises(RecipeError, match="remove all 2 heads of layer 0"):
-        _prune(tiny_gpt2, tmp_path / "all", ratio=0.6)       # 2 heads a block: 0.6 rounds up to both
+        _prune(tiny_gpt2, tmp_path / "all", ratio=0.6)  # 2 heads a block: 0.6 rounds up to both
     assert not (tmp_path / "all").exists()
     with pytest.raises(RecipeError, match="every head of layer"):
         _prune(tiny_gpt2, tmp_path / "global", ratio=0.0, head_ratio=0.9, mode="global")
@@ -163,7 +199,9 @@ def test_bad_pruning_requests_fail_with_one_line(wide_bert, tiny_gpt2, tmp_path)
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     other = tmp_path / "distilbert"
-    DistilBertForSequenceClassification(DistilBertConfig(vocab_size=60, dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(other)
+    DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=60, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    ).save_pretrained(other)
     with pytest.raises(ArtifactError, match="supports BERT-family"):
         _prune(other, tmp_path / "d", ratio=0.5)
 
@@ -177,13 +215,16 @@ def test_distillation_lowers_the_loss_against_the_teacher(wide_bert, tiny_bert, 
     pruned = _prune(wide_bert, tmp_path / "pruned", ratio=0.5)
     architectures.register()
     student = AutoModelForSequenceClassification.from_pretrained(str(pruned.path))
-    objective = distill.Distillation(wide_bert, "AutoModelForSequenceClassification",
-                                     distill.Config(alpha=1.0, hidden_weight=1.0, temperature=2.0))
+    objective = distill.Distillation(
+        wide_bert, "AutoModelForSequenceClassification", distill.Config(alpha=1.0, hidden_weight=1.0, temperature=2.0)
+    )
     objective.start(student)
     tok = AutoTokenizer.from_pretrained(str(tiny_bert))
     rows = make_rows(32, seed=7)
-    batch = {**tok([r["review"] for r in rows], padding=True, return_tensors="pt"),
-             "labels": torch.tensor([i % 2 for i in range(32)])}
+    batch = {
+        **tok([r["review"] for r in rows], padding=True, return_tensors="pt"),
+        "labels": torch.tensor([i % 2 for i in range(32)]),
+    }
     batch.pop("token_type_ids")
 
     def kl() -> float:
@@ -206,13 +247,25 @@ def test_distillation_lowers_the_loss_against_the_teacher(wide_bert, tiny_bert, 
 
 def test_recovery_logs_the_score_right_after_pruning(tiny_recipe, bert_classifier, tmp_path):
     pruned = _prune(bert_classifier, tmp_path / "pruned", ratio=0.5)
-    cfg = distill.Config(data=DataSpec(**tiny_recipe["data"]), max_steps=10, batch_size=16, eval_every=5,
-                         learning_rate=1e-3, max_length=32)
-    recovered, _ = build(tmp_path / "recovered", pruned, distill.NAME, cfg, run=lambda w: distill.run(pruned, cfg, w),
-                         libraries=distill.LIBRARIES)
+    cfg = distill.Config(
+        data=DataSpec(**tiny_recipe["data"]),
+        max_steps=10,
+        batch_size=16,
+        eval_every=5,
+        learning_rate=1e-3,
+        max_length=32,
+    )
+    recovered, _ = build(
+        tmp_path / "recovered",
+        pruned,
+        distill.NAME,
+        cfg,
+        run=lambda w: distill.run(pruned, cfg, w),
+        libraries=distill.LIBRARIES,
+    )
     assert recovered.meta["metadata"]["distillation"]["teacher"] == str(bert_classifier)
     log = json.loads((recovered.path / "training_log.json").read_text())
-    assert [e["step"] for e in log["evals"]] == [0, 5, 10]   # step 0: right after pruning, before recovery
+    assert [e["step"] for e in log["evals"]] == [0, 5, 10]  # step 0: right after pruning, before recovery
     assert {"soft_loss", "task_loss"} <= set(log["steps"][0])
 
 
@@ -228,15 +281,19 @@ def test_sweep_prunes_recovers_exports_and_quantises_each_ratio(tiny_recipe, tmp
     spec["sweep"] = {"ratio": [0.5]}
     spec["variants"] = tiny_recipe["variants"][:1] + [
         {"name": "pruned-{ratio}", "stage": "prune", "parent": "pytorch-fp32", "config": {"ratio": "{ratio}"}},
-        {"name": "recovered-{ratio}", "stage": "distill", "parent": "pruned-{ratio}",
-         "config": {"max_steps": 10, "batch_size": 16, "eval_every": 5, "learning_rate": 1e-3, "max_length": 32}},
+        {
+            "name": "recovered-{ratio}",
+            "stage": "distill",
+            "parent": "pruned-{ratio}",
+            "config": {"max_steps": 10, "batch_size": 16, "eval_every": 5, "learning_rate": 1e-3, "max_length": 32},
+        },
         {"name": "onnx-{ratio}", "stage": "export", "parent": "recovered-{ratio}"},
         {"name": "int8-{ratio}", "stage": "quantize", "parent": "onnx-{ratio}"},
     ]
     spec["bench"] = {**tiny_recipe["bench"], "rounds": 1, "iterations": 10}
     outcome = pipeline.run(recipe.parse(spec), tmp_path / "run")
     assert set(outcome.variants) == {"pytorch-fp32", "pruned-0.5", "recovered-0.5", "onnx-0.5", "int8-0.5"}
-    assert outcome.variants["onnx-0.5"].meta["validation"]["max_abs_logit_diff"] < 1e-3   # ONNX vs its pruned parent
+    assert outcome.variants["onnx-0.5"].meta["validation"]["max_abs_logit_diff"] < 1e-3  # ONNX vs its pruned parent
     by_name = {v["name"]: v for v in outcome.results["variants"]}
     assert by_name["int8-0.5"]["params"] < by_name["pytorch-fp32"]["params"]
     assert by_name["int8-0.5"]["pruned_by"]["name"] == "pruned-0.5" and by_name["pytorch-fp32"]["pruned_by"] is None
@@ -253,8 +310,12 @@ def test_sweep_prunes_recovers_exports_and_quantises_each_ratio(tiny_recipe, tmp
 def test_pruned_gpt2_exports_with_per_block_cache_and_generates_like_pytorch(tiny_gpt2_recipe, tmp_path):
     spec = dict(tiny_gpt2_recipe)
     spec["variants"] = tiny_gpt2_recipe["variants"][:1] + [
-        {"name": "pruned", "stage": "prune", "parent": "pytorch-fp32",
-         "config": {"ratio": 0.5, "mode": "global", "max_length": 64}},
+        {
+            "name": "pruned",
+            "stage": "prune",
+            "parent": "pytorch-fp32",
+            "config": {"ratio": 0.5, "mode": "global", "max_length": 64},
+        },
         {"name": "onnx-pruned", "stage": "export", "parent": "pruned"},
         {"name": "onnx-int8-pruned", "stage": "quantize", "parent": "onnx-pruned"},
     ]
@@ -263,7 +324,7 @@ def test_pruned_gpt2_exports_with_per_block_cache_and_generates_like_pytorch(tin
     task = pipeline.task_of(r, source)
     built, _ = pipeline.build_variants(r, tmp_path / "run", task.load_data(r.data), source, task)
     check = built["onnx-pruned"].meta["validation"]
-    assert check["greedy_identical"] == 1.0   # 64 greedy tokens from every prompt, cached ONNX vs PyTorch
+    assert check["greedy_identical"] == 1.0  # 64 greedy tokens from every prompt, cached ONNX vs PyTorch
     from edgenlp.runtime.generation import CausalLM
 
     generation = CausalLM(built["onnx-int8-pruned"].path).generate("good bad", max_new_tokens=5)
@@ -280,7 +341,10 @@ def test_prune_and_distill_commands(wide_bert, tiny_csv, tiny_corpus, tmp_path):
     assert ok.exit_code == 0, ok.output
     assert "heads per layer [2, 2, 2]" in " ".join(ok.output.split())
     for args, needle in [
-        (["prune", str(wide_bert), "--ratio", "1.5", "--out", str(tmp_path / "x")], "--ratio input should be less than 1"),
+        (
+            ["prune", str(wide_bert), "--ratio", "1.5", "--out", str(tmp_path / "x")],
+            "--ratio input should be less than 1",
+        ),
         (["prune", str(wide_bert), "--ratio", "0.5", "--importance", "taylor", "--out", str(tmp_path / "x")], "--data"),
         (["prune", str(wide_bert), "--ratio", "0.5", "--mode", "layerwise", "--out", str(tmp_path / "x")], "--mode"),
         (["distill", str(wide_bert), "--data", str(tiny_corpus), "--out", str(tmp_path / "x")], "teacher"),
@@ -289,21 +353,51 @@ def test_prune_and_distill_commands(wide_bert, tiny_csv, tiny_corpus, tmp_path):
         assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
         assert needle in " ".join(bad.output.split()), bad.output
     assert not (tmp_path / "x").exists()
-    done = runner.invoke(app, ["distill", str(tmp_path / "p"), "--data", str(tiny_csv), "--text-column", "review",
-                               "--label-column", "sentiment", "--max-steps", "4", "--eval-every", "2", "--batch-size", "16",
-                               "--max-length", "32", "--out", str(tmp_path / "r")])
+    done = runner.invoke(
+        app,
+        [
+            "distill",
+            str(tmp_path / "p"),
+            "--data",
+            str(tiny_csv),
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--max-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "32",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert done.exit_code == 0, done.output
     assert "recovered" in done.output and (tmp_path / "r" / "training_log.json").exists()
 
 
 def test_a_sweep_fills_names_parents_and_typed_config_values(tiny_recipe):
-    spec = {**tiny_recipe, "sweep": {"ratio": [0.25, 0.5]}, "variants": tiny_recipe["variants"][:1] + [
-        {"name": "pruned-{ratio}", "stage": "prune", "parent": "pytorch-fp32", "config": {"ratio": "{ratio}"}},
-        {"name": "onnx-{ratio}", "stage": "export", "parent": "pruned-{ratio}"}]}
+    spec = {
+        **tiny_recipe,
+        "sweep": {"ratio": [0.25, 0.5]},
+        "variants": tiny_recipe["variants"][:1]
+        + [
+            {"name": "pruned-{ratio}", "stage": "prune", "parent": "pytorch-fp32", "config": {"ratio": "{ratio}"}},
+            {"name": "onnx-{ratio}", "stage": "export", "parent": "pruned-{ratio}"},
+        ],
+    }
     parsed = recipe.parse(spec)
     assert [(v.name, v.parent) for v in parsed.variants] == [
-        ("pytorch-fp32", None), ("pruned-0.25", "pytorch-fp32"), ("pruned-0.5", "pytorch-fp32"),
-        ("onnx-0.25", "pruned-0.25"), ("onnx-0.5", "pruned-0.5")]
+        ("pytorch-fp32", None),
+        ("pruned-0.25", "pytorch-fp32"),
+        ("pruned-0.5", "pytorch-fp32"),
+        ("onnx-0.25", "pruned-0.25"),
+        ("onnx-0.5", "pruned-0.5"),
+    ]
     assert parsed.stage_config(parsed.variants[1]).ratio == 0.25
     with pytest.raises(RecipeError, match="non-empty list"):
         recipe.parse({**spec, "sweep": {"ratio": []}})

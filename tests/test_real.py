@@ -34,14 +34,30 @@ SLICE = {
     "model": "minilm",
     "data": {"source": "sst2", "max_train_examples": 1200, "max_test_examples": 300},
     "variants": [
-        {"name": "pytorch-fp32", "stage": "finetune",
-         "config": {"max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "eval_every": 30,
-                    "max_length": 128, "max_eval_examples": 300}},
+        {
+            "name": "pytorch-fp32",
+            "stage": "finetune",
+            "config": {
+                "max_steps": 60,
+                "batch_size": 16,
+                "learning_rate": 1e-4,
+                "eval_every": 30,
+                "max_length": 128,
+                "max_eval_examples": 300,
+            },
+        },
         {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
         {"name": "onnx-int8-dynamic", "stage": "quantize", "parent": "onnx-fp32"},
     ],
-    "bench": {"profiles": ["edge-1t"], "iterations": 20, "rounds": 2, "warmup": 2, "throughput_batches": 2,
-              "bootstrap": 200, "reference": "pytorch-fp32"},
+    "bench": {
+        "profiles": ["edge-1t"],
+        "iterations": 20,
+        "rounds": 2,
+        "warmup": 2,
+        "throughput_batches": 2,
+        "bootstrap": 200,
+        "reference": "pytorch-fp32",
+    },
 }
 
 
@@ -78,18 +94,21 @@ def test_a_gpt2_from_config_with_the_kit_tokenizer_trains_on_one_domain_and_cont
     from edgenlp.corpus import load
 
     monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
-    source = models.resolve({"architecture": "gpt2", "config": {"n_layer": 1, "n_embd": 32, "n_head": 2,
-                                                                "n_positions": 64}})
+    source = models.resolve(
+        {"architecture": "gpt2", "config": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}}
+    )
     assert source.task == "text-generation" and source.config()["vocab_size"] == 50257
-    again = models.resolve({"architecture": "gpt2", "config": {"n_layer": 1, "n_embd": 32, "n_head": 2,
-                                                               "n_positions": 64}})
+    again = models.resolve(
+        {"architecture": "gpt2", "config": {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}}
+    )
     assert again.id == source.id  # seeded: the same config gives the same weights, made once
     run = CliRunner()
     common = ["--max-steps", "2", "--eval-every", "2", "--batch-size", "2", "--max-length", "64"]
     bbc = run.invoke(app, ["finetune", str(source.path), "--data", "bbc-news", *common, "--out", str(tmp_path / "bbc")])
     assert bbc.exit_code == 0, bbc.output
-    med = run.invoke(app, ["finetune", str(tmp_path / "bbc"), "--data", "medical-abstracts", *common,
-                           "--out", str(tmp_path / "med")])
+    med = run.invoke(
+        app, ["finetune", str(tmp_path / "bbc"), "--data", "medical-abstracts", *common, "--out", str(tmp_path / "med")]
+    )
     assert med.exit_code == 0, med.output
     trained = Artifact.load(tmp_path / "med")
     assert trained.task == "text-generation" and trained.meta["metadata"]["metric"] == "perplexity"
@@ -129,11 +148,20 @@ def test_static_int8_with_every_calibrator_keeps_minilms_accuracy(minilm_run, tm
 
 
 def test_the_budget_search_on_minilm_selects_a_variant_within_one_point(minilm_run):
-    spec = {**SLICE,
-            "selection": {"max_accuracy_drop": 1.0},
-            "search": {"modes": ["dynamic", "static"], "calibrators": ["entropy"], "per_channel": [True],
-                       "embeddings": [True], "calibration_samples": 64, "tuning_examples": 200,
-                       "sensitivity": "needed", "measure_top": 2}}
+    spec = {
+        **SLICE,
+        "selection": {"max_accuracy_drop": 1.0},
+        "search": {
+            "modes": ["dynamic", "static"],
+            "calibrators": ["entropy"],
+            "per_channel": [True],
+            "embeddings": [True],
+            "calibration_samples": 64,
+            "tuning_examples": 200,
+            "sensitivity": "needed",
+            "measure_top": 2,
+        },
+    }
     outcome = pipeline.run(recipe.parse(spec), minilm_run.out_dir)
     assert {"pytorch-fp32", "onnx-fp32", "onnx-int8-dynamic"} <= set(outcome.reused)  # the earlier run's variants
     found = outcome.results["search"]

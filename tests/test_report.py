@@ -29,11 +29,25 @@ def test_html_report_is_self_contained(tiny_run):
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_plots_render_in_headless_chromium(tiny_run, tmp_path):
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-         (tiny_run.out_dir / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            (tiny_run.out_dir / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     match = re.search(r'data-plots="(\d+)/(\d+)"', result.stdout)
     assert match, result.stderr[-2000:]
     drawn, total = map(int, match.groups())
@@ -71,7 +85,8 @@ def test_compare_command_runs_paired_tests(tiny_run):
 def test_latencies_timed_on_different_node_kinds_are_not_compared_unless_asked(tiny_run, tmp_path):
     results = json.loads((tiny_run.out_dir / "results.json").read_text())
     assert {v["profiles"]["tiny-1t"]["node_kind"] for v in results["variants"]} == {
-        results["environment"]["measured_on"]["tiny-1t"]["kind"]}
+        results["environment"]["measured_on"]["tiny-1t"]["kind"]
+    }
     assert "was timed on this machine" in (tiny_run.out_dir / "report.md").read_text()
     merged = tmp_path / "merged"
     merged.mkdir()
@@ -91,8 +106,10 @@ def test_report_still_renders_a_results_1_document(tiny_run, tmp_path):
     old["schema"] = "edgenlp.results/1"
     old.pop("task")  # versions before /3 name no task: they are classification
     for v in old["variants"]:
-        v["latency_samples_ms"] = {p: {s: [x for r in rounds for x in r] for s, rounds in shapes.items()}
-                                   for p, shapes in v["latency_samples_ms"].items()}
+        v["latency_samples_ms"] = {
+            p: {s: [x for r in rounds for x in r] for s, rounds in shapes.items()}
+            for p, shapes in v["latency_samples_ms"].items()
+        }
         v["ratios"].pop("speedup_p50_ci")
         for prof in v["profiles"].values():
             for key in ("throughput", "load_peak_rss_bytes", "steady_rss_bytes"):

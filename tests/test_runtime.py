@@ -6,8 +6,9 @@ import sys
 import pytest
 from conftest import FORBID_TORCH
 
-
-TORCH_FORBIDDEN = FORBID_TORCH + """
+TORCH_FORBIDDEN = (
+    FORBID_TORCH
+    + """
 import json
 from edgenlp.runtime import TextClassifier
 from edgenlp.tasks.classification import Session as Worker
@@ -19,6 +20,7 @@ timed = worker.handle({"op": "latency", "shape": "real", "n": 3, "warmup": 1})
 preds = worker.handle({"op": "eval"})["preds"]
 print(json.dumps({"labels": labels, "timed": len(timed["ms"]), "preds": preds}))
 """
+)
 
 
 def test_runtime_and_worker_run_where_torch_cannot_be_imported(tiny_run, tmp_path):
@@ -27,8 +29,12 @@ def test_runtime_and_worker_run_where_torch_cannot_be_imported(tiny_run, tmp_pat
 
     texts = tmp_path / "eval.json"
     texts.write_text(json.dumps({"texts": ["good film", "bad plot", "fun"]}))
-    done = subprocess.run([sys.executable, "-c", TORCH_FORBIDDEN, str(tiny_run.variants["onnx-int8-dynamic"].path),
-                           str(texts)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_FORBIDDEN, str(tiny_run.variants["onnx-int8-dynamic"].path), str(texts)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(out["labels"]) <= {"neg", "pos"} and len(out["labels"]) == 2
@@ -67,12 +73,11 @@ def test_worker_fills_fixed_lengths_with_real_text_not_padding(tiny_run, tmp_pat
 def test_throughput_counts_real_sequences_and_tokens_including_a_short_last_batch(tiny_run, tmp_path):
     import json
 
-    from edgenlp.tasks.classification.measure import throughput_figures as _throughput
     from edgenlp.tasks.classification import Session as Worker
+    from edgenlp.tasks.classification.measure import throughput_figures as _throughput
 
     texts = tmp_path / "eval.json"
-    texts.write_text(json.dumps({"texts": ["good", "bad film", "the plot was fun",
-                                                                        "awful", "nice movie"]}))
+    texts.write_text(json.dumps({"texts": ["good", "bad film", "the plot was fun", "awful", "nice movie"]}))
     worker = Worker(str(tiny_run.variants["onnx-fp32"].path), "onnx", 1, str(texts))
     reply = worker.handle({"op": "throughput", "batch": 2, "n": 3, "warmup": 0})
     assert reply["sequences"] == [2, 2, 1]  # five texts: the last batch holds one, and counts as one

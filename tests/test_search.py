@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from edgenlp import pipeline, recipe
-from edgenlp.search import budget as search
 from edgenlp.bench import selection
 from edgenlp.quantization import sensitivity
+from edgenlp.search import budget as search
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +19,22 @@ def searched(tiny_recipe, tmp_path_factory):
     import os
 
     os.environ["EDGENLP_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    spec = {**tiny_recipe,
-            "selection": {"max_accuracy_drop": 5.0},
-            "search": {"modes": ["dynamic", "static"], "calibrators": ["minmax", "percentile"], "per_channel": [True],
-                       "embeddings": [True, False], "calibration_samples": 16, "tuning_examples": 24,
-                       "sensitivity_examples": 12, "probe_samples": 8, "measure_top": 2,
-                       "min_tuning_examples": 8}}
+    spec = {
+        **tiny_recipe,
+        "selection": {"max_accuracy_drop": 5.0},
+        "search": {
+            "modes": ["dynamic", "static"],
+            "calibrators": ["minmax", "percentile"],
+            "per_channel": [True],
+            "embeddings": [True, False],
+            "calibration_samples": 16,
+            "tuning_examples": 24,
+            "sensitivity_examples": 12,
+            "probe_samples": 8,
+            "measure_top": 2,
+            "min_tuning_examples": 8,
+        },
+    }
     out = tmp_path_factory.mktemp("searched")
     return pipeline.run(recipe.parse(spec), out), out, spec
 
@@ -34,8 +44,12 @@ def test_search_scores_every_setting_on_the_tuning_split_and_measures_the_fastes
     found = outcome.results["search"]
     trials = found["trials"]
     labels = {t["label"] for t in trials}
-    assert {"dynamic-per-channel", "static-minmax-per-channel", "static-percentile-per-channel-float-embeddings",
-            "dynamic-per-channel-float-embeddings"} <= labels
+    assert {
+        "dynamic-per-channel",
+        "static-minmax-per-channel",
+        "static-percentile-per-channel-float-embeddings",
+        "dynamic-per-channel-float-embeddings",
+    } <= labels
     assert found["tuning"]["split"].startswith("validation") and found["tuning"]["examples"] > 0
     assert all(t["tuning_quality"] is not None and t["latency_look_ms"] > 0 for t in trials if t["status"] != "failed")
     assert len(found["shortlist"]) == 2
@@ -44,8 +58,12 @@ def test_search_scores_every_setting_on_the_tuning_split_and_measures_the_fastes
     sel = outcome.results["selection"]
     assert sel["selected"] in found["shortlist"] and "tuning split" in sel["quality_judged_on"]
     assert sel["rejected"]["onnx-int8-dynamic"] == "not a candidate of the accuracy-budget search"
-    fastest = min(found["shortlist"], key=lambda n: selection.metric(outcome.results, next(
-        v for v in outcome.results["variants"] if v["name"] == n), "p50_ms"))
+    fastest = min(
+        found["shortlist"],
+        key=lambda n: selection.metric(
+            outcome.results, next(v for v in outcome.results["variants"] if v["name"] == n), "p50_ms"
+        ),
+    )
     assert sel["selected"] == fastest  # by the harness's measurement, not the latency look
     for t in trials:  # calibrators that leave the same nodes quantised share one graph
         if t["status"] == "same-graph":
@@ -92,8 +110,14 @@ def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
     def fake_trial(base, mode, calibrator, per_channel, embeddings, float_nodes):
         tried.append(len(float_nodes))
         drop = max(0, 3 - len(float_nodes)) * 1.0  # needs 3 nodes in float to lose at most 0 points
-        t = search.Trial(base, mode, "quantize", {"calibrator": calibrator, "per_channel": per_channel,
-                                                  "embeddings": embeddings}, list(float_nodes), f"k{len(float_nodes)}")
+        t = search.Trial(
+            base,
+            mode,
+            "quantize",
+            {"calibrator": calibrator, "per_channel": per_channel, "embeddings": embeddings},
+            list(float_nodes),
+            f"k{len(float_nodes)}",
+        )
         t.tuning_drop, t.status = drop, ("candidate" if drop <= 0.0 else "over-budget")
         s.outcome.trials.append(t)
         return t
@@ -126,15 +150,29 @@ def test_a_budget_no_variant_meets_names_the_closest_and_exits_one(tiny_recipe, 
         return 90.0 if (folder / "artifact.json").exists() else 40.0
 
     monkeypatch.setattr("edgenlp.tasks.classification.tuning_quality", quality)
-    spec = {**tiny_recipe, "search": {"modes": ["dynamic"], "per_channel": [False], "embeddings": [True],
-                                      "tuning_examples": 8, "sensitivity": "needed", "max_float_nodes": 2,
-                                      "sensitivity_examples": 4, "probe_samples": 8,
-                                      "min_tuning_examples": 4}}
+    spec = {
+        **tiny_recipe,
+        "search": {
+            "modes": ["dynamic"],
+            "per_channel": [False],
+            "embeddings": [True],
+            "tuning_examples": 8,
+            "sensitivity": "needed",
+            "max_float_nodes": 2,
+            "sensitivity_examples": 4,
+            "probe_samples": 8,
+            "min_tuning_examples": 4,
+        },
+    }
     (tmp_path / "r.yaml").write_text(json.dumps(spec))
-    result = CliRunner().invoke(app, ["optimize", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"),
-                                      "--max-accuracy-drop", "1"])
+    result = CliRunner().invoke(
+        app,
+        ["optimize", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--max-accuracy-drop", "1"],
+    )
     assert result.exit_code == 1, result.output
-    assert "no variant keeps the quality budget of 1 points (closest: onnx-fp32.dynamic" in " ".join(result.output.split())
+    assert "no variant keeps the quality budget of 1 points (closest: onnx-fp32.dynamic" in " ".join(
+        result.output.split()
+    )
     trials = json.loads((tmp_path / "run" / "results.json").read_text())["search"]["trials"]
     assert [len(t["float_nodes"]) for t in trials] == [0, 1, 2] and all(t["status"] == "over-budget" for t in trials)
     assert (tmp_path / "run" / "variants" / "onnx-int8-dynamic" / "model.onnx").exists()  # finished variants kept
@@ -151,11 +189,23 @@ def test_report_shows_every_trial_and_the_sensitivity_ranking(searched):
 
 
 @pytest.mark.slow
-def test_the_search_is_task_generic_a_language_model_within_a_perplexity_budget(tiny_gpt2_recipe, tmp_path, monkeypatch):
+def test_the_search_is_task_generic_a_language_model_within_a_perplexity_budget(
+    tiny_gpt2_recipe, tmp_path, monkeypatch
+):
     monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
-    spec = {**tiny_gpt2_recipe, "selection": {"max_accuracy_drop": 50.0},
-            "search": {"modes": ["dynamic", "static"], "calibrators": ["minmax"], "per_channel": [True],
-                       "embeddings": [True], "calibration_samples": 8, "probe_samples": 8, "measure_top": 1}}
+    spec = {
+        **tiny_gpt2_recipe,
+        "selection": {"max_accuracy_drop": 50.0},
+        "search": {
+            "modes": ["dynamic", "static"],
+            "calibrators": ["minmax"],
+            "per_channel": [True],
+            "embeddings": [True],
+            "calibration_samples": 8,
+            "probe_samples": 8,
+            "measure_top": 1,
+        },
+    }
     spec["variants"] = [v for v in spec["variants"] if v["stage"] != "quantize-int4"]
     outcome = pipeline.run(recipe.parse(spec), tmp_path / "run")
     found = outcome.results["search"]
@@ -170,12 +220,25 @@ def test_the_reference_export_and_the_bases_are_found_by_lineage_ids(tmp_path):
     from edgenlp.artifact import Artifact
 
     def art(name, fmt, precision, parent=None):
-        return Artifact(tmp_path / name, {"id": f"id-{name}", "name": name, "format": fmt, "precision": precision,
-                                          "parent": {"id": f"id-{parent}", "name": "source"} if parent else None})
+        return Artifact(
+            tmp_path / name,
+            {
+                "id": f"id-{name}",
+                "name": name,
+                "format": fmt,
+                "precision": precision,
+                "parent": {"id": f"id-{parent}", "name": "source"} if parent else None,
+            },
+        )
 
-    variants = {"pytorch-fp32": art("src", "pytorch", "fp32"), "onnx-fp32": art("onnx-fp32", "onnx", "fp32", "src"),
-                "int8": art("int8", "onnx", "int8", "onnx-fp32"), "opt": art("opt", "onnx", "fp32", "onnx-fp32"),
-                "pruned": art("pruned", "pytorch", "fp32", "src"), "onnx-pruned": art("onnx-pruned", "onnx", "fp32", "pruned")}
+    variants = {
+        "pytorch-fp32": art("src", "pytorch", "fp32"),
+        "onnx-fp32": art("onnx-fp32", "onnx", "fp32", "src"),
+        "int8": art("int8", "onnx", "int8", "onnx-fp32"),
+        "opt": art("opt", "onnx", "fp32", "onnx-fp32"),
+        "pruned": art("pruned", "pytorch", "fp32", "src"),
+        "onnx-pruned": art("onnx-pruned", "onnx", "fp32", "pruned"),
+    }
     spec = type("R", (), {"bench": type("B", (), {"reference": "pytorch-fp32"})()})()
     assert search._reference_export(spec, variants) == "onnx-fp32"
     assert search._bases(search.SearchSettings(), variants) == ["onnx-fp32", "onnx-pruned"]

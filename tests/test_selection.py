@@ -10,17 +10,31 @@ from edgenlp.errors import BenchError
 
 def _variant(name, acc, p50, size_mb, p90=None):
     lat = {"p50": p50, "p90": p90 or p50 * 1.2, "p99": p50 * 1.5, "p50_ci": [p50, p50]}
-    return {"name": name, "metrics": {"accuracy": acc, "macro_f1": acc}, "size_bytes": size_mb * 1e6,
-            "latency_ms": {"edge-1t": {"real": lat, "len128": {k: 4 * v if not isinstance(v, list) else v for k, v in lat.items()}}},
-            "profiles": {"edge-1t": {"peak_rss_bytes": 100 * 2**20, "e2e_ms": lat}},
-            "ratios": {"speedup_p50": {"edge-1t/real": 10.0 / p50}}}
+    return {
+        "name": name,
+        "metrics": {"accuracy": acc, "macro_f1": acc},
+        "size_bytes": size_mb * 1e6,
+        "latency_ms": {
+            "edge-1t": {"real": lat, "len128": {k: 4 * v if not isinstance(v, list) else v for k, v in lat.items()}}
+        },
+        "profiles": {"edge-1t": {"peak_rss_bytes": 100 * 2**20, "e2e_ms": lat}},
+        "ratios": {"speedup_p50": {"edge-1t/real": 10.0 / p50}},
+    }
 
 
 @pytest.fixture()
 def results():
-    return {"reference": "torch", "profiles": [{"name": "edge-1t"}], "variants": [
-        _variant("torch", 0.870, 10.0, 90), _variant("fp32", 0.870, 6.0, 91),
-        _variant("int8", 0.866, 2.0, 23), _variant("int8-bad", 0.800, 1.9, 22), _variant("slow-big", 0.86, 12.0, 95)]}
+    return {
+        "reference": "torch",
+        "profiles": [{"name": "edge-1t"}],
+        "variants": [
+            _variant("torch", 0.870, 10.0, 90),
+            _variant("fp32", 0.870, 6.0, 91),
+            _variant("int8", 0.866, 2.0, 23),
+            _variant("int8-bad", 0.800, 1.9, 22),
+            _variant("slow-big", 0.86, 12.0, 95),
+        ],
+    }
 
 
 def test_pareto_front(results):
@@ -47,11 +61,14 @@ def test_gates_pass_and_fail_with_a_readable_verdict(results):
     assert selection.evaluate_gates(results, "peak_rss_mb@edge-1t>=100")["failed"] is True
 
 
-@pytest.mark.parametrize("expression, message", [
-    ("acuracy_drop>1", "unknown metric 'acuracy_drop'"),
-    ("p90_ms >> 20", "is not METRIC OP NUMBER"),
-    ("size_mb>", "is not METRIC OP NUMBER"),
-])
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("acuracy_drop>1", "unknown metric 'acuracy_drop'"),
+        ("p90_ms >> 20", "is not METRIC OP NUMBER"),
+        ("size_mb>", "is not METRIC OP NUMBER"),
+    ],
+)
 def test_gate_typos_are_clear(results, expression, message):
     with pytest.raises(BenchError, match=message):
         selection.parse_gates(expression)

@@ -4,7 +4,6 @@ driven in headless Chromium (server and in-browser answers side by side)."""
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import signal
@@ -62,16 +61,19 @@ def test_predict_answers_in_tei_shape_with_timing_headers(client, int8_bundle):
     assert abs(sum(x["score"] for x in raw) - 1) > 1e-6 or raw[0]["score"] > 1  # logits, not probabilities
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    ({"inputs": ""}, 400, "text 0 is empty"),
-    ({"inputs": ["fun", "  "]}, 400, "text 1 is empty"),
-    ({"inputs": 5}, 422, "inputs"),
-    ({"text": "fun"}, 422, "inputs"),
-    ({"inputs": "fun", "colour": "red"}, 422, "colour"),
-    ({"inputs": ["a", "b", "c", "d", "e"]}, 413, "more than the 4 a request may carry"),
-    ({"inputs": "good " * 40, "truncate": False}, 413, "longer than the model's maximum of 32 tokens"),
-    ({"inputs": "good " * 2000}, 413, "bytes, more than 4096"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"inputs": ""}, 400, "text 0 is empty"),
+        ({"inputs": ["fun", "  "]}, 400, "text 1 is empty"),
+        ({"inputs": 5}, 422, "inputs"),
+        ({"text": "fun"}, 422, "inputs"),
+        ({"inputs": "fun", "colour": "red"}, 422, "colour"),
+        ({"inputs": ["a", "b", "c", "d", "e"]}, 413, "more than the 4 a request may carry"),
+        ({"inputs": "good " * 40, "truncate": False}, 413, "longer than the model's maximum of 32 tokens"),
+        ({"inputs": "good " * 2000}, 413, "bytes, more than 4096"),
+    ],
+)
 def test_predict_errors_are_one_json_line_with_the_right_status(client, body, status, fragment):
     response = client.post("/predict", json=body)
     assert response.status_code == status, response.text
@@ -89,8 +91,13 @@ def test_health_info_metrics_openapi_page_and_bundle_files(client):
     assert info["manifest"]["labels"] == ["neg", "pos"] and "files" not in info["manifest"]
     client.post("/predict", json={"inputs": "fun"})
     metrics = client.get("/metrics").text
-    for name in ("edgenlp_requests_total", "edgenlp_request_duration_seconds_bucket", "edgenlp_queue_depth",
-                 "edgenlp_batch_texts_bucket", "edgenlp_batch_requests_bucket"):
+    for name in (
+        "edgenlp_requests_total",
+        "edgenlp_request_duration_seconds_bucket",
+        "edgenlp_queue_depth",
+        "edgenlp_batch_texts_bucket",
+        "edgenlp_batch_requests_bucket",
+    ):
         assert name in metrics
     assert 'endpoint="/predict",status="200"' in metrics
     paths = client.get("/openapi.json").json()["paths"]
@@ -112,12 +119,15 @@ def test_generate_and_stream_follow_tgi(gpt2_bundle):
         assert done.status_code == 200, done.text
         assert done.json()["generated_text"] == expected.text
         assert done.json()["details"]["generated_tokens"] == len(expected.token_ids)
-        assert done.json()["details"]["finish_reason"] == {"max_new_tokens": "length", "eos": "eos_token"}[
-            expected.stopped_by]
-        with c.stream("POST", "/generate_stream", json={"inputs": "the movie was",
-                                                         "parameters": {"max_new_tokens": 6}}) as stream:
+        assert (
+            done.json()["details"]["finish_reason"]
+            == {"max_new_tokens": "length", "eos": "eos_token"}[expected.stopped_by]
+        )
+        with c.stream(
+            "POST", "/generate_stream", json={"inputs": "the movie was", "parameters": {"max_new_tokens": 6}}
+        ) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
-            events = [json.loads(line[len("data: "):]) for line in stream.iter_lines() if line.startswith("data: ")]
+            events = [json.loads(line[len("data: ") :]) for line in stream.iter_lines() if line.startswith("data: ")]
         assert [e["token"]["id"] for e in events[:-1]] == expected.token_ids
         assert events[-1]["generated_text"] == expected.text
         assert events[-1]["details"]["finish_reason"] == done.json()["details"]["finish_reason"]
@@ -128,6 +138,7 @@ def test_generate_and_stream_follow_tgi(gpt2_bundle):
 
 
 # -- the batcher ----------------------------------------------------------------------------------
+
 
 class SlowModel:
     """Answers a batch after `release` is set; records the batches it saw."""
@@ -190,7 +201,10 @@ def test_a_full_queue_refuses_and_close_answers_what_was_queued():
         batcher.submit(["e"], [1])
     model.release.set()
     closer.join(5)
-    assert held.future.result(1) == ["answer:a"] and [q.future.result(1) for q in queued] == [["answer:b"], ["answer:c"]]
+    assert held.future.result(1) == ["answer:a"] and [q.future.result(1) for q in queued] == [
+        ["answer:b"],
+        ["answer:c"],
+    ]
 
 
 def test_a_failing_batch_fails_its_requests_and_the_batcher_lives_on():
@@ -210,6 +224,7 @@ def test_a_failing_batch_fails_its_requests_and_the_batcher_lives_on():
 
 
 # -- the process: refusing a bad bundle, start, graceful shutdown, the page in Chromium -----------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -266,8 +281,12 @@ def _slow_server(bundle, delay: float, max_queue: int = 0):
     """A server in its own process whose model takes `delay` seconds a run (and, with `max_queue`,
     no batching and a queue of that size); yields (port, process) once it answers, kills it after."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(bundle), str(port), str(delay), str(max_queue)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SERVER, str(bundle), str(port), str(delay), str(max_queue)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_ready(port, proc)
         yield port, proc
@@ -285,7 +304,9 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(int8_b
         results = []
 
         def ask():
-            results.append(httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": "fun"}, timeout=30).status_code)
+            results.append(
+                httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": "fun"}, timeout=30).status_code
+            )
 
         askers = [threading.Thread(target=ask) for _ in range(3)]
         for t in askers:
@@ -328,21 +349,36 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.mark.browser
-@pytest.mark.skipif((default_web_assets() is None or not Path(CHROMIUM).exists()) and not os.environ.get("CI"),
-                    reason="needs Debian's chromium and transformers.js (`npm ci --ignore-scripts` in web/); "
-                           ".ci/run installs both, and CI never skips this")
+@pytest.mark.skipif(
+    (default_web_assets() is None or not Path(CHROMIUM).exists()) and not os.environ.get("CI"),
+    reason="needs Debian's chromium and transformers.js (`npm ci --ignore-scripts` in web/); "
+    ".ci/run installs both, and CI never skips this",
+)
 def test_the_page_shows_server_and_in_browser_answers_side_by_side(fp32_bundle):
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "edgenlp.cli", "serve", str(fp32_bundle), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenlp.cli", "serve", str(fp32_bundle), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_ready(port, proc)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("document.getElementById('model').textContent.includes('text-classification')")

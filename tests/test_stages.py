@@ -87,7 +87,13 @@ def test_unknown_stage_is_a_recipe_error():
 def test_export_of_a_base_model_asks_for_finetuning(tiny_bert, tmp_path):
     source = models.resolve(str(tiny_bert))
     with pytest.raises(ArtifactError, match="fine-tune it"):
-        build(tmp_path / "x", source, "export", {}, run=lambda w: stages.get("export").run(source, stages.get("export").Config(), w))
+        build(
+            tmp_path / "x",
+            source,
+            "export",
+            {},
+            run=lambda w: stages.get("export").run(source, stages.get("export").Config(), w),
+        )
 
 
 def test_runtime_classifier_agrees_with_pytorch(tiny_run):
@@ -128,7 +134,13 @@ def test_size_includes_the_external_data_a_graph_names(tmp_path, tiny_run):
     from edgenlp.model_facts import model_size_bytes
 
     model = onnx.load(str(tiny_run.variants["onnx-fp32"].path / "model.onnx"))
-    onnx.save_model(model, str(tmp_path / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.data", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(tmp_path / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.data",
+        size_threshold=0,
+    )
     total = (tmp_path / "model.onnx").stat().st_size + (tmp_path / "weights.data").stat().st_size
     assert model_size_bytes(tmp_path / "model.onnx") == total

@@ -36,8 +36,9 @@ def _ops(path) -> dict[str, int]:
 @pytest.mark.parametrize("method", calibration.CALIBRATORS)
 def test_every_calibrator_quantises_bert_statically(method, tiny_run, tiny_recipe, tmp_path, private_cache):
     parent = tiny_run.variants["onnx-fp32"]
-    out = _static(parent, tmp_path, tiny_recipe["data"], calibrator=method, calibration_samples=40,
-                  calibration_batch_size=8)
+    out = _static(
+        parent, tmp_path, tiny_recipe["data"], calibrator=method, calibration_samples=40, calibration_batch_size=8
+    )
     meta = out.metadata
     ops = _ops(tmp_path / "model.onnx")
     assert ops["QuantizeLinear"] >= 12 and ops["DequantizeLinear"] >= 12  # 6 weight MatMuls a layer, 2 layers
@@ -53,8 +54,9 @@ def test_every_calibrator_quantises_bert_statically(method, tiny_run, tiny_recip
 @pytest.mark.parametrize("method", calibration.CALIBRATORS)
 def test_every_calibrator_quantises_gpt2_statically(method, tiny_gpt2_run, tiny_gpt2_recipe, tmp_path, private_cache):
     parent = tiny_gpt2_run.variants["onnx-fp32"]
-    out = _static(parent, tmp_path, tiny_gpt2_recipe["data"], calibrator=method, calibration_samples=16,
-                  calibration_batch_size=4)
+    out = _static(
+        parent, tmp_path, tiny_gpt2_recipe["data"], calibrator=method, calibration_samples=16, calibration_batch_size=4
+    )
     assert out.metadata["calibration"]["samples"] == 16 and _ops(tmp_path / "model.onnx")["QuantizeLinear"] >= 8
     fp32, int8 = CausalLM(parent.path), CausalLM(tmp_path)
     ids = np.asarray([fp32.encode("the film was fine and the story lovely")], dtype=np.int64)
@@ -70,8 +72,14 @@ def test_the_mask_path_is_found_and_never_calibrated_or_quantised(tiny_run, tiny
     score_adds = [n.name for n in graph.graph.node if n.op_type == "Add" and n.name.endswith("attention/self/Add")]
     assert score_adds and set(score_adds) <= set(mask.nodes)
     assert not any("output/dense" in n or "intermediate" in n for n in mask.nodes), "the mask must not spread"
-    out = _static(parent, tmp_path, tiny_recipe["data"], calibrator="percentile", calibration_samples=32,
-                  op_types=["MatMul", "Gather", "Add"])
+    out = _static(
+        parent,
+        tmp_path,
+        tiny_recipe["data"],
+        calibrator="percentile",
+        calibration_samples=32,
+        op_types=["MatMul", "Gather", "Add"],
+    )
     assert set(score_adds) <= set(out.metadata["mask_nodes_in_float"])
     quantised = onnx.load(str(tmp_path / "model.onnx")).graph
     for node in quantised.node:
@@ -80,7 +88,9 @@ def test_the_mask_path_is_found_and_never_calibrated_or_quantised(tiny_run, tiny
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in mask.tensors for n in quantised.node)
     fp32, int8 = TextClassifier(parent.path), TextClassifier(tmp_path)
     texts = ["great film"] * 2 + ["awful boring mess and a waste of time"] * 2  # padding: the mask is live
-    assert (fp32.logits(fp32.tokenizer.encode(texts)).argmax(-1) == int8.logits(int8.tokenizer.encode(texts)).argmax(-1)).all()
+    assert (
+        fp32.logits(fp32.tokenizer.encode(texts)).argmax(-1) == int8.logits(int8.tokenizer.encode(texts)).argmax(-1)
+    ).all()
 
 
 def test_ranges_are_reused_for_equal_settings(tiny_run, tiny_recipe, tmp_path, private_cache):
@@ -88,8 +98,13 @@ def test_ranges_are_reused_for_equal_settings(tiny_run, tiny_recipe, tmp_path, p
     (tmp_path / "a").mkdir()
     first = _static(parent, tmp_path / "a", tiny_recipe["data"], calibration_samples=16)
     (tmp_path / "b").mkdir()
-    second = _static(parent, tmp_path / "b", tiny_recipe["data"], calibration_samples=16,
-                     nodes_to_exclude=calibration.quantisable_nodes(parent.onnx_path, ["MatMul"])[:1])
+    second = _static(
+        parent,
+        tmp_path / "b",
+        tiny_recipe["data"],
+        calibration_samples=16,
+        nodes_to_exclude=calibration.quantisable_nodes(parent.onnx_path, ["MatMul"])[:1],
+    )
     assert first.metadata["calibration"]["reused"] is False and second.metadata["calibration"]["reused"] is True
     assert _ops(tmp_path / "b" / "model.onnx")["QuantizeLinear"] < _ops(tmp_path / "a" / "model.onnx")["QuantizeLinear"]
 
@@ -105,15 +120,30 @@ def test_bad_calibration_input_is_a_one_line_error(tiny_run, tiny_recipe, tmp_pa
         stage.Config(calibrator="kl")
     from edgenlp import recipe
 
-    bad = {**tiny_recipe, "variants": [*tiny_recipe["variants"],
-                                       {"name": "s", "stage": "quantize-static", "parent": "onnx-fp32",
-                                        "config": {"calibrator": "histogram"}}]}
+    bad = {
+        **tiny_recipe,
+        "variants": [
+            *tiny_recipe["variants"],
+            {"name": "s", "stage": "quantize-static", "parent": "onnx-fp32", "config": {"calibrator": "histogram"}},
+        ],
+    }
     with pytest.raises(RecipeError, match=r"calibrator.*'minmax', 'entropy' or 'percentile'"):
         recipe.parse(bad)
     with pytest.raises(RecipeError, match="calibration_samples"):
-        recipe.parse({**bad, "variants": [*tiny_recipe["variants"],
-                                          {"name": "s", "stage": "quantize-static", "parent": "onnx-fp32",
-                                           "config": {"calibration_samples": 2}}]})
+        recipe.parse(
+            {
+                **bad,
+                "variants": [
+                    *tiny_recipe["variants"],
+                    {
+                        "name": "s",
+                        "stage": "quantize-static",
+                        "parent": "onnx-fp32",
+                        "config": {"calibration_samples": 2},
+                    },
+                ],
+            }
+        )
     with pytest.raises(DataError, match="empty"):
         calibration.check_sample_count(0, 16, "nothing")
 
@@ -181,6 +211,12 @@ def test_calibration_hands_onnxruntime_one_batch_per_call(tiny_run, tiny_recipe,
         return Spy
 
     monkeypatch.setattr(calibration, "_calibrator_class", spying)
-    _static(tiny_run.variants["onnx-fp32"], tmp_path, tiny_recipe["data"], calibrator="entropy",
-            calibration_samples=32, calibration_batch_size=8)
+    _static(
+        tiny_run.variants["onnx-fp32"],
+        tmp_path,
+        tiny_recipe["data"],
+        calibrator="entropy",
+        calibration_samples=32,
+        calibration_batch_size=8,
+    )
     assert per_call == [1, 1, 1, 1]

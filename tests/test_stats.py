@@ -35,9 +35,19 @@ def test_encoder_macs_match_a_hand_count(tmp_path):
 
     from edgenlp.model_facts import encoder_macs
 
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "bert", "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 8, "id2label": {"0": "a", "1": "b"}, "pruned_heads": {"0": [1]}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "hidden_size": 4,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 8,
+                "id2label": {"0": "a", "1": "b"},
+                "pruned_heads": {"0": [1]},
+            }
+        )
+    )
     # one head of dim 2 left: qkv 3*L*4*2, scores+context 2*L*L*2, out L*2*4, ffn 2*L*4*8, pooler 16, classifier 8
     L = 3
     assert encoder_macs(tmp_path, L) == 3 * L * 4 * 2 + 2 * L * L * 2 + L * 2 * 4 + 2 * L * 4 * 8 + 16 + 8
@@ -110,9 +120,18 @@ def test_encoder_macs_read_distilbert_field_names(tmp_path):
 
     from edgenlp.model_facts import encoder_macs
 
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "distilbert", "dim": 4, "n_layers": 1, "n_heads": 2, "hidden_dim": 8,
-        "id2label": {"0": "a", "1": "b"}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "distilbert",
+                "dim": 4,
+                "n_layers": 1,
+                "n_heads": 2,
+                "hidden_dim": 8,
+                "id2label": {"0": "a", "1": "b"},
+            }
+        )
+    )
     L = 3
     assert encoder_macs(tmp_path, L) == 3 * L * 4 * 4 + 2 * L * L * 4 + L * 4 * 4 + 2 * L * 4 * 8 + 16 + 8
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 4}))

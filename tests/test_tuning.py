@@ -8,26 +8,42 @@ import sqlite3
 import pytest
 
 from edgenlp import models
-from edgenlp.search import tuning
 from edgenlp.artifact import build
 from edgenlp.data import DataSpec
 from edgenlp.errors import EdgeNLPError, RecipeError
+from edgenlp.search import tuning
 from edgenlp.stages import finetune
 
 
 def _config(tiny_csv, metric="accuracy", **search) -> finetune.Config:
     return finetune.Config(
-        data=DataSpec(source=str(tiny_csv), text_column="review", label_column="sentiment"), metric=metric,
-        max_steps=12, batch_size=16, eval_every=4, learning_rate=1e-3, max_length=32, max_eval_examples=24,
-        search={"trials": 4, "startup_trials": 1, "warmup_evaluations": 1,
-                "space": {"learning_rate": {"low": 1e-6, "high": 3e-3, "log": True},
-                          "batch_size": {"choices": [8, 16]}}, **search})
+        data=DataSpec(source=str(tiny_csv), text_column="review", label_column="sentiment"),
+        metric=metric,
+        max_steps=12,
+        batch_size=16,
+        eval_every=4,
+        learning_rate=1e-3,
+        max_length=32,
+        max_eval_examples=24,
+        search={
+            "trials": 4,
+            "startup_trials": 1,
+            "warmup_evaluations": 1,
+            "space": {"learning_rate": {"low": 1e-6, "high": 3e-3, "log": True}, "batch_size": {"choices": [8, 16]}},
+            **search,
+        },
+    )
 
 
 def _build(tiny_bert, config, out):
     stage = finetune
-    return build(out / "variants" / "pytorch-fp32", models.resolve(str(tiny_bert)), "finetune", config,
-                 run=lambda work: stage.run(models.resolve(str(tiny_bert)), config, work))
+    return build(
+        out / "variants" / "pytorch-fp32",
+        models.resolve(str(tiny_bert)),
+        "finetune",
+        config,
+        run=lambda work: stage.run(models.resolve(str(tiny_bert)), config, work),
+    )
 
 
 def test_search_keeps_the_best_trial_and_logs_every_trial(tiny_bert, tiny_csv, tmp_path):
@@ -36,7 +52,10 @@ def test_search_keeps_the_best_trial_and_logs_every_trial(tiny_bert, tiny_csv, t
     found = artifact.meta["metadata"]["search"]
     log = json.loads((artifact.path / "training_log.json").read_text())["search"]
     assert found["trials"] == 4 == len(log["trial_log"])
-    assert log["trial_log"][0]["defaults"] and log["trial_log"][0]["params"] == {"learning_rate": 1e-3, "batch_size": 16}
+    assert log["trial_log"][0]["defaults"] and log["trial_log"][0]["params"] == {
+        "learning_rate": 1e-3,
+        "batch_size": 16,
+    }
     complete = [t for t in log["trial_log"] if t["state"] == "complete"]
     best = max(complete, key=lambda t: t["value"])
     assert found["best_trial"] == best["number"] and found["best_value"] == best["value"]
@@ -105,15 +124,18 @@ def test_an_interrupted_search_resumes_with_its_finished_trials(tiny_bert, tiny_
     assert sum(t["state"] in ("complete", "pruned") for t in log["trial_log"]) == 3
 
 
-@pytest.mark.parametrize("search, message", [
-    ({"trials": 0}, "budget of 0 trials"),
-    ({"space": {"learning_rate": {"low": 1e-3, "high": 1e-5}}}, "holds no value"),
-    ({"space": {"batch_size": {"choices": []}}}, "no value to try"),
-    ({"space": {"learning_rate": {"low": 0.0, "high": 1e-3, "log": True}}}, "start above 0"),
-    ({"space": {"dropout": {"low": 0.0, "high": 0.3}}}, "not a setting a trial can change"),
-    ({"space": {"batch_size": {"choices": [8, 64]}}}, "not among the choices"),
-    ({"space": {}}, "space is empty"),
-])
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"trials": 0}, "budget of 0 trials"),
+        ({"space": {"learning_rate": {"low": 1e-3, "high": 1e-5}}}, "holds no value"),
+        ({"space": {"batch_size": {"choices": []}}}, "no value to try"),
+        ({"space": {"learning_rate": {"low": 0.0, "high": 1e-3, "log": True}}}, "start above 0"),
+        ({"space": {"dropout": {"low": 0.0, "high": 0.3}}}, "not a setting a trial can change"),
+        ({"space": {"batch_size": {"choices": [8, 64]}}}, "not among the choices"),
+        ({"space": {}}, "space is empty"),
+    ],
+)
 def test_a_search_that_cannot_run_is_refused_in_one_line(tiny_csv, search, message):
     with pytest.raises(ValueError) as err:
         finetune.Config(data=DataSpec(source=str(tiny_csv)), batch_size=16, search=search)
@@ -136,7 +158,11 @@ def test_default_space_is_filled_per_stage(tiny_csv):
 
     spec = DataSpec(source=str(tiny_csv))
     assert set(finetune.Config(data=spec, search={}).search.space) == {
-        "learning_rate", "batch_size", "warmup_ratio", "weight_decay"}
+        "learning_rate",
+        "batch_size",
+        "warmup_ratio",
+        "weight_decay",
+    }
     assert {"temperature", "alpha"} <= set(distill.Config(data=spec, search={}).search.space)
     assert tuning.trial_config(distill.Config(data=spec, search={}), {"alpha": 0.3}).search is None
 
@@ -144,10 +170,11 @@ def test_default_space_is_filled_per_stage(tiny_csv):
 def test_the_report_shows_the_trials_the_verdict_and_the_importances(tiny_run, tiny_csv, tmp_path):
     import copy
 
+    from test_insight import png_size
+
     from edgenlp.artifact import StageOutput
     from edgenlp.report import html, markdown
     from edgenlp.report import tuning as tuning_report
-    from test_insight import png_size
 
     def train_one(cfg, folder, on_eval):  # a scripted training whose score peaks near lr 1e-3
         import math
@@ -158,8 +185,12 @@ def test_the_report_shows_the_trials_the_verdict_and_the_importances(tiny_run, t
         (folder / "training_log.json").write_text("{}")
         return StageOutput("pytorch", "text-classification", "fp32", {"validation_accuracy": score, "steps": 8})
 
-    config = _config(tiny_csv, trials=6, startup_trials=6, space={
-        "learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "warmup_ratio": {"low": 0.0, "high": 0.2}})
+    config = _config(
+        tiny_csv,
+        trials=6,
+        startup_trials=6,
+        space={"learning_rate": {"low": 1e-5, "high": 1e-2, "log": True}, "warmup_ratio": {"low": 0.0, "high": 0.2}},
+    )
     workdir = tmp_path / "variants" / ".pytorch-fp32.partial-1"
     workdir.mkdir(parents=True)
     tuning.search(config, workdir, "parent", True, "accuracy", train_one)
@@ -180,8 +211,20 @@ def test_cli_search_flags_give_one_line_errors(tiny_bert, tiny_csv, tmp_path):
 
     from edgenlp.cli import app
 
-    result = CliRunner().invoke(app, ["finetune", str(tiny_bert), "--data", str(tiny_csv), "--out", str(tmp_path / "o"),
-                                      "--search", "--trials", "0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            str(tiny_bert),
+            "--data",
+            str(tiny_csv),
+            "--out",
+            str(tmp_path / "o"),
+            "--search",
+            "--trials",
+            "0",
+        ],
+    )
     assert result.exit_code == 2 and "budget of 0 trials" in result.output
     assert "\n" not in result.output.strip() and "Traceback" not in result.output
 
@@ -211,16 +254,20 @@ def test_distill_searches_its_temperature_and_weight_through_the_same_study(tiny
     seen = []
 
     def scripted_train(parent, cfg, folder, objective=None, stage="finetune", evaluate_first=False, on_eval=None):
-        assert objective.config is cfg and stage == "distill" and evaluate_first  # each trial distils with its own settings
+        assert (
+            objective.config is cfg and stage == "distill" and evaluate_first
+        )  # each trial distils with its own settings
         seen.append((cfg.temperature, cfg.alpha))
         on_eval(4, {"accuracy": cfg.alpha})
         (folder / "training_log.json").write_text("{}")
         return StageOutput("pytorch", "text-classification", "fp32", {"validation_accuracy": cfg.alpha})
 
     monkeypatch.setattr(finetune, "train", scripted_train)
-    config = distill.Config(data=DataSpec(source=str(tiny_csv), text_column="review", label_column="sentiment"),
-                            teacher=str(tiny_bert), search={"trials": 3, "space": {
-                                "temperature": {"low": 1.0, "high": 8.0}, "alpha": {"low": 0.1, "high": 0.9}}})
+    config = distill.Config(
+        data=DataSpec(source=str(tiny_csv), text_column="review", label_column="sentiment"),
+        teacher=str(tiny_bert),
+        search={"trials": 3, "space": {"temperature": {"low": 1.0, "high": 8.0}, "alpha": {"low": 0.1, "high": 0.9}}},
+    )
     workdir = tmp_path / "variants" / ".recovered.partial-1"
     workdir.mkdir(parents=True)
     out = distill.run(models.resolve(str(tiny_bert)), config, workdir)

@@ -52,7 +52,7 @@ def test_a_model_file_outside_the_bundle_is_never_loaded(copy, tmp_path):
     outside = tmp_path / "outside.onnx"
     shutil.copy(copy / "onnx" / "model_quantized.onnx", outside)
     for name in (str(outside), "../outside.onnx", "onnx/../../outside.onnx"):
-        _rewrite(copy, lambda m: m["model"].update(file=name))
+        _rewrite(copy, lambda m, name=name: m["model"].update(file=name))
         with pytest.raises(BundleError, match="model.file|inside"):
             load(copy)
         with pytest.raises(BundleError):
@@ -119,8 +119,11 @@ def test_a_malformed_manifest_is_one_bundle_error(copy, change):
 
 DAMAGED_FILES = {
     "config.json is a list": ("config.json", "[1, 2, 3]", "not an object"),
-    "id2label keys are not indices": ("config.json", json.dumps({"id2label": {"a": "neg", "b": "pos"}}),
-                                      "not a class index"),
+    "id2label keys are not indices": (
+        "config.json",
+        json.dumps({"id2label": {"a": "neg", "b": "pos"}}),
+        "not a class index",
+    ),
     "tokenizer.json is garbage": ("tokenizer.json", '{"model": "nonsense"}', "not a tokenizer"),
     "special_tokens_map.json is truncated": ("special_tokens_map.json", '{"pad_token": ', "not valid JSON"),
     "the model is not ONNX": ("onnx/model_quantized.onnx", "this is no graph", "could not be opened"),
@@ -136,8 +139,9 @@ def test_damaged_files_with_a_consistent_manifest_are_one_line_everywhere(copy, 
     cli = CliRunner().invoke(app, ["run", str(copy), "fun"])
     assert cli.exit_code == 2 and "internal error" not in cli.output and "Traceback" not in cli.output
     assert message.split()[0] in cli.output
-    alone = subprocess.run([sys.executable, "-m", "edgenlp.runtime", str(copy), "fun"], capture_output=True,
-                           text=True, check=False)
+    alone = subprocess.run(
+        [sys.executable, "-m", "edgenlp.runtime", str(copy), "fun"], capture_output=True, text=True, check=False
+    )
     assert alone.returncode == 2 and alone.stderr.startswith("error: ") and len(alone.stderr.strip().splitlines()) == 1
     served = CliRunner().invoke(app, ["serve", str(copy), "--port", "1"])
     assert served.exit_code == 2 and "internal error" not in served.output
@@ -184,11 +188,13 @@ def test_a_member_that_inflates_past_its_declared_size_stops_at_the_first_byte_o
 
 def _inflating_more(read, declared: int):
     """A member that yields more bytes than its header declares (what a forged local header does)."""
+
     def forged(self, n=-1):
         data = read(self, n)
         if getattr(self, "name", "") == "config.json" and data:
             return data + b" " * (declared + 1)
         return data
+
     return forged
 
 

@@ -40,8 +40,10 @@ def test_an_out_given_as_a_link_is_refused_before_any_work(tiny_run, tmp_path):
     link = tmp_path / "link"
     os.symlink(real, link)
     variant = tiny_run.variants["onnx-int8-dynamic"].path
-    for args in (["bundle", str(variant), "--out", str(link)],
-                 ["prune", str(tiny_run.variants["pytorch-fp32"].path), "--ratio", "0.5", "--out", str(link)]):
+    for args in (
+        ["bundle", str(variant), "--out", str(link)],
+        ["prune", str(tiny_run.variants["pytorch-fp32"].path), "--ratio", "0.5", "--out", str(link)],
+    ):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
         assert "symbolic link" in result.output and "internal error" not in result.output

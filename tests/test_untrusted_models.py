@@ -21,8 +21,9 @@ PLANTED = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 def _pruned(source: Path, out: Path):
     parent = models.resolve(str(source))
     cfg = prune.Config(ratio=0.5)
-    art, _ = build(out, parent, prune.NAME, cfg, run=lambda work: prune.run(parent, cfg, work),
-                   libraries=prune.LIBRARIES)
+    art, _ = build(
+        out, parent, prune.NAME, cfg, run=lambda work: prune.run(parent, cfg, work), libraries=prune.LIBRARIES
+    )
     return art
 
 
@@ -42,16 +43,23 @@ def test_a_pruned_folder_exports_through_edgenlps_classes_never_its_own_modeling
         path.write_text(PLANTED.format(marker=str(marker)) + path.read_text())
     parent = models.resolve(str(planted))
     cfg = export.Config()
-    onnx_art, _ = build(tmp_path / "onnx", parent, export.NAME, cfg, run=lambda work: export.run(parent, cfg, work),
-                        libraries=export.LIBRARIES)
+    onnx_art, _ = build(
+        tmp_path / "onnx",
+        parent,
+        export.NAME,
+        cfg,
+        run=lambda work: export.run(parent, cfg, work),
+        libraries=export.LIBRARIES,
+    )
     assert (onnx_art.path / "model.onnx").is_file()
     assert not marker.exists(), "the folder's own module was imported"
 
 
 def _foreign_model(folder: Path, auto_map: dict, model_type: str = "stranger-net") -> Path:
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "auto_map": auto_map,
-                                                    "architectures": ["StrangerModel"]}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": model_type, "auto_map": auto_map, "architectures": ["StrangerModel"]})
+    )
     (folder / "model.safetensors").write_bytes(b"")
     return folder
 
@@ -101,21 +109,53 @@ def test_a_roberta_classifier_without_a_pad_token_keeps_its_pad_id_and_exports(t
     folder = tmp_path / "roberta"
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_gpt2))  # byte-level BPE without a pad token
     assert tokenizer.pad_token is None
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=70, pad_token_id=1, num_labels=2)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=70,
+        pad_token_id=1,
+        num_labels=2,
+    )
     RobertaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     runner = CliRunner()
     out = tmp_path / "tuned"
-    done = runner.invoke(app, ["finetune", str(folder), "--data", str(tiny_csv), "--text-column", "review",
-                               "--label-column", "sentiment", "--max-steps", "2", "--batch-size", "8",
-                               "--max-length", "32", "--out", str(out)])
+    done = runner.invoke(
+        app,
+        [
+            "finetune",
+            str(folder),
+            "--data",
+            str(tiny_csv),
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--out",
+            str(out),
+        ],
+    )
     assert done.exit_code == 0, done.output
     assert json.loads((out / "config.json").read_text())["pad_token_id"] == 1
     parent = models.resolve(str(out))
     cfg = export.Config()
-    onnx_art, _ = build(tmp_path / "onnx", parent, export.NAME, cfg, run=lambda work: export.run(parent, cfg, work),
-                        libraries=export.LIBRARIES)
+    onnx_art, _ = build(
+        tmp_path / "onnx",
+        parent,
+        export.NAME,
+        cfg,
+        run=lambda work: export.run(parent, cfg, work),
+        libraries=export.LIBRARIES,
+    )
     assert (onnx_art.path / "model.onnx").is_file()
 
 

@@ -38,8 +38,9 @@ def serving(bundle, settings: ServeSettings = ServeSettings()):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(bundle, settings), host="127.0.0.1", port=port,
-                                           log_level="error", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(bundle, settings), host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -95,8 +96,9 @@ def test_a_long_body_is_parsed_and_tokenised_off_the_event_loop(int8_bundle):
         done = {}
 
         def predict():
-            done["status"] = httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": [text] * 1},
-                                        timeout=60).status_code
+            done["status"] = httpx.post(
+                f"http://127.0.0.1:{port}/predict", json={"inputs": [text] * 1}, timeout=60
+            ).status_code
             done["at"] = time.perf_counter()
 
         asker = threading.Thread(target=predict)
@@ -129,8 +131,11 @@ class Slow:
 def _open_stream(port: int, prompt: str) -> socket.socket:
     body = json.dumps({"inputs": prompt, "parameters": {"max_new_tokens": 40}}).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    sock.sendall(
+        b"POST /generate_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     return sock
 
 
@@ -151,14 +156,20 @@ def test_abandoned_generations_stop_and_free_their_slots(gpt2_bundle):
         settled = slow.calls
         time.sleep(0.5)
         assert slow.calls - settled <= 1, "an abandoned generation kept running"
-        reply = httpx.post(f"http://127.0.0.1:{port}/generate", json={"inputs": "the movie",
-                                                                      "parameters": {"max_new_tokens": 3}}, timeout=30)
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/generate",
+            json={"inputs": "the movie", "parameters": {"max_new_tokens": 3}},
+            timeout=30,
+        )
         assert reply.status_code == 200, reply.text
         # a plain /generate whose client leaves stops too
         body = json.dumps({"inputs": "the movie", "parameters": {"max_new_tokens": 40}}).encode()
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.sendall(
+            b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         time.sleep(0.3)
         sock.close()
         time.sleep(0.5)
@@ -178,8 +189,10 @@ def test_settings_at_the_edges_are_documented_errors_or_answers(gpt2_bundle):
     for endpoint in ("/generate", "/generate_stream"):
         refused = client.post(endpoint, json={"inputs": "the movie", "parameters": {"seed": -1}})
         assert refused.status_code == 422 and set(refused.json()) == {"error", "error_type"}
-        tiny = client.post(endpoint, json={"inputs": "the movie", "parameters": {"temperature": 1e-310, "seed": 1,
-                                                                                  "max_new_tokens": 4}})
+        tiny = client.post(
+            endpoint,
+            json={"inputs": "the movie", "parameters": {"temperature": 1e-310, "seed": 1, "max_new_tokens": 4}},
+        )
         assert tiny.status_code == 200 and tiny.content
         greedy = client.post(endpoint, json={"inputs": "the movie", "parameters": {"max_new_tokens": 4}})
         assert tiny.content == greedy.content  # a vanishing temperature samples the likeliest token
@@ -219,9 +232,11 @@ def test_the_api_holds_against_its_own_schema(which, int8_bundle, gpt2_bundle):
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     with TestClient(app):  # the lifespan starts the batcher
         for operation in schema.get_all_operations():
+
             @given(case=operation.ok().as_strategy())
-            @settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+            )
             def check(case):
                 case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
@@ -231,8 +246,12 @@ def test_the_api_holds_against_its_own_schema(which, int8_bundle, gpt2_bundle):
 def test_a_raw_path_out_of_the_bundle_is_not_served_whatever_the_flag(int8_bundle, tmp_path):
     """The path as sent on the wire, not as an HTTP client would normalise it first."""
     with serving(load(int8_bundle, verify_hashes=False)) as port:
-        for path in ("/models/bundle/../../../../../etc/passwd", "/models/bundle/onnx/../../../../etc/passwd",
-                     "/models/bundle/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/models/bundle//etc/passwd"):
+        for path in (
+            "/models/bundle/../../../../../etc/passwd",
+            "/models/bundle/onnx/../../../../etc/passwd",
+            "/models/bundle/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+            "/models/bundle//etc/passwd",
+        ):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 answer = b""

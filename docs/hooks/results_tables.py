@@ -78,8 +78,10 @@ def _provenance(doc: dict, name: str) -> str:
     env = doc.get("environment") or {}
     cpu = env.get("cpu") or {}
     cpu_text = f"{cpu.get('model', '?')}, {cpu.get('isa', '?')}, {cpu.get('logical_cores', '?')} cores"
-    return (f"*From `benchmarks/results/{name}` (`{doc.get('command', '?')}`, {doc.get('date', '?')}, commit "
-            f"{str(doc.get('commit', '?'))[:7]}; {cpu_text}).*")
+    return (
+        f"*From `benchmarks/results/{name}` (`{doc.get('command', '?')}`, {doc.get('date', '?')}, commit "
+        f"{str(doc.get('commit', '?'))[:7]}; {cpu_text}).*"
+    )
 
 
 def render(spec_text: str, where: str = "page") -> str:
@@ -115,8 +117,7 @@ def render(spec_text: str, where: str = "page") -> str:
     else:
         head = [label] + [col["head"] for col in columns]
         body = [[f"`{n}`"] + grid[r] for r, n in enumerate(names)]
-    lines = [_provenance(doc, name), "", "| " + " | ".join(head) + " |",
-             "|" + "---|" + "---:|" * (len(head) - 1)]
+    lines = [_provenance(doc, name), "", "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
 

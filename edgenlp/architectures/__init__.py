@@ -19,9 +19,9 @@ class Family:
     """What the pruner needs to know about one architecture family."""
 
     name: str
-    model_types: tuple[str, ...]        # config.model_type values it prunes (the pruned one included)
+    model_types: tuple[str, ...]  # config.model_type values it prunes (the pruned one included)
     pruned_model_type: str
-    module: str                         # the self-contained modeling file
+    module: str  # the self-contained modeling file
 
 
 FAMILIES = {
@@ -41,17 +41,26 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
-                              AutoModelForSequenceClassification)
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from . import pruned_bert, pruned_gpt2
 
     for config_class, auto_models in (
-        (pruned_bert.PrunedBertConfig, {AutoModel: pruned_bert.PrunedBertModel,
-                                        AutoModelForSequenceClassification: pruned_bert.PrunedBertForSequenceClassification}),
-        (pruned_gpt2.PrunedGPT2Config, {AutoModel: pruned_gpt2.PrunedGPT2Model,
-                                        AutoModelForCausalLM: pruned_gpt2.PrunedGPT2LMHeadModel,
-                                        AutoModelForSequenceClassification: pruned_gpt2.PrunedGPT2ForSequenceClassification}),
+        (
+            pruned_bert.PrunedBertConfig,
+            {
+                AutoModel: pruned_bert.PrunedBertModel,
+                AutoModelForSequenceClassification: pruned_bert.PrunedBertForSequenceClassification,
+            },
+        ),
+        (
+            pruned_gpt2.PrunedGPT2Config,
+            {
+                AutoModel: pruned_gpt2.PrunedGPT2Model,
+                AutoModelForCausalLM: pruned_gpt2.PrunedGPT2LMHeadModel,
+                AutoModelForSequenceClassification: pruned_gpt2.PrunedGPT2ForSequenceClassification,
+            },
+        ),
     ):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         config_class.register_for_auto_class()  # save_pretrained then writes auto_map and the modeling file
@@ -77,8 +86,13 @@ def _register_onnx_configs() -> None:
         def generate(self, input_name, framework="pt", int_dtype="int64", float_dtype="fp32"):
             config = self.normalized_config.config
             shapes = [(self.batch_size, heads, self.sequence_length, config.head_dim) for heads in config.layer_heads]
-            return [(self.random_float_tensor(s, framework=framework, dtype=float_dtype),
-                     self.random_float_tensor(s, framework=framework, dtype=float_dtype)) for s in shapes]
+            return [
+                (
+                    self.random_float_tensor(s, framework=framework, dtype=float_dtype),
+                    self.random_float_tensor(s, framework=framework, dtype=float_dtype),
+                )
+                for s in shapes
+            ]
 
         def __init__(self, task, normalized_config, **kwargs):
             super().__init__(task, normalized_config, **kwargs)
@@ -88,8 +102,14 @@ def _register_onnx_configs() -> None:
     class PrunedBertOnnxConfig(BertOnnxConfig):
         pass
 
-    @register("edgenlp-pruned-gpt2", "feature-extraction", "feature-extraction-with-past", "text-generation",
-              "text-generation-with-past", "text-classification")
+    @register(
+        "edgenlp-pruned-gpt2",
+        "feature-extraction",
+        "feature-extraction-with-past",
+        "text-generation",
+        "text-generation-with-past",
+        "text-classification",
+    )
     class PrunedGPT2OnnxConfig(GPT2OnnxConfig):
         DUMMY_INPUT_GENERATOR_CLASSES = (DummyTextInputGenerator, PerLayerPastGenerator)
         DUMMY_PKV_GENERATOR_CLASS = PerLayerPastGenerator

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from .. import executors, progress, tasks
 from ..artifact import ENGINE_LIBRARIES, TRACKED_LIBRARIES, library_versions, loaded_model_files
 from ..errors import BenchError
@@ -29,7 +28,6 @@ from ..hardware import cpu_info
 from ..model_facts import model_size_bytes, parameter_count
 from .profiles import BenchSettings, Profile
 from .profiles import load as load_profile
-
 from .results import SCHEMA as RESULTS_SCHEMA  # noqa: E402
 from .results import check as check_results  # noqa: E402
 
@@ -57,17 +55,32 @@ class _WorkerProcess:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
         # this interpreter running edgenlp's own worker module with fixed arguments, no shell
         self.proc = subprocess.Popen(  # nosec B603
-            [sys.executable, "-m", "edgenlp.bench.worker", task, str(candidate.path), candidate.runner,
-             str(threads), str(payload_file)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "edgenlp.bench.worker",
+                task,
+                str(candidate.path),
+                candidate.runner,
+                str(threads),
+                str(payload_file),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+        )
         self._read()  # waits for "ready"
+
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait(timeout=10)
             tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise BenchError(f"{self.candidate.name}: the measuring process died ({tail[0][:200]}); "
-                             f"full log in {self.log_path}")
+            raise BenchError(
+                f"{self.candidate.name}: the measuring process died ({tail[0][:200]}); full log in {self.log_path}"
+            )
         reply = json.loads(line)
         if "error" in reply:
             raise BenchError(f"{self.candidate.name} cannot be measured: {reply['error'][:300]}")
@@ -90,9 +103,13 @@ class _WorkerProcess:
 
 
 def environment() -> dict:
-    return {"cpu": cpu_info().summary(), "python": platform.python_version(), "platform": platform.platform(),
-            "versions": library_versions(TRACKED_LIBRARIES + ENGINE_LIBRARIES),
-            "threads_note": "intra-op threads per profile, inter-op 1, sequential execution"}
+    return {
+        "cpu": cpu_info().summary(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": library_versions(TRACKED_LIBRARIES + ENGINE_LIBRARIES),
+        "threads_note": "intra-op threads per profile, inter-op 1, sequential execution",
+    }
 
 
 def check_lengths(candidates: list[Candidate], profiles: list[Profile], task: str = "text-classification") -> None:
@@ -100,8 +117,9 @@ def check_lengths(candidates: list[Candidate], profiles: list[Profile], task: st
     tasks.get(task).check_profiles(candidates, profiles)
 
 
-def preflight(candidates: list[Candidate], settings: BenchSettings,
-              task: str = "text-classification") -> tuple[str, list[Profile]]:
+def preflight(
+    candidates: list[Candidate], settings: BenchSettings, task: str = "text-classification"
+) -> tuple[str, list[Profile]]:
     """Everything that can be refused before a process starts: names, reference, profiles, lengths."""
     if not candidates:
         raise BenchError("nothing to measure: give at least one model")
@@ -118,8 +136,13 @@ def preflight(candidates: list[Candidate], settings: BenchSettings,
     return reference, profiles
 
 
-def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work_dir: Path,
-            measure_on: dict[str, str] | None = None) -> dict:
+def measure(
+    candidates: list[Candidate],
+    eval_set,
+    settings: BenchSettings,
+    work_dir: Path,
+    measure_on: dict[str, str] | None = None,
+) -> dict:
     """Measure every candidate under every profile; returns an `edgenlp.results/3` document.
 
     The eval set says its task, and the task says what to evaluate and which workloads to time.
@@ -136,16 +159,19 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
     reference, profiles = preflight(candidates, settings, task.NAME)
     unknown = sorted(set(measure_on or {}) - {p.name for p in profiles})
     if unknown:
-        raise BenchError(f"executor.measure_on names profile '{unknown[0]}', which is not measured "
-                         f"({', '.join(p.name for p in profiles)}): fix the name")
+        raise BenchError(
+            f"executor.measure_on names profile '{unknown[0]}', which is not measured "
+            f"({', '.join(p.name for p in profiles)}): fix the name"
+        )
     payload = task.payload(eval_set, settings)
     work_dir.mkdir(parents=True, exist_ok=True)
     shipped = {c.name: executors.Shipped.of(c.path) for c in candidates}
     log_dir = work_dir / "logs"
 
     raw: dict[str, dict] = {c.name: {"profiles": {p.name: {} for p in profiles}} for c in candidates}
-    for name, reply in evaluate(candidates, task.NAME, payload, reference, profiles[0].threads, log_dir,
-                                shipped).items():
+    for name, reply in evaluate(
+        candidates, task.NAME, payload, reference, profiles[0].threads, log_dir, shipped
+    ).items():
         raw[name]["eval"] = reply
 
     groups: dict[str | None, list[Profile]] = {}
@@ -154,11 +180,24 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
 
     def time_group(item) -> dict:
         kind, group = item
-        needs = executors.Needs(cpus=max(p.threads for p in group), measure=True, kind=kind,
-                                what=f"timing {', '.join(p.name for p in group)}")
-        return executor.call(_time_rounds, task.NAME, [_portable(c) for c in candidates],
-                             [shipped[c.name] for c in candidates], group, settings, payload, reference, log_dir,
-                             needs=needs)
+        needs = executors.Needs(
+            cpus=max(p.threads for p in group),
+            measure=True,
+            kind=kind,
+            what=f"timing {', '.join(p.name for p in group)}",
+        )
+        return executor.call(
+            _time_rounds,
+            task.NAME,
+            [_portable(c) for c in candidates],
+            [shipped[c.name] for c in candidates],
+            group,
+            settings,
+            payload,
+            reference,
+            log_dir,
+            needs=needs,
+        )
 
     visiting_orders: list[list[str]] = [[] for _ in range(settings.rounds)]
     measured_on = {}
@@ -179,8 +218,15 @@ def measure(candidates: list[Candidate], eval_set, settings: BenchSettings, work
     return check_results(results, "the measured results")
 
 
-def evaluate(candidates: list[Candidate], task_name: str, payload: dict, reference: str, threads: int, log_dir: Path,
-             shipped: dict | None = None) -> dict[str, dict]:
+def evaluate(
+    candidates: list[Candidate],
+    task_name: str,
+    payload: dict,
+    reference: str,
+    threads: int,
+    log_dir: Path,
+    shipped: dict | None = None,
+) -> dict[str, dict]:
     """The quality evaluation of every candidate, each in its own process, as many at once as the
     run's executor runs (anywhere: quality does not depend on the node). Returns each one's reply."""
     executor = executors.current()
@@ -188,10 +234,21 @@ def evaluate(candidates: list[Candidate], task_name: str, payload: dict, referen
     ref = next(c for c in candidates if c.name == reference)
     memory = executor.settings.eval_memory_gb
     with progress.task("quality", len(candidates)) as advance:
+
         def one(c: Candidate) -> dict:
             needs = executors.Needs(cpus=threads, memory_gb=memory, what=f"evaluating {c.name}")
-            reply = executor.call(_evaluate, task_name, _portable(c), shipped[c.name], _portable(ref),
-                                  shipped[reference], threads, payload, log_dir, needs=needs)
+            reply = executor.call(
+                _evaluate,
+                task_name,
+                _portable(c),
+                shipped[c.name],
+                _portable(ref),
+                shipped[reference],
+                threads,
+                payload,
+                log_dir,
+                needs=needs,
+            )
             advance(1)
             return reply
 
@@ -220,8 +277,16 @@ def _logs_here(log_dir: Path) -> Path:
     return log_dir if log_dir.parent.is_dir() else Path(tempfile.mkdtemp(prefix="edgenlp-logs-"))
 
 
-def _evaluate(task_name: str, candidate: Candidate, path: Path, ref: Candidate, ref_path: Path, threads: int,
-              payload: dict, log_dir: Path) -> dict:
+def _evaluate(
+    task_name: str,
+    candidate: Candidate,
+    path: Path,
+    ref: Candidate,
+    ref_path: Path,
+    threads: int,
+    payload: dict,
+    log_dir: Path,
+) -> dict:
     """The quality evaluation of one candidate in its own process (on whichever node runs this)."""
     task = tasks.get(task_name)
     here, ref_here = Candidate(candidate.name, path, candidate.runner), Candidate(ref.name, ref_path, ref.runner)
@@ -236,8 +301,16 @@ def _evaluate(task_name: str, candidate: Candidate, path: Path, ref: Candidate, 
         payload_file.unlink(missing_ok=True)
 
 
-def _time_rounds(task_name: str, candidates: list[Candidate], paths: list[Path], profiles: list[Profile],
-                 settings: BenchSettings, payload: dict, reference: str, log_dir: Path) -> dict:
+def _time_rounds(
+    task_name: str,
+    candidates: list[Candidate],
+    paths: list[Path],
+    profiles: list[Profile],
+    settings: BenchSettings,
+    payload: dict,
+    reference: str,
+    log_dir: Path,
+) -> dict:
     """Every candidate under every profile of one group, interleaved in seeded random rounds, on this node."""
     task = tasks.get(task_name)
     here = [Candidate(c.name, path, c.runner) for c, path in zip(candidates, paths)]
@@ -274,9 +347,13 @@ def _time_rounds(task_name: str, candidates: list[Candidate], paths: list[Path],
 
 
 def _process_memory(process: dict) -> dict:
-    return {"peak_rss_bytes": process["peak_rss_bytes"], "load_peak_rss_bytes": process.get("load_peak_rss_bytes"),
-            "rss_after_load_bytes": process.get("rss_after_load_bytes"),
-            "steady_rss_bytes": process.get("steady_rss_bytes"), "load_seconds": process["load_seconds"]}
+    return {
+        "peak_rss_bytes": process["peak_rss_bytes"],
+        "load_peak_rss_bytes": process.get("load_peak_rss_bytes"),
+        "rss_after_load_bytes": process.get("rss_after_load_bytes"),
+        "steady_rss_bytes": process.get("steady_rss_bytes"),
+        "load_seconds": process["load_seconds"],
+    }
 
 
 def _assemble(task, candidates, profiles, raw, payload, reference, settings) -> dict:
@@ -284,23 +361,36 @@ def _assemble(task, candidates, profiles, raw, payload, reference, settings) -> 
     variants = []
     primary = profiles[0].name
     for c in candidates:
-        v = {"name": c.name, "path": str(c.path), "runner": c.runner, **c.info,
-             "size_bytes": model_size_bytes(c.path), "size_files": [str(f.name) for f in loaded_model_files(c.path)],
-             "params": parameter_count(c.path)}
+        v = {
+            "name": c.name,
+            "path": str(c.path),
+            "runner": c.runner,
+            **c.info,
+            "size_bytes": model_size_bytes(c.path),
+            "size_files": [str(f.name) for f in loaded_model_files(c.path)],
+            "params": parameter_count(c.path),
+        }
         v.update(task.summarise(c, raw[c.name], raw[reference], payload, profiles, settings))
         for p in profiles:
             memory = _process_memory(raw[c.name]["profiles"][p.name]["process"])
-            v["profiles"][p.name].update({
-                **memory, "memory_budget_mb": p.memory_budget_mb,
-                "fits_memory_budget": (None if p.memory_budget_mb is None
-                                       else memory["peak_rss_bytes"] <= p.memory_budget_mb * 2**20)})
+            v["profiles"][p.name].update(
+                {
+                    **memory,
+                    "memory_budget_mb": p.memory_budget_mb,
+                    "fits_memory_budget": (
+                        None if p.memory_budget_mb is None else memory["peak_rss_bytes"] <= p.memory_budget_mb * 2**20
+                    ),
+                }
+            )
         v["peak_rss_bytes"] = v["profiles"][primary]["peak_rss_bytes"]
         variants.append(v)
     ref = next(v for v in variants if v["name"] == reference)
     for v in variants:
-        v["ratios"] = {**task.ratios(v, ref, settings),
-                       "size": v["size_bytes"] / ref["size_bytes"] if ref["size_bytes"] else None,
-                       "peak_rss": v["peak_rss_bytes"] / ref["peak_rss_bytes"] if ref["peak_rss_bytes"] else None}
+        v["ratios"] = {
+            **task.ratios(v, ref, settings),
+            "size": v["size_bytes"] / ref["size_bytes"] if ref["size_bytes"] else None,
+            "peak_rss": v["peak_rss_bytes"] / ref["peak_rss_bytes"] if ref["peak_rss_bytes"] else None,
+        }
     return {
         "schema": RESULTS_SCHEMA,
         "task": task.NAME,

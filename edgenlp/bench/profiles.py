@@ -30,10 +30,15 @@ class Profile(BaseModel):
 
 
 BUILTIN = {
-    "edge-1t": Profile(name="edge-1t", threads=1, memory_budget_mb=256,
-                       description="one core of a small edge CPU; the primary, least noisy profile"),
-    "laptop-2t": Profile(name="laptop-2t", threads=2, memory_budget_mb=1024,
-                         description="two cores of a laptop-class CPU"),
+    "edge-1t": Profile(
+        name="edge-1t",
+        threads=1,
+        memory_budget_mb=256,
+        description="one core of a small edge CPU; the primary, least noisy profile",
+    ),
+    "laptop-2t": Profile(
+        name="laptop-2t", threads=2, memory_budget_mb=1024, description="two cores of a laptop-class CPU"
+    ),
 }
 
 
@@ -46,8 +51,9 @@ def load(spec: str | dict | Profile) -> Profile:
             return BUILTIN[spec]
         path = Path(spec)
         if not path.exists():
-            raise BenchError(f"profile '{spec}' is neither built in ({', '.join(BUILTIN)}) nor a YAML file: "
-                             "fix the name or the path")
+            raise BenchError(
+                f"profile '{spec}' is neither built in ({', '.join(BUILTIN)}) nor a YAML file: fix the name or the path"
+            )
         if not path.is_file():
             raise BenchError(f"profile {path} is a folder: pass a YAML file or a built-in name ({', '.join(BUILTIN)})")
         try:
@@ -55,8 +61,10 @@ def load(spec: str | dict | Profile) -> Profile:
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise BenchError(f"profile file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
         if not isinstance(spec, dict):
-            raise BenchError(f"profile file {path} holds a YAML {type(spec).__name__}, not a mapping: write keys "
-                             "such as threads, seq_lengths and memory_budget_mb")
+            raise BenchError(
+                f"profile file {path} holds a YAML {type(spec).__name__}, not a mapping: write keys "
+                "such as threads, seq_lengths and memory_budget_mb"
+            )
         spec.setdefault("name", path.stem)
     try:
         return Profile(**spec)

@@ -54,14 +54,20 @@ class Results(BaseModel):
 def check(document: dict, origin: str = "results") -> dict:
     """The document with its task filled in (older versions are classification), or a one-line error."""
     if not isinstance(document, dict) or document.get("schema") not in READABLE:
-        what = f"schema {document.get('schema')!r}" if isinstance(document, dict) else f"a JSON {type(document).__name__}"
-        raise EdgeNLPError(f"{origin} is {what}, not edgenlp results ({', '.join(READABLE)}): "
-                           "pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
+        what = (
+            f"schema {document.get('schema')!r}" if isinstance(document, dict) else f"a JSON {type(document).__name__}"
+        )
+        raise EdgeNLPError(
+            f"{origin} is {what}, not edgenlp results ({', '.join(READABLE)}): "
+            "pass a run folder written by `edgenlp optimize` or `edgenlp bench`"
+        )
     try:
         Results(schema_=document["schema"], **{k: v for k, v in document.items() if k != "schema"})
     except ValidationError as exc:
-        raise EdgeNLPError(f"{origin} does not hold what {document['schema']} promises "
-                           f"({validation_detail(exc, name=dotted_path)}): rerun the benchmark") from exc
+        raise EdgeNLPError(
+            f"{origin} does not hold what {document['schema']} promises "
+            f"({validation_detail(exc, name=dotted_path)}): rerun the benchmark"
+        ) from exc
     document.setdefault("task", "text-classification")
     return document
 
@@ -92,7 +98,7 @@ def variant_folder(run_dir: Path, recorded: str | Path) -> Path:
         return inside
     parts = recorded.parts
     if "variants" in parts:
-        moved = run_dir.joinpath(*parts[parts.index("variants"):])
+        moved = run_dir.joinpath(*parts[parts.index("variants") :])
         if moved.exists():
             return moved
     return inside
@@ -149,8 +155,10 @@ def metric(results: dict, variant: dict, name: str, profile: str | None = None) 
         if shape not in variant["latency_ms"][profile]:
             raise BenchError(f"{name}: length {length} was not measured under profile {profile}")
         return variant["latency_ms"][profile][shape][f"p{pct}"]
-    raise BenchError(f"unknown metric '{name}' for {task.NAME}: use one of {', '.join(known_metrics(task))}"
-                     + (", p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms" if "p50_ms" == task.SPEED[0] else ""))
+    raise BenchError(
+        f"unknown metric '{name}' for {task.NAME}: use one of {', '.join(known_metrics(task))}"
+        + (", p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms" if "p50_ms" == task.SPEED[0] else "")
+    )
 
 
 def engine_of(variant: dict) -> str:

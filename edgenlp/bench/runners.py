@@ -104,6 +104,7 @@ def open_runner(path: Path, runner: str, threads: int) -> Runner:
 
 # -- decoders: `step(ids, past) -> (logits, past)` plus the text codec the harness needs ----------
 
+
 class CausalRunner(Protocol):
     context: int
     eos_id: int | None
@@ -147,8 +148,12 @@ class PytorchCausalLM(_text_generator()):
     def step(self, ids: np.ndarray, past, last_only: bool = False):
         # `logits_to_keep=1` is what transformers' own generate() asks for: the LM head on the last position
         with self.torch.inference_mode():
-            out = self.model(input_ids=self.torch.from_numpy(ids), past_key_values=past, use_cache=True,
-                             logits_to_keep=1 if last_only else 0)
+            out = self.model(
+                input_ids=self.torch.from_numpy(ids),
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1 if last_only else 0,
+            )
         return out.logits.float().numpy(), out.past_key_values
 
     def encode(self, text: str) -> list[int]:

@@ -20,12 +20,27 @@ import re
 from dataclasses import dataclass
 
 from ..errors import BenchError
-from .results import (LATENCY_METRIC, MB, MIB, PLAIN_METRICS, engine_of, known_metrics, metric,  # noqa: F401
-                      primary_profile, task_of)
+from .results import (
+    LATENCY_METRIC,
+    MB,
+    engine_of,
+    known_metrics,
+    metric,  # noqa: F401
+    primary_profile,
+    task_of,
+)
 
-OPERATORS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__,
-             "==": float.__eq__, "!=": float.__ne__}
+OPERATORS = {
+    "<": float.__lt__,
+    "<=": float.__le__,
+    ">": float.__gt__,
+    ">=": float.__ge__,
+    "==": float.__eq__,
+    "!=": float.__ne__,
+}
 _TERM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:@([\w.\-]+))?\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
 @dataclass(frozen=True)
 class Term:
     metric: str
@@ -50,11 +65,15 @@ def parse_gates(expression: str, task: str | None = None) -> list[list[Term]]:
             latency = LATENCY_METRIC.match(name)
             names = _all_gate_metrics() if task is None else known_metrics(task_of({"task": task}))
             if name not in names and not latency:
-                raise BenchError(f"unknown metric '{name}' in --fail-if: use one of {', '.join(names)}, "
-                                 "p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms")
+                raise BenchError(
+                    f"unknown metric '{name}' in --fail-if: use one of {', '.join(names)}, "
+                    "p50_ms, p90_ms, p99_ms, p90_ms_len128, e2e_p50_ms"
+                )
             if latency and latency.group(1) and latency.group(3):
-                raise BenchError(f"'{name}' in --fail-if: end-to-end latency is measured at real lengths only: "
-                                 f"use e2e_p{latency.group(2)}_ms")
+                raise BenchError(
+                    f"'{name}' in --fail-if: end-to-end latency is measured at real lengths only: "
+                    f"use e2e_p{latency.group(2)}_ms"
+                )
             terms.append(Term(name, profile, op, float(number)))
         groups.append(terms)
     if not groups or not groups[0]:
@@ -75,13 +94,17 @@ def check_gates(expression: str, profiles: list, task: str | None = None) -> Non
         for t in terms:
             profile = by_name.get(t.profile) if t.profile else profiles[0]
             if profile is None:
-                raise BenchError(f"--fail-if term '{t}' names profile '{t.profile}', which is not measured "
-                                 f"(profiles: {', '.join(by_name)}): fix the term or add the profile")
+                raise BenchError(
+                    f"--fail-if term '{t}' names profile '{t.profile}', which is not measured "
+                    f"(profiles: {', '.join(by_name)}): fix the term or add the profile"
+                )
             latency = LATENCY_METRIC.match(t.metric)
             if latency and latency.group(3) and int(latency.group(3)) not in profile.seq_lengths:
-                raise BenchError(f"--fail-if term '{t}' needs length {latency.group(3)}, which profile "
-                                 f"'{profile.name}' does not measure (lengths: {profile.seq_lengths}): "
-                                 "fix the term or the profile's seq_lengths")
+                raise BenchError(
+                    f"--fail-if term '{t}' needs length {latency.group(3)}, which profile "
+                    f"'{profile.name}' does not measure (lengths: {profile.seq_lengths}): "
+                    "fix the term or the profile's seq_lengths"
+                )
 
 
 def evaluate_gates(results: dict, expression: str, variant_name: str | None = None) -> dict:
@@ -90,8 +113,13 @@ def evaluate_gates(results: dict, expression: str, variant_name: str | None = No
     name = variant_name or selection.get("selected")
     if name is None and selection:
         limits = ", ".join(f"{k} {v}" for k, v in (selection.get("constraints") or {}).items() if v is not None)
-        return {"expression": expression, "variant": None, "failed": True, "terms": [],
-                "reason": f"no variant meets the selection limits ({limits or 'none'}): nothing fit to ship"}
+        return {
+            "expression": expression,
+            "variant": None,
+            "failed": True,
+            "terms": [],
+            "reason": f"no variant meets the selection limits ({limits or 'none'}): nothing fit to ship",
+        }
     name = name or results["reference"]
     variant = next((v for v in results["variants"] if v["name"] == name), None)
     if variant is None:
@@ -120,8 +148,14 @@ def pareto_front(results: dict, profile: str | None = None) -> list[str]:
     """Variants no other beats on quality, speed and size at once (the task names quality and speed)."""
     task = task_of(results)
     sign = 1.0 if task.QUALITY.higher_is_better else -1.0
-    points = {v["name"]: (sign * metric(results, v, task.QUALITY.metric, profile),
-                          metric(results, v, task.SPEED[0], profile), v["size_bytes"]) for v in results["variants"]}
+    points = {
+        v["name"]: (
+            sign * metric(results, v, task.QUALITY.metric, profile),
+            metric(results, v, task.SPEED[0], profile),
+            v["size_bytes"],
+        )
+        for v in results["variants"]
+    }
 
     def dominates(a, b):
         return a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2] and a != b
@@ -129,8 +163,12 @@ def pareto_front(results: dict, profile: str | None = None) -> list[str]:
     return [n for n, p in points.items() if not any(dominates(q, p) for m, q in points.items() if m != n)]
 
 
-def by_target(results: dict, max_accuracy_drop: float | None = None, max_latency_ms: float | None = None,
-              max_size_mb: float | None = None) -> list[dict]:
+def by_target(
+    results: dict,
+    max_accuracy_drop: float | None = None,
+    max_latency_ms: float | None = None,
+    max_size_mb: float | None = None,
+) -> list[dict]:
     """For every profile and every speed the task measures in it (each input length, say): the variant
     to ship, its engine, and each engine's own best within the same limits, so the choice of engine is
     explained by the figures it was made on. The fastest engine may differ between targets."""
@@ -138,16 +176,22 @@ def by_target(results: dict, max_accuracy_drop: float | None = None, max_latency
     targets = getattr(task, "speed_targets", None)
     out = []
     for prof in results["profiles"]:
-        for label, speed in (targets(prof) if targets else [("default", task.SPEED[0])]):
+        for label, speed in targets(prof) if targets else [("default", task.SPEED[0])]:
             chosen = select(results, max_accuracy_drop, max_latency_ms, max_size_mb, prof["name"], speed=speed)
             fastest: dict[str, dict] = {}
             for name in chosen["feasible"]:
                 v = next(x for x in results["variants"] if x["name"] == name)
                 fastest.setdefault(engine_of(v), {"variant": name, "value": metric(results, v, speed, prof["name"])})
             picked = next((x for x in results["variants"] if x["name"] == chosen["selected"]), None)
-            row = {"profile": prof["name"], "target": label, "metric": speed, "selected": chosen["selected"],
-                   "engine": engine_of(picked) if picked else None,
-                   "value": metric(results, picked, speed, prof["name"]) if picked else None, "by_engine": fastest}
+            row = {
+                "profile": prof["name"],
+                "target": label,
+                "metric": speed,
+                "selected": chosen["selected"],
+                "engine": engine_of(picked) if picked else None,
+                "value": metric(results, picked, speed, prof["name"]) if picked else None,
+                "by_engine": fastest,
+            }
             row["why"] = _why(row, task)
             out.append(row)
     return out
@@ -157,12 +201,20 @@ def _why(row: dict, task) -> str:
     if not row["selected"]:
         return "no variant meets the limits"
     others = [f"{e}'s best {b['variant']} {b['value']:.3g}" for e, b in row["by_engine"].items() if e != row["engine"]]
-    return (f"{row['selected']} ({row['engine']}) has the lowest {row['metric']}, {row['value']:.3g}, within the limits"
-            + (f"; against {', '.join(others)}" if others else "; no other engine has a variant within the limits"))
+    return (
+        f"{row['selected']} ({row['engine']}) has the lowest {row['metric']}, {row['value']:.3g}, within the limits"
+        + (f"; against {', '.join(others)}" if others else "; no other engine has a variant within the limits")
+    )
 
 
-def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms: float | None = None,
-           max_size_mb: float | None = None, profile: str | None = None, speed: str | None = None) -> dict:
+def select(
+    results: dict,
+    max_accuracy_drop: float | None = None,
+    max_latency_ms: float | None = None,
+    max_size_mb: float | None = None,
+    profile: str | None = None,
+    speed: str | None = None,
+) -> dict:
     """The fastest variant within the limits (ties: the smaller); None if nothing qualifies.
 
     `max_accuracy_drop` limits the task's quality loss: accuracy points for a classifier, the
@@ -173,8 +225,11 @@ def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms
     drop, speed = task.QUALITY.drop_metric, speed or task.SPEED[0]
     feasible, rejected = [], {}
     searched = results.get("search")
-    tuning_drops = ({t["variant"]: t["tuning_drop"] for t in searched["trials"] if t.get("status") == "shortlisted"}
-                    if searched else None)
+    tuning_drops = (
+        {t["variant"]: t["tuning_drop"] for t in searched["trials"] if t.get("status") == "shortlisted"}
+        if searched
+        else None
+    )
     for v in results["variants"]:
         why = []
         if tuning_drops is not None:
@@ -185,8 +240,10 @@ def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms
             if tuning_drops[v["name"]] > (max_accuracy_drop if max_accuracy_drop is not None else float("inf")):
                 why.append(f"tuning drop {tuning_drops[v['name']]:.2f} {task.QUALITY.drop_unit} > {max_accuracy_drop}")
         elif max_accuracy_drop is not None and metric(results, v, drop, profile) > max_accuracy_drop:
-            why.append(f"{drop.replace('_', ' ')} {metric(results, v, drop, profile):.2f} {task.QUALITY.drop_unit} "
-                       f"> {max_accuracy_drop}")
+            why.append(
+                f"{drop.replace('_', ' ')} {metric(results, v, drop, profile):.2f} {task.QUALITY.drop_unit} "
+                f"> {max_accuracy_drop}"
+            )
         if max_latency_ms is not None and metric(results, v, speed, profile) > max_latency_ms:
             why.append(f"{speed} {metric(results, v, speed, profile):.2f} > {max_latency_ms}")
         if max_size_mb is not None and v["size_bytes"] / MB > max_size_mb:
@@ -199,10 +256,16 @@ def select(results: dict, max_accuracy_drop: float | None = None, max_latency_ms
     return {
         "profile": profile,
         "objective": f"{task.SPEED[1] if speed == task.SPEED[0] else 'lowest ' + speed}, then smallest size",
-        "quality_judged_on": ("the tuning split (accuracy-budget search); test-split figures are reported, not used"
-                              if tuning_drops is not None else "the evaluation (test) split"),
-        "constraints": {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms,
-                        "max_size_mb": max_size_mb},
+        "quality_judged_on": (
+            "the tuning split (accuracy-budget search); test-split figures are reported, not used"
+            if tuning_drops is not None
+            else "the evaluation (test) split"
+        ),
+        "constraints": {
+            "max_accuracy_drop": max_accuracy_drop,
+            "max_latency_ms": max_latency_ms,
+            "max_size_mb": max_size_mb,
+        },
         "pareto_front": pareto_front(results, profile),
         "feasible": [v["name"] for v in feasible],
         "rejected": rejected,

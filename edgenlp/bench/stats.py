@@ -18,8 +18,7 @@ def _as_rounds(samples_ms) -> list[np.ndarray]:
     return [np.asarray(samples_ms, dtype=np.float64)] if len(samples_ms) else []
 
 
-def _boot_percentiles(rounds: list[np.ndarray], qs: list[float], n_boot: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def _boot_percentiles(rounds: list[np.ndarray], qs: list[float], n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Percentiles `qs` of `n_boot` bootstrap replicates of the pooled timings: shape (n_boot, len(qs)).
 
     With several rounds, whole rounds are resampled and each keeps its own timings and size (a
@@ -43,8 +42,10 @@ def tail_warnings(n: int) -> list[str]:
         beyond = n * (100 - p) / 100
         if beyond < MIN_TAIL_SAMPLES:
             needed = int(np.ceil(MIN_TAIL_SAMPLES * 100 / (100 - p)))
-            out.append(f"p{p} rests on {beyond:.0f} of {n} timings beyond it: indicative only "
-                       f"(at least {needed} timings for a stable p{p})")
+            out.append(
+                f"p{p} rests on {beyond:.0f} of {n} timings beyond it: indicative only "
+                f"(at least {needed} timings for a stable p{p})"
+            )
     return out
 
 
@@ -80,14 +81,21 @@ def speedup(reference_rounds, variant_rounds, n_boot: int = 1000, seed: int = 0)
     ratio = float(np.median(np.concatenate(ref)) / np.median(np.concatenate(var)))
     paired = len(ref) == len(var) and len(ref) > 1
     if paired:  # the same generator state draws the same round indices for both sides
-        draws = (_boot_percentiles(ref, [50], n_boot, np.random.default_rng(seed))[:, 0]
-                 / _boot_percentiles(var, [50], n_boot, np.random.default_rng(seed))[:, 0])
+        draws = (
+            _boot_percentiles(ref, [50], n_boot, np.random.default_rng(seed))[:, 0]
+            / _boot_percentiles(var, [50], n_boot, np.random.default_rng(seed))[:, 0]
+        )
     else:
         a, b = [np.concatenate(ref)], [np.concatenate(var)]
-        draws = (_boot_percentiles(a, [50], n_boot, np.random.default_rng(seed))[:, 0]
-                 / _boot_percentiles(b, [50], n_boot, np.random.default_rng(seed + 1))[:, 0])
-    return {"ratio": ratio, "ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
-            "paired_by_round": paired}
+        draws = (
+            _boot_percentiles(a, [50], n_boot, np.random.default_rng(seed))[:, 0]
+            / _boot_percentiles(b, [50], n_boot, np.random.default_rng(seed + 1))[:, 0]
+        )
+    return {
+        "ratio": ratio,
+        "ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
+        "paired_by_round": paired,
+    }
 
 
 def paired_latency_test(a_rounds, b_rounds) -> dict:
@@ -106,8 +114,13 @@ def paired_latency_test(a_rounds, b_rounds) -> dict:
         p = 1.0
     else:
         p = float(wilcoxon(per_round, zero_method="zsplit", alternative="two-sided").pvalue)
-    return {"rounds": len(a), "p50_ratio_a_over_b": float(np.exp(np.median(per_round))),
-            "rounds_a_slower": int(np.sum(per_round > 0)), "p_value": p, "significant": p < 0.05}
+    return {
+        "rounds": len(a),
+        "p50_ratio_a_over_b": float(np.exp(np.median(per_round))),
+        "rounds_a_slower": int(np.sum(per_round > 0)),
+        "p_value": p,
+        "significant": p < 0.05,
+    }
 
 
 def bootstrap_accuracy_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -124,8 +137,7 @@ def mcnemar(reference_correct: np.ndarray, variant_correct: np.ndarray) -> dict:
     only_var = int(np.sum(~reference_correct & variant_correct))
     n = only_ref + only_var
     p = 1.0 if n == 0 else float(binomtest(only_var, n, 0.5).pvalue)
-    return {"reference_only_correct": only_ref, "variant_only_correct": only_var, "p_value": p,
-            "significant": p < 0.05}
+    return {"reference_only_correct": only_ref, "variant_only_correct": only_var, "p_value": p, "significant": p < 0.05}
 
 
 def classification_metrics(labels: list[int], preds: list[int], n_classes: int, n_boot: int = 1000) -> dict:
@@ -134,14 +146,19 @@ def classification_metrics(labels: list[int], preds: list[int], n_classes: int, 
     y, p = np.asarray(labels), np.asarray(preds)
     correct = y == p
     precision, recall, f1, support = precision_recall_fscore_support(
-        y, p, labels=list(range(n_classes)), zero_division=0)
+        y, p, labels=list(range(n_classes)), zero_division=0
+    )
     return {
         "examples": int(y.size),
         "accuracy": float(correct.mean()),
         "accuracy_ci": bootstrap_accuracy_ci(correct, n_boot),
         "macro_f1": float(f1_score(y, p, average="macro", labels=list(range(n_classes)), zero_division=0)),
-        "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
-                      "support": support.tolist()},
+        "per_class": {
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+            "support": support.tolist(),
+        },
         "confusion_matrix": confusion_matrix(y, p, labels=list(range(n_classes))).tolist(),
     }
 
@@ -158,8 +175,14 @@ def pr_curves(labels: list[int], probs: np.ndarray, points: int = 50) -> list[di
             continue
         precision, recall, _ = precision_recall_curve(positive, probs[:, k])
         keep = np.unique(np.linspace(0, len(precision) - 1, min(points, len(precision))).astype(int))
-        curves.append({"class": k, "average_precision": float(average_precision_score(positive, probs[:, k])),
-                       "precision": precision[keep].round(4).tolist(), "recall": recall[keep].round(4).tolist()})
+        curves.append(
+            {
+                "class": k,
+                "average_precision": float(average_precision_score(positive, probs[:, k])),
+                "precision": precision[keep].round(4).tolist(),
+                "recall": recall[keep].round(4).tolist(),
+            }
+        )
     return curves
 
 
@@ -177,18 +200,28 @@ def calibration(labels: list[int], probs: np.ndarray, bins: int = 10) -> dict:
     for b in range(bins):
         inside = which == b
         count = int(inside.sum())
-        row = {"lower": round(float(edges[b]), 4), "upper": round(float(edges[b + 1]), 4), "count": count,
-               "confidence": None, "accuracy": None}
+        row = {
+            "lower": round(float(edges[b]), 4),
+            "upper": round(float(edges[b + 1]), 4),
+            "count": count,
+            "confidence": None,
+            "accuracy": None,
+        }
         if count:
             row["confidence"], row["accuracy"] = float(confidence[inside].mean()), float(correct[inside].mean())
             ece += count / y.size * abs(row["accuracy"] - row["confidence"])
         rows.append(row)
-    return {"ece": float(ece), "bins": rows, "mean_confidence": float(confidence.mean()),
-            "how": f"{bins} equal-width bins of the top label's probability"}
+    return {
+        "ece": float(ece),
+        "bins": rows,
+        "mean_confidence": float(confidence.mean()),
+        "how": f"{bins} equal-width bins of the top label's probability",
+    }
 
 
-def changed_predictions(labels: list[int], reference_probs: np.ndarray, probs: np.ndarray,
-                        texts: list[str], excerpt: int = 240) -> list[dict]:
+def changed_predictions(
+    labels: list[int], reference_probs: np.ndarray, probs: np.ndarray, texts: list[str], excerpt: int = 240
+) -> list[dict]:
     """The examples whose predicted label differs from the reference's, with both models' probabilities.
 
     Sorted by how far the variant moved the reference's own choice (largest first); `fixed` says the
@@ -199,13 +232,22 @@ def changed_predictions(labels: list[int], reference_probs: np.ndarray, probs: n
     rows = []
     for i in np.flatnonzero(ref_pred != var_pred):
         r, v, y = int(ref_pred[i]), int(var_pred[i]), int(labels[i])
-        rows.append({"index": int(i), "text": texts[i][:excerpt] + ("…" if len(texts[i]) > excerpt else ""),
-                     "true": y, "reference_label": r, "reference_probability": round(float(ref[i, r]), 4),
-                     "variant_label": v, "variant_probability": round(float(var[i, v]), 4),
-                     "reference_label_probability_in_variant": round(float(var[i, r]), 4),
-                     "effect": "fixed" if v == y else ("broke" if r == y else "both wrong")})
-    return sorted(rows, key=lambda row: row["reference_probability"] - row["reference_label_probability_in_variant"],
-                  reverse=True)
+        rows.append(
+            {
+                "index": int(i),
+                "text": texts[i][:excerpt] + ("…" if len(texts[i]) > excerpt else ""),
+                "true": y,
+                "reference_label": r,
+                "reference_probability": round(float(ref[i, r]), 4),
+                "variant_label": v,
+                "variant_probability": round(float(var[i, v]), 4),
+                "reference_label_probability_in_variant": round(float(var[i, r]), 4),
+                "effect": "fixed" if v == y else ("broke" if r == y else "both wrong"),
+            }
+        )
+    return sorted(
+        rows, key=lambda row: row["reference_probability"] - row["reference_label_probability_in_variant"], reverse=True
+    )
 
 
 def per_class_deltas(labels: list[int], preds: list[int], reference_preds: list[int], n_classes: int) -> dict:
@@ -216,8 +258,10 @@ def per_class_deltas(labels: list[int], preds: list[int], reference_preds: list[
     classes = list(range(n_classes))
     mine = precision_recall_fscore_support(labels, preds, labels=classes, zero_division=0)[:3]
     theirs = precision_recall_fscore_support(labels, reference_preds, labels=classes, zero_division=0)[:3]
-    out = {key: [round(100 * float(a - b), 3) for a, b in zip(m, t)]
-           for key, m, t in zip(("precision", "recall", "f1"), mine, theirs)}
+    out = {
+        key: [round(100 * float(a - b), 3) for a, b in zip(m, t)]
+        for key, m, t in zip(("precision", "recall", "f1"), mine, theirs)
+    }
     out["predicted"] = [int(np.sum(np.asarray(preds) == k) - np.sum(np.asarray(reference_preds) == k)) for k in classes]
     return out
 
@@ -240,22 +284,31 @@ def compare_variants(results: dict, a: str, b: str, across_node_kinds: bool = Fa
     for profile, slot in va.get("profiles", {}).items():
         kind_a, kind_b = slot.get("node_kind"), vb.get("profiles", {}).get(profile, {}).get("node_kind")
         if kind_a and kind_b and kind_a != kind_b and not across_node_kinds:
-            raise CrossNodeComparison(f"{a} was timed on node kind '{kind_a}' and {b} on '{kind_b}' under {profile}: "
-                                      "their latencies compare machines, not variants; measure both on one node kind, "
-                                      "or pass --across-node-kinds")
+            raise CrossNodeComparison(
+                f"{a} was timed on node kind '{kind_a}' and {b} on '{kind_b}' under {profile}: "
+                "their latencies compare machines, not variants; measure both on one node kind, "
+                "or pass --across-node-kinds"
+            )
     out: dict = {"a": a, "b": b, "accuracy": None, "latency": {}}
     truth = (results.get("eval") or {}).get("labels_true")
     if truth is not None and "predictions" in va and "predictions" in vb:
         y = np.asarray(truth)
         correct_a, correct_b = np.asarray(va["predictions"]) == y, np.asarray(vb["predictions"]) == y
         test = mcnemar(correct_b, correct_a)
-        out["accuracy"] = {"a": float(correct_a.mean()), "b": float(correct_b.mean()),
-                           "a_only_correct": test["variant_only_correct"], "b_only_correct": test["reference_only_correct"],
-                           "p_value": test["p_value"], "significant": test["significant"]}
+        out["accuracy"] = {
+            "a": float(correct_a.mean()),
+            "b": float(correct_b.mean()),
+            "a_only_correct": test["variant_only_correct"],
+            "b_only_correct": test["reference_only_correct"],
+            "p_value": test["p_value"],
+            "significant": test["significant"],
+        }
     for profile, shapes in va.get("latency_samples_ms", {}).items():
         for shape, rounds in shapes.items():
             other = vb.get("latency_samples_ms", {}).get(profile, {}).get(shape)
             if other and rounds and isinstance(rounds[0], list) and len(rounds) == len(other) and len(rounds) > 1:
-                out["latency"][f"{profile}/{shape}"] = {**paired_latency_test(rounds, other),
-                                                        "speedup_b_over_a": speedup(rounds, other)}
+                out["latency"][f"{profile}/{shape}"] = {
+                    **paired_latency_test(rounds, other),
+                    "speedup_b_over_a": speedup(rounds, other),
+                }
     return out

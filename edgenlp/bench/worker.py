@@ -65,9 +65,14 @@ class Worker:
 
     def handle(self, req: dict) -> dict:
         if req["op"] == "stats":
-            return {"peak_rss_bytes": _peak_rss_bytes(), "load_peak_rss_bytes": self.load_peak_rss,
-                    "rss_after_load_bytes": self.rss_after_load, "steady_rss_bytes": _rss_bytes(),
-                    "load_seconds": self.load_seconds, **self.session.stats()}
+            return {
+                "peak_rss_bytes": _peak_rss_bytes(),
+                "load_peak_rss_bytes": self.load_peak_rss,
+                "rss_after_load_bytes": self.rss_after_load,
+                "steady_rss_bytes": _rss_bytes(),
+                "load_seconds": self.load_seconds,
+                **self.session.stats(),
+            }
         return self.session.handle(req)
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Sequence
 
 from .. import fsio
 from ..errors import ArtifactError
@@ -39,17 +39,26 @@ class TargetSettings:
     """Test texts on which the strings target may give another label than the two-part pipeline."""
 
 
-def build(source_path: str | Path, out: str | Path, targets: Sequence[str] = (), zip_archive: bool = False,
-          settings: TargetSettings = TargetSettings()) -> Path:
+def build(
+    source_path: str | Path,
+    out: str | Path,
+    targets: Sequence[str] = (),
+    zip_archive: bool = False,
+    settings: TargetSettings = TargetSettings(),
+) -> Path:
     """Write the bundle of `source_path` (a variant folder, or a run folder's selected variant) to `out`."""
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
-        raise ArtifactError(f"unknown bundle target '{unknown[0]}': use {', '.join(TARGETS)} (the transformers.js "
-                            "layout is always written)")
+        raise ArtifactError(
+            f"unknown bundle target '{unknown[0]}': use {', '.join(TARGETS)} (the transformers.js "
+            "layout is always written)"
+        )
     source = resolve(Path(source_path))
     if targets and source.variant.format != "onnx":
-        raise ArtifactError(f"bundle targets ({', '.join(targets)}) transform an ONNX graph, but "
-                            f"{source.variant.name} is a {source.variant.format} variant: drop --target")
+        raise ArtifactError(
+            f"bundle targets ({', '.join(targets)}) transform an ONNX graph, but "
+            f"{source.variant.name} is a {source.variant.format} variant: drop --target"
+        )
     out = Path(out)
     _refuse_foreign(out, source)
     if zip_archive:
@@ -66,7 +75,9 @@ def build(source_path: str | Path, out: str | Path, targets: Sequence[str] = (),
         model_rel = copy_model(source.variant, work)
         copy_support(source.variant.path, work)
         task_fields = task.bundle_section(source.variant, work, model_rel, engine=source.variant.format)
-        added = {name: import_module(TARGETS[name]).add(work, model_rel, source, settings) for name in dict.fromkeys(targets)}
+        added = {
+            name: import_module(TARGETS[name]).add(work, model_rel, source, settings) for name in dict.fromkeys(targets)
+        }
         manifest = compose(work, model_rel, source, task, task_fields, added)
         fsio.write_json_atomic(work / "manifest.json", manifest)
         fsio.replace_folder(work, out, out.parent / f".{out.name}.old-{os.getpid()}")
@@ -85,7 +96,9 @@ def _refuse_foreign(out: Path, source: Source) -> None:
         raise ArtifactError(f"{out} is a file: pass a folder for --out")
     here, read = out.resolve(), source.variant.path.resolve()
     if here == read or here in read.parents or read in here.parents:
-        raise ArtifactError(f"--out {out} overlaps the variant being bundled ({source.variant.path}): pass another --out")
+        raise ArtifactError(
+            f"--out {out} overlaps the variant being bundled ({source.variant.path}): pass another --out"
+        )
     if not out.is_dir() or not any(out.iterdir()):
         return
     from ..runtime.bundle import read_manifest
@@ -94,13 +107,20 @@ def _refuse_foreign(out: Path, source: Source) -> None:
     try:
         manifest = read_manifest(out)
     except BundleError:
-        raise ArtifactError(f"{out} is not empty and is not an edgenlp bundle: edgenlp never replaces a folder it did "
-                            "not write; pass a new or empty --out") from None
+        raise ArtifactError(
+            f"{out} is not empty and is not an edgenlp bundle: edgenlp never replaces a folder it did "
+            "not write; pass a new or empty --out"
+        ) from None
     known = set(manifest.get("files") or {}) | {"manifest.json"}
-    foreign = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
-                     and p.relative_to(out).as_posix() not in known)
+    foreign = sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and p.relative_to(out).as_posix() not in known
+    )
     if foreign:
-        raise ArtifactError(f"{out} holds {foreign[0]}, which edgenlp did not write: move it out, or pass another --out")
+        raise ArtifactError(
+            f"{out} holds {foreign[0]}, which edgenlp did not write: move it out, or pass another --out"
+        )
 
 
 def _refuse_foreign_zip(path: Path) -> None:
@@ -113,8 +133,9 @@ def _refuse_foreign_zip(path: Path) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if path.is_symlink() or not path.is_file():
-        raise ArtifactError(f"{path} is a link or not a file: edgenlp replaces only a zip it wrote; move it, or "
-                            "pass another --out")
+        raise ArtifactError(
+            f"{path} is a link or not a file: edgenlp replaces only a zip it wrote; move it, or pass another --out"
+        )
     try:
         with zipfile.ZipFile(path) as z:
             info = z.getinfo("manifest.json")

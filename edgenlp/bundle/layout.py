@@ -13,8 +13,7 @@ from .. import fsio
 from ..artifact import Artifact
 from ..errors import ArtifactError
 
-MODEL_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_quantized.onnx",
-               "int4": "model_q4.onnx"}
+MODEL_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_quantized.onnx", "int4": "model_q4.onnx"}
 """transformers.js picks `onnx/model{suffix}.onnx` by the dtype an app asks for (fp32, fp16, q8, q4)."""
 REQUIRED = ("config.json", "tokenizer.json")
 OPTIONAL = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
@@ -47,8 +46,10 @@ def copy_onnx(variant: Artifact, folder: Path) -> str:
     """Copy the variant's graph (and its external data, renamed with it) to `onnx/`; returns its relative path."""
     name = MODEL_FILES.get(variant.precision)
     if name is None:
-        raise ArtifactError(f"{variant.path} has precision {variant.precision}, which has no transformers.js file "
-                            f"name (known: {', '.join(MODEL_FILES)})")
+        raise ArtifactError(
+            f"{variant.path} has precision {variant.precision}, which has no transformers.js file "
+            f"name (known: {', '.join(MODEL_FILES)})"
+        )
     import onnx
 
     from ..runtime.generation import PREFILL_GRAPH
@@ -72,8 +73,14 @@ def save_model(model, path: Path) -> None:
 
     data = path.with_name(f"{path.name}_data")
     data.unlink(missing_ok=True)  # onnx appends to an existing data file
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data.name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=1024,
+    )
     if data.exists():
         data.chmod(0o644)  # onnx creates it owner-only; a bundle is served and copied
 
@@ -81,8 +88,10 @@ def save_model(model, path: Path) -> None:
 def copy_support(src: Path, folder: Path) -> None:
     for name in REQUIRED:
         if not (src / name).is_file():
-            raise ArtifactError(f"{src} has no {name}, which a bundle needs (loaders read it): re-export the variant "
-                                "from a checkpoint that has a fast tokenizer and a config")
+            raise ArtifactError(
+                f"{src} has no {name}, which a bundle needs (loaders read it): re-export the variant "
+                "from a checkpoint that has a fast tokenizer and a config"
+            )
     for name in REQUIRED + OPTIONAL:
         if (src / name).is_file():
             shutil.copy2(src / name, folder / name)

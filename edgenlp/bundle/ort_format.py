@@ -47,14 +47,22 @@ def mobile_usability(model_path: Path) -> dict:
         logger.removeHandler(handler)
     per_ep = {}
     for line in handler.lines:
-        found = re.match(r"Model should perform well with (.+?) (as is|if modified to have fixed input shapes): (\w+)",
-                         line)
+        found = re.match(
+            r"Model should perform well with (.+?) (as is|if modified to have fixed input shapes): (\w+)", line
+        )
         if found:
-            per_ep.setdefault(found.group(1), {})["as is" if found.group(2) == "as is" else "with fixed shapes"] = \
+            per_ep.setdefault(found.group(1), {})["as is" if found.group(2) == "as is" else "with fixed shapes"] = (
                 found.group(3)
-    return {"recommendation": ("try NNAPI (Android) / CoreML (iOS) against the CPU execution provider" if try_eps
-                               else "use the CPU execution provider (NNAPI and CoreML would take too little of the graph)"),
-            "execution_providers": per_ep, "checker": "onnxruntime.tools.check_onnx_model_mobile_usability"}
+            )
+    return {
+        "recommendation": (
+            "try NNAPI (Android) / CoreML (iOS) against the CPU execution provider"
+            if try_eps
+            else "use the CPU execution provider (NNAPI and CoreML would take too little of the graph)"
+        ),
+        "execution_providers": per_ep,
+        "checker": "onnxruntime.tools.check_onnx_model_mobile_usability",
+    }
 
 
 def compact_names(model: Path, out: Path) -> int:
@@ -99,13 +107,17 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
             with contextlib.redirect_stdout(log):
                 convert_onnx_models_to_ort(staged, output_dir=converted, optimization_styles=[OptimizationStyle.Fixed])
         except Exception as exc:  # onnxruntime raises plain exceptions naming the operator it cannot save
-            raise ArtifactError(f"onnxruntime could not convert {model_rel} to the ORT format: {str(exc).splitlines()[0]}"
-                                " (bundle without --target ort)") from None
+            raise ArtifactError(
+                f"onnxruntime could not convert {model_rel} to the ORT format: {str(exc).splitlines()[0]}"
+                " (bundle without --target ort)"
+            ) from None
         ort_files = sorted(converted.rglob("*.ort"))
         configs = sorted(converted.rglob("*.config"))
         if len(ort_files) != 1 or len(configs) != 1:
-            raise ArtifactError(f"onnxruntime's converter wrote {len(ort_files)} .ort and {len(configs)} .config files "
-                                f"for {model_rel}, not one of each: {log.getvalue().strip().splitlines()[-1:]}")
+            raise ArtifactError(
+                f"onnxruntime's converter wrote {len(ort_files)} .ort and {len(configs)} .config files "
+                f"for {model_rel}, not one of each: {log.getvalue().strip().splitlines()[-1:]}"
+            )
         out.mkdir()
         ort_model = out / f"{model.stem}.ort"
         shutil.copy2(ort_files[0], ort_model)
@@ -118,7 +130,7 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
         "onnx_bytes": model_bytes(model),
         "optimization": "Fixed style, level all (onnxruntime's default for ORT format), NCHWc layout excluded",
         "names": f"{renamed} internal tensor names shortened and node names dropped (graph inputs and outputs keep "
-                 "theirs): a mobile app never reads them, and the flatbuffer stores a record per tensor",
+        "theirs): a mobile app never reads them, and the flatbuffer stores a record per tensor",
         "checked": f"same outputs as {model_rel} on a probe batch (max |difference| {max_diff:.2e})",
         "mobile_usability": mobile_usability(model),
         "reduced_build": "build onnxruntime with --minimal_build --include_ops_by_config ort/required_operators.config",
@@ -139,15 +151,21 @@ def _same_outputs(onnx_model: Path, ort_model: Path) -> float:
         if i.name.startswith("past_key_values"):
             shape[2] = 0
         if "int64" in i.type:
-            feed[i.name] = (np.ones(shape, np.int64) if "mask" in i.name
-                            else np.zeros(shape, np.int64) if "type" in i.name
-                            else rng.integers(0, 16, shape).astype(np.int64))  # ids every vocabulary has
+            feed[i.name] = (
+                np.ones(shape, np.int64)
+                if "mask" in i.name
+                else np.zeros(shape, np.int64)
+                if "type" in i.name
+                else rng.integers(0, 16, shape).astype(np.int64)
+            )  # ids every vocabulary has
         else:
             feed[i.name] = rng.standard_normal(shape).astype(np.float32)
     if "attention_mask" in feed and any(n.startswith("past_key_values") for n in feed):
         feed["attention_mask"] = np.ones_like(feed["input_ids"])
     diff = max(float(np.abs(x - y).max()) for x, y in zip(a.run(None, feed), b.run(None, feed)))
     if diff > 1e-4:
-        raise ArtifactError(f"the ORT-format model differs from {onnx_model.name} by {diff:.2e} on a probe batch: "
-                            "not bundled; report it (bundle without --target ort)")
+        raise ArtifactError(
+            f"the ORT-format model differs from {onnx_model.name} by {diff:.2e} on a probe batch: "
+            "not bundled; report it (bundle without --target ort)"
+        )
     return diff

@@ -23,8 +23,9 @@ def _mask_constants(model) -> list:
     from onnx import numpy_helper
 
     found = []
-    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
-                                               for a in n.attribute if a.name == "value"]
+    tensors = list(model.graph.initializer) + [
+        a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
     for t in tensors:
         if t.data_type != 1 or np.prod(t.dims or [1]) > 4:
             continue
@@ -35,8 +36,9 @@ def _mask_constants(model) -> list:
 
 
 def _session(path_or_bytes, threads: int = 1):
-    from ..runtime.session import session_options
     import onnxruntime as ort
+
+    from ..runtime.session import session_options
 
     source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
     return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
@@ -85,8 +87,10 @@ def lower_mask_value(model_path: Path, max_length: int, vocab: int, pad_id: int,
         a, b = original.run(None, feed)[0], rewritten.run(None, feed)[0]
         worst = max(worst, float(np.abs(a - b).max()))
     if worst != 0.0:
-        return {"mask_rewrite": f"not applied: lowering the mask value to {LOWERED:g} changed logits by up to "
-                                f"{worst:.2e}, so the exported value stays"}
+        return {
+            "mask_rewrite": f"not applied: lowering the mask value to {LOWERED:g} changed logits by up to "
+            f"{worst:.2e}, so the exported value stays"
+        }
     save_model(model, model_path)
     padded = _feed(original, [max(2, width // 8)] * 4, width, vocab, pad_id, rng)
     real = _feed(original, [width] * 4, width, vocab, pad_id, rng)
@@ -100,15 +104,16 @@ def lower_mask_value(model_path: Path, max_length: int, vocab: int, pad_id: int,
     ms = {k: round(float(np.median(v)), 3) for k, v in timings.items()}
     return {
         "mask_rewrite": f"applied: the mask value float32-min became {LOWERED:g} in {len(found)} place(s); logits of "
-                        "padded batches are bit for bit the same",
+        "padded batches are bit for bit the same",
         "padding_cost": {
             "probe": f"4 rows of {width} positions, {max(2, width // 8)} real tokens each, vs 4 rows of {width} real "
-                     f"tokens; median of {repeats} interleaved runs, 1 thread, on the machine that built the bundle",
-            "ms_padded_exported_mask": ms["exported"], "ms_padded_rewritten_mask": ms["rewritten"],
+            f"tokens; median of {repeats} interleaved runs, 1 thread, on the machine that built the bundle",
+            "ms_padded_exported_mask": ms["exported"],
+            "ms_padded_rewritten_mask": ms["rewritten"],
             "ms_all_real": ms["real"],
             "padded_vs_real_before": round(ms["exported"] / ms["real"], 3),
             "padded_vs_real_after": round(ms["rewritten"] / ms["real"], 3),
             "advice": "padded positions are computed like real ones: the runtime sorts texts by length and packs "
-                      "batches so that few positions are padding",
+            "batches so that few positions are padding",
         },
     }

@@ -32,7 +32,9 @@ def _results(run_dir: Path) -> dict | None:
 def resolve(path: Path) -> Source:
     """A variant folder as it is; a run folder stands for the variant its selection chose."""
     if not path.exists():
-        raise ArtifactError(f"{path} does not exist: pass a variant folder (runs/<run>/variants/<name>) or a run folder")
+        raise ArtifactError(
+            f"{path} does not exist: pass a variant folder (runs/<run>/variants/<name>) or a run folder"
+        )
     if (path / META_FILE).is_file():
         variant = Artifact.load(path)
         results = _results(path.parent.parent)
@@ -40,22 +42,29 @@ def resolve(path: Path) -> Source:
         return _checked(Source(variant, results if record else None, record))
     results = _results(path)
     if results is None:
-        raise ArtifactError(f"{path} is neither a variant folder (no {META_FILE}) nor a run folder (no readable "
-                            "results.json): pass one of them")
+        raise ArtifactError(
+            f"{path} is neither a variant folder (no {META_FILE}) nor a run folder (no readable "
+            "results.json): pass one of them"
+        )
     selected = (results.get("selection") or {}).get("selected")
     if not selected:
-        raise ArtifactError(f"the run in {path} selected no variant (none met its limits): bundle a variant folder "
-                            f"instead, e.g. {path / 'variants' / '<name>'}")
+        raise ArtifactError(
+            f"the run in {path} selected no variant (none met its limits): bundle a variant folder "
+            f"instead, e.g. {path / 'variants' / '<name>'}"
+        )
     record = next((v for v in results.get("variants", []) if v.get("name") == selected), None)
     if record is None or not record.get("path"):
-        raise ArtifactError(f"{path / 'results.json'} names '{selected}' as selected but lists no folder for it: "
-                            "rerun the benchmark")
+        raise ArtifactError(
+            f"{path / 'results.json'} names '{selected}' as selected but lists no folder for it: rerun the benchmark"
+        )
     from ..bench.results import variant_folder
 
     folder = variant_folder(path, record["path"])
     if not (folder / META_FILE).is_file():
-        raise ArtifactError(f"the selected variant '{selected}' is not at {folder} any more: rerun `edgenlp optimize`, "
-                            "or bundle a variant folder")
+        raise ArtifactError(
+            f"the selected variant '{selected}' is not at {folder} any more: rerun `edgenlp optimize`, "
+            "or bundle a variant folder"
+        )
     return _checked(Source(Artifact.load(folder), results, record))
 
 
@@ -64,9 +73,13 @@ def _checked(source: Source) -> Source:
     from ..runtime.engines import ENGINES
 
     if variant.format not in ENGINES:
-        raise ArtifactError(f"{variant.path} is a {variant.format} variant: a bundle carries a model for one of the "
-                            f"runtime's engines ({', '.join(ENGINES)}); bundle one of its exported variants")
+        raise ArtifactError(
+            f"{variant.path} is a {variant.format} variant: a bundle carries a model for one of the "
+            f"runtime's engines ({', '.join(ENGINES)}); bundle one of its exported variants"
+        )
     if not variant.verify():
-        raise ArtifactError(f"{variant.path} does not match the hashes in its {META_FILE}: a file was changed; rebuild "
-                            "the variant (rerun the command that made it)")
+        raise ArtifactError(
+            f"{variant.path} does not match the hashes in its {META_FILE}: a file was changed; rebuild "
+            "the variant (rerun the command that made it)"
+        )
     return source

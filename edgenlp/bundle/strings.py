@@ -55,37 +55,49 @@ def text_to_label_graph(folder: Path, model_rel: str, labels: list[str], max_len
     try:
         pre, _ = _extensions().gen_processing_models(tokenizer, pre_kwargs=options, opset=opset)
     except Exception as exc:  # the converter raises plain errors for tokenizers it has no graph for
-        raise ArtifactError(f"onnxruntime-extensions has no in-graph version of this tokenizer "
-                            f"({type(tokenizer).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}): bundle "
-                            "without --target strings") from None
+        raise ArtifactError(
+            f"onnxruntime-extensions has no in-graph version of this tokenizer "
+            f"({type(tokenizer).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}): bundle "
+            "without --target strings"
+        ) from None
     pre = compose.add_prefix(pre, "tokenizer/", rename_inputs=False)
     _drop_replacement_characters(pre)
     wanted = [i.name for i in model.graph.input]
     axes = helper.make_tensor("tokenizer/axes", TensorProto.INT64, [1], [0])
     pre.graph.initializer.append(axes)
     for name in wanted:
-        pre.graph.node.append(helper.make_node("Unsqueeze", [f"tokenizer/{name}", "tokenizer/axes"],
-                                               [f"tokenizer/{name}/batch"]))
+        pre.graph.node.append(
+            helper.make_node("Unsqueeze", [f"tokenizer/{name}", "tokenizer/axes"], [f"tokenizer/{name}/batch"])
+        )
     del pre.graph.output[:]
-    pre.graph.output.extend(helper.make_tensor_value_info(f"tokenizer/{name}/batch", TensorProto.INT64, [1, None])
-                            for name in wanted)
+    pre.graph.output.extend(
+        helper.make_tensor_value_info(f"tokenizer/{name}/batch", TensorProto.INT64, [1, None]) for name in wanted
+    )
     pre.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     logits = model.graph.output[0].name
     names = labels or [str(i) for i in range(model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value)]
-    model.graph.initializer.append(helper.make_tensor("labels/names", TensorProto.STRING, [len(names)],
-                                                      [n.encode() for n in names]))
-    model.graph.node.extend([
-        helper.make_node("Softmax", [logits], ["probabilities"], axis=-1),
-        helper.make_node("ArgMax", [logits], ["label_id"], axis=-1, keepdims=0),
-        helper.make_node("Gather", ["labels/names", "label_id"], ["label"], axis=0),
-    ])
+    model.graph.initializer.append(
+        helper.make_tensor("labels/names", TensorProto.STRING, [len(names)], [n.encode() for n in names])
+    )
+    model.graph.node.extend(
+        [
+            helper.make_node("Softmax", [logits], ["probabilities"], axis=-1),
+            helper.make_node("ArgMax", [logits], ["label_id"], axis=-1, keepdims=0),
+            helper.make_node("Gather", ["labels/names", "label_id"], ["label"], axis=0),
+        ]
+    )
     del model.graph.output[:]
-    model.graph.output.extend([helper.make_tensor_value_info("label", TensorProto.STRING, [1]),
-                               helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, len(names)]),
-                               helper.make_tensor_value_info("label_id", TensorProto.INT64, [1])])
+    model.graph.output.extend(
+        [
+            helper.make_tensor_value_info("label", TensorProto.STRING, [1]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, len(names)]),
+            helper.make_tensor_value_info("label_id", TensorProto.INT64, [1]),
+        ]
+    )
     pre.ir_version = model.ir_version = max(pre.ir_version, model.ir_version)
-    merged = compose.merge_models(pre, model, io_map=[(f"tokenizer/{n}/batch", n) for n in wanted],
-                                  outputs=["label", "probabilities", "label_id"])
+    merged = compose.merge_models(
+        pre, model, io_map=[(f"tokenizer/{n}/batch", n) for n in wanted], outputs=["label", "probabilities", "label_id"]
+    )
     return merged, pre
 
 
@@ -97,10 +109,21 @@ def _drop_replacement_characters(pre) -> None:
     text = g.input[0].name
     for node in g.node:
         node.input[:] = ["tokenizer/cleaned" if i == text else i for i in node.input]
-    g.initializer.extend([helper.make_tensor("tokenizer/fffd", TensorProto.STRING, [1], [r"\x{FFFD}".encode()]),
-                          helper.make_tensor("tokenizer/nothing", TensorProto.STRING, [1], [b""])])
-    g.node.insert(0, helper.make_node("StringRegexReplace", [text, "tokenizer/fffd", "tokenizer/nothing"],
-                                      ["tokenizer/cleaned"], domain="ai.onnx.contrib"))
+    g.initializer.extend(
+        [
+            helper.make_tensor("tokenizer/fffd", TensorProto.STRING, [1], [rb"\x{FFFD}"]),
+            helper.make_tensor("tokenizer/nothing", TensorProto.STRING, [1], [b""]),
+        ]
+    )
+    g.node.insert(
+        0,
+        helper.make_node(
+            "StringRegexReplace",
+            [text, "tokenizer/fffd", "tokenizer/nothing"],
+            ["tokenizer/cleaned"],
+            domain="ai.onnx.contrib",
+        ),
+    )
 
 
 def add(folder: Path, model_rel: str, source, settings) -> dict:
@@ -111,8 +134,10 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
     from ..runtime.classifier import TextClassifier
 
     if source.variant.task != "text-classification":
-        raise ArtifactError(f"the strings target is for classifiers; {source.variant.name} is {source.variant.task}: "
-                            "bundle without --target strings")
+        raise ArtifactError(
+            f"the strings target is for classifiers; {source.variant.name} is {source.variant.task}: "
+            "bundle without --target strings"
+        )
     texts = _test_texts(source, settings.data)
     two_part = TextClassifier(folder, model_file=folder / model_rel)
     graph, pre = text_to_label_graph(folder, model_rel, two_part.labels, two_part.tokenizer.max_length)
@@ -135,16 +160,26 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
         raise ArtifactError(
             f"the text-to-label graph gave another label than the two-part pipeline on {len(differ)} of {len(texts)} "
             f"texts of {where} (its tokenizer differs on rare characters: {', '.join(odd[:6]) or 'none'}): not "
-            f"bundled; accept that with --max-label-differences {len(differ)}, or bundle without --target strings")
+            f"bundled; accept that with --max-label-differences {len(differ)}, or bundle without --target strings"
+        )
     return {
         "file": FILE,
         "input": {"name": "text", "dtype": "string", "shape": [1]},
-        "outputs": {"label": "string [1]", "probabilities": f"float32 [1, {len(two_part.labels)}]",
-                    "label_id": "int64 [1]"},
-        "checked": {"texts": len(texts), "on": where, "labels_differ": len(differ),
-                    "labels_differ_allowed": settings.max_label_differences, "token_ids_differ": tokens_differ,
-                    "max_probability_difference": worst, "characters_in_differing_texts": odd[:20],
-                    "differing_texts": [t[:200] for t in differ[:5]]},
+        "outputs": {
+            "label": "string [1]",
+            "probabilities": f"float32 [1, {len(two_part.labels)}]",
+            "label_id": "int64 [1]",
+        },
+        "checked": {
+            "texts": len(texts),
+            "on": where,
+            "labels_differ": len(differ),
+            "labels_differ_allowed": settings.max_label_differences,
+            "token_ids_differ": tokens_differ,
+            "max_probability_difference": worst,
+            "characters_in_differing_texts": odd[:20],
+            "differing_texts": [t[:200] for t in differ[:5]],
+        },
         "limits": [
             "one text per run: a second string would be read as the pair of the first",
             "needs onnxruntime-extensions' operators: register onnxruntime_extensions.get_library_path() (Python) or "
@@ -168,5 +203,7 @@ def _test_texts(source, data) -> list[str]:
 
     spec = data if data is not None else _data_name(source, data)
     if spec == "?":
-        raise ArtifactError("the strings target is checked on a test split: pass --data (e.g. tweets, sst2, a CSV file)")
+        raise ArtifactError(
+            "the strings target is checked on a test split: pass --data (e.g. tweets, sst2, a CSV file)"
+        )
     return datasets.load(spec).test.texts

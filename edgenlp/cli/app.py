@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 import logging
 import traceback
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Callable
 
 import typer
 from rich.console import Console
@@ -16,8 +16,11 @@ from rich.markup import escape
 from .. import progress
 from ..errors import EdgeNLPError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Make fine-tuned transformer NLP models small and fast for edge CPUs, with benchmarks.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Make fine-tuned transformer NLP models small and fast for edge CPUs, with benchmarks.",
+)
 err_console = Console(stderr=True)
 EXIT_USER_ERROR = 2
 
@@ -26,7 +29,9 @@ def setup(verbose: bool, trust_remote_code: bool = False) -> None:
     from ..trust import allow_remote_code
 
     allow_remote_code(trust_remote_code)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     progress.enable(err_console)
     if not verbose:
         import warnings
@@ -45,19 +50,23 @@ def guarded(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except EdgeNLPError as exc:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
+            raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: finished variants are kept; rerun to continue")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
         except OSError as exc:
             if exc.errno not in USER_OS_ERRORS:
                 internal_error(exc)
             where = f" {exc.filename}" if exc.filename else ""
-            err_console.print(f"[red]error:[/red] cannot write or read{escape(where)}: {escape(exc.strerror or str(exc))}: "
-                              f"{USER_OS_ERRORS[exc.errno]}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_USER_ERROR)
+            err_console.print(
+                f"[red]error:[/red] cannot write or read{escape(where)}: {escape(exc.strerror or str(exc))}: "
+                f"{USER_OS_ERRORS[exc.errno]}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_USER_ERROR) from None
         except Exception as exc:
             internal_error(exc)
 
@@ -78,8 +87,11 @@ def internal_error(exc: Exception) -> None:
     first_line = escape(str(exc).splitlines()[0]) if str(exc) else ""
     log = write_traceback(traceback.format_exc())
     where = f"traceback written to {log}" if log else "no folder was writable for the traceback"
-    err_console.print(f"[red]internal error:[/red] {type(exc).__name__}: {first_line} "
-                      f"(a bug: {where}; please report it)", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[red]internal error:[/red] {type(exc).__name__}: {first_line} (a bug: {where}; please report it)",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(1)
 
 

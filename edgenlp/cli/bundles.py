@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -20,15 +20,25 @@ from .options import LABEL_COLUMN, TEXT_COLUMN
 def bundle(
     source: Path = typer.Argument(..., help="An ONNX variant folder, or a run folder (its selected variant)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write (an earlier bundle there is replaced)."),
-    target: List[str] = typer.Option([], "--target", "-t", help="Also add: ort (ORT mobile format + required "
-                                     "operators), strings (one graph with the tokenizer inside). Repeatable."),
+    target: list[str] = typer.Option(
+        [],
+        "--target",
+        "-t",
+        help="Also add: ort (ORT mobile format + required "
+        "operators), strings (one graph with the tokenizer inside). Repeatable.",
+    ),
     zip_archive: bool = typer.Option(False, "--zip", help="Also write OUT.zip."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data whose test split checks the strings target "
-                                       "(default: the run's)."),
+    data: Optional[str] = typer.Option(
+        None, "--data", "-d", help="Data whose test split checks the strings target (default: the run's)."
+    ),
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
-    max_label_differences: int = typer.Option(0, "--max-label-differences", min=0, help="Test texts on which the "
-                                              "strings target may disagree with the two-part pipeline."),
+    max_label_differences: int = typer.Option(
+        0,
+        "--max-label-differences",
+        min=0,
+        help="Test texts on which the strings target may disagree with the two-part pipeline.",
+    ),
 ) -> None:
     """Package a variant as a verified folder that transformers.js, Optimum and edgenlp.runtime load as it is."""
     import json
@@ -37,13 +47,21 @@ def bundle(
     from ..data import DataSpec
 
     spec = typed(DataSpec, "bundle", source=data, text_column=text_column, label_column=label_column) if data else None
-    folder = build(source, out, targets=target, zip_archive=zip_archive,
-                   settings=TargetSettings(data=spec, max_label_differences=max_label_differences))
+    folder = build(
+        source,
+        out,
+        targets=target,
+        zip_archive=zip_archive,
+        settings=TargetSettings(data=spec, max_label_differences=max_label_differences),
+    )
     manifest = json.loads((folder / "manifest.json").read_text())
     size = sum(f["bytes"] for f in manifest["files"].values())
     console = Console()
-    console.print(f"bundle: {folder} ({manifest['task']}, {manifest['model']['file']}, {size / 1e6:.1f} MB, "
-                  f"{len(manifest['files'])} files hashed)", highlight=False)
+    console.print(
+        f"bundle: {folder} ({manifest['task']}, {manifest['model']['file']}, {size / 1e6:.1f} MB, "
+        f"{len(manifest['files'])} files hashed)",
+        highlight=False,
+    )
     for name, added in manifest["targets"].items():
         console.print(f"  {name}: {added['file']}", highlight=False)
     if zip_archive:
@@ -54,7 +72,7 @@ def bundle(
 @guarded
 def run_bundle(
     bundle_path: Path = typer.Argument(..., metavar="BUNDLE", help="A bundle folder or its .zip."),
-    texts: List[str] = typer.Argument(None, help="Texts to classify (or prompts); default: one per line on stdin."),
+    texts: list[str] = typer.Argument(None, help="Texts to classify (or prompts); default: one per line on stdin."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check (trusted storage only)."),
     no_truncate: bool = typer.Option(False, "--no-truncate", help="Refuse texts longer than the model's maximum."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
@@ -64,8 +82,17 @@ def run_bundle(
     """Answer with a bundle, torch-free: one JSON line per text (label and probabilities, or the continuation)."""
     from ..runtime.__main__ import read_texts, run
 
-    run(str(bundle_path), read_texts(list(texts or []), sys.stdin), sys.stdout, sys.stderr, verify=not no_verify,
-        threads=threads, batch_size=batch_size, truncate=not no_truncate, max_new_tokens=max_new_tokens)
+    run(
+        str(bundle_path),
+        read_texts(list(texts or []), sys.stdin),
+        sys.stdout,
+        sys.stderr,
+        verify=not no_verify,
+        threads=threads,
+        batch_size=batch_size,
+        truncate=not no_truncate,
+        max_new_tokens=max_new_tokens,
+    )
 
 
 @app.command()
@@ -78,7 +105,9 @@ def serve(
     no_batching: bool = typer.Option(False, "--no-batching", help="Answer requests one by one (dynamic batching off)."),
     max_batch_tokens: int = typer.Option(16384, "--max-batch-tokens", min=1, help="Padded positions per model run."),
     max_batch_texts: int = typer.Option(16, "--max-batch-texts", min=1, help="Texts per model run."),
-    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0, help="How long a busy server waits to fill a batch."),
+    max_wait_ms: float = typer.Option(
+        2.0, "--max-wait-ms", min=0, help="How long a busy server waits to fill a batch."
+    ),
     max_queue: int = typer.Option(256, "--max-queue", min=1, help="Requests that may wait; more get 503."),
     max_client_batch_size: int = typer.Option(32, "--max-client-batch-size", min=1, help="Texts per request."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check (trusted storage only)."),
@@ -87,17 +116,26 @@ def serve(
     from ..serve import BatchSettings, ServeSettings, default_web_assets
     from ..serve import serve as run
 
-    settings = ServeSettings(batching=BatchSettings(enabled=not no_batching, max_batch_tokens=max_batch_tokens,
-                                                    max_batch_texts=max_batch_texts, max_wait_ms=max_wait_ms,
-                                                    max_queue=max_queue),
-                             max_client_batch_size=max_client_batch_size, web_assets=default_web_assets())
+    settings = ServeSettings(
+        batching=BatchSettings(
+            enabled=not no_batching,
+            max_batch_tokens=max_batch_tokens,
+            max_batch_texts=max_batch_texts,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+        ),
+        max_client_batch_size=max_client_batch_size,
+        web_assets=default_web_assets(),
+    )
     run(bundle_path, host=host, port=port, settings=settings, threads=threads, verify=not no_verify)
 
 
 @app.command()
 @guarded
 def generate(
-    model: Path = typer.Argument(..., help="A text-generation variant folder (ONNX with KV cache) or a PyTorch checkpoint."),
+    model: Path = typer.Argument(
+        ..., help="A text-generation variant folder (ONNX with KV cache) or a PyTorch checkpoint."
+    ),
     prompt: str = typer.Argument(..., help="Text to continue."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="Most tokens to add."),
     temperature: float = typer.Option(0.0, help="0 is greedy; above 0 samples."),
@@ -105,8 +143,10 @@ def generate(
     top_p: float = typer.Option(1.0, help="Sample among the likeliest tokens holding this much probability (1: off)."),
     repetition_penalty: float = typer.Option(1.0, help="Above 1 discourages repeating earlier tokens."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling (same seed, same text)."),
-    stop: List[str] = typer.Option([], "--stop", help="Stop before this text; repeatable."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the whole sequence each step (slow; for checks)."),
+    stop: list[str] = typer.Option([], "--stop", help="Stop before this text; repeatable."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Recompute the whole sequence each step (slow; for checks)."
+    ),
     threads: int = typer.Option(1, min=1),
 ) -> None:
     """Continue a prompt with a text-generation model, streaming the tokens as they come."""
@@ -123,10 +163,13 @@ def generate(
     config = read_config(folder / "config.json") if (folder / "config.json").exists() else {}
     task = of_config(config)
     if task != "text-generation":
-        raise EdgeNLPError(f"{model} is a {task or 'bare encoder'} model, not a text generator: pass a GPT-2-family "
-                           "variant (e.g. runs/<run>/variants/onnx-int8)")
-    sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                        seed=seed)
+        raise EdgeNLPError(
+            f"{model} is a {task or 'bare encoder'} model, not a text generator: pass a GPT-2-family "
+            "variant (e.g. runs/<run>/variants/onnx-int8)"
+        )
+    sampling = Sampling(
+        temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed
+    )
     generator = open_causal_runner(model, detect_format(model), threads)
     out = Console(highlight=False, soft_wrap=True)
     for piece in generator.stream(prompt, max_new_tokens, sampling, stop=stop, use_cache=not no_cache):

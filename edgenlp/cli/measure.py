@@ -3,31 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import EdgeNLPError
-from .app import app, err_console, guarded, setup, typed
 from ..bench.profiles import BenchSettings
 from ..data import DataSpec
+from ..errors import EdgeNLPError
+from .app import app, err_console, guarded, setup, typed
 from .options import FAIL_IF, MAX_DROP, MAX_LATENCY, MAX_SIZE, TASK, TRUST_REMOTE_CODE, VERBOSE, Settings, from_settings
 from .run import conclude, previous_selection, read_results, selection_settings
 
 
 @app.command()
 @guarded
-@from_settings(Settings(BenchSettings, "measuring", only=("reference", "iterations", "max_eval_examples")),
-               Settings(DataSpec, "data", only=("source", "text_column", "label_column"), flags={"source": ("--data", "-d")},
-                        help={"source": "Labelled data (classifiers) or a corpus (language models) whose test split "
-                                        "is replayed."}))
+@from_settings(
+    Settings(BenchSettings, "measuring", only=("reference", "iterations", "max_eval_examples")),
+    Settings(
+        DataSpec,
+        "data",
+        only=("source", "text_column", "label_column"),
+        flags={"source": ("--data", "-d")},
+        help={"source": "Labelled data (classifiers) or a corpus (language models) whose test split is replayed."},
+    ),
+)
 def bench(
-    paths: List[Path] = typer.Argument(..., help="Variant folders, model folders or .onnx files (tokenizer beside them)."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Variant folders, model folders or .onnx files (tokenizer beside them)."
+    ),
     task: Optional[str] = TASK,
-    profile: List[str] = typer.Option(BenchSettings.model_fields["profiles"].default, "--profile", "-p",
-                                      help="Built-in name or YAML file; repeatable."),
+    profile: list[str] = typer.Option(
+        BenchSettings.model_fields["profiles"].default,
+        "--profile",
+        "-p",
+        help="Built-in name or YAML file; repeatable.",
+    ),
     out: Path = typer.Option(Path("runs/bench"), "--out", "-o"),
     runner: Optional[str] = typer.Option(None, help="Run every path with this runner: onnx, pytorch or module:Class."),
     max_accuracy_drop: Optional[float] = MAX_DROP,
@@ -36,7 +48,9 @@ def bench(
     fail_if: Optional[str] = FAIL_IF,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
-    *, measuring: dict, data: dict,
+    *,
+    measuring: dict,
+    data: dict,
 ) -> None:
     """Measure any models side by side under target profiles; writes results.json and report.md."""
     setup(verbose, trust_remote_code)
@@ -74,19 +88,35 @@ def bench(
     spec = typed(DataSpec, "bench", flags={"source": ("--data", "-d")}, **data)
     dataset = chosen.load_data(spec)
     with FolderLock(out):
-        results = measure(candidates, chosen.eval_set(dataset, model_labels([c.path for c in candidates])), settings, out)
-        results["run"] = {"recipe": "benchmark", "model": ", ".join(c.name for c in candidates), "task": chosen.NAME,
-                          "data": dataset.describe()}
+        results = measure(
+            candidates, chosen.eval_set(dataset, model_labels([c.path for c in candidates])), settings, out
+        )
+        results["run"] = {
+            "recipe": "benchmark",
+            "model": ", ".join(c.name for c in candidates),
+            "task": chosen.NAME,
+            "data": dataset.describe(),
+        }
         conclude(publish(results, out, selection), out)
 
 
 @app.command()
 @guarded
 def explain(
-    target: str = typer.Argument(..., help="A checkpoint or variant folder (PyTorch or unfused ONNX), or a run folder."),
+    target: str = typer.Argument(
+        ..., help="A checkpoint or variant folder (PyTorch or unfused ONNX), or a run folder."
+    ),
     text: str = typer.Argument(..., help="The text whose attention to show."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the PNG files, explain.json and explain.html (default: explain/<name>, or RUN/explain)."),
-    reference: Optional[str] = typer.Option(None, help="The model to compare with (default: the nearest fine-tuned PyTorch ancestor; in a run, its reference)."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder for the PNG files, explain.json and explain.html (default: explain/<name>, or RUN/explain).",
+    ),
+    reference: Optional[str] = typer.Option(
+        None,
+        help="The model to compare with (default: the nearest fine-tuned PyTorch ancestor; in a run, its reference).",
+    ),
     max_length: int = typer.Option(128, help="Longest input in tokens."),
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
@@ -112,7 +142,9 @@ def explain(
         from ..pipeline import publish
 
         with FolderLock(path):
-            summary = explaining.explain({ref: chosen.pop(ref), **chosen}, text, out or path / "explain", ref, max_length)
+            summary = explaining.explain(
+                {ref: chosen.pop(ref), **chosen}, text, out or path / "explain", ref, max_length
+            )
             results["attention"] = summary
             publish(results, path, previous_selection(results))
     else:
@@ -123,13 +155,16 @@ def explain(
         if ref_path is not None:
             ref_name = ref_path.name if ref_path.name != name else f"{ref_path.name} (reference)"
             models_to_read = {ref_name: ref_path, name: path}
-        summary = explaining.explain(models_to_read, text, out or Path("explain") / name, ref_name, max_length,
-                                     required=(name,))
+        summary = explaining.explain(
+            models_to_read, text, out or Path("explain") / name, ref_name, max_length, required=(name,)
+        )
     console = Console()
     for model, entry in summary["models"].items():
         rho = entry["rollout_spearman"]
-        console.print(f"{model}: {entry['source']}, heads {entry['heads']}, most attended {' '.join(entry['top_tokens'])}"
-                      + ("" if rho is None else f", rollout Spearman vs {summary['reference']} {rho:.3f}"))
+        console.print(
+            f"{model}: {entry['source']}, heads {entry['heads']}, most attended {' '.join(entry['top_tokens'])}"
+            + ("" if rho is None else f", rollout Spearman vs {summary['reference']} {rho:.3f}")
+        )
     for model, why in summary["skipped"].items():
         console.print(f"{model}: skipped ({why})")
     console.print(f"figures: {summary['folder']}/explain.html")
@@ -138,7 +173,11 @@ def explain(
 @app.command()
 @guarded
 def preflight(
-    isa: Optional[str] = typer.Option(None, "--isa", help="Instruction set to tune for (default: this CPU's): avx512_vnni, avx_vnni, avx512, avx2, arm64, generic."),
+    isa: Optional[str] = typer.Option(
+        None,
+        "--isa",
+        help="Instruction set to tune for (default: this CPU's): avx512_vnni, avx_vnni, avx512, avx2, arm64, generic.",
+    ),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="Ask about 7-bit weights."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Ask about uint8 or int8 activations."),
     per_channel: bool = typer.Option(False, "--per-channel", help="Ask about per-channel weights."),
@@ -153,9 +192,12 @@ def preflight(
         raise EdgeNLPError(f"unknown --activation '{activation}': use uint8 or int8")
     found = advice.advise(isa, reduce_range=reduce_range, activation=activation, per_channel=per_channel)
     console = Console()
-    console.print(f"CPU: {found['cpu']}; INT8 instruction set: {found['isa']} (VNNI {'yes' if found['vnni'] else 'no'}, "
-                  f"AVX-512 {'yes' if found['avx512'] else 'no'}, ARM dot product "
-                  f"{'yes' if found['arm_dot_product'] else 'no'})", highlight=False)
+    console.print(
+        f"CPU: {found['cpu']}; INT8 instruction set: {found['isa']} (VNNI {'yes' if found['vnni'] else 'no'}, "
+        f"AVX-512 {'yes' if found['avx512'] else 'no'}, ARM dot product "
+        f"{'yes' if found['arm_dot_product'] else 'no'})",
+        highlight=False,
+    )
     for line in found["suits"]:
         console.print(f"  suits: {line}", highlight=False)
     for line in found["warnings"]:

@@ -9,28 +9,46 @@ from __future__ import annotations
 
 import inspect
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Callable, Optional, Union, get_args, get_origin
+from typing import Any, Optional, Union, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-MAX_DROP = typer.Option(None, "--max-accuracy-drop", help="Selection: accuracy points a variant may lose against the reference.")
+MAX_DROP = typer.Option(
+    None, "--max-accuracy-drop", help="Selection: accuracy points a variant may lose against the reference."
+)
 MAX_LATENCY = typer.Option(None, "--max-latency-ms", help="Selection: p50 ms limit (first profile, real lengths).")
 MAX_SIZE = typer.Option(None, "--max-size-mb", help="Selection: size limit in MB.")
 TEXT_COLUMN = typer.Option(None, "--text-column", help="Text column of a data file.")
 LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column of a data file.")
-TASK = typer.Option(None, "--task", help="text-classification or text-generation (default: the model's own; "
-                    "a language model becomes a classifier only when asked).")
+TASK = typer.Option(
+    None,
+    "--task",
+    help="text-classification or text-generation (default: the model's own; "
+    "a language model becomes a classifier only when asked).",
+)
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show details (library logs and warnings).")
-TRUST_REMOTE_CODE = typer.Option(False, "--trust-remote-code", help="Let a model folder or hub repository run the "
-                                 "Python code its auto_map names (off: edgenlp runs no code from a model).")
-FAIL_IF = typer.Option(None, "--fail-if", help="Gate on the selected variant, e.g. 'accuracy_drop>1.0 or p90_ms>20 or "
-                       "size_mb>30'; exit 1 when it holds.")
-EXECUTOR = typer.Option(None, "--executor", help="local (default), ray (a Ray instance on this machine) or ray:ADDRESS "
-                        "(a running cluster): where builds, trials and measurements run.")
+TRUST_REMOTE_CODE = typer.Option(
+    False,
+    "--trust-remote-code",
+    help="Let a model folder or hub repository run the "
+    "Python code its auto_map names (off: edgenlp runs no code from a model).",
+)
+FAIL_IF = typer.Option(
+    None,
+    "--fail-if",
+    help="Gate on the selected variant, e.g. 'accuracy_drop>1.0 or p90_ms>20 or size_mb>30'; exit 1 when it holds.",
+)
+EXECUTOR = typer.Option(
+    None,
+    "--executor",
+    help="local (default), ray (a Ray instance on this machine) or ray:ADDRESS "
+    "(a running cluster): where builds, trials and measurements run.",
+)
 
 
 @dataclass
@@ -63,8 +81,14 @@ class Settings:
             default = self.defaults.get(name, ... if info.default is PydanticUndefined else info.default)
             flags = self.flags.get(name, (f"--{name.replace('_', '-')}",))
             option = typer.Option(default, *flags, help=self.help.get(name, _first_line(info.description)))
-            out.append(inspect.Parameter(_parameter_name(self.key, name), inspect.Parameter.KEYWORD_ONLY,
-                                         default=option, annotation=annotation))
+            out.append(
+                inspect.Parameter(
+                    _parameter_name(self.key, name),
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=option,
+                    annotation=annotation,
+                )
+            )
         return out
 
 

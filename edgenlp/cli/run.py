@@ -11,7 +11,18 @@ from rich.markup import escape
 
 from ..errors import EdgeNLPError
 from .app import app, err_console, guarded, setup, typed
-from .options import EXECUTOR, FAIL_IF, LABEL_COLUMN, MAX_DROP, MAX_LATENCY, MAX_SIZE, TASK, TEXT_COLUMN, TRUST_REMOTE_CODE, VERBOSE
+from .options import (
+    EXECUTOR,
+    FAIL_IF,
+    LABEL_COLUMN,
+    MAX_DROP,
+    MAX_LATENCY,
+    MAX_SIZE,
+    TASK,
+    TEXT_COLUMN,
+    TRUST_REMOTE_CODE,
+    VERBOSE,
+)
 
 
 def selection_settings(base, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if):
@@ -21,8 +32,12 @@ def selection_settings(base, max_accuracy_drop, max_latency_ms, max_size_mb, fai
 
     if fail_if:
         parse_gates(fail_if)  # a typo fails now, not after minutes of measuring
-    flags = {"max_accuracy_drop": max_accuracy_drop, "max_latency_ms": max_latency_ms,
-             "max_size_mb": max_size_mb, "fail_if": fail_if}
+    flags = {
+        "max_accuracy_drop": max_accuracy_drop,
+        "max_latency_ms": max_latency_ms,
+        "max_size_mb": max_size_mb,
+        "fail_if": fail_if,
+    }
     merged = {**(base or SelectionSettings()).model_dump(), **{k: v for k, v in flags.items() if v is not None}}
     return typed(SelectionSettings, "selection", **merged)
 
@@ -33,8 +48,10 @@ def conclude(results: dict, out_dir: Path) -> None:
     console = Console()
     selected = (results.get("selection") or {}).get("selected")
     console.print(f"selected: {selected or 'none meets the limits'}", highlight=False)
-    console.print(f"results: {out_dir / 'results.json'}\nreport:  {out_dir / 'report.md'}, {out_dir / 'report.html'}",
-                  highlight=False)
+    console.print(
+        f"results: {out_dir / 'results.json'}\nreport:  {out_dir / 'report.md'}, {out_dir / 'report.html'}",
+        highlight=False,
+    )
     gates = results.get("gates")
     if gates:
         err_console.print(escape(verdict_line(gates)), highlight=False, soft_wrap=True)
@@ -54,9 +71,15 @@ def run_name(recipe_name: str, model: str | None, data: str | None) -> str:
 @app.command()
 @guarded
 def optimize(
-    model: Optional[str] = typer.Argument(None, help="Checkpoint folder, hub id, or packaged name (minilm). Default: the recipe's."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="tweets, sst2, bbc-news, medical-abstracts, a CSV/TSV/JSONL file, or hub:NAME."),
-    recipe_file: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML (default: recipes/default.yaml)."),
+    model: Optional[str] = typer.Argument(
+        None, help="Checkpoint folder, hub id, or packaged name (minilm). Default: the recipe's."
+    ),
+    data: Optional[str] = typer.Option(
+        None, "--data", "-d", help="tweets, sst2, bbc-news, medical-abstracts, a CSV/TSV/JSONL file, or hub:NAME."
+    ),
+    recipe_file: Optional[Path] = typer.Option(
+        None, "--recipe", "-r", help="Recipe YAML (default: recipes/default.yaml)."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<recipe name>)."),
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
@@ -66,7 +89,11 @@ def optimize(
     max_latency_ms: Optional[float] = MAX_LATENCY,
     max_size_mb: Optional[float] = MAX_SIZE,
     fail_if: Optional[str] = FAIL_IF,
-    search: Optional[bool] = typer.Option(None, "--search/--no-search", help="With --max-accuracy-drop: search quantisation settings and nodes to keep in float (default: the recipe's search.enabled, on)."),
+    search: Optional[bool] = typer.Option(
+        None,
+        "--search/--no-search",
+        help="With --max-accuracy-drop: search quantisation settings and nodes to keep in float (default: the recipe's search.enabled, on).",
+    ),
     executor: Optional[str] = EXECUTOR,
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
@@ -77,8 +104,11 @@ def optimize(
     from .. import recipe as recipe_module
 
     recipe = recipe_module.load(recipe_file) if recipe_file else recipe_module.default()
-    recipe = recipe.model_copy(update={"selection": selection_settings(recipe.selection, max_accuracy_drop, max_latency_ms,
-                                                               max_size_mb, fail_if)})
+    recipe = recipe.model_copy(
+        update={
+            "selection": selection_settings(recipe.selection, max_accuracy_drop, max_latency_ms, max_size_mb, fail_if)
+        }
+    )
     if search is not None:
         recipe = recipe.model_copy(update={"search": recipe.search.model_copy(update={"enabled": search})})
     if executor is not None:
@@ -91,12 +121,19 @@ def optimize(
     if task:
         updates["task"] = task
     if data or text_column or label_column:
-        updates["data"] = recipe.data.model_copy(update={k: v for k, v in
-                                                         {"source": data, "text_column": text_column,
-                                                          "label_column": label_column}.items() if v})
+        updates["data"] = recipe.data.model_copy(
+            update={
+                k: v for k, v in {"source": data, "text_column": text_column, "label_column": label_column}.items() if v
+            }
+        )
     if updates:
-        recipe = recipe_module.parse({**recipe.model_dump(mode="json"), **{
-            k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in updates.items()}}, "recipe")
+        recipe = recipe_module.parse(
+            {
+                **recipe.model_dump(mode="json"),
+                **{k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in updates.items()},
+            },
+            "recipe",
+        )
     out_dir = out or Path("runs") / run_name(recipe.name, model, data)
     outcome = pipeline.run(recipe, out_dir, bench=not no_bench)
     console = Console()
@@ -112,8 +149,12 @@ def previous_selection(results: dict):
     from ..recipe import SelectionSettings
 
     previous = results.get("selection") or {}
-    return typed(SelectionSettings, "report", **(previous.get("constraints") or {}),
-                  fail_if=(results.get("gates") or {}).get("expression"))
+    return typed(
+        SelectionSettings,
+        "report",
+        **(previous.get("constraints") or {}),
+        fail_if=(results.get("gates") or {}).get("expression"),
+    )
 
 
 def read_results(run_dir: Path) -> dict:
@@ -123,7 +164,9 @@ def read_results(run_dir: Path) -> dict:
 
     results_path = run_dir / "results.json"
     if not results_path.is_file():
-        raise EdgeNLPError(f"{results_path} not found: pass a run folder written by `edgenlp optimize` or `edgenlp bench`")
+        raise EdgeNLPError(
+            f"{results_path} not found: pass a run folder written by `edgenlp optimize` or `edgenlp bench`"
+        )
     try:
         results = json.loads(results_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -161,7 +204,9 @@ def compare(
     run_dir: Path = typer.Argument(..., help="A run folder holding results.json."),
     a: str = typer.Argument(..., help="First variant."),
     b: str = typer.Argument(..., help="Second variant."),
-    across_node_kinds: bool = typer.Option(False, "--across-node-kinds", help="Compare latencies even when the two were timed on different kinds of node."),
+    across_node_kinds: bool = typer.Option(
+        False, "--across-node-kinds", help="Compare latencies even when the two were timed on different kinds of node."
+    ),
 ) -> None:
     """Paired tests between two variants of one run: McNemar for accuracy, round-paired for latency."""
     from ..bench.stats import compare_variants
@@ -170,8 +215,10 @@ def compare(
     from ..bench.results import WITH_ROUNDS
 
     if results.get("schema") not in WITH_ROUNDS:
-        raise EdgeNLPError(f"{run_dir / 'results.json'} is {results.get('schema')}, which keeps no per-round timings "
-                           "or predictions: measure again to compare")
+        raise EdgeNLPError(
+            f"{run_dir / 'results.json'} is {results.get('schema')}, which keeps no per-round timings "
+            "or predictions: measure again to compare"
+        )
     names = [v["name"] for v in results["variants"]]
     for name in (a, b):
         if name not in names:
@@ -185,11 +232,17 @@ def compare(
     console = Console()
     acc = verdict["accuracy"]
     if acc:
-        console.print(f"accuracy: {a} {100 * acc['a']:.2f}% vs {b} {100 * acc['b']:.2f}%; only {a} right on "
-                      f"{acc['a_only_correct']}, only {b} right on {acc['b_only_correct']}; McNemar p = {acc['p_value']:.3g} "
-                      f"({'a real difference' if acc['significant'] else 'no significant difference'})", highlight=False)
+        console.print(
+            f"accuracy: {a} {100 * acc['a']:.2f}% vs {b} {100 * acc['b']:.2f}%; only {a} right on "
+            f"{acc['a_only_correct']}, only {b} right on {acc['b_only_correct']}; McNemar p = {acc['p_value']:.3g} "
+            f"({'a real difference' if acc['significant'] else 'no significant difference'})",
+            highlight=False,
+        )
     for key, t in verdict["latency"].items():
         ratio = t["speedup_b_over_a"]
-        console.print(f"{key}: {b} is {ratio['ratio']:.2f}x as fast as {a} [95% CI {ratio['ci'][0]:.2f}-{ratio['ci'][1]:.2f}]; "
-                      f"{a} slower in {t['rounds_a_slower']} of {t['rounds']} rounds; Wilcoxon p = {t['p_value']:.3g} "
-                      f"({'a real difference' if t['significant'] else 'no significant difference'})", highlight=False)
+        console.print(
+            f"{key}: {b} is {ratio['ratio']:.2f}x as fast as {a} [95% CI {ratio['ci'][0]:.2f}-{ratio['ci'][1]:.2f}]; "
+            f"{a} slower in {t['rounds_a_slower']} of {t['rounds']} rounds; Wilcoxon p = {t['p_value']:.3g} "
+            f"({'a real difference' if t['significant'] else 'no significant difference'})",
+            highlight=False,
+        )

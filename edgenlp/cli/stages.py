@@ -21,21 +21,34 @@ DATA_FLAGS = {"source": ("--data", "-d")}
 
 @app.command()
 @guarded
-@from_settings(Settings(finetune_stage.Config, "config", skip=("data", "search")),
-               Settings(DataSpec, "data", only=DATA_FIELDS, flags=DATA_FLAGS),
-               Settings(TuningSettings, "search_settings", only=("trials", "timeout_minutes"),
-                        flags={"timeout_minutes": ("--search-minutes",)},
-                        help={"trials": "With --search: trials in all (an interrupted search resumes and counts what "
-                                        "it finished).",
-                              "timeout_minutes": "With --search: start no new trial after this many minutes."}))
+@from_settings(
+    Settings(finetune_stage.Config, "config", skip=("data", "search")),
+    Settings(DataSpec, "data", only=DATA_FIELDS, flags=DATA_FLAGS),
+    Settings(
+        TuningSettings,
+        "search_settings",
+        only=("trials", "timeout_minutes"),
+        flags={"timeout_minutes": ("--search-minutes",)},
+        help={
+            "trials": "With --search: trials in all (an interrupted search resumes and counts what it finished).",
+            "timeout_minutes": "With --search: start no new trial after this many minutes.",
+        },
+    ),
+)
 def finetune(
     model: str = typer.Argument(..., help="Checkpoint folder, hub id, or packaged name (minilm)."),
     out: Path = typer.Option(Path("runs/finetuned"), "--out", "-o", help="Folder for the fine-tuned checkpoint."),
-    search: bool = typer.Option(False, "--search", help="Search learning rate, batch size, warm-up and weight decay "
-                                "with Optuna; trial 0 uses the settings above."),
+    search: bool = typer.Option(
+        False,
+        "--search",
+        help="Search learning rate, batch size, warm-up and weight decay with Optuna; trial 0 uses the settings above.",
+    ),
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
-    *, config: dict, data: dict, search_settings: dict,
+    *,
+    config: dict,
+    data: dict,
+    search_settings: dict,
 ) -> None:
     """Fine-tune a classifier, or continue training a language model on a corpus; writes a checkpoint and a log.
 
@@ -46,33 +59,45 @@ def finetune(
     from .. import models
 
     spec = typed(DataSpec, "finetune", flags=DATA_FLAGS, **data, seed=config["seed"])
-    config = typed(finetune_stage.Config, "finetune", **config, data=spec,
-                   search=search_settings if search else None)
+    config = typed(finetune_stage.Config, "finetune", **config, data=spec, search=search_settings if search else None)
     artifact, reused = build_one(models.resolve(model), finetune_stage, config, out)
     meta = artifact.meta["metadata"]
     metric = meta.get("metric", "accuracy")
-    Console().print(f"{'reused' if reused else 'fine-tuned'} ({artifact.task}): {artifact.path} "
-                    f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})")
+    Console().print(
+        f"{'reused' if reused else 'fine-tuned'} ({artifact.task}): {artifact.path} "
+        f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})"
+    )
     found = meta.get("search")
     if found:
         verdict = {True: "beat", False: "did not beat", None: "could not be compared with"}[found["beat_defaults"]]
-        Console().print(f"search: {found['complete']} of {found['trials']} trials complete, {found['pruned']} pruned; "
-                        f"best trial {found['best_trial']} {found['best_params']}; it {verdict} the given settings "
-                        f"({found['defaults_value']}); study {found['study']}")
+        Console().print(
+            f"search: {found['complete']} of {found['trials']} trials complete, {found['pruned']} pruned; "
+            f"best trial {found['best_trial']} {found['best_params']}; it {verdict} the given settings "
+            f"({found['defaults_value']}); study {found['study']}"
+        )
 
 
 @app.command()
 @guarded
-@from_settings(Settings(prune_stage.Config, "config", skip=("data",), flags={"ratio": ("--ratio", "-r")}),
-               Settings(DataSpec, "data", only=("source", "text_column", "label_column"), flags=DATA_FLAGS,
-                        defaults={"source": None},
-                        help={"source": "Calibration data for Taylor importance: a kit set, a file, hub:NAME."}))
+@from_settings(
+    Settings(prune_stage.Config, "config", skip=("data",), flags={"ratio": ("--ratio", "-r")}),
+    Settings(
+        DataSpec,
+        "data",
+        only=("source", "text_column", "label_column"),
+        flags=DATA_FLAGS,
+        defaults={"source": None},
+        help={"source": "Calibration data for Taylor importance: a kit set, a file, hub:NAME."},
+    ),
+)
 def prune(
     model: str = typer.Argument(..., help="A fine-tuned BERT-family or GPT-2 checkpoint folder (or hub id)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the pruned checkpoint."),
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
-    *, config: dict, data: dict,
+    *,
+    config: dict,
+    data: dict,
 ) -> None:
     """Remove whole attention heads and feed-forward channels; writes a checkpoint that from_pretrained reloads."""
     setup(verbose, trust_remote_code)
@@ -83,21 +108,27 @@ def prune(
     artifact, reused = build_one(models.resolve(model), prune_stage, config, out)
     meta = artifact.meta["metadata"]
     params = meta["parameters"]
-    Console().print(f"{'reused' if reused else 'pruned'}: {artifact.path} (heads per layer {meta['layer_heads']}; "
-                    f"non-embedding parameters {params['before']['non_embedding_parameters']:,} -> "
-                    f"{params['after']['non_embedding_parameters']:,}, MACs x{meta['macs']['kept']:.2f})")
+    Console().print(
+        f"{'reused' if reused else 'pruned'}: {artifact.path} (heads per layer {meta['layer_heads']}; "
+        f"non-embedding parameters {params['before']['non_embedding_parameters']:,} -> "
+        f"{params['after']['non_embedding_parameters']:,}, MACs x{meta['macs']['kept']:.2f})"
+    )
 
 
 @app.command()
 @guarded
-@from_settings(Settings(distill_stage.Config, "config", skip=("data", "search")),
-               Settings(DataSpec, "data", only=DATA_FIELDS, flags=DATA_FLAGS))
+@from_settings(
+    Settings(distill_stage.Config, "config", skip=("data", "search")),
+    Settings(DataSpec, "data", only=DATA_FIELDS, flags=DATA_FLAGS),
+)
 def distill(
     model: str = typer.Argument(..., help="The student: usually a checkpoint written by `edgenlp prune`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the recovered checkpoint."),
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
-    *, config: dict, data: dict,
+    *,
+    config: dict,
+    data: dict,
 ) -> None:
     """Recover a pruned model's accuracy by distillation from its unpruned parent (the finetune loop)."""
     setup(verbose, trust_remote_code)
@@ -110,8 +141,10 @@ def distill(
     artifact, reused = build_one(parent, distill_stage, config, out)
     meta = artifact.meta["metadata"]
     metric = meta.get("metric", "accuracy")
-    Console().print(f"{'reused' if reused else 'recovered'} ({artifact.task}): {artifact.path} "
-                    f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})")
+    Console().print(
+        f"{'reused' if reused else 'recovered'} ({artifact.task}): {artifact.path} "
+        f"(best validation {metric} {meta[f'validation_{metric}']:.4f} at step {meta['best_step']})"
+    )
 
 
 def build_one(parent, stage, config, out: Path):
@@ -127,5 +160,12 @@ def build_one(parent, stage, config, out: Path):
         chosen.load_data(config.data)  # a bad data set fails here, before a model loads
         inputs = {"data_sha256": chosen.fingerprint(config.data)}
     with FolderLock(out.parent, f".{out.name}.lock"):
-        return build(out, parent, stage.NAME, config, run=lambda work: stage.run(parent, config, work),
-                     inputs=inputs, libraries=stage.LIBRARIES)
+        return build(
+            out,
+            parent,
+            stage.NAME,
+            config,
+            run=lambda work: stage.run(parent, config, work),
+            inputs=inputs,
+            libraries=stage.LIBRARIES,
+        )

@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..errors import EdgeNLPError
-
-
 from .base import (  # noqa: F401  (the package's public names)
-    KIND_RESOURCE, LOCATED, MEASURE_RESOURCE, ON_RAY_NODE, ExecutorError, ExecutorSettings, Needs, Shipped,
-    localise, located, node_info, shipped_in,
+    KIND_RESOURCE,
+    LOCATED,
+    MEASURE_RESOURCE,
+    ON_RAY_NODE,
+    ExecutorError,
+    ExecutorSettings,
+    Needs,
+    Shipped,
+    localise,
+    located,
+    node_info,
+    shipped_in,
 )
 
 
@@ -87,8 +96,10 @@ def parse(spec: str) -> dict:
         return {"kind": "ray", "address": None}
     if spec.startswith("ray:") and spec[4:].strip():
         return {"kind": "ray", "address": spec[4:].strip()}
-    raise EdgeNLPError(f"unknown executor '{spec}': use local, ray (a Ray instance on this machine) or "
-                       "ray:ADDRESS (a running cluster, e.g. ray:10.0.0.5:6379 or ray:auto)")
+    raise EdgeNLPError(
+        f"unknown executor '{spec}': use local, ray (a Ray instance on this machine) or "
+        "ray:ADDRESS (a running cluster, e.g. ray:10.0.0.5:6379 or ray:auto)"
+    )
 
 
 def open(settings: ExecutorSettings | None = None):
@@ -122,8 +133,9 @@ def _in_context(fn: Callable) -> Callable:
     return lambda *a: context.copy().run(fn, *a)
 
 
-def build_tree(executor, specs: list, build_one: Callable, needs: Needs, done: Callable[[str], bool],
-               skip: Callable[[Any], bool]):
+def build_tree(
+    executor, specs: list, build_one: Callable, needs: Needs, done: Callable[[str], bool], skip: Callable[[Any], bool]
+):
     """`build_one(spec)` for every spec once its parent (`spec.parent`, a name or None) is done.
 
     Locally: in order, one at a time. Elsewhere: every spec whose parent is done is started, up to
@@ -148,8 +160,11 @@ def build_tree(executor, specs: list, build_one: Callable, needs: Needs, done: C
         while waiting or running:
             if failure is None:
                 for spec in list(waiting):
-                    parent_pending = spec.parent in names and not done(spec.parent) and spec.parent in (
-                        {s.name for s in waiting} | {s.name for s in running.values()})
+                    parent_pending = (
+                        spec.parent in names
+                        and not done(spec.parent)
+                        and spec.parent in ({s.name for s in waiting} | {s.name for s in running.values()})
+                    )
                     if parent_pending:
                         continue
                     waiting.remove(spec)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextvars
 import platform
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,7 +81,7 @@ class Shipped:
     path: Path
 
     @classmethod
-    def of(cls, path: str | Path) -> "Shipped":
+    def of(cls, path: str | Path) -> Shipped:
         return cls(path=Path(path))
 
     @cached_property

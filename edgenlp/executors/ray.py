@@ -12,12 +12,24 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import transport
-from .base import (KIND_RESOURCE, LOCATED, MEASURE_RESOURCE, ON_RAY_NODE, ExecutorError, ExecutorSettings, Needs,
-                   Shipped, localise, node_info, shipped_in)
+from .base import (
+    KIND_RESOURCE,
+    LOCATED,
+    MEASURE_RESOURCE,
+    ON_RAY_NODE,
+    ExecutorError,
+    ExecutorSettings,
+    Needs,
+    Shipped,
+    localise,
+    node_info,
+    shipped_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +41,9 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise ExecutorError("the ray executor needs Ray: pip install 'edgenlp[ray]' (or use --executor local)") from None
+        raise ExecutorError(
+            "the ray executor needs Ray: pip install 'edgenlp[ray]' (or use --executor local)"
+        ) from None
     return ray
 
 
@@ -46,7 +60,7 @@ def _node_kind() -> str | None:
     here = ray.get_runtime_context().get_node_id()
     for node in ray.nodes():
         if node.get("NodeID") == here:
-            kinds = [r[len(KIND_RESOURCE):] for r in node.get("Resources", {}) if r.startswith(KIND_RESOURCE)]
+            kinds = [r[len(KIND_RESOURCE) :] for r in node.get("Resources", {}) if r.startswith(KIND_RESOURCE)]
             return kinds[0] if kinds else None
     return None
 
@@ -64,8 +78,12 @@ def _on_node(fn: Callable, args: tuple, refs: dict, shared_filesystem: bool, cpu
     def local(shipped: Shipped) -> Path:
         here = _in_place(shipped) if shared_filesystem else None
         if here is None:
-            folder = transport.unpack_once(lambda: _ray().get(refs[shipped.key][0]), shipped.key, node_cache(),
-                                           f"{shipped.folder.name} (sent to this node)")
+            folder = transport.unpack_once(
+                lambda: _ray().get(refs[shipped.key][0]),
+                shipped.key,
+                node_cache(),
+                f"{shipped.folder.name} (sent to this node)",
+            )
             here = shipped.within(folder)
         LOCATED[str(shipped.path)] = here
         return here
@@ -101,12 +119,20 @@ class RayExecutor:
             try:
                 # a Ray instance started here is this one machine: it builds and measures
                 own = {"resources": {MEASURE_RESOURCE: 1}} if settings.address is None else {}
-                ray.init(address=settings.address, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, configure_logging=False, **own)
+                ray.init(
+                    address=settings.address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                    configure_logging=False,
+                    **own,
+                )
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = settings.address or "a new local instance"
-                raise ExecutorError(f"cannot reach the Ray cluster at {where} ({' '.join(str(exc).split())[:160]}): "
-                                    "start it (`ray start --head`) or fix --executor ray:ADDRESS") from None
+                raise ExecutorError(
+                    f"cannot reach the Ray cluster at {where} ({' '.join(str(exc).split())[:160]}): "
+                    "start it (`ray start --head`) or fix --executor ray:ADDRESS"
+                ) from None
         self._remote = ray.remote(_on_node)
         self._sent: dict[str, list] = {}
         self._lock = threading.Lock()
@@ -119,8 +145,9 @@ class RayExecutor:
         out = []
         for node in self._nodes():
             res = node.get("Resources", {})
-            if needs.measure and (res.get(MEASURE_RESOURCE, 0) < 1
-                                  or (needs.kind and res.get(KIND_RESOURCE + needs.kind, 0) <= 0)):
+            if needs.measure and (
+                res.get(MEASURE_RESOURCE, 0) < 1 or (needs.kind and res.get(KIND_RESOURCE + needs.kind, 0) <= 0)
+            ):
                 continue
             if res.get("CPU", 0) >= needs.cpus and res.get("memory", float("inf")) >= needs.memory_gb * 2**30:
                 out.append(node)
@@ -132,14 +159,21 @@ class RayExecutor:
             if needs.measure:
                 kind = f" of kind '{needs.kind}'" if needs.kind else ""
                 resources = {MEASURE_RESOURCE: 1, **({KIND_RESOURCE + needs.kind: 1} if needs.kind else {})}
-                raise ExecutorError(f"{needs.what}: no node of the Ray cluster measures{kind}: start one with "
-                                    f"`ray start --address ... --resources '{_json(resources)}'`, or measure on "
-                                    "--executor local")
-            raise ExecutorError(f"{needs.what}: no node of the Ray cluster has {needs.cpus} CPU(s) and "
-                                f"{needs.memory_gb:g} GB free: lower executor.build_cpus / build_memory_gb, or add a "
-                                "larger node")
-        options = {"max_retries": self.settings.retries, "retry_exceptions": False,
-                   "memory": int(needs.memory_gb * 2**30) or None}
+                raise ExecutorError(
+                    f"{needs.what}: no node of the Ray cluster measures{kind}: start one with "
+                    f"`ray start --address ... --resources '{_json(resources)}'`, or measure on "
+                    "--executor local"
+                )
+            raise ExecutorError(
+                f"{needs.what}: no node of the Ray cluster has {needs.cpus} CPU(s) and "
+                f"{needs.memory_gb:g} GB free: lower executor.build_cpus / build_memory_gb, or add a "
+                "larger node"
+            )
+        options = {
+            "max_retries": self.settings.retries,
+            "retry_exceptions": False,
+            "memory": int(needs.memory_gb * 2**30) or None,
+        }
         if needs.measure:
             # the whole node: nothing else runs beside a timing, and one timing per node at a time
             options["num_cpus"] = min(n["Resources"].get("CPU", 1) for n in fits)
@@ -153,8 +187,16 @@ class RayExecutor:
         total = 0
         for node in self._fits(needs):
             res = node["Resources"]
-            total += 1 if needs.measure else int(min(res.get("CPU", 0) // max(needs.cpus, 1),
-                                                     res.get("memory", float("inf")) // max(needs.memory_gb * 2**30, 1)))
+            total += (
+                1
+                if needs.measure
+                else int(
+                    min(
+                        res.get("CPU", 0) // max(needs.cpus, 1),
+                        res.get("memory", float("inf")) // max(needs.memory_gb * 2**30, 1),
+                    )
+                )
+            )
         return max(total, 1)
 
     # -- calls ------------------------------------------------------------------------------------
@@ -170,8 +212,9 @@ class RayExecutor:
         ray = _ray()
         options = self._options(needs)
         refs = {s.key: self._send(s) for s in shipped_in(args)}
-        task = self._remote.options(**options).remote(fn, args, refs, self.settings.shared_filesystem,
-                                                       int(options["num_cpus"]))
+        task = self._remote.options(**options).remote(
+            fn, args, refs, self.settings.shared_filesystem, int(options["num_cpus"])
+        )
         try:
             return ray.get(task)
         except ray.exceptions.RayTaskError as exc:
@@ -182,9 +225,11 @@ class RayExecutor:
         except ray.exceptions.RayError as exc:
             attempts = self.settings.retries + 1
             reason = " ".join(str(exc).split())[:200]
-            raise ExecutorError(f"{needs.what} ran {attempts} time(s) on Ray and its worker died each time, the "
-                                f"last with {type(exc).__name__} ({reason}); finished work is kept: rerun to resume, "
-                                "or raise executor.retries") from None
+            raise ExecutorError(
+                f"{needs.what} ran {attempts} time(s) on Ray and its worker died each time, the "
+                f"last with {type(exc).__name__} ({reason}); finished work is kept: rerun to resume, "
+                "or raise executor.retries"
+            ) from None
 
     def reachable_host(self) -> str:
         """This process's address as the cluster's nodes reach it: loopback for a Ray instance started here
@@ -196,10 +241,14 @@ class RayExecutor:
 
     def describe(self) -> dict:
         nodes = self._nodes()
-        return {"kind": "ray", "address": self.settings.address, "nodes": len(nodes),
-                "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
-                "measuring_nodes": sum(n["Resources"].get(MEASURE_RESOURCE, 0) >= 1 for n in nodes),
-                **self.settings.model_dump(exclude={"kind", "address"})}
+        return {
+            "kind": "ray",
+            "address": self.settings.address,
+            "nodes": len(nodes),
+            "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
+            "measuring_nodes": sum(n["Resources"].get(MEASURE_RESOURCE, 0) >= 1 for n in nodes),
+            **self.settings.model_dump(exclude={"kind", "address"}),
+        }
 
     def close(self) -> None:
         self._sent.clear()
@@ -209,4 +258,3 @@ def _json(value: dict) -> str:
     import json
 
     return json.dumps(value)
-

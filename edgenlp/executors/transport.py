@@ -118,6 +118,8 @@ def private_folder(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     info = os.lstat(path)
     if os.path.islink(path) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise ArtifactError(f"{path} is not a private folder of this user (a link, another owner, or open to others): "
-                            "remove it, or point EDGENLP_RAY_CACHE at a folder of your own")
+        raise ArtifactError(
+            f"{path} is not a private folder of this user (a link, another owner, or open to others): "
+            "remove it, or point EDGENLP_RAY_CACHE at a folder of your own"
+        )
     return path

@@ -25,9 +25,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -71,8 +71,11 @@ def mask_path(model) -> MaskPath:
     constants = _constant_values(model)
     static = {i.name for i in model.graph.initializer} | set(constants)
     derived = {i.name for i in model.graph.input if i.name in MASK_INPUTS}
-    derived |= {name for name, value in constants.items()
-                if value.dtype.kind == "f" and value.size and float(np.abs(value).max()) >= HUGE}
+    derived |= {
+        name
+        for name, value in constants.items()
+        if value.dtype.kind == "f" and value.size and float(np.abs(value).max()) >= HUGE
+    }
     mixed: set[str] = set()
     nodes = []
     for node in model.graph.node:
@@ -150,15 +153,31 @@ class Calibration:
     stats: dict
 
 
-def settings_key(model_id: str, data_id: str, method: str, samples: int, batch_size: int,
-                 op_types: list[str], symmetric: bool, percentile: float) -> str:
+def settings_key(
+    model_id: str,
+    data_id: str,
+    method: str,
+    samples: int,
+    batch_size: int,
+    op_types: list[str],
+    symmetric: bool,
+    percentile: float,
+) -> str:
     """The cache key of one calibration: the model's artifact id (its content), the data and the settings."""
     text = json.dumps([model_id, data_id, method, samples, batch_size, sorted(op_types), symmetric, percentile])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def calibrate(model_path: Path, batches: Iterable[dict], method: str, op_types: list[str], *,
-              symmetric: bool, percentile: float, cache_key: str) -> Calibration:
+def calibrate(
+    model_path: Path,
+    batches: Iterable[dict],
+    method: str,
+    op_types: list[str],
+    *,
+    symmetric: bool,
+    percentile: float,
+    cache_key: str,
+) -> Calibration:
     """Ranges of the tensors around `op_types` nodes, from `batches` (feeds), one batch in memory at a time."""
     import onnx
     from onnxruntime.quantization import save_tensors_data
@@ -200,13 +219,21 @@ def calibrate(model_path: Path, batches: Iterable[dict], method: str, op_types: 
                     raise DataError("the calibration set is empty: give the recipe's data a training split with texts")
                 ranges = calibrator.compute_data()
         except ValueError as exc:  # onnxruntime's own messages, e.g. a histogram it cannot bin
-            raise ArtifactError(f"{method} calibration failed: {' '.join(str(exc).split())[:200]}: try another "
-                                "calibrator or leave the offending operator type out of op_types") from exc
+            raise ArtifactError(
+                f"{method} calibration failed: {' '.join(str(exc).split())[:200]}: try another "
+                "calibrator or leave the offending operator type out of op_types"
+            ) from exc
         del calibrator
-    stats = {"method": method, "samples": samples, "batches": n_batches, "seconds": round(time.perf_counter() - t0, 2),
-             "peak_rss_mib": None if memory.peak_mib is None else round(memory.peak_mib, 1),
-             "rss_before_mib": None if memory.start_mib is None else round(memory.start_mib, 1),
-             "calibrated_tensors": len(ranges.data), "mask_tensors_left_out": len(mask.tensors)}
+    stats = {
+        "method": method,
+        "samples": samples,
+        "batches": n_batches,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "peak_rss_mib": None if memory.peak_mib is None else round(memory.peak_mib, 1),
+        "rss_before_mib": None if memory.start_mib is None else round(memory.start_mib, 1),
+        "calibrated_tensors": len(ranges.data),
+        "mask_tensors_left_out": len(mask.tensors),
+    }
     partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     save_tensors_data(ranges, partial)
     os.replace(partial, cached)
@@ -214,25 +241,49 @@ def calibrate(model_path: Path, batches: Iterable[dict], method: str, op_types: 
     return Calibration(cached, method, mask.nodes, {**stats, "reused": False})
 
 
-def quantize_qdq(model_path: Path, out_path: Path, calibration: Calibration, *, op_types: list[str],
-                 per_channel: bool, reduce_range: bool, activation: str, activation_symmetric: bool,
-                 nodes_to_exclude: list[str] = (), nodes_to_quantize: list[str] | None = None) -> None:
+def quantize_qdq(
+    model_path: Path,
+    out_path: Path,
+    calibration: Calibration,
+    *,
+    op_types: list[str],
+    per_channel: bool,
+    reduce_range: bool,
+    activation: str,
+    activation_symmetric: bool,
+    nodes_to_exclude: list[str] = (),
+    nodes_to_quantize: list[str] | None = None,
+) -> None:
     """A QDQ model from cached ranges; the mask path is never quantised."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[calibration.method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[calibration.method]
     quantize_static(
-        str(model_path), str(out_path), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-        per_channel=per_channel, reduce_range=reduce_range,
+        str(model_path),
+        str(out_path),
+        None,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=op_types,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
         activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
-        weight_type=QuantType.QInt8, nodes_to_exclude=sorted(set(nodes_to_exclude) | set(calibration.mask_nodes)),
-        nodes_to_quantize=nodes_to_quantize, calibrate_method=method,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=sorted(set(nodes_to_exclude) | set(calibration.mask_nodes)),
+        nodes_to_quantize=nodes_to_quantize,
+        calibrate_method=method,
         calibration_cache_path=str(calibration.ranges_file),
-        extra_options={"ActivationSymmetric": activation_symmetric, "WeightSymmetric": True,
-                       # fused contrib ops have no ONNX shape inference; FP32 is their type
-                       "DefaultTensorType": onnx.TensorProto.FLOAT})
+        extra_options={
+            "ActivationSymmetric": activation_symmetric,
+            "WeightSymmetric": True,
+            # fused contrib ops have no ONNX shape inference; FP32 is their type
+            "DefaultTensorType": onnx.TensorProto.FLOAT,
+        },
+    )
 
 
 def quantisable_nodes(model_path: Path, op_types: list[str], exclude: Iterable[str] = ()) -> list[str]:
@@ -261,8 +312,11 @@ def graph_input_names(model_path: Path) -> set[str]:
 def check_sample_count(found: int, asked: int, where: str) -> None:
     """Refuse an empty or too small calibration set, naming where the samples came from."""
     if found == 0:
-        raise DataError(f"the calibration set is empty: {where} has no usable text; give the recipe data with a "
-                        "training split")
+        raise DataError(
+            f"the calibration set is empty: {where} has no usable text; give the recipe data with a training split"
+        )
     if found < MIN_SAMPLES:
-        raise DataError(f"the calibration set has {found} sample(s) from {where} (asked for {asked}), fewer than "
-                        f"{MIN_SAMPLES}: give more training data")
+        raise DataError(
+            f"the calibration set has {found} sample(s) from {where} (asked for {asked}), fewer than "
+            f"{MIN_SAMPLES}: give more training data"
+        )

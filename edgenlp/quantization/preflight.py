@@ -21,8 +21,14 @@ def activation_type(isa: str) -> tuple[str, bool]:
     return "uint8", False
 
 
-def advise(isa: str | None = None, *, reduce_range: bool | None = None, activation: str | None = None,
-           per_channel: bool | None = None, cpu: CpuInfo | None = None) -> dict:
+def advise(
+    isa: str | None = None,
+    *,
+    reduce_range: bool | None = None,
+    activation: str | None = None,
+    per_channel: bool | None = None,
+    cpu: CpuInfo | None = None,
+) -> dict:
     """What suits `isa` (default: this CPU) and warnings about the requested settings."""
     cpu = cpu or cpu_info()
     isa = isa or cpu.isa
@@ -32,28 +38,40 @@ def advise(isa: str | None = None, *, reduce_range: bool | None = None, activati
     if isa in VNNI:
         suits.append("full 8-bit weights: VNNI accumulates u8xs8 products in 32 bits, no saturation")
     elif isa in ("avx512", "avx2"):
-        suits.append("no VNNI: u8xs8 pairs are summed in 16 bits (vpmaddubsw) and can saturate; onnxruntime "
-                     "suggests 7-bit weights (reduce_range), but edgenlp measured full range as more accurate on "
-                     "AVX2 for dynamic INT8 (97.0% vs 92.9% label agreement), so full range is the default")
+        suits.append(
+            "no VNNI: u8xs8 pairs are summed in 16 bits (vpmaddubsw) and can saturate; onnxruntime "
+            "suggests 7-bit weights (reduce_range), but edgenlp measured full range as more accurate on "
+            "AVX2 for dynamic INT8 (97.0% vs 92.9% label agreement), so full range is the default"
+        )
         if reduce_range:
-            warnings.append(f"reduce_range on {isa}: measured here as less accurate than full-range weights for "
-                            "dynamic INT8 (benchmarks/results/quantize_isa.json)")
+            warnings.append(
+                f"reduce_range on {isa}: measured here as less accurate than full-range weights for "
+                "dynamic INT8 (benchmarks/results/quantize_isa.json)"
+            )
     elif isa == "arm64":
         suits.append("ARM dot-product kernels (sdot/udot, i8mm) accumulate in 32 bits: full 8-bit weights")
     else:
         suits.append("no SIMD INT8 path detected: onnxruntime's portable kernels; INT8 may not beat FP32 here")
         warnings.append("no AVX2, AVX-512 or ARM dot product found: INT8 speed-ups are unlikely on this CPU")
     if activation and activation != act:
-        warnings.append(f"{activation} activations on {isa}: onnxruntime's kernels here are built for {act}; "
-                        "expect a slower graph")
+        warnings.append(
+            f"{activation} activations on {isa}: onnxruntime's kernels here are built for {act}; expect a slower graph"
+        )
     if isa not in VNNI and isa != "arm64" and activation == "int8":
         warnings.append("s8s8 without VNNI falls back to slower kernels in onnxruntime")
     if per_channel:
-        suits.append("per-channel weights: one scale per output column; onnxruntime runs them at per-tensor speed "
-                     "on x86 and keeps more label agreement (measure it with the harness)")
+        suits.append(
+            "per-channel weights: one scale per output column; onnxruntime runs them at per-tensor speed "
+            "on x86 and keeps more label agreement (measure it with the harness)"
+        )
     if isa != cpu.isa:
-        warnings.append(f"tuning for {isa}, but this CPU is {cpu.isa}: the latency measured here is not the "
-                        "target's")
-    return {"isa": isa, "cpu": cpu.model, "vnni": isa in VNNI, "avx512": isa in ("avx512_vnni", "avx512"),
-            "arm_dot_product": bool({"asimddp", "i8mm"} & cpu.flags),
-            "suits": suits, "warnings": warnings}
+        warnings.append(f"tuning for {isa}, but this CPU is {cpu.isa}: the latency measured here is not the target's")
+    return {
+        "isa": isa,
+        "cpu": cpu.model,
+        "vnni": isa in VNNI,
+        "avx512": isa in ("avx512_vnni", "avx512"),
+        "arm_dot_product": bool({"asimddp", "i8mm"} & cpu.flags),
+        "suits": suits,
+        "warnings": warnings,
+    }

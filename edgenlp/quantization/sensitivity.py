@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -45,10 +45,16 @@ def divergence(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict
     return {"kl_mean": float(np.concatenate(kls).mean()) if kls else 0.0, "max_abs_diff": worst}
 
 
-def analyse(parent_model: Path, nodes: Sequence[str], op_types: dict[str, str],
-            quantise_only: Callable[[str, Path], None], probe: Sequence[dict],
-            tuning: Callable[[Path], float] | None = None, reference_quality: float | None = None,
-            quality_drop: Callable[[float, float], float] | None = None) -> list[dict]:
+def analyse(
+    parent_model: Path,
+    nodes: Sequence[str],
+    op_types: dict[str, str],
+    quantise_only: Callable[[str, Path], None],
+    probe: Sequence[dict],
+    tuning: Callable[[Path], float] | None = None,
+    reference_quality: float | None = None,
+    quality_drop: Callable[[float, float], float] | None = None,
+) -> list[dict]:
     """One row per node, most damaging first: `quantise_only(node, out)` writes the one-node model."""
     from ..artifact import copy_support_files
 

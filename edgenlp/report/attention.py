@@ -85,39 +85,54 @@ def _page(summary: dict, rollout: str, sections: list) -> str:
     rows = "".join(
         f"<tr><td>{e(name)}</td><td>{e(c['source'])}</td><td>{','.join(map(str, c['heads']))}</td>"
         f"<td>{'-' if c.get('rollout_spearman') is None else c['rollout_spearman']}</td>"
-        f"<td>{e(' '.join(c['top_tokens']))}</td></tr>" for name, c in summary["models"].items())
-    body = [f"<h1>Attention: {e(summary['text'][:80])}</h1>",
-            f"<p>Rollout read at token <code>{e(summary['tokens'][summary['query']])}</code>; "
-            f"reference <code>{e(summary['reference'] or 'none')}</code>. Spearman: rank correlation of the "
-            "rollout scores with the reference (1 = the same order of attended tokens).</p>",
-            "<table><tr><th>model</th><th>read from</th><th>heads per layer</th><th>rollout Spearman vs reference</th>"
-            f"<th>most attended (rollout)</th></tr>{rows}</table>",
-            f'<h2>Rollout</h2><img alt="rollout" src="data:image/png;base64,{rollout}">']
+        f"<td>{e(' '.join(c['top_tokens']))}</td></tr>"
+        for name, c in summary["models"].items()
+    )
+    body = [
+        f"<h1>Attention: {e(summary['text'][:80])}</h1>",
+        f"<p>Rollout read at token <code>{e(summary['tokens'][summary['query']])}</code>; "
+        f"reference <code>{e(summary['reference'] or 'none')}</code>. Spearman: rank correlation of the "
+        "rollout scores with the reference (1 = the same order of attended tokens).</p>",
+        "<table><tr><th>model</th><th>read from</th><th>heads per layer</th><th>rollout Spearman vs reference</th>"
+        f"<th>most attended (rollout)</th></tr>{rows}</table>",
+        f'<h2>Rollout</h2><img alt="rollout" src="data:image/png;base64,{rollout}">',
+    ]
     for name, _maps, images in sections:
         body.append(f"<h2>{e(name)}</h2>")
-        body += [f'<h3>{e(title)}</h3><img alt="{e(name)} {e(title)}" src="data:image/png;base64,{png}">'
-                 for title, png in images]
+        body += [
+            f'<h3>{e(title)}</h3><img alt="{e(name)} {e(title)}" src="data:image/png;base64,{png}">'
+            for title, png in images
+        ]
     style = "body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px}table{border-collapse:collapse}img{max-width:100%}"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgenlp explain</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>edgenlp explain</title><style>{style}</style>"
+        f"</head><body>{''.join(body)}</body></html>"
+    )
 
 
 def markdown_section(results: dict) -> list[str]:
     att = results.get("attention")
     if not att:
         return []
-    lines = ["", "## Attention: did compression keep what the model attends to?", "",
-             f"Text: \"{att['text'][:120]}\"; rollout read at `{att['tokens'][att['query']]}`, compared with "
-             f"`{att['reference']}` (Spearman rank correlation of rollout scores; per-layer Pearson of head-averaged "
-             f"maps). Files: `{att['folder']}`.", "",
-             "| variant | read from | heads per layer | rollout Spearman | layer Pearson (min) | most attended |",
-             "|---|---|---|---:|---:|---|"]
+    lines = [
+        "",
+        "## Attention: did compression keep what the model attends to?",
+        "",
+        f'Text: "{att["text"][:120]}"; rollout read at `{att["tokens"][att["query"]]}`, compared with '
+        f"`{att['reference']}` (Spearman rank correlation of rollout scores; per-layer Pearson of head-averaged "
+        f"maps). Files: `{att['folder']}`.",
+        "",
+        "| variant | read from | heads per layer | rollout Spearman | layer Pearson (min) | most attended |",
+        "|---|---|---|---:|---:|---|",
+    ]
     for name, c in att["models"].items():
         finite = [x for x in c.get("layer_pearson") or [] if x is not None]
         layer = min(finite) if finite else None
-        lines.append(f"| {name} | {c['source']} | {','.join(map(str, c['heads']))} | "
-                     f"{'-' if c.get('rollout_spearman') is None else c['rollout_spearman']} | "
-                     f"{'-' if layer is None else layer} | {' '.join(c['top_tokens'])} |")
+        lines.append(
+            f"| {name} | {c['source']} | {','.join(map(str, c['heads']))} | "
+            f"{'-' if c.get('rollout_spearman') is None else c['rollout_spearman']} | "
+            f"{'-' if layer is None else layer} | {' '.join(c['top_tokens'])} |"
+        )
     for name, why in (att.get("skipped") or {}).items():
         lines.append(f"- `{name}` not explained: {why}")
     return lines

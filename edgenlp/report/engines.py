@@ -31,20 +31,26 @@ def markdown_section(results: dict) -> list[str]:
         return []
     task = task_of(results)
     engines = engines_measured(results)
-    lines = ["", "## Which engine to ship", "",
-             "Per profile and target: the variant selection picks (fastest within the selection limits), then "
-             f"each engine's fastest variant within the same limits ({task.QUALITY.label} beside it). "
-             "Engines measured: " + ", ".join(f"`{e}`" for e in engines) + ".", "",
-             "| profile | target | ship | engine | " + " | ".join(f"best {e}" for e in engines) + " |",
-             "|---|---|---|---|" + "---|" * len(engines)]
+    lines = [
+        "",
+        "## Which engine to ship",
+        "",
+        "Per profile and target: the variant selection picks (fastest within the selection limits), then "
+        f"each engine's fastest variant within the same limits ({task.QUALITY.label} beside it). "
+        "Engines measured: " + ", ".join(f"`{e}`" for e in engines) + ".",
+        "",
+        "| profile | target | ship | engine | " + " | ".join(f"best {e}" for e in engines) + " |",
+        "|---|---|---|---|" + "---|" * len(engines),
+    ]
     for r in found:
         cells = []
         for e in engines:
             best = r["by_engine"].get(e)
-            cells.append("-" if best is None else
-                         f"`{best['variant']}` {best['value']:.3g} ({r['quality'][e]:.4g})")
-        lines.append(f"| {r['profile']} | {r['target']} ({r['metric']}) | `{r['selected'] or 'none'}` | "
-                     f"{r['engine'] or '-'} | " + " | ".join(cells) + " |")
+            cells.append("-" if best is None else f"`{best['variant']}` {best['value']:.3g} ({r['quality'][e]:.4g})")
+        lines.append(
+            f"| {r['profile']} | {r['target']} ({r['metric']}) | `{r['selected'] or 'none'}` | "
+            f"{r['engine'] or '-'} | " + " | ".join(cells) + " |"
+        )
     lines += [f"- {r['profile']}, {r['target']}: {r['why']}." for r in found]
     skipped = results.get("skipped") or {}
     lines += [f"- `{name}` was not built: {why}" for name, why in skipped.items()]

@@ -28,12 +28,24 @@ def render(results: dict) -> str:
         ("Attention rollout per token (`edgenlp explain`)", attention.run_figure(results)),
     ]
     return env.get_template("report.html.j2").render(
-        r=results, task_template=f"{task_of(results).NAME}.html.j2", figures=[(title, png) for title, png in figures if png], MB=MB, MIB=MIB,
-        pruning_rows=pruning.rows(results), pruning_recovery=pruning.recovery(results),
-        search=results.get("search"), trials=search.trial_rows(results), calibrations=search.calibration_rows(results),
-        sensitivities=search.sensitivity_rows(results), studies=tuning.studies(results), verdict=tuning.verdict,
-        quality=task_of(results).QUALITY.metric, speed=task_of(results).SPEED[0],
-        engine_rows=engines.rows(results), engines=engines.engines_measured(results))
+        r=results,
+        task_template=f"{task_of(results).NAME}.html.j2",
+        figures=[(title, png) for title, png in figures if png],
+        MB=MB,
+        MIB=MIB,
+        pruning_rows=pruning.rows(results),
+        pruning_recovery=pruning.recovery(results),
+        search=results.get("search"),
+        trials=search.trial_rows(results),
+        calibrations=search.calibration_rows(results),
+        sensitivities=search.sensitivity_rows(results),
+        studies=tuning.studies(results),
+        verdict=tuning.verdict,
+        quality=task_of(results).QUALITY.metric,
+        speed=task_of(results).SPEED[0],
+        engine_rows=engines.rows(results),
+        engines=engines.engines_measured(results),
+    )
 
 
 def write(results: dict, path: Path) -> Path:

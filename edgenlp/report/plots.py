@@ -55,8 +55,15 @@ def accuracy_vs_latency(results: dict) -> str:
         x, y = v["latency_ms"][profile]["real"]["p50"], 100 * v["metrics"]["accuracy"]
         lo, hi = v["latency_ms"][profile]["real"]["p50_ci"]
         alo, ahi = (100 * a for a in v["metrics"]["accuracy_ci"])
-        ax.errorbar(x, y, xerr=[[x - lo], [hi - x]], yerr=[[y - alo], [ahi - y]], fmt="o",
-                    markersize=4 + 10 * v["size_bytes"] / max(w["size_bytes"] for w in results["variants"]), capsize=3)
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[x - lo], [hi - x]],
+            yerr=[[y - alo], [ahi - y]],
+            fmt="o",
+            markersize=4 + 10 * v["size_bytes"] / max(w["size_bytes"] for w in results["variants"]),
+            capsize=3,
+        )
         _mark(ax, v["name"], x, y, front, selection, points)
     _front_line(ax, points, step=True)
     ax.set_xlabel(f"p50 latency, ms ({profile}, batch 1, real lengths)")
@@ -84,7 +91,9 @@ def quality_vs_speed(results: dict) -> str:
         _mark(ax, v["name"], x, y, front, selection, points)
     _front_line(ax, points, step=False)
     ax.set_xlabel(f"{task.SPEED[0]} ({results['profiles'][0]['name']})")
-    ax.set_ylabel(task.QUALITY.label + (" (higher is better)" if task.QUALITY.higher_is_better else " (lower is better)"))
+    ax.set_ylabel(
+        task.QUALITY.label + (" (higher is better)" if task.QUALITY.higher_is_better else " (lower is better)")
+    )
     ax.set_title(f"{task.QUALITY.label} against speed (marker size: model size)")
     if points or selection.get("selected"):
         ax.legend(fontsize=8)
@@ -103,9 +112,19 @@ def quality_vs_size(results: dict) -> str | None:
     plt, fig = _figure()
     ax = fig.add_subplot(111)
     for r in rows:
-        ax.plot([r["size_mb"]], [r["quality"]], "o" if r["pruned_by"] else "s", color="#c44e52" if r["pruned_by"] else "#4c72b0")
-        ax.annotate(f"{r['name']} ({(r['parameters'] or 0) / 1e6:.1f}M)", (r["size_mb"], r["quality"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+        ax.plot(
+            [r["size_mb"]],
+            [r["quality"]],
+            "o" if r["pruned_by"] else "s",
+            color="#c44e52" if r["pruned_by"] else "#4c72b0",
+        )
+        ax.annotate(
+            f"{r['name']} ({(r['parameters'] or 0) / 1e6:.1f}M)",
+            (r["size_mb"], r["quality"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     ax.set_xlabel("size on disk, MB")
     ax.set_ylabel(task.QUALITY.label)
     ax.set_title("Quality against size (red: pruned lineage; label: parameters)")
@@ -132,15 +151,19 @@ def _flat(samples: list) -> list[float]:
 
 def latency_distributions(results: dict) -> str:
     profiles = results["profiles"]
-    shapes = sorted({shape for v in results["variants"] for p in v["latency_samples_ms"].values() for shape in p},
-                    key=lambda s: (s != "real", s))
+    shapes = sorted(
+        {shape for v in results["variants"] for p in v["latency_samples_ms"].values() for shape in p},
+        key=lambda s: (s != "real", s),
+    )
     plt, fig = _figure(4.2 * len(shapes), 2.6 * len(profiles) + 0.6)
     names = [v["name"] for v in results["variants"]]
     for i, profile in enumerate(profiles):
         for j, shape in enumerate(shapes):
             ax = fig.add_subplot(len(profiles), len(shapes), i * len(shapes) + j + 1)
-            data = [_flat(v["latency_samples_ms"].get(profile["name"], {}).get(shape, [])) or [0.0]
-                    for v in results["variants"]]
+            data = [
+                _flat(v["latency_samples_ms"].get(profile["name"], {}).get(shape, [])) or [0.0]
+                for v in results["variants"]
+            ]
             ax.boxplot(data, vert=False, showfliers=True, flierprops={"markersize": 2})
             ax.set_yticks(range(1, len(names) + 1), names, fontsize=7)
             ax.set_xscale("log")
@@ -167,8 +190,15 @@ def confusion_matrices(results: dict) -> str:
         top = max(max(row) for row in matrix) or 1
         for i, row in enumerate(matrix):
             for j, count in enumerate(row):
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                        color="white" if count > top / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if count > top / 2 else "black",
+                )
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(v["name"], fontsize=9)
@@ -182,8 +212,11 @@ def pr_curves(results: dict) -> str:
     plt, fig, panels = _per_variant(results, 3.6)
     for ax, v in panels:
         for curve in v["metrics"].get("pr_curves", []):
-            ax.plot(curve["recall"], curve["precision"],
-                    label=f"{labels[curve['class']]} (AP {curve['average_precision']:.3f})")
+            ax.plot(
+                curve["recall"],
+                curve["precision"],
+                label=f"{labels[curve['class']]} (AP {curve['average_precision']:.3f})",
+            )
         ax.set_title(v["name"], fontsize=9)
         ax.set_xlabel("recall", fontsize=7)
         ax.set_ylabel("precision", fontsize=7)
@@ -202,10 +235,23 @@ def reliability_diagrams(results: dict) -> str | None:
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
         if cal:
             filled = [b for b in cal["bins"] if b["count"]]
-            ax.bar([(b["lower"] + b["upper"]) / 2 for b in filled], [b["accuracy"] for b in filled],
-                   width=[b["upper"] - b["lower"] for b in filled], edgecolor="black", alpha=0.7, label="accuracy")
-            ax.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color="tab:red",
-                    markersize=3, linewidth=0.8, label="mean confidence")
+            ax.bar(
+                [(b["lower"] + b["upper"]) / 2 for b in filled],
+                [b["accuracy"] for b in filled],
+                width=[b["upper"] - b["lower"] for b in filled],
+                edgecolor="black",
+                alpha=0.7,
+                label="accuracy",
+            )
+            ax.plot(
+                [b["confidence"] for b in filled],
+                [b["accuracy"] for b in filled],
+                marker="o",
+                color="tab:red",
+                markersize=3,
+                linewidth=0.8,
+                label="mean confidence",
+            )
             ax.set_title(f"{v['name']}: ECE {100 * cal['ece']:.2f}%", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -229,8 +275,13 @@ def training_curves(results: dict) -> str | None:
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         twin = ax.twinx()
-        twin.plot([e["step"] for e in evals], [e[log.get("metric", "accuracy")] for e in evals], marker="s",
-                  color="green", label=f"validation {log.get('metric', 'accuracy')}")
+        twin.plot(
+            [e["step"] for e in evals],
+            [e[log.get("metric", "accuracy")] for e in evals],
+            marker="s",
+            color="green",
+            label=f"validation {log.get('metric', 'accuracy')}",
+        )
         twin.set_ylabel(log.get("metric", "accuracy"))
         ax.set_title(f"{name}: best step {log.get('best_step')}", fontsize=9)
         lines = ax.get_legend_handles_labels()

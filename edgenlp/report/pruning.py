@@ -36,14 +36,25 @@ def rows(results: dict) -> list[dict]:
         source = _prune_ancestor(results, v)
         meta = (source or {}).get("metadata") or {}
         macs = {k: m for k, m in (v.get("macs") or {}).items() if m is not None}
-        out.append({
-            "name": v["name"], "pruned_by": source["name"] if source else None, "ratio": meta.get("ratio"),
-            "mode": meta.get("mode"), "importance": meta.get("importance"), "layer_heads": meta.get("layer_heads"),
-            "non_embedding_parameters": (meta.get("parameters") or {}).get("after", {}).get("non_embedding_parameters"),
-            "non_embedding_kept": (meta.get("parameters") or {}).get("non_embedding_kept"),
-            "parameters": v.get("params"), "macs": macs,
-            "quality": metric(results, v, task.QUALITY.metric), "speed": metric(results, v, task.SPEED[0]),
-            "size_mb": v["size_bytes"] / MB})
+        out.append(
+            {
+                "name": v["name"],
+                "pruned_by": source["name"] if source else None,
+                "ratio": meta.get("ratio"),
+                "mode": meta.get("mode"),
+                "importance": meta.get("importance"),
+                "layer_heads": meta.get("layer_heads"),
+                "non_embedding_parameters": (meta.get("parameters") or {})
+                .get("after", {})
+                .get("non_embedding_parameters"),
+                "non_embedding_kept": (meta.get("parameters") or {}).get("non_embedding_kept"),
+                "parameters": v.get("params"),
+                "macs": macs,
+                "quality": metric(results, v, task.QUALITY.metric),
+                "speed": metric(results, v, task.SPEED[0]),
+                "size_mb": v["size_bytes"] / MB,
+            }
+        )
     return out
 
 
@@ -54,8 +65,17 @@ def recovery(results: dict) -> list[dict]:
         evals = log.get("evals") or []
         if evals and evals[0].get("step") == 0 and len(evals) > 1:
             key = log.get("metric")
-            out.append({"name": name, "metric": key, "after_pruning": evals[0].get(key), "after_recovery": log.get("best_score"),
-                        "best_step": log.get("best_step"), "steps": log.get("total_steps"), "seconds": log.get("seconds")})
+            out.append(
+                {
+                    "name": name,
+                    "metric": key,
+                    "after_pruning": evals[0].get(key),
+                    "after_recovery": log.get("best_score"),
+                    "best_step": log.get("best_step"),
+                    "steps": log.get("total_steps"),
+                    "seconds": log.get("seconds"),
+                }
+            )
     return out
 
 
@@ -69,25 +89,39 @@ def markdown_section(results: dict) -> list[str]:
         return []
     task = task_of(results)
     lengths = sorted({k for r in table for k in r["macs"]})
-    lines = ["## Pruning", "",
-             f"Heads and feed-forward channels removed by `prune`; {task.QUALITY.label} and {task.SPEED[0]} "
-             f"({results['profiles'][0]['name']}) as measured above. MACs: multiply-accumulates of one pass.", "",
-             "| variant | pruned by | ratio | heads per layer | non-embedding params | params | "
-             + "".join(f"MACs {k} | " for k in lengths) + f"{task.QUALITY.metric} | {task.SPEED[0]} | size MB |",
-             "|---|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|"]
+    lines = [
+        "## Pruning",
+        "",
+        f"Heads and feed-forward channels removed by `prune`; {task.QUALITY.label} and {task.SPEED[0]} "
+        f"({results['profiles'][0]['name']}) as measured above. MACs: multiply-accumulates of one pass.",
+        "",
+        "| variant | pruned by | ratio | heads per layer | non-embedding params | params | "
+        + "".join(f"MACs {k} | " for k in lengths)
+        + f"{task.QUALITY.metric} | {task.SPEED[0]} | size MB |",
+        "|---|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|",
+    ]
     for r in table:
         kept = f" ({100 * r['non_embedding_kept']:.0f}% kept)" if r["non_embedding_kept"] else ""
-        lines.append(f"| `{r['name']}` | {r['pruned_by'] or '-'} | {_fmt(r['ratio'], 'g')} "
-                     f"{'(' + r['mode'] + ', ' + r['importance'] + ')' if r['mode'] else ''} | "
-                     f"{','.join(map(str, r['layer_heads'])) if r['layer_heads'] else '-'} | "
-                     f"{_fmt(r['non_embedding_parameters'], ',')}{kept} | {_fmt(r['parameters'], ',')} | "
-                     + "".join(f"{_fmt(r['macs'].get(k), ',')} | " for k in lengths)
-                     + f"{_fmt(r['quality'], '.4g')} | {_fmt(r['speed'], '.3g')} | {r['size_mb']:.1f} |")
+        lines.append(
+            f"| `{r['name']}` | {r['pruned_by'] or '-'} | {_fmt(r['ratio'], 'g')} "
+            f"{'(' + r['mode'] + ', ' + r['importance'] + ')' if r['mode'] else ''} | "
+            f"{','.join(map(str, r['layer_heads'])) if r['layer_heads'] else '-'} | "
+            f"{_fmt(r['non_embedding_parameters'], ',')}{kept} | {_fmt(r['parameters'], ',')} | "
+            + "".join(f"{_fmt(r['macs'].get(k), ',')} | " for k in lengths)
+            + f"{_fmt(r['quality'], '.4g')} | {_fmt(r['speed'], '.3g')} | {r['size_mb']:.1f} |"
+        )
     rec = recovery(results)
     if rec:
-        lines += ["", "Recovery by distillation (validation split):", "",
-                  "| variant | metric | right after pruning | after recovery | best step / steps | seconds |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| `{r['name']}` | {r['metric']} | {_fmt(r['after_pruning'], '.4g')} | {_fmt(r['after_recovery'], '.4g')} "
-                  f"| {r['best_step']} / {r['steps']} | {r['seconds']} |" for r in rec]
+        lines += [
+            "",
+            "Recovery by distillation (validation split):",
+            "",
+            "| variant | metric | right after pruning | after recovery | best step / steps | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{r['name']}` | {r['metric']} | {_fmt(r['after_pruning'], '.4g')} | {_fmt(r['after_recovery'], '.4g')} "
+            f"| {r['best_step']} / {r['steps']} | {r['seconds']} |"
+            for r in rec
+        ]
     return lines + [""]

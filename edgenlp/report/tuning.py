@@ -19,29 +19,44 @@ def verdict(found: dict) -> str:
     if found.get("defaults_value") is None:
         return "no trial ran the given settings to the end, so the search is not compared with them"
     better = "beat" if found["beat_defaults"] else "did not beat"
-    return (f"the best trial ({found['metric']} {found['best_value']:.4g}) {better} the given settings "
-            f"({found['defaults_value']:.4g}) on the validation split, under the same trial budget")
+    return (
+        f"the best trial ({found['metric']} {found['best_value']:.4g}) {better} the given settings "
+        f"({found['defaults_value']:.4g}) on the validation split, under the same trial budget"
+    )
 
 
 def markdown_section(results: dict) -> list[str]:
     lines = []
     for name, found in studies(results).items():
-        lines += ["", f"## Hyper-parameter search: `{name}`", "",
-                  f"{found['trials']} trials ({found['complete']} complete, {found['pruned']} pruned by the median "
-                  f"rule, {found.get('failed', 0)} failed), TPE sampler, {found['direction']} validation "
-                  f"{found['metric']}; every trial trains with {_params(found['fixed']) or 'the stage settings'}. "
-                  f"Trial 0 is the given settings. Verdict: {verdict(found)}. Best: trial {found['best_trial']} "
-                  f"({_params(found['best_params'])}), whose checkpoint is the variant.", ""]
+        lines += [
+            "",
+            f"## Hyper-parameter search: `{name}`",
+            "",
+            f"{found['trials']} trials ({found['complete']} complete, {found['pruned']} pruned by the median "
+            f"rule, {found.get('failed', 0)} failed), TPE sampler, {found['direction']} validation "
+            f"{found['metric']}; every trial trains with {_params(found['fixed']) or 'the stage settings'}. "
+            f"Trial 0 is the given settings. Verdict: {verdict(found)}. Best: trial {found['best_trial']} "
+            f"({_params(found['best_params'])}), whose checkpoint is the variant.",
+            "",
+        ]
         if found.get("importances"):
-            lines.append("Parameter importances (fANOVA): " + ", ".join(
-                f"{k} {v:.2f}" for k, v in found["importances"].items()) + ".")
+            lines.append(
+                "Parameter importances (fANOVA): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in found["importances"].items())
+                + "."
+            )
             lines.append("")
-        lines += [f"| trial | state | {found['metric']} | evaluations | seconds | settings |", "|---:|---|---:|---|---:|---|"]
+        lines += [
+            f"| trial | state | {found['metric']} | evaluations | seconds | settings |",
+            "|---:|---|---:|---|---:|---|",
+        ]
         for t in found["trial_log"]:
             value = "-" if t["value"] is None else f"{t['value']:.4g}"
             evals = " ".join(f"{step}:{v:.3g}" for step, v in t["evals"])
-            lines.append(f"| {t['number']}{' (given)' if t['defaults'] else ''} | {t['state']} | {value} | {evals} | "
-                         f"{t['seconds'] if t['seconds'] is not None else '-'} | {_params(t['params'])} |")
+            lines.append(
+                f"| {t['number']}{' (given)' if t['defaults'] else ''} | {t['state']} | {value} | {evals} | "
+                f"{t['seconds'] if t['seconds'] is not None else '-'} | {_params(t['params'])} |"
+            )
     return lines
 
 
@@ -58,9 +73,18 @@ def figure(results: dict) -> str | None:
                 continue
             steps, values = zip(*t["evals"])
             style = {"linestyle": "--", "alpha": 0.6} if t["state"] == "pruned" else {}
-            label = f"trial {t['number']}{' (given)' if t['defaults'] else ''}{' pruned' if t['state'] == 'pruned' else ''}"
-            ax.plot(steps, values, marker="o", markersize=3, linewidth=2.2 if t["number"] == found["best_trial"] else 1,
-                    label=label, **style)
+            label = (
+                f"trial {t['number']}{' (given)' if t['defaults'] else ''}{' pruned' if t['state'] == 'pruned' else ''}"
+            )
+            ax.plot(
+                steps,
+                values,
+                marker="o",
+                markersize=3,
+                linewidth=2.2 if t["number"] == found["best_trial"] else 1,
+                label=label,
+                **style,
+            )
         ax.set_xlabel("training step")
         ax.set_ylabel(f"validation {found['metric']}")
         ax.set_title(f"{name}: trials (best: {found['best_trial']})", fontsize=9)

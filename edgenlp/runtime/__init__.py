@@ -17,12 +17,27 @@ from __future__ import annotations
 from importlib import import_module
 
 _WHERE = {
-    "load": "bundle", "Bundle": "bundle", "read_manifest": "bundle", "verify": "bundle", "FORMAT_VERSION": "bundle",
-    "TextClassifier": "classifier", "length_batches": "classifier", "softmax": "classifier",
-    "TextTokenizer": "text", "configured_max_length": "text", "DEFAULT_MAX_LENGTH": "text",
-    "OnnxModel": "session", "onnx_file": "session", "session_options": "session",
-    "CausalLM": "generation", "Generation": "generation", "Sampling": "generation", "TextGenerator": "generation",
-    "EdgeNLPError": "errors", "InputError": "errors", "BundleError": "errors",
+    "load": "bundle",
+    "Bundle": "bundle",
+    "read_manifest": "bundle",
+    "verify": "bundle",
+    "FORMAT_VERSION": "bundle",
+    "TextClassifier": "classifier",
+    "length_batches": "classifier",
+    "softmax": "classifier",
+    "TextTokenizer": "text",
+    "configured_max_length": "text",
+    "DEFAULT_MAX_LENGTH": "text",
+    "OnnxModel": "session",
+    "onnx_file": "session",
+    "session_options": "session",
+    "CausalLM": "generation",
+    "Generation": "generation",
+    "Sampling": "generation",
+    "TextGenerator": "generation",
+    "EdgeNLPError": "errors",
+    "InputError": "errors",
+    "BundleError": "errors",
 }
 __all__ = sorted(_WHERE)
 

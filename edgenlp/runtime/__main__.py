@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
 
-def answers(bundle, texts: list[str], batch_size: int = 32, truncate: bool = True,
-            max_new_tokens: int | None = None) -> Iterable[dict]:
+def answers(
+    bundle, texts: list[str], batch_size: int = 32, truncate: bool = True, max_new_tokens: int | None = None
+) -> Iterable[dict]:
     """One JSON-ready answer per text: its label and probabilities, or its continuation."""
     if bundle.task == "text-classification":
         for text, answer in zip(texts, bundle.classify(texts, batch_size=batch_size, truncate=truncate)):
@@ -20,8 +22,12 @@ def answers(bundle, texts: list[str], batch_size: int = 32, truncate: bool = Tru
     else:
         for prompt in texts:
             done = bundle.generate(prompt, max_new_tokens=max_new_tokens)
-            yield {"prompt": prompt, "generated_text": done.text, "new_tokens": len(done.token_ids),
-                   "stopped_by": done.stopped_by}
+            yield {
+                "prompt": prompt,
+                "generated_text": done.text,
+                "new_tokens": len(done.token_ids),
+                "stopped_by": done.stopped_by,
+            }
 
 
 def read_texts(arguments: list[str], stdin: TextIO) -> list[str]:
@@ -30,16 +36,27 @@ def read_texts(arguments: list[str], stdin: TextIO) -> list[str]:
     return [line.rstrip("\n") for line in stdin if line.strip()]
 
 
-def run(bundle_path: str, texts: list[str], out: TextIO, err: TextIO, verify: bool = True, threads: int = 1,
-        batch_size: int = 32, truncate: bool = True, max_new_tokens: int | None = None) -> int:
+def run(
+    bundle_path: str,
+    texts: list[str],
+    out: TextIO,
+    err: TextIO,
+    verify: bool = True,
+    threads: int = 1,
+    batch_size: int = 32,
+    truncate: bool = True,
+    max_new_tokens: int | None = None,
+) -> int:
     from .bundle import load
 
     bundle = load(bundle_path, verify_hashes=verify, threads=threads)
     results = list(answers(bundle, texts, batch_size, truncate, max_new_tokens))
     cut = [i for i, r in enumerate(results) if r.get("truncated")]
     if cut:
-        err.write(f"note: {len(cut)} text(s) (first: line {cut[0] + 1}) were longer than the model's maximum of "
-                  f"{bundle.manifest.get('max_length')} tokens and were cut there (--no-truncate refuses them)\n")
+        err.write(
+            f"note: {len(cut)} text(s) (first: line {cut[0] + 1}) were longer than the model's maximum of "
+            f"{bundle.manifest.get('max_length')} tokens and were cut there (--no-truncate refuses them)\n"
+        )
     for r in results:
         out.write(json.dumps(r, ensure_ascii=False) + "\n")
     return 0
@@ -58,8 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="text-generation bundles")
     args = parser.parse_args(argv)
     try:
-        return run(args.bundle, read_texts(args.texts, sys.stdin), sys.stdout, sys.stderr, not args.no_verify,
-                   args.threads, args.batch_size, not args.no_truncate, args.max_new_tokens)
+        return run(
+            args.bundle,
+            read_texts(args.texts, sys.stdin),
+            sys.stdout,
+            sys.stderr,
+            not args.no_verify,
+            args.threads,
+            args.batch_size,
+            not args.no_truncate,
+            args.max_new_tokens,
+        )
     except EdgeNLPError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import BundleError, InputError
 from .hashing import CHUNK, sha256_file
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 FORMAT = "edgenlp.bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+
 def read_manifest(folder: Path) -> dict:
     """The manifest of `folder`, checked against the schema (`runtime/manifest.py`) before anything reads it."""
     path = Path(folder) / MANIFEST
@@ -34,19 +37,25 @@ def read_manifest(folder: Path) -> dict:
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}): the bundle is damaged; copy it again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{path} is not an edgenlp bundle manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
+        raise BundleError(
+            f"{path} is not an edgenlp bundle manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r})"
+        )
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BundleError(f"{path} has format_version {version!r}, not a positive integer: the manifest is damaged")
     if version > FORMAT_VERSION:
-        raise BundleError(f"{folder} is bundle format {version}, newer than this runtime reads ({FORMAT_VERSION}): "
-                          "upgrade edgenlp (or edgenlp-runtime)")
+        raise BundleError(
+            f"{folder} is bundle format {version}, newer than this runtime reads ({FORMAT_VERSION}): "
+            "upgrade edgenlp (or edgenlp-runtime)"
+        )
     from .manifest import check
 
     problem = check(manifest)
     if problem:
-        raise BundleError(f"{path}: {problem}: the manifest is damaged or was not written by edgenlp; "
-                          "rebuild the bundle with `edgenlp bundle`")
+        raise BundleError(
+            f"{path}: {problem}: the manifest is damaged or was not written by edgenlp; "
+            "rebuild the bundle with `edgenlp bundle`"
+        )
     return manifest
 
 
@@ -58,8 +67,9 @@ def _present(folder: Path) -> set[str]:
             path = Path(root) / name
             if path.is_symlink():
                 rel = path.relative_to(folder).as_posix()
-                raise BundleError(f"{rel} in {folder} is a symbolic link: a bundle holds its own files; copy it "
-                                  "without links")
+                raise BundleError(
+                    f"{rel} in {folder} is a symbolic link: a bundle holds its own files; copy it without links"
+                )
         found.update((Path(root) / name).relative_to(folder).as_posix() for name in files)
     return found - {MANIFEST}
 
@@ -71,14 +81,18 @@ def check_layout(folder: Path, manifest: dict, sizes: bool = True) -> None:
     present = _present(folder)
     extra = sorted(present - set(listed))
     if extra:
-        raise BundleError(f"{folder} holds {extra[0]}, which its manifest does not list: remove it, or rebuild the "
-                          "bundle (a bundle must be exactly what was verified)")
+        raise BundleError(
+            f"{folder} holds {extra[0]}, which its manifest does not list: remove it, or rebuild the "
+            "bundle (a bundle must be exactly what was verified)"
+        )
     for rel, entry in sorted(listed.items()):
         if rel not in present:
             raise BundleError(f"{folder} is missing {rel}: copy the whole bundle again")
         if sizes and (folder / rel).stat().st_size != entry["bytes"]:
-            raise BundleError(f"{rel} in {folder} does not match its sha256 in the manifest: the file was changed or "
-                              "damaged; copy the bundle again")
+            raise BundleError(
+                f"{rel} in {folder} does not match its sha256 in the manifest: the file was changed or "
+                "damaged; copy the bundle again"
+            )
 
 
 def verify(folder: Path, manifest: dict) -> None:
@@ -142,7 +156,9 @@ def unzip(archive: Path, cache: Path | None = None) -> Path:
                     raise
             return dest
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise BundleError(f"{archive} is not a readable zip ({exc}): it is truncated or damaged; copy it again") from None
+        raise BundleError(
+            f"{archive} is not a readable zip ({exc}): it is truncated or damaged; copy it again"
+        ) from None
 
 
 def _checked_members(archive: Path, z, infos) -> list:
@@ -165,12 +181,16 @@ def _checked_members(archive: Path, z, infos) -> list:
         entry = listed.get(info.filename)
         size = entry.get("bytes") if isinstance(entry, dict) else None
         if not isinstance(size, int) or info.file_size != size:
-            raise BundleError(f"{archive} holds {info.filename} of {info.file_size} bytes, which its manifest does not "
-                              "list at that size: the archive is damaged or not an edgenlp bundle")
+            raise BundleError(
+                f"{archive} holds {info.filename} of {info.file_size} bytes, which its manifest does not "
+                "list at that size: the archive is damaged or not an edgenlp bundle"
+            )
         total += size
         if total > max_unpacked_bytes():
-            raise BundleError(f"{archive} would unpack to more than {max_unpacked_bytes()} bytes: refusing it "
-                              "(set EDGENLP_MAX_BUNDLE_BYTES to allow a larger bundle)")
+            raise BundleError(
+                f"{archive} would unpack to more than {max_unpacked_bytes()} bytes: refusing it "
+                "(set EDGENLP_MAX_BUNDLE_BYTES to allow a larger bundle)"
+            )
         members.append((info, size))
     return members
 
@@ -185,16 +205,24 @@ def _extract(z, info, limit: int, work: Path) -> None:
         while chunk := src.read(CHUNK):
             written += len(chunk)
             if written > limit:
-                raise BundleError(f"{info.filename} inflates past the {limit} bytes its archive declares: the zip "
-                                  "is forged or damaged; refusing it")
+                raise BundleError(
+                    f"{info.filename} inflates past the {limit} bytes its archive declares: the zip "
+                    "is forged or damaged; refusing it"
+                )
             dst.write(chunk)
 
 
 class Bundle:
     """A verified bundle, ready to answer. `task` says which of `classify` or `generate` it offers."""
 
-    def __init__(self, folder: Path, manifest: dict, threads: int = 1, memory_arena: bool = True,
-                 files: "BundleFiles | None" = None):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict,
+        threads: int = 1,
+        memory_arena: bool = True,
+        files: BundleFiles | None = None,
+    ):
         from .files import BundleFiles
 
         self.path = Path(folder)
@@ -209,26 +237,37 @@ class Bundle:
 
         get_engine(self.engine).require(f"the bundle {self.path}")
         if self.task not in ("text-classification", "text-generation"):
-            raise BundleError(f"{self.path} is a {self.task!r} bundle, which this runtime cannot serve "
-                              "(it serves text-classification and text-generation): upgrade edgenlp")
+            raise BundleError(
+                f"{self.path} is a {self.task!r} bundle, which this runtime cannot serve "
+                "(it serves text-classification and text-generation): upgrade edgenlp"
+            )
         try:
             if self.task == "text-classification":
                 from .classifier import TextClassifier
 
-                self._model = TextClassifier(self.path, threads=threads, model_file=model_file,
-                                             max_length=manifest.get("max_length"), memory_arena=memory_arena,
-                                             engine=self.engine, files=self.files)
+                self._model = TextClassifier(
+                    self.path,
+                    threads=threads,
+                    model_file=model_file,
+                    max_length=manifest.get("max_length"),
+                    memory_arena=memory_arena,
+                    engine=self.engine,
+                    files=self.files,
+                )
             else:
                 from .engines import open_decoder
 
-                self._model = open_decoder(self.engine, self.path, threads=threads, model_file=model_file,
-                                           files=self.files)
+                self._model = open_decoder(
+                    self.engine, self.path, threads=threads, model_file=model_file, files=self.files
+                )
         except (BundleError, InputError):
             raise
         except Exception as exc:  # what an engine or the tokenizer says of bytes it cannot parse
             first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise BundleError(f"{self.path} could not be opened ({type(exc).__name__}: {first}): the bundle is "
-                              "damaged or was not written by edgenlp; rebuild it") from None
+            raise BundleError(
+                f"{self.path} could not be opened ({type(exc).__name__}: {first}): the bundle is "
+                "damaged or was not written by edgenlp; rebuild it"
+            ) from None
 
     @property
     def model(self):
@@ -269,18 +308,25 @@ class Bundle:
 
         defaults = dict(self.manifest.get("generation") or {})
         stop = sampling.pop("stop", ())
-        fields = {k: sampling.get(k, defaults.get(k)) for k in ("temperature", "top_k", "top_p",
-                                                                   "repetition_penalty", "seed")}
+        fields = {
+            k: sampling.get(k, defaults.get(k)) for k in ("temperature", "top_k", "top_p", "repetition_penalty", "seed")
+        }
         unknown = set(sampling) - set(fields)
         if unknown:
-            raise InputError(f"unknown generation setting {sorted(unknown)[0]!r}: use max_new_tokens, temperature, "
-                             "top_k, top_p, repetition_penalty, seed or stop")
-        return {"max_new_tokens": max_new_tokens if max_new_tokens is not None else defaults.get("max_new_tokens", 64),
-                "sampling": Sampling(**{k: v for k, v in fields.items() if v is not None}), "stop": stop}
+            raise InputError(
+                f"unknown generation setting {sorted(unknown)[0]!r}: use max_new_tokens, temperature, "
+                "top_k, top_p, repetition_penalty, seed or stop"
+            )
+        return {
+            "max_new_tokens": max_new_tokens if max_new_tokens is not None else defaults.get("max_new_tokens", 64),
+            "sampling": Sampling(**{k: v for k, v in fields.items() if v is not None}),
+            "stop": stop,
+        }
 
 
-def load(path: str | Path, verify_hashes: bool = True, task: str | None = None, threads: int = 1,
-         memory_arena: bool = True) -> Bundle:
+def load(
+    path: str | Path, verify_hashes: bool = True, task: str | None = None, threads: int = 1, memory_arena: bool = True
+) -> Bundle:
     """Open the bundle at `path` (a folder or a .zip).
 
     Hashes are checked unless `verify_hashes=False` (for storage that is already trusted: a read-only

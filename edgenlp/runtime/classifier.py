@@ -8,8 +8,8 @@ benchmarks/runtime.py; bundles lower that value to one that costs nothing, check
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -34,20 +34,32 @@ def labels_of(config: dict, where: Path) -> list[str]:
 
 
 class TextClassifier:
-    def __init__(self, folder: str | Path, threads: int = 1, max_length: int | None = None,
-                 model_file: str | Path | None = None, memory_arena: bool = True, engine: str = "onnx",
-                 files: Files = PLAIN):
+    def __init__(
+        self,
+        folder: str | Path,
+        threads: int = 1,
+        max_length: int | None = None,
+        model_file: str | Path | None = None,
+        memory_arena: bool = True,
+        engine: str = "onnx",
+        files: Files = PLAIN,
+    ):
         folder = Path(folder)
-        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena,
-                                  files=files)
+        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena, files=files)
         self.tokenizer = TextTokenizer(folder, max_length=max_length, files=files)
         self.labels = labels_of(files.json(folder / "config.json", default={}), folder / "config.json")
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.model.run(inputs)
 
-    def classify(self, texts: str | Sequence[str], batch_size: int = 32, truncate: bool = True,
-                 max_batch_tokens: int | None = None, sort_by_length: bool = True) -> list[dict]:
+    def classify(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        truncate: bool = True,
+        max_batch_tokens: int | None = None,
+        sort_by_length: bool = True,
+    ) -> list[dict]:
         """One `{label, score, probabilities, truncated}` per text, in the order given.
 
         A text longer than the model's maximum is cut there (`truncated: true`), or refused with
@@ -64,19 +76,30 @@ class TextClassifier:
         if not truncate:
             cut = next((i for i, e in enumerate(encodings) if e.overflowing), None)
             if cut is not None:
-                raise InputError(f"text {cut} is longer than the model's maximum of {self.tokenizer.max_length} "
-                                 "tokens: shorten it, or allow truncation")
+                raise InputError(
+                    f"text {cut} is longer than the model's maximum of {self.tokenizer.max_length} "
+                    "tokens: shorten it, or allow truncation"
+                )
         return encodings
 
-    def answer(self, encodings: Sequence, batch_size: int = 32, max_batch_tokens: int | None = None,
-               sort_by_length: bool = True, raw_scores: bool = False) -> list[dict]:
+    def answer(
+        self,
+        encodings: Sequence,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        sort_by_length: bool = True,
+        raw_scores: bool = False,
+    ) -> list[dict]:
         """Answers for prepared texts; `raw_scores` adds each label's logit."""
         if batch_size < 1:
             raise InputError(f"batch_size {batch_size} must be at least 1")
         n = len(encodings)
         lengths = [len(e.ids) for e in encodings]
-        batches = (length_batches(lengths, batch_size, max_batch_tokens) if sort_by_length
-                   else [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
+        batches = (
+            length_batches(lengths, batch_size, max_batch_tokens)
+            if sort_by_length
+            else [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        )
         logits: np.ndarray | None = None
         for rows in batches:
             out = self.logits(self.tokenizer.pad([encodings[i] for i in rows]))
@@ -88,9 +111,12 @@ class TextClassifier:
         answers = []
         for row, raw, encoding in zip(probs, logits, encodings):
             best = int(row.argmax())
-            answer = {"label": names[best], "score": float(row[best]),
-                      "probabilities": {k: float(x) for k, x in zip(names, row)},
-                      "truncated": bool(encoding.overflowing)}
+            answer = {
+                "label": names[best],
+                "score": float(row[best]),
+                "probabilities": {k: float(x) for k, x in zip(names, row)},
+                "truncated": bool(encoding.overflowing),
+            }
             if raw_scores:
                 answer["logits"] = {k: float(x) for k, x in zip(names, raw)}
             answers.append(answer)
@@ -118,7 +144,8 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: in
     current: list[int] = []
     for i in order:
         full = len(current) >= batch_size or (
-            max_batch_tokens is not None and current and (len(current) + 1) * lengths[i] > max_batch_tokens)
+            max_batch_tokens is not None and current and (len(current) + 1) * lengths[i] > max_batch_tokens
+        )
         if full:
             batches.append(current)
             current = []

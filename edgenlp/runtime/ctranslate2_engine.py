@@ -12,8 +12,8 @@ metrics, which need every position's distribution.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -57,8 +57,14 @@ class Encoder:
         import ctranslate2
 
         folder = model_folder(path)
-        self.encoder = ctranslate2.Encoder(str(folder), device="cpu", intra_threads=threads, inter_threads=1,
-                                           compute_type="default", files=_in_memory(folder, files))  # as converted
+        self.encoder = ctranslate2.Encoder(
+            str(folder),
+            device="cpu",
+            intra_threads=threads,
+            inter_threads=1,
+            compute_type="default",
+            files=_in_memory(folder, files),
+        )  # as converted
         self._storage = ctranslate2.StorageView
         with np.load(io.BytesIO(files.read(folder / HEAD)), allow_pickle=False) as head:
             self.weight = head["weight"].astype(np.float32)
@@ -68,8 +74,11 @@ class Encoder:
         lengths = inputs["attention_mask"].sum(axis=1).astype(np.int32)
         ids = np.ascontiguousarray(inputs["input_ids"], dtype=np.int32)
         types = inputs.get("token_type_ids")
-        out = self.encoder.forward_batch(self._storage.from_array(ids), self._storage.from_array(lengths),
-                                         token_type_ids=None if types is None else types.tolist())
+        out = self.encoder.forward_batch(
+            self._storage.from_array(ids),
+            self._storage.from_array(lengths),
+            token_type_ids=None if types is None else types.tolist(),
+        )
         pooled = np.asarray(out.pooler_output, dtype=np.float32)
         return pooled @ self.weight.T + self.bias
 
@@ -86,8 +95,14 @@ class Generator(TextGenerator):
         folder = Path(folder)
         self._ct2 = ctranslate2
         model = model_folder(folder)
-        self.generator = ctranslate2.Generator(str(model), device="cpu", intra_threads=threads, inter_threads=1,
-                                               compute_type="default", files=_in_memory(model, files))  # as converted
+        self.generator = ctranslate2.Generator(
+            str(model),
+            device="cpu",
+            intra_threads=threads,
+            inter_threads=1,
+            compute_type="default",
+            files=_in_memory(model, files),
+        )  # as converted
         config = files.json(folder / "config.json")
         self.context, self.eos_id = context_of(config, folder / "config.json")
         self._tok = read_tokenizer(folder / "tokenizer.json", files)
@@ -102,14 +117,18 @@ class Generator(TextGenerator):
             self._ct2.set_random_seed(sampling.seed)
         greedy = sampling.temperature == 0
         return self.generator.generate_tokens(
-            self._tokens(prompt_ids), max_length=new_tokens,
-            sampling_topk=1 if greedy else sampling.top_k, sampling_topp=1.0 if greedy else sampling.top_p,
+            self._tokens(prompt_ids),
+            max_length=new_tokens,
+            sampling_topk=1 if greedy else sampling.top_k,
+            sampling_topp=1.0 if greedy else sampling.top_p,
             sampling_temperature=1.0 if greedy else sampling.temperature,
             repetition_penalty=sampling.repetition_penalty,
-            end_token=[] if self.eos_id is None else [self._tok.id_to_token(self.eos_id)])
+            end_token=[] if self.eos_id is None else [self._tok.id_to_token(self.eos_id)],
+        )
 
-    def token_stream(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling,
-                     use_cache: bool = True) -> Iterator[int]:
+    def token_stream(
+        self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling, use_cache: bool = True
+    ) -> Iterator[int]:
         if not use_cache:  # CTranslate2 always caches; the uncached loop re-reads the sequence through `step`
             yield from super().token_stream(prompt_ids, max_new_tokens, sampling, use_cache)
             return
@@ -132,9 +151,16 @@ class Generator(TextGenerator):
             return False
 
         started = clock()
-        self.generator.generate_batch([self._tokens(prompt_ids)], max_length=new_tokens, min_length=new_tokens,
-                                      sampling_topk=1, beam_size=1, end_token=[], include_prompt_in_result=False,
-                                      callback=stamp)
+        self.generator.generate_batch(
+            [self._tokens(prompt_ids)],
+            max_length=new_tokens,
+            min_length=new_tokens,
+            sampling_topk=1,
+            beam_size=1,
+            end_token=[],
+            include_prompt_in_result=False,
+            callback=stamp,
+        )
         times = [(b - a) / 1e6 for a, b in zip([started, *stamps], stamps)]
         return times[0], times[1:]
 
@@ -144,10 +170,12 @@ class Generator(TextGenerator):
         if len(sequence) > self.context:
             from .errors import InputError
 
-            raise InputError(f"the sequence would reach {len(sequence)} tokens but the model's context is "
-                             f"{self.context}: shorten the prompt or lower max_new_tokens")
+            raise InputError(
+                f"the sequence would reach {len(sequence)} tokens but the model's context is "
+                f"{self.context}: shorten the prompt or lower max_new_tokens"
+            )
         log_probs = np.asarray(self.generator.forward_batch([sequence], return_log_probs=True))
-        return log_probs[:, -ids.shape[1]:, :], sequence
+        return log_probs[:, -ids.shape[1] :, :], sequence
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids

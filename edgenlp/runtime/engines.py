@@ -41,8 +41,9 @@ class Engine:
 
     def require(self, what: str = "this model") -> None:
         if not self.installed():
-            raise EngineMissing(f"{what} needs the {self.name} engine, but {self.package} is not installed: "
-                                f"{self.install}")
+            raise EngineMissing(
+                f"{what} needs the {self.name} engine, but {self.package} is not installed: {self.install}"
+            )
 
     def implementation(self):
         self.require()
@@ -89,8 +90,9 @@ def open_graph(engine: str, path: str | Path, threads: int = 1, files: Files = P
     return impl.Graph(Path(path), threads=threads, files=files)
 
 
-def open_decoder(engine: str, folder: str | Path, threads: int = 1, model_file: str | Path | None = None,
-                 files: Files = PLAIN):
+def open_decoder(
+    engine: str, folder: str | Path, threads: int = 1, model_file: str | Path | None = None, files: Files = PLAIN
+):
     """A `TextGenerator` for the decoder in `folder`."""
     return get(engine).implementation().decoder(Path(folder), threads=threads, model_file=model_file, files=files)
 

@@ -17,4 +17,3 @@ class InputError(EdgeNLPError):
 
 class BundleError(EdgeNLPError):
     """A bundle that cannot be trusted or read: a tampered, missing or extra file, a newer format."""
-

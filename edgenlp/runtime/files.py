@@ -86,8 +86,10 @@ class BundleFiles(Files):
             rel = path  # a name relative to the folder
         name = rel.as_posix()
         if name not in self.listed:
-            raise BundleError(f"{self.folder} needs {name}, which its manifest does not list: the bundle is damaged "
-                              "or was not written by edgenlp; rebuild it")
+            raise BundleError(
+                f"{self.folder} needs {name}, which its manifest does not list: the bundle is damaged "
+                "or was not written by edgenlp; rebuild it"
+            )
         return name
 
     def exists(self, path: str | Path) -> bool:
@@ -100,7 +102,9 @@ class BundleFiles(Files):
     def read(self, path: str | Path) -> bytes:
         name = self.name_of(path)
         data = read_inside(self.folder, name)
-        if self.verify and (len(data) != self.listed[name]["bytes"] or self._sha256(data) != self.listed[name]["sha256"]):
+        if self.verify and (
+            len(data) != self.listed[name]["bytes"] or self._sha256(data) != self.listed[name]["sha256"]
+        ):
             raise self._changed(name)
         self.checked.add(name)
         return data
@@ -157,8 +161,10 @@ class BundleFiles(Files):
         return offset == self.listed[name]["bytes"] and digest.hexdigest() == self.listed[name]["sha256"]
 
     def _changed(self, name: str) -> BundleError:
-        return BundleError(f"{name} in {self.folder} does not match its sha256 in the manifest: the file was changed "
-                           "or damaged; copy the bundle again")
+        return BundleError(
+            f"{name} in {self.folder} does not match its sha256 in the manifest: the file was changed "
+            "or damaged; copy the bundle again"
+        )
 
 
 def path_inside(folder: Path, name: str) -> Path:
@@ -175,7 +181,9 @@ def path_inside(folder: Path, name: str) -> Path:
         except FileNotFoundError:
             raise BundleError(f"{folder} is missing {name}: copy the whole bundle again") from None
         if stat.S_ISLNK(mode):
-            raise BundleError(f"{name} in {folder} is a symbolic link: a bundle holds its own files; copy it without links")
+            raise BundleError(
+                f"{name} in {folder} is a symbolic link: a bundle holds its own files; copy it without links"
+            )
         if i < len(parts) - 1 and not stat.S_ISDIR(mode):
             raise BundleError(f"{folder} is missing {name}: copy the whole bundle again")
     return path

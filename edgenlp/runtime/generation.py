@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -42,8 +42,10 @@ def context_of(config: dict, where: Path | str = "config.json") -> tuple[int, in
     if context is None:
         context = 1024 if config.get("model_type") in (None, "gpt2") else None
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
-        raise BundleError(f"{where} states no context length ({', '.join(CONTEXT_KEYS[:2])}, ...): set "
-                          "max_position_embeddings to the longest sequence the model was trained on")
+        raise BundleError(
+            f"{where} states no context length ({', '.join(CONTEXT_KEYS[:2])}, ...): set "
+            "max_position_embeddings to the longest sequence the model was trained on"
+        )
     eos = config.get("eos_token_id")
     if isinstance(eos, list):  # some configs list several end tokens; the first ends a generation here
         eos = eos[0] if eos else None
@@ -89,8 +91,9 @@ class Sampling:
         for name in ("temperature", "top_p", "repetition_penalty"):
             if not np.isfinite(getattr(self, name)):
                 raise InputError(f"{name} {getattr(self, name)} is not a finite number: give a plain number")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed < 2**64):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**64
+        ):
             raise InputError(f"seed {self.seed!r} is not an integer in [0, 2^64): give a non-negative whole number")
 
 
@@ -122,8 +125,14 @@ def pick_token(logits: np.ndarray, seen: Sequence[int], sampling: Sampling, rng:
     return int(rng.choice(probs.size, p=probs))
 
 
-def decode(step: Step, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling = Sampling(),
-           eos_id: int | None = None, use_cache: bool = True) -> Iterator[int]:
+def decode(
+    step: Step,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    sampling: Sampling = Sampling(),
+    eos_id: int | None = None,
+    use_cache: bool = True,
+) -> Iterator[int]:
     """Yield new token ids one at a time. Without the cache, every step re-reads the whole sequence."""
     rng = np.random.default_rng(sampling.seed)
     ids = list(prompt_ids)
@@ -165,8 +174,9 @@ class TextGenerator:
     def decode_ids(self, ids: Sequence[int]) -> str:  # pragma: no cover
         raise NotImplementedError
 
-    def token_stream(self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling,
-                     use_cache: bool = True) -> Iterator[int]:
+    def token_stream(
+        self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling, use_cache: bool = True
+    ) -> Iterator[int]:
         """New token ids, one at a time: edgenlp's loop over `step`, unless an engine decodes on its own."""
         return decode(generation_step(self), prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache)
 
@@ -176,23 +186,38 @@ class TextGenerator:
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens {max_new_tokens} is negative: ask for 0 or more tokens")
         if len(prompt_ids) >= self.context:
-            raise InputError(f"the prompt has {len(prompt_ids)} tokens but the model's context is {self.context}: "
-                             "shorten the prompt")
+            raise InputError(
+                f"the prompt has {len(prompt_ids)} tokens but the model's context is {self.context}: shorten the prompt"
+            )
         if len(prompt_ids) + max_new_tokens > self.context:
-            raise InputError(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                             f"context of {self.context} tokens: lower max_new_tokens to at most "
-                             f"{self.context - len(prompt_ids)}")
+            raise InputError(
+                f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                f"context of {self.context} tokens: lower max_new_tokens to at most "
+                f"{self.context - len(prompt_ids)}"
+            )
 
-    def stream(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(),
-               stop: Sequence[str] = (), use_cache: bool = True) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 64,
+        sampling: Sampling = Sampling(),
+        stop: Sequence[str] = (),
+        use_cache: bool = True,
+    ) -> Iterator[str]:
         """Yield the continuation as text pieces, as soon as each is complete (whole UTF-8 characters)."""
         for piece in self.steps(prompt, max_new_tokens, sampling, stop, use_cache):
             if piece[1]:
                 yield piece[1]
 
-    def generate(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(),
-                 stop: Sequence[str] = (), use_cache: bool = True,
-                 cancelled: Callable[[], bool] | None = None) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 64,
+        sampling: Sampling = Sampling(),
+        stop: Sequence[str] = (),
+        use_cache: bool = True,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Generation:
         """The whole continuation; `cancelled()` is asked before each token (a server whose client left)."""
         ids: list[int] = []
         texts: list[str] = []
@@ -206,8 +231,14 @@ class TextGenerator:
             stopped_by = reason or stopped_by
         return Generation("".join(texts), ids, len(self.encode(prompt)), stopped_by, texts)
 
-    def steps(self, prompt: str, max_new_tokens: int = 64, sampling: Sampling = Sampling(), stop: Sequence[str] = (),
-              use_cache: bool = True):
+    def steps(
+        self,
+        prompt: str,
+        max_new_tokens: int = 64,
+        sampling: Sampling = Sampling(),
+        stop: Sequence[str] = (),
+        use_cache: bool = True,
+    ):
         """(token, new text, stop reason or None) per step; text is held back until its characters are whole."""
         prompt_ids = self.encode(prompt) if prompt and prompt.strip() else []
         self.check_request(prompt_ids, max_new_tokens)
@@ -222,16 +253,16 @@ class TextGenerator:
             hit = next((s for s in stop if s and s in text), None)
             if hit:
                 cut = text[: text.index(hit)]
-                yield token, cut[len(emitted):], f"stop:{hit}"
+                yield token, cut[len(emitted) :], f"stop:{hit}"
                 return
             held = max((len(s) - 1 for s in stop if s), default=0)  # a stop sequence may be half written
             ready = text if text.endswith("\ufffd") is False else text.rstrip("\ufffd")
             ready = ready[: max(len(emitted), len(ready) - held)]
-            yield token, ready[len(emitted):], None
+            yield token, ready[len(emitted) :], None
             emitted = ready
         text = self.decode_ids(generated)
         if len(text) > len(emitted):
-            yield None, text[len(emitted):], None
+            yield None, text[len(emitted) :], None
 
 
 class CausalLM(TextGenerator):
@@ -239,8 +270,14 @@ class CausalLM(TextGenerator):
     the ONNX graph on onnxruntime, or its OpenVINO IR (`engine="openvino"`). A folder with a
     `prefill.onnx` reads each prompt of a generation with that graph and decodes with the model's."""
 
-    def __init__(self, folder: str | Path, threads: int = 1, model_file: str | Path | None = None,
-                 engine: str = "onnx", files: Files = PLAIN):
+    def __init__(
+        self,
+        folder: str | Path,
+        threads: int = 1,
+        model_file: str | Path | None = None,
+        engine: str = "onnx",
+        files: Files = PLAIN,
+    ):
         from .engines import open_graph
         from .text import read_tokenizer
 
@@ -252,17 +289,23 @@ class CausalLM(TextGenerator):
         self.context, self.eos_id = context_of(config, folder / "config.json")
         self.past_names = [n for n in self.model.input_names if n.startswith("past_key_values.")]
         if not self.past_names:
-            raise InputError(f"{folder} is not a decoder with a KV cache (no past_key_values inputs): "
-                             "export it for text-generation")
+            raise InputError(
+                f"{folder} is not a decoder with a KV cache (no past_key_values inputs): export it for text-generation"
+            )
         self.present_names = [n for n in self.model.output_names if n.startswith("present")]
-        self._keeps_logits = LOGITS_TO_KEEP in [*self.model.input_names, *getattr(self.model, "optional_input_names", ())]
+        self._keeps_logits = LOGITS_TO_KEEP in [
+            *self.model.input_names,
+            *getattr(self.model, "optional_input_names", ()),
+        ]
         self.prefill = None
         prefill_file = (Path(model_file).parent if model_file else folder) / PREFILL_GRAPH
         if engine == "onnx" and files.exists(prefill_file):
             self.prefill = open_graph(engine, prefill_file, threads=threads, files=files)
             if self.prefill.input_specs() != self.model.input_specs():
-                raise InputError(f"{prefill_file} takes other inputs than {folder}'s model: rebuild the variant "
-                                 "(stage split-prefill) from one export")
+                raise InputError(
+                    f"{prefill_file} takes other inputs than {folder}'s model: rebuild the variant "
+                    "(stage split-prefill) from one export"
+                )
         specs = self.model.input_specs()
         # (heads, head size) of each cache input: a pruned model keeps different head counts per block
         self._past_shapes = [(int(specs[n][0][1]), int(specs[n][0][3])) for n in self.past_names]
@@ -272,26 +315,33 @@ class CausalLM(TextGenerator):
         self._tok.no_truncation()
 
     # -- the model -----------------------------------------------------------------------------
-    def feed(self, ids: np.ndarray, past: list[np.ndarray] | None = None, last_only: bool = False
-             ) -> dict[str, np.ndarray]:
+    def feed(
+        self, ids: np.ndarray, past: list[np.ndarray] | None = None, last_only: bool = False
+    ) -> dict[str, np.ndarray]:
         """The graph's inputs for `ids` (batch, n) after the cached `past` (None: an empty cache)."""
         batch, n = ids.shape
         if past is None:
             past = [np.zeros((batch, heads, 0, size), dtype=self._past_dtype) for heads, size in self._past_shapes]
         past_len = past[0].shape[2]
         if past_len + n > self.context:
-            raise InputError(f"the sequence would reach {past_len + n} tokens but the model's context is "
-                             f"{self.context}: shorten the prompt or lower max_new_tokens")
-        feed = {"input_ids": ids, "attention_mask": np.ones((batch, past_len + n), dtype=np.int64),
-                **dict(zip(self.past_names, past))}
+            raise InputError(
+                f"the sequence would reach {past_len + n} tokens but the model's context is "
+                f"{self.context}: shorten the prompt or lower max_new_tokens"
+            )
+        feed = {
+            "input_ids": ids,
+            "attention_mask": np.ones((batch, past_len + n), dtype=np.int64),
+            **dict(zip(self.past_names, past)),
+        }
         if "position_ids" in self.model.input_names:
             feed["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :].repeat(batch, 0)
         if self._keeps_logits:
             feed[LOGITS_TO_KEEP] = np.asarray([1 if last_only else 0], dtype=np.int64)
         return feed
 
-    def step(self, ids: np.ndarray, past: list[np.ndarray] | None, last_only: bool = False
-             ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def step(
+        self, ids: np.ndarray, past: list[np.ndarray] | None, last_only: bool = False
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One forward pass: logits for `ids` given the cache of everything before them (with `last_only`,
         at least the last position's; a graph exported with `logits_to_keep` computes only that one)."""
         # a generation's prompt (the last position only, no cache yet) goes through the prefill graph

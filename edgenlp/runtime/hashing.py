@@ -35,5 +35,5 @@ def sha256_bytes(data: bytes) -> str:
     digest = new_sha256()
     view = memoryview(data)
     for start in range(0, len(view), CHUNK):
-        digest.update(view[start:start + CHUNK])
+        digest.update(view[start : start + CHUNK])
     return digest.hexdigest()

@@ -10,7 +10,7 @@ which an app that opens one bundle at start pays for (pydantic would add about 0
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Annotated, Dict, List, Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import msgspec
 
@@ -23,8 +23,14 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 def inside(name: str) -> str:
     """`name` if it is a path relative to the bundle folder and stays inside it."""
     parts = PurePosixPath(name).parts
-    if (not name or name.startswith("/") or "\\" in name or "\x00" in name or PurePosixPath(name).as_posix() != name
-            or any(p in ("..", ".") for p in parts)):
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\x00" in name
+        or PurePosixPath(name).as_posix() != name
+        or any(p in ("..", ".") for p in parts)
+    ):
         raise ValueError(f"{name!r} must be a path relative to the bundle folder, inside it (no '..', no leading '/')")
     return name
 
@@ -57,10 +63,10 @@ class Manifest(msgspec.Struct):
     format_version: Positive
     task: str
     model: ModelEntry
-    files: Annotated[Dict[str, FileEntry], msgspec.Meta(min_length=1)]
+    files: Annotated[dict[str, FileEntry], msgspec.Meta(min_length=1)]
     engine: Optional[Engine] = None
     max_length: Optional[Positive] = None
-    labels: Optional[List[str]] = None
+    labels: Optional[list[str]] = None
     generation: Optional[GenerationDefaults] = None
 
     def __post_init__(self):

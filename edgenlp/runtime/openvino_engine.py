@@ -41,14 +41,19 @@ def model_files(folder: Path) -> list[Path]:
 def compile_model(path: Path, threads: int = 1, files: Files = PLAIN):
     import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_PRECISION_HINT": "f32"}
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
     core = ov.Core()
     xml = model_file(path)
     with files.pinned(xml, xml.with_suffix(".bin")) as checked:  # the checked files (see Files.pinned)
         if checked is not None:
-            return core.compile_model(core.read_model(str(checked[xml]), str(checked[xml.with_suffix(".bin")])),
-                                      "CPU", config)
+            return core.compile_model(
+                core.read_model(str(checked[xml]), str(checked[xml.with_suffix(".bin")])), "CPU", config
+            )
         weights = np.frombuffer(files.read(xml.with_suffix(".bin")), dtype=np.uint8)
         return core.compile_model(core.read_model(model=files.text(xml), weights=ov.Tensor(weights)), "CPU", config)
 
@@ -66,8 +71,9 @@ class Graph:
             aliases = port.get_names()
             self._output_index.update({alias: i for alias in aliases})
             # the exporter's names ("logits", "present.0.key") win over names OpenVINO added
-            names.append(next((a for a in sorted(aliases) if a == "logits" or a.startswith("present")),
-                              port.get_any_name()))
+            names.append(
+                next((a for a in sorted(aliases) if a == "logits" or a.startswith("present")), port.get_any_name())
+            )
         self.output_names = names
 
     def input_specs(self) -> dict[str, tuple[list, str]]:

@@ -26,8 +26,12 @@ def session_options(threads: int, memory_arena: bool = True):
     return options
 
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-              "tensor(int32)": "int32"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
 
 
 class OnnxModel:
@@ -39,15 +43,14 @@ class OnnxModel:
         data_file = self.path.with_name(f"{self.path.name}_data")  # the exporter's weights file, if any
         with files.pinned(self.path, *([data_file] if files.exists(data_file) else [])) as checked:
             if checked is not None:  # the checked files, by name (onnxruntime maps the weights file)
-                self.session = ort.InferenceSession(str(checked[self.path]), options,
-                                                    providers=["CPUExecutionProvider"])
+                self.session = ort.InferenceSession(
+                    str(checked[self.path]), options, providers=["CPUExecutionProvider"]
+                )
             else:  # no /proc to pin them: the checked bytes themselves (onnxruntime copies the weights)
                 if files.exists(data_file):
                     weights = np.frombuffer(files.read(data_file), dtype=np.uint8)
-                    options.add_external_initializers_from_files_in_memory([data_file.name], [weights],
-                                                                           [weights.size])
-                self.session = ort.InferenceSession(files.read(self.path), options,
-                                                    providers=["CPUExecutionProvider"])
+                    options.add_external_initializers_from_files_in_memory([data_file.name], [weights], [weights.size])
+                self.session = ort.InferenceSession(files.read(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         # inputs with a default (an initializer of that name): fed only by callers that know them
         self.optional_input_names = [i.name for i in self.session.get_overridable_initializers()]
@@ -77,6 +80,7 @@ def onnx_file(path: str | Path) -> Path:
 
 
 # -- the engine interface (`engines.py`) ------------------------------------------------------------
+
 
 class Encoder(OnnxModel):
     """A classifier graph: `run(inputs) -> logits`."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -23,8 +23,9 @@ def read_tokenizer(file: Path, files: Files = PLAIN):
         return Tokenizer.from_str(files.text(file))
     except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise BundleError(f"{file} is not a tokenizer that tokenizers can read ({first}): copy the model folder or "
-                          "bundle again") from None
+        raise BundleError(
+            f"{file} is not a tokenizer that tokenizers can read ({first}): copy the model folder or bundle again"
+        ) from None
 
 
 class TextTokenizer:

@@ -32,11 +32,10 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
-
 from .. import executors, stages
-from ..executors.transport import unpack
 from ..artifact import Artifact, copy_support_files, stable_id
 from ..errors import EdgeNLPError, RecipeError
+from ..executors.transport import unpack
 from ..fsio import write_json_atomic
 from ..quantization import calibration, sensitivity
 from .settings import SearchSettings
@@ -88,20 +87,31 @@ class Outcome:
         scored = [t for t in self.trials if t.tuning_drop is not None]
         return min(scored, key=lambda t: t.tuning_drop) if scored else None
 
-    def unmet(self, out_dir: Path) -> "BudgetNotMet":
+    def unmet(self, out_dir: Path) -> BudgetNotMet:
         """The error for a search that found nothing within the budget, naming the closest trial."""
         closest = self.closest()
-        near = (f"closest: {closest.base}.{closest.label}, {closest.tuning_drop:.2f} {self.drop_unit} on the tuning "
-                "split" if closest else "no trial could be scored")
-        return BudgetNotMet(f"no variant keeps the quality budget of {self.budget:g} {self.drop_unit} ({near}): raise "
-                            "--max-accuracy-drop, or widen the recipe's search; finished variants and the report are "
-                            f"kept in {out_dir}")
+        near = (
+            f"closest: {closest.base}.{closest.label}, {closest.tuning_drop:.2f} {self.drop_unit} on the tuning split"
+            if closest
+            else "no trial could be scored"
+        )
+        return BudgetNotMet(
+            f"no variant keeps the quality budget of {self.budget:g} {self.drop_unit} ({near}): raise "
+            "--max-accuracy-drop, or widen the recipe's search; finished variants and the report are "
+            f"kept in {out_dir}"
+        )
 
     def to_json(self) -> dict:
-        return {"budget": self.budget, "drop_unit": self.drop_unit, "tuning": self.tuning,
-                "reference_quality": self.reference_quality, "bases": self.bases,
-                "trials": [asdict(t) for t in self.trials], "sensitivity": self.sensitivity,
-                "shortlist": self.shortlist}
+        return {
+            "budget": self.budget,
+            "drop_unit": self.drop_unit,
+            "tuning": self.tuning,
+            "reference_quality": self.reference_quality,
+            "bases": self.bases,
+            "trials": [asdict(t) for t in self.trials],
+            "sensitivity": self.sensitivity,
+            "shortlist": self.shortlist,
+        }
 
 
 class BudgetNotMet(EdgeNLPError):
@@ -117,8 +127,10 @@ def _reference_export(recipe, variants: dict[str, Artifact]) -> str:
     for name, art in variants.items():  # by id: a finetune the source already satisfies is the source itself
         if _parent_id(art) == variants[reference].id and art.format == "onnx" and art.precision == "fp32":
             return name
-    raise RecipeError(f"the accuracy-budget search scores the reference on the tuning split through its FP32 ONNX "
-                      f"export, but no variant exports '{reference}': add an export variant with parent {reference}")
+    raise RecipeError(
+        f"the accuracy-budget search scores the reference on the tuning split through its FP32 ONNX "
+        f"export, but no variant exports '{reference}': add an export variant with parent {reference}"
+    )
 
 
 def _bases(settings: SearchSettings, variants: dict[str, Artifact]) -> list[str]:
@@ -126,8 +138,10 @@ def _bases(settings: SearchSettings, variants: dict[str, Artifact]) -> list[str]
         for name in settings.bases:
             art = variants.get(name)
             if art is None or art.format != "onnx" or art.precision != "fp32":
-                raise RecipeError(f"search.bases names '{name}', which is not an FP32 ONNX variant of the recipe: "
-                                  "name export variants")
+                raise RecipeError(
+                    f"search.bases names '{name}', which is not an FP32 ONNX variant of the recipe: "
+                    "name export variants"
+                )
         return list(settings.bases)
     by_id = {art.id: art for art in variants.values()}
     exports = []
@@ -156,12 +170,21 @@ class Search:
         self.look_threads = load_profile(recipe.bench.profiles[0]).threads
         self.reference = _reference_export(recipe, variants)
         labels = variants[self.reference].labels()
-        seen = [a.meta.get("stage_config") or {} for a in variants.values()
-                if a.meta.get("stage") in stages.STAGE_NAMES and not stages.checked_against_parent(stages.get(a.meta["stage"]))]
+        seen = [
+            a.meta.get("stage_config") or {}
+            for a in variants.values()
+            if a.meta.get("stage") in stages.STAGE_NAMES
+            and not stages.checked_against_parent(stages.get(a.meta["stage"]))
+        ]
         minimum = self.settings.min_tuning_examples
         self.tuning = task.tuning_set(dataset, labels, self.settings.tuning_examples, seen=seen, minimum=minimum)
-        self.small_tuning = task.tuning_set(dataset, labels, self.settings.sensitivity_examples, seen=seen,
-                                            minimum=min(minimum, self.settings.sensitivity_examples))
+        self.small_tuning = task.tuning_set(
+            dataset,
+            labels,
+            self.settings.sensitivity_examples,
+            seen=seen,
+            minimum=min(minimum, self.settings.sensitivity_examples),
+        )
         # what every score was computed on: the data and exactly which examples (memo keys include it)
         self.data_id = stable_id(task.fingerprint(recipe.data), _texts(self.tuning), _texts(self.small_tuning))
         self.memo_file = self.dir / "trials.json"
@@ -183,11 +206,17 @@ class Search:
 
     def _config(self, mode: str, calibrator: str | None, per_channel: bool, embeddings: bool, float_nodes: list[str]):
         stage = stages.get(MODES[mode])
-        raw = {"per_channel": per_channel, "op_types": WEIGHT_OPS + (EMBEDDING_OPS if embeddings else []),
-               "nodes_to_exclude": sorted(float_nodes)}
+        raw = {
+            "per_channel": per_channel,
+            "op_types": WEIGHT_OPS + (EMBEDDING_OPS if embeddings else []),
+            "nodes_to_exclude": sorted(float_nodes),
+        }
         if mode == "static":
-            raw.update(calibrator=calibrator, calibration_samples=self.settings.calibration_samples,
-                       data=self.recipe.data.model_dump())
+            raw.update(
+                calibrator=calibrator,
+                calibration_samples=self.settings.calibration_samples,
+                data=self.recipe.data.model_dump(),
+            )
         return stage, stage.resolve(stage.Config(**raw))
 
     def score(self, trial: Trial) -> Trial:
@@ -196,8 +225,13 @@ class Search:
         The build and the score run wherever the executor puts them; the look only on a measuring node.
         """
         base = self.variants[trial.base]
-        stage, config = self._config(trial.mode, trial.config.get("calibrator"), trial.config["per_channel"],
-                                     trial.config["embeddings"], trial.float_nodes)
+        stage, config = self._config(
+            trial.mode,
+            trial.config.get("calibrator"),
+            trial.config["per_channel"],
+            trial.config["embeddings"],
+            trial.float_nodes,
+        )
         trial.id = stable_id(base.id, trial.stage, config.model_dump(mode="json"), self.data_id)
         if trial.id not in self.memo:
             work = self.dir / "work" / trial.id
@@ -207,18 +241,33 @@ class Search:
             threads = (executor.settings.build_cpus or 1) if executor.remote else self.threads
             try:
                 quality, blob = executor.call(
-                    _quantise_and_score, stage.NAME, config, base.meta, executors.Shipped.of(base.path),
-                    self.task.NAME, self.tuning, threads, work if not executor.remote else None,
-                    needs=executors.Needs(threads, what=f"search trial {trial.base}.{trial.label}"))
+                    _quantise_and_score,
+                    stage.NAME,
+                    config,
+                    base.meta,
+                    executors.Shipped.of(base.path),
+                    self.task.NAME,
+                    self.tuning,
+                    threads,
+                    work if not executor.remote else None,
+                    needs=executors.Needs(threads, what=f"search trial {trial.base}.{trial.label}"),
+                )
                 if blob is not None:
                     unpack(blob, work, f"search trial {trial.label}")
-                look = executor.call(_latency_look, self.task.NAME, executors.Shipped.of(work), self.tuning,
-                                     self.look_threads, needs=executors.Needs(self.look_threads, measure=True,
-                                                                              what="a search latency look"))
+                look = executor.call(
+                    _latency_look,
+                    self.task.NAME,
+                    executors.Shipped.of(work),
+                    self.tuning,
+                    self.look_threads,
+                    needs=executors.Needs(self.look_threads, measure=True, what="a search latency look"),
+                )
                 self._remember(trial.id, {"quality": quality, "latency_look_ms": look})
             except executors.ExecutorError:
                 raise
-            except Exception as exc:  # onnxruntime's quantiser can refuse one node subset: that trial fails, not the search
+            except (
+                Exception
+            ) as exc:  # onnxruntime's quantiser can refuse one node subset: that trial fails, not the search
                 log.warning("search: %s.%s failed: %s", trial.base, trial.label, exc)
                 self._remember(trial.id, {"failed": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"})
             finally:
@@ -245,43 +294,67 @@ class Search:
         art = self.variants[base]
         calibrator = self.settings.calibrators[0] if mode == "static" else None
         stage, config = self._config(mode, calibrator, self.settings.per_channel[-1], True, [])
-        key = stable_id("sensitivity", art.id, stage.NAME, config.model_dump(mode="json"), self.data_id,
-                        self.settings.probe_samples)
+        key = stable_id(
+            "sensitivity", art.id, stage.NAME, config.model_dump(mode="json"), self.data_id, self.settings.probe_samples
+        )
         if key not in self.memo:
             log.info("search: sensitivity of every node of %s (%s)", base, mode)
             nodes = calibration.quantisable_nodes(art.onnx_path, config.op_types)
             import onnx
 
             op_types = {n.name: n.op_type for n in onnx.load(str(art.onnx_path), load_external_data=False).graph.node}
-            probe = list(self.task.calibration_batches(self.dataset, art.path, self.settings.probe_samples,
-                                                       min(16, self.settings.probe_samples), seed=1))
+            probe = list(
+                self.task.calibration_batches(
+                    self.dataset, art.path, self.settings.probe_samples, min(16, self.settings.probe_samples), seed=1
+                )
+            )
             extra = {}
             if mode == "static":
                 extra["calib"] = stage.calibrate(art, config)
-            reference_small = self.task.tuning_quality(self.variants[self.reference].path, self.small_tuning,
-                                                       self.threads)
+            reference_small = self.task.tuning_quality(
+                self.variants[self.reference].path, self.small_tuning, self.threads
+            )
             rows = sensitivity.analyse(
-                art.onnx_path, nodes, op_types,
-                lambda node, out: stage.quantize_file(art, config, out, only=[node], **extra), probe,
+                art.onnx_path,
+                nodes,
+                op_types,
+                lambda node, out: stage.quantize_file(art, config, out, only=[node], **extra),
+                probe,
                 tuning=lambda folder: self.task.tuning_quality(folder, self.small_tuning, self.threads),
-                reference_quality=reference_small, quality_drop=self.task.quality_drop)
-            self._remember(key, {"rows": rows, "setting": {"mode": mode, "calibrator": calibrator,
-                                                          "per_channel": config.per_channel,
-                                                          "tuning_examples": len(_texts(self.small_tuning))}})
+                reference_quality=reference_small,
+                quality_drop=self.task.quality_drop,
+            )
+            self._remember(
+                key,
+                {
+                    "rows": rows,
+                    "setting": {
+                        "mode": mode,
+                        "calibrator": calibrator,
+                        "per_channel": config.per_channel,
+                        "tuning_examples": len(_texts(self.small_tuning)),
+                    },
+                },
+            )
         self.outcome.sensitivity.setdefault(base, {})[mode] = self.memo[key]
         return self.memo[key]["rows"]
 
     # -- the search -------------------------------------------------------------------------------
     def _space(self):
         for mode in self.settings.modes:
-            for calibrator in (self.settings.calibrators if mode == "static" else [None]):
+            for calibrator in self.settings.calibrators if mode == "static" else [None]:
                 for per_channel in self.settings.per_channel:
                     for embeddings in self.settings.embeddings:
                         yield mode, calibrator, per_channel, embeddings
 
     def _trial(self, base, mode, calibrator, per_channel, embeddings, float_nodes) -> Trial:
-        label = (f"{mode}" + (f"-{calibrator}" if calibrator else "") + ("-per-channel" if per_channel else "")
-                 + ("" if embeddings else "-float-embeddings") + (f"-{len(float_nodes)}-in-float" if float_nodes else ""))
+        label = (
+            f"{mode}"
+            + (f"-{calibrator}" if calibrator else "")
+            + ("-per-channel" if per_channel else "")
+            + ("" if embeddings else "-float-embeddings")
+            + (f"-{len(float_nodes)}-in-float" if float_nodes else "")
+        )
         config = {"calibrator": calibrator, "per_channel": per_channel, "embeddings": embeddings}
         trial = self.score(Trial(base, mode, MODES[mode], config, list(float_nodes), label))
         self._local.tried.append(trial)
@@ -290,8 +363,11 @@ class Search:
     def _fall_back(self, base: str, first: Trial) -> Trial | None:
         """Return nodes to float, most sensitive first, until the budget holds: the fewest that do."""
         order = [r["node"] for r in self.sensitivity(base, first.mode)]
-        quantised = set(calibration.quantisable_nodes(self.variants[base].onnx_path,
-                                                      WEIGHT_OPS + (EMBEDDING_OPS if first.config["embeddings"] else [])))
+        quantised = set(
+            calibration.quantisable_nodes(
+                self.variants[base].onnx_path, WEIGHT_OPS + (EMBEDDING_OPS if first.config["embeddings"] else [])
+            )
+        )
         order = [n for n in order if n in quantised][: self.settings.max_float_nodes or None]
         args = (base, first.mode, first.config["calibrator"], first.config["per_channel"], first.config["embeddings"])
         failed, passed, k = 0, None, 1
@@ -330,27 +406,40 @@ class Search:
     def run(self) -> Outcome:
         task = self.task
         self.reference_quality = self.quality(self.variants[self.reference])
-        self.outcome = Outcome(self.budget, task.QUALITY.drop_unit,
-                               {"name": getattr(self.tuning, "name", "tuning"), "examples": len(_texts(self.tuning)),
-                                "split": "validation examples carved from the training data that no training stage "
-                                         "picked its checkpoint on"},
-                               self.reference_quality)
+        self.outcome = Outcome(
+            self.budget,
+            task.QUALITY.drop_unit,
+            {
+                "name": getattr(self.tuning, "name", "tuning"),
+                "examples": len(_texts(self.tuning)),
+                "split": "validation examples carved from the training data that no training stage "
+                "picked its checkpoint on",
+            },
+            self.reference_quality,
+        )
         bases = _bases(self.settings, self.variants)
         for base in bases:
             quality = self.quality(self.variants[base])
             drop = task.quality_drop(self.reference_quality, quality)
             self.outcome.bases[base] = {"tuning_quality": quality, "tuning_drop": drop}
             if drop > self.budget:
-                self.outcome.bases[base]["skipped"] = (f"its FP32 model already loses {drop:.2f} "
-                                                      f"{task.QUALITY.drop_unit} on the tuning split")
+                self.outcome.bases[base]["skipped"] = (
+                    f"its FP32 model already loses {drop:.2f} {task.QUALITY.drop_unit} on the tuning split"
+                )
                 continue
-            if self.settings.sensitivity == "all" or (self.settings.sensitivity == "reference" and base == self.reference):
+            if self.settings.sensitivity == "all" or (
+                self.settings.sensitivity == "reference" and base == self.reference
+            ):
                 for mode in self.settings.modes:
                     self.sensitivity(base, mode)
             # each setting (with its fall-back) is independent: as many at once as the executor runs,
             # recorded in the order of the space so that the outcome does not depend on which finished first
-            for tried in executors.run_all(executors.current(), partial(self._setting, base), list(self._space()),
-                                           executors.Needs(executors.current().settings.build_cpus or 1)):
+            for tried in executors.run_all(
+                executors.current(),
+                partial(self._setting, base),
+                list(self._space()),
+                executors.Needs(executors.current().settings.build_cpus or 1),
+            ):
                 self.outcome.trials += tried
         self._shortlist()
         write_json_atomic(self.dir / "search.json", self.outcome.to_json())
@@ -365,7 +454,9 @@ class Search:
             graph = (t.base, t.mode, t.config["per_channel"], t.config["embeddings"], tuple(sorted(t.float_nodes)))
             kept = by_graph.get(graph)
             better = self.task.QUALITY.higher_is_better
-            if kept is None or ((t.tuning_quality > kept.tuning_quality) if better else (t.tuning_quality < kept.tuning_quality)):
+            if kept is None or (
+                (t.tuning_quality > kept.tuning_quality) if better else (t.tuning_quality < kept.tuning_quality)
+            ):
                 if kept is not None:
                     kept.status, kept.reason = "same-graph", f"same graph as {t.base}.{t.label}: only the scales differ"
                 by_graph[graph] = t
@@ -375,18 +466,27 @@ class Search:
         for i, t in enumerate(ranked):
             if i < self.settings.measure_top:
                 t.status, t.variant = "shortlisted", f"{t.base}.{t.label}"
-                stage, config = self._config(t.mode, t.config["calibrator"], t.config["per_channel"],
-                                             t.config["embeddings"], t.float_nodes)
-                self.outcome.variants.append({"name": t.variant, "stage": t.stage, "parent": t.base,
-                                              "config": config.model_dump(mode="json", exclude_defaults=True)})
+                stage, config = self._config(
+                    t.mode, t.config["calibrator"], t.config["per_channel"], t.config["embeddings"], t.float_nodes
+                )
+                self.outcome.variants.append(
+                    {
+                        "name": t.variant,
+                        "stage": t.stage,
+                        "parent": t.base,
+                        "config": config.model_dump(mode="json", exclude_defaults=True),
+                    }
+                )
             else:
                 t.status = "not-shortlisted"
-                t.reason = (f"latency look {t.latency_look_ms:.2f} ms: slower than the {self.settings.measure_top} "
-                            "measured")
+                t.reason = (
+                    f"latency look {t.latency_look_ms:.2f} ms: slower than the {self.settings.measure_top} measured"
+                )
 
 
-def _quantise_and_score(stage_name: str, config, base_meta: dict, base_path: Path, task_name: str, tuning,
-                        threads: int, out: Path | None) -> tuple[float, bytes | None]:
+def _quantise_and_score(
+    stage_name: str, config, base_meta: dict, base_path: Path, task_name: str, tuning, threads: int, out: Path | None
+) -> tuple[float, bytes | None]:
     """Quantise `base` with `config` into `out` (or into scratch, returned packed) and score it on `tuning`."""
     import tempfile
 

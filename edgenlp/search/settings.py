@@ -62,7 +62,7 @@ class Distribution(BaseModel):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _has_a_point(self) -> "Distribution":
+    def _has_a_point(self) -> Distribution:
         if self.choices is not None:
             if not self.choices:
                 raise ValueError("choices is empty, so the search has no value to try: list at least one")
@@ -107,7 +107,7 @@ class TuningSettings(BaseModel):
     """Evaluations of a trial before the pruner may stop it."""
 
     @model_validator(mode="after")
-    def _has_a_budget(self) -> "TuningSettings":
+    def _has_a_budget(self) -> TuningSettings:
         if self.trials < 1:
             raise ValueError(f"a budget of {self.trials} trials runs nothing: set search.trials to 1 or more")
         if self.space is not None and not self.space:
@@ -133,8 +133,10 @@ def check_against(config: BaseModel, default_space: dict[str, dict]) -> None:
         if dist.choices is None and fields[name].annotation not in (int, float, int | None, float | None):
             raise ValueError(f"search.space.{name} is not a number: give it choices instead of a range")
         if settings.include_defaults and dist.choices is not None and not dist.contains(getattr(config, name)):
-            raise ValueError(f"search.space.{name}: the stage's own value {getattr(config, name)!r} is not among "
-                             f"the choices {dist.choices}: add it, or set include_defaults: false")
+            raise ValueError(
+                f"search.space.{name}: the stage's own value {getattr(config, name)!r} is not among "
+                f"the choices {dist.choices}: add it, or set include_defaults: false"
+            )
     trial_config(config, dict(settings.fixed))  # the fixed settings must make a valid config on their own
 
 

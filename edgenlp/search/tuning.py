@@ -29,8 +29,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -93,8 +94,15 @@ def study_url(path: Path) -> str:
     return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string(hide_password=False)
 
 
-def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: bool, metric: str,
-           train_one: Callable[..., Any], reads: tuple[Path, ...] = ()):
+def search(
+    config: BaseModel,
+    workdir: Path,
+    parent_id: str,
+    higher_is_better: bool,
+    metric: str,
+    train_one: Callable[..., Any],
+    reads: tuple[Path, ...] = (),
+):
     """Run (or resume) the study; copy the best trial's checkpoint into `workdir`; return its StageOutput.
 
     `train_one(*reads, trial_config, folder, on_eval)` trains once into `folder` and returns a
@@ -108,18 +116,26 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
     folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name="search", storage=study_url(folder / STUDY_FILE), load_if_exists=True,
+        study_name="search",
+        storage=study_url(folder / STUDY_FILE),
+        load_if_exists=True,
         direction="maximize" if higher_is_better else "minimize",
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=min(4, settings.trials)),
-        pruner=_pruner(settings))
+        pruner=_pruner(settings),
+    )
     _fail_interrupted(study)
     fields = type(config).model_fields
     is_int = {name: fields[name].annotation in (int, int | None) for name in settings.space}
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     queued = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
     if settings.include_defaults and not any(t.user_attrs.get("defaults") for t in finished + queued):
-        study.enqueue_trial({name: getattr(config, name) for name in settings.space},
-                            user_attrs={"defaults": True}, skip_if_exists=False)
+        study.enqueue_trial(
+            {name: getattr(config, name) for name in settings.space},
+            user_attrs={"defaults": True},
+            skip_if_exists=False,
+        )
     _keep_only_best(study, folder)
 
     def objective(trial) -> float:
@@ -137,8 +153,16 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
         finally:
             trial.set_user_attr("seconds", round(time.time() - started, 1))
         score = output.metadata[f"validation_{metric}"]
-        (trial_dir / TRIAL_OUTPUT).write_text(json.dumps({"format": output.format, "task": output.task,
-                                                          "precision": output.precision, "metadata": output.metadata}))
+        (trial_dir / TRIAL_OUTPUT).write_text(
+            json.dumps(
+                {
+                    "format": output.format,
+                    "task": output.task,
+                    "precision": output.precision,
+                    "metadata": output.metadata,
+                }
+            )
+        )
         trial.set_user_attr("steps", output.metadata.get("steps"))
         trial.set_user_attr("best_step", output.metadata.get("best_step"))
         return float(score)
@@ -149,13 +173,19 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
     if remaining > 0 and executor.remote:
         _optimize_elsewhere(executor, study, config, folder, is_int, metric, train_one, reads, remaining)
     elif remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(),
-                       timeout=settings.timeout_minutes * 60 if settings.timeout_minutes else None,
-                       callbacks=[lambda study, trial: _keep_only_best(study, folder)])
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            catch=(),
+            timeout=settings.timeout_minutes * 60 if settings.timeout_minutes else None,
+            callbacks=[lambda study, trial: _keep_only_best(study, folder)],
+        )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise RecipeError(f"the search finished no trial (all {len(study.trials)} pruned, failed or cut by the "
-                          "time budget): raise search.trials or search.timeout_minutes")
+        raise RecipeError(
+            f"the search finished no trial (all {len(study.trials)} pruned, failed or cut by the "
+            "time budget): raise search.trials or search.timeout_minutes"
+        )
     best = study.best_trial
     best_dir = folder / f"trial-{best.number}"
     if not (best_dir / TRIAL_OUTPUT).exists():
@@ -169,14 +199,37 @@ def search(config: BaseModel, workdir: Path, parent_id: str, higher_is_better: b
     stored = json.loads((best_dir / TRIAL_OUTPUT).read_text())
     from ..artifact import StageOutput
 
-    metadata = {**stored["metadata"], "search": {k: summary[k] for k in (
-        "trials", "complete", "pruned", "best_trial", "best_params", "best_value", "defaults_value",
-        "beat_defaults", "study")}}
+    metadata = {
+        **stored["metadata"],
+        "search": {
+            k: summary[k]
+            for k in (
+                "trials",
+                "complete",
+                "pruned",
+                "best_trial",
+                "best_params",
+                "best_value",
+                "defaults_value",
+                "beat_defaults",
+                "study",
+            )
+        },
+    }
     return StageOutput(format=stored["format"], task=stored["task"], precision=stored["precision"], metadata=metadata)
 
 
-def _optimize_elsewhere(executor, study, config: BaseModel, folder: Path, is_int: dict, metric: str,
-                        train_one: Callable, reads: tuple[Path, ...], count: int) -> None:
+def _optimize_elsewhere(
+    executor,
+    study,
+    config: BaseModel,
+    folder: Path,
+    is_int: dict,
+    metric: str,
+    train_one: Callable,
+    reads: tuple[Path, ...],
+    count: int,
+) -> None:
     """Trials as executor tasks, several at once: the driver asks the study for each trial's values
     and tells it the score; the nodes report intermediate scores (and learn whether to stop)
     through a gRPC proxy of the study's storage that this process serves while the trials run."""
@@ -195,8 +248,11 @@ def _optimize_elsewhere(executor, study, config: BaseModel, folder: Path, is_int
     loopback = host.startswith("127.")
     logging.getLogger(__name__).log(
         logging.INFO if loopback else logging.WARNING,
-        "tuning: the study's gRPC proxy listens on %s:%d, unauthenticated, until the trials finish (%s)", host, port,
-        "loopback only" if loopback else "reachable from the cluster's network: keep that network trusted")
+        "tuning: the study's gRPC proxy listens on %s:%d, unauthenticated, until the trials finish (%s)",
+        host,
+        port,
+        "loopback only" if loopback else "reachable from the cluster's network: keep that network trusted",
+    )
     lock = threading.Lock()
     deadline = time.time() + settings.timeout_minutes * 60 if settings.timeout_minutes else None
     cpus = executor.settings.build_cpus or 1
@@ -217,12 +273,30 @@ def _optimize_elsewhere(executor, study, config: BaseModel, folder: Path, is_int
         shutil.rmtree(trial_dir, ignore_errors=True)
         shutil.rmtree(incoming, ignore_errors=True)
         try:
-            output, blob = executor.call(_trial_on_node, train_one, shipped, trial_config(config, values), metric,
-                                         settings, host, port, trial._trial_id, cpus, needs=needs)
+            output, blob = executor.call(
+                _trial_on_node,
+                train_one,
+                shipped,
+                trial_config(config, values),
+                metric,
+                settings,
+                host,
+                port,
+                trial._trial_id,
+                cpus,
+                needs=needs,
+            )
             unpack(blob, incoming, f"trial {trial.number}'s checkpoint")
-            (incoming / TRIAL_OUTPUT).write_text(json.dumps({"format": output.format, "task": output.task,
-                                                             "precision": output.precision,
-                                                             "metadata": output.metadata}))
+            (incoming / TRIAL_OUTPUT).write_text(
+                json.dumps(
+                    {
+                        "format": output.format,
+                        "task": output.task,
+                        "precision": output.precision,
+                        "metadata": output.metadata,
+                    }
+                )
+            )
         except optuna.TrialPruned:
             with lock:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -251,8 +325,17 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def _trial_on_node(train_one: Callable, reads: tuple[Path, ...], config: BaseModel, metric: str,
-                   settings: TuningSettings, host: str, port: int, trial_id: int, threads: int):
+def _trial_on_node(
+    train_one: Callable,
+    reads: tuple[Path, ...],
+    config: BaseModel,
+    metric: str,
+    settings: TuningSettings,
+    host: str,
+    port: int,
+    trial_id: int,
+    threads: int,
+):
     """One trial on a node: trains into scratch, reports through the driver's study; returns its files."""
     import tempfile
 
@@ -262,8 +345,9 @@ def _trial_on_node(train_one: Callable, reads: tuple[Path, ...], config: BaseMod
     from ..executors.transport import pack
 
     torch.set_num_threads(threads)
-    study = optuna.load_study(study_name="search", storage=optuna.storages.GrpcStorageProxy(host=host, port=port),
-                              pruner=_pruner(settings))
+    study = optuna.load_study(
+        study_name="search", storage=optuna.storages.GrpcStorageProxy(host=host, port=port), pruner=_pruner(settings)
+    )
     trial = optuna.Trial(study, trial_id)
     scratch = Path(tempfile.mkdtemp(prefix="edgenlp-trial-"))
     started = time.time()
@@ -299,35 +383,61 @@ def _keep_only_best(study, folder: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def summarise(study, settings: TuningSettings, metric: str, higher_is_better: bool, folder: Path,
-              seconds: float) -> dict:
+def summarise(
+    study, settings: TuningSettings, metric: str, higher_is_better: bool, folder: Path, seconds: float
+) -> dict:
     """Every trial, the best, the defaults' score and the parameter importances (JSON-ready)."""
     import optuna
 
     states = optuna.trial.TrialState
-    trials = [{"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value,
-               "defaults": bool(t.user_attrs.get("defaults")), "evals": t.user_attrs.get("evals", []),
-               "steps": t.user_attrs.get("steps"), "best_step": t.user_attrs.get("best_step"),
-               "seconds": t.user_attrs.get("seconds")} for t in study.trials if t.state != states.WAITING]
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "params": t.params,
+            "value": t.value,
+            "defaults": bool(t.user_attrs.get("defaults")),
+            "evals": t.user_attrs.get("evals", []),
+            "steps": t.user_attrs.get("steps"),
+            "best_step": t.user_attrs.get("best_step"),
+            "seconds": t.user_attrs.get("seconds"),
+        }
+        for t in study.trials
+        if t.state != states.WAITING
+    ]
     defaults = next((t["value"] for t in trials if t["defaults"] and t["state"] == "complete"), None)
     best = study.best_trial
     importances = {}
     varied = [n for n, d in settings.space.items() if d.choices is None or len(d.choices) > 1]
     if len([t for t in study.trials if t.state == states.COMPLETE]) >= 3 and varied:
         try:
-            importances = {k: round(v, 4) for k, v in optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=settings.seed)).items()}
+            importances = {
+                k: round(v, 4)
+                for k, v in optuna.importance.get_param_importances(
+                    study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=settings.seed)
+                ).items()
+            }
         except (RuntimeError, ValueError) as exc:  # e.g. every complete trial has the same parameters
             log.info("parameter importances not computed: %s", exc)
     beat = None
     if defaults is not None:
         beat = best.value > defaults if higher_is_better else best.value < defaults
-    return {"metric": metric, "direction": "maximize" if higher_is_better else "minimize",
-            "trials": len(trials), "complete": sum(t["state"] == "complete" for t in trials),
-            "pruned": sum(t["state"] == "pruned" for t in trials),
-            "failed": sum(t["state"] == "fail" for t in trials),
-            "best_trial": best.number, "best_params": best.params, "best_value": best.value,
-            "defaults_value": defaults, "beat_defaults": beat, "importances": importances,
-            "space": {k: v.model_dump(exclude_none=True) for k, v in settings.space.items()},
-            "fixed": settings.fixed, "study": str(folder / STUDY_FILE), "seconds_this_run": seconds,
-            "trial_log": trials}
+    return {
+        "metric": metric,
+        "direction": "maximize" if higher_is_better else "minimize",
+        "trials": len(trials),
+        "complete": sum(t["state"] == "complete" for t in trials),
+        "pruned": sum(t["state"] == "pruned" for t in trials),
+        "failed": sum(t["state"] == "fail" for t in trials),
+        "best_trial": best.number,
+        "best_params": best.params,
+        "best_value": best.value,
+        "defaults_value": defaults,
+        "beat_defaults": beat,
+        "importances": importances,
+        "space": {k: v.model_dump(exclude_none=True) for k, v in settings.space.items()},
+        "fixed": settings.fixed,
+        "study": str(folder / STUDY_FILE),
+        "seconds_this_run": seconds,
+        "trial_log": trials,
+    }

@@ -1,9 +1,9 @@
 """`edgenlp serve`: one bundle behind FastAPI, with dynamic batching, metrics and a web page.
 
-    app.py        the endpoints (text-embeddings-inference / text-generation-inference shapes), errors,
-                  timing headers, Prometheus metrics, the page and the files the in-browser mode loads
-    batching.py   the dynamic batcher: one model thread, a bounded queue, no added wait when idle
-    static/       the page: server and in-browser (transformers.js, WebAssembly) answers side by side
+app.py        the endpoints (text-embeddings-inference / text-generation-inference shapes), errors,
+              timing headers, Prometheus metrics, the page and the files the in-browser mode loads
+batching.py   the dynamic batcher: one model thread, a bounded queue, no added wait when idle
+static/       the page: server and in-browser (transformers.js, WebAssembly) answers side by side
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ def default_web_assets() -> Path | None:
     return dist if (dist / "transformers.min.js").is_file() else None
 
 
-def serve(bundle_path: str | Path, host: str = "127.0.0.1", port: int = 8000, settings: ServeSettings | None = None,
-          threads: int = 1, verify: bool = True) -> None:
+def serve(
+    bundle_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServeSettings | None = None,
+    threads: int = 1,
+    verify: bool = True,
+) -> None:
     """Verify and load the bundle (refusing to start on any mismatch), then serve until SIGTERM or Ctrl-C.
 
     On SIGTERM uvicorn stops accepting connections, lets the requests in flight finish (the batcher

@@ -15,21 +15,21 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 from fastapi import FastAPI, Request
-from fastapi.routing import APIRoute
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from ..errors import dotted_path, validation_detail
 from ..runtime import Bundle
-from ..runtime.generation import Cancelled
 from ..runtime.errors import BundleError, InputError
 from ..runtime.files import path_inside
+from ..runtime.generation import Cancelled
 from .batching import Batcher, BatchSettings, Overloaded, ShuttingDown
 
 STATIC = Path(__file__).parent / "static"
@@ -48,7 +48,7 @@ class ServeSettings:
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    inputs: Union[str, List[str]]
+    inputs: Union[str, list[str]]
     raw_scores: bool = False
     truncate: bool = True
 
@@ -77,7 +77,7 @@ class GenerateParameters(BaseModel):
     top_p: Optional[float] = Field(None, gt=0, le=1)
     repetition_penalty: Optional[float] = Field(None, gt=0)
     seed: Optional[int] = Field(None, ge=0, lt=2**64)
-    stop: List[str] = []
+    stop: list[str] = []
 
 
 class GenerateRequest(BaseModel):
@@ -88,13 +88,21 @@ class GenerateRequest(BaseModel):
 
 class ErrorBody(BaseModel):
     """Every failure: what went wrong, in one line, and its kind."""
+
     error: str
     error_type: str
 
 
-ERRORS = {status: {"model": ErrorBody, "description": why} for status, why in (
-    (400, "a request the model cannot serve"), (404, "no such file"), (413, "a body, batch or prompt over the limits"),
-    (422, "a body that does not match the schema"), (503, "overloaded or shutting down"))}
+ERRORS = {
+    status: {"model": ErrorBody, "description": why}
+    for status, why in (
+        (400, "a request the model cannot serve"),
+        (404, "no such file"),
+        (413, "a body, batch or prompt over the limits"),
+        (422, "a body that does not match the schema"),
+        (503, "overloaded or shutting down"),
+    )
+}
 """The documented error answers of the model endpoints (OpenAPI `responses`)."""
 
 
@@ -130,15 +138,25 @@ def _ms(seconds: float) -> str:
 class Metrics:
     def __init__(self, queue_depth):
         self.registry = CollectorRegistry()
-        self.requests = Counter("edgenlp_requests", "Requests answered, by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
-        self.latency = Histogram("edgenlp_request_duration_seconds", "Time from arrival to answer", ["endpoint"],
-                                 buckets=(.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10),
-                                 registry=self.registry)
-        self.batch_texts = Histogram("edgenlp_batch_texts", "Texts per model run", buckets=(1, 2, 4, 8, 16, 32, 64),
-                                     registry=self.registry)
-        self.batch_requests = Histogram("edgenlp_batch_requests", "Requests per model run",
-                                        buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.requests = Counter(
+            "edgenlp_requests",
+            "Requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "edgenlp_request_duration_seconds",
+            "Time from arrival to answer",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.batch_texts = Histogram(
+            "edgenlp_batch_texts", "Texts per model run", buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry
+        )
+        self.batch_requests = Histogram(
+            "edgenlp_batch_requests", "Requests per model run", buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry
+        )
         depth = Gauge("edgenlp_queue_depth", "Requests waiting for the model", registry=self.registry)
         depth.set_function(queue_depth)
 
@@ -160,17 +178,27 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
         nonlocal batcher
         if classifier:
             model = bundle.model
-            batcher = Batcher(lambda items: model.answer(items, batch_size=settings.batching.max_batch_texts,
-                                                         max_batch_tokens=settings.batching.max_batch_tokens,
-                                                         raw_scores=True),
-                              settings.batching, on_batch=metrics.batch)
+            batcher = Batcher(
+                lambda items: model.answer(
+                    items,
+                    batch_size=settings.batching.max_batch_texts,
+                    max_batch_tokens=settings.batching.max_batch_tokens,
+                    raw_scores=True,
+                ),
+                settings.batching,
+                on_batch=metrics.batch,
+            )
             model.answer(model.prepare(["warm up"]))  # the first run allocates; no client should pay for it
         yield
         if batcher is not None:
             batcher.close()  # uvicorn has finished the in-flight requests; the queue is empty by now
 
-    app = FastAPI(title="edgenlp", version=bundle.manifest.get("edgenlp_version") or "0",
-                  description=f"{bundle.task} with {bundle.manifest['model']['variant']}", lifespan=lifespan)
+    app = FastAPI(
+        title="edgenlp",
+        version=bundle.manifest.get("edgenlp_version") or "0",
+        description=f"{bundle.task} with {bundle.manifest['model']['variant']}",
+        lifespan=lifespan,
+    )
     app.router.route_class = OffTheLoopRoute
 
     app.add_middleware(Measured, metrics=metrics, max_body_bytes=settings.max_body_bytes)
@@ -189,18 +217,27 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
 
     def need(task: str, endpoint: str) -> None:
         if bundle.task != task:
-            raise ApiError(400, "validation", f"this server runs a {bundle.task} bundle: {endpoint} needs a "
-                                              f"{task} bundle")
+            raise ApiError(
+                400, "validation", f"this server runs a {bundle.task} bundle: {endpoint} needs a {task} bundle"
+            )
 
     # both tasks' routes answer and are documented: the other task's with a 400 that says which bundle it needs
-    @app.post("/predict", summary="Classify one text or a batch (text-embeddings-inference's request shape)",
-              response_model=Union[List[Score], List[List[Score]]], responses=ERRORS)
+    @app.post(
+        "/predict",
+        summary="Classify one text or a batch (text-embeddings-inference's request shape)",
+        response_model=Union[list[Score], list[list[Score]]],
+        responses=ERRORS,
+    )
     async def predict(body: PredictRequest):
         need("text-classification", "/predict")
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
         if len(texts) > settings.max_client_batch_size:
-            raise ApiError(413, "validation", f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a "
-                                              "request may carry: split the batch")
+            raise ApiError(
+                413,
+                "validation",
+                f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a "
+                "request may carry: split the batch",
+            )
         arrived = time.perf_counter()
         model = bundle.model
         try:  # tokenising a long text takes a while: in a thread, so /health and other clients never wait on it
@@ -218,10 +255,17 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
         answers = await asyncio.wrap_future(job.future)
         done = time.perf_counter()
         shaped = [_ranked(a, body.raw_scores) for a in answers]
-        return Response(json.dumps(shaped[0] if isinstance(body.inputs, str) else shaped), media_type="application/json",
-                        headers={"x-compute-time": _ms(done - arrived), "x-tokenization-time": _ms(tokenized - arrived),
-                                 "x-queue-time": _ms(job.started - job.enqueued),
-                                 "x-inference-time": _ms(done - job.started), "x-batch-size": str(job.batch_texts)})
+        return Response(
+            json.dumps(shaped[0] if isinstance(body.inputs, str) else shaped),
+            media_type="application/json",
+            headers={
+                "x-compute-time": _ms(done - arrived),
+                "x-tokenization-time": _ms(tokenized - arrived),
+                "x-queue-time": _ms(job.started - job.enqueued),
+                "x-inference-time": _ms(done - job.started),
+                "x-batch-size": str(job.batch_texts),
+            },
+        )
 
     def generation_args(body: GenerateRequest) -> dict:
         """The generator's arguments, checked now: a bad setting is a 400 before any work (or stream) starts."""
@@ -239,8 +283,9 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
         """`work(cancelled)` in the generation thread, one at a time; `cancelled` is set once the client has gone,
         so an abandoned generation stops at its next token and one still waiting never starts."""
         if waiting["generations"] >= settings.max_waiting_generations:
-            raise ApiError(503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: "
-                                              "retry shortly")
+            raise ApiError(
+                503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: retry shortly"
+            )
         waiting["generations"] += 1
         cancelled = threading.Event()
         watcher = asyncio.ensure_future(_until_disconnected(request, cancelled))
@@ -253,8 +298,12 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
             watcher.cancel()
             waiting["generations"] -= 1
 
-    @app.post("/generate", summary="Continue a prompt (text-generation-inference's request shape)",
-              response_model=GenerateResponse, responses=ERRORS)
+    @app.post(
+        "/generate",
+        summary="Continue a prompt (text-generation-inference's request shape)",
+        response_model=GenerateResponse,
+        responses=ERRORS,
+    )
     async def generate(body: GenerateRequest, request: Request, response: Response):
         need("text-generation", "/generate")
         arrived = time.perf_counter()
@@ -270,17 +319,34 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
         except Cancelled:
             return Response(status_code=499)  # nobody is listening; the status only reaches the metrics
         finished = time.perf_counter()
-        response.headers.update({"x-compute-time": _ms(finished - arrived),
-                                 "x-queue-time": _ms(timing["started"] - arrived),
-                                 "x-inference-time": _ms(finished - timing["started"])})
-        return {"generated_text": done.text, "details": {"finish_reason": _finish(done.stopped_by),
-                                                         "generated_tokens": len(done.token_ids),
-                                                         "prompt_tokens": done.prompt_tokens}}
+        response.headers.update(
+            {
+                "x-compute-time": _ms(finished - arrived),
+                "x-queue-time": _ms(timing["started"] - arrived),
+                "x-inference-time": _ms(finished - timing["started"]),
+            }
+        )
+        return {
+            "generated_text": done.text,
+            "details": {
+                "finish_reason": _finish(done.stopped_by),
+                "generated_tokens": len(done.token_ids),
+                "prompt_tokens": done.prompt_tokens,
+            },
+        }
 
-    @app.post("/generate_stream", summary="Continue a prompt, streamed as server-sent events",
-              responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
-                                         "description": "token events, then the whole text; a failure after the "
-                                                        "headers ends the stream with an {error, error_type} event"}})
+    @app.post(
+        "/generate_stream",
+        summary="Continue a prompt, streamed as server-sent events",
+        responses={
+            **ERRORS,
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "token events, then the whole text; a failure after the "
+                "headers ends the stream with an {error, error_type} event",
+            },
+        },
+    )
     async def generate_stream(body: GenerateRequest, request: Request):
         need("text-generation", "/generate_stream")
         args = await asyncio.to_thread(generation_args, body)  # refused before the stream starts
@@ -299,24 +365,39 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                     text.append(piece)
                     stopped = reason or stopped
                     if token is not None:  # the last step may only flush text held back for whole characters
-                        emit({"token": {"id": token, "text": piece, "special": False},
-                              "generated_text": None, "details": None})
+                        emit(
+                            {
+                                "token": {"id": token, "text": piece, "special": False},
+                                "generated_text": None,
+                                "details": None,
+                            }
+                        )
                 # the final event of text-generation-inference's stream has no token ("token" is no password)
-                emit({"token": None, "generated_text": "".join(text),  # nosec B105
-                      "details": {"finish_reason": _finish(stopped)}})
+                emit(
+                    {
+                        "token": None,
+                        "generated_text": "".join(text),  # nosec B105
+                        "details": {"finish_reason": _finish(stopped)},
+                    }
+                )
             except Cancelled:
                 raise
             except InputError as exc:
                 emit({"error": str(exc), "error_type": "validation"})
             except Exception as exc:  # after the headers a status cannot change: the stream says it instead
-                emit({"error": f"the generation failed ({type(exc).__name__}): please report it",
-                      "error_type": "internal"})
+                emit(
+                    {
+                        "error": f"the generation failed ({type(exc).__name__}): please report it",
+                        "error_type": "internal",
+                    }
+                )
             finally:
                 emit(None)
 
         if waiting["generations"] >= settings.max_waiting_generations:  # refuse before the stream starts
-            raise ApiError(503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: "
-                                              "retry shortly")
+            raise ApiError(
+                503, "overloaded", f"{settings.max_waiting_generations} generations are already waiting: retry shortly"
+            )
         task = asyncio.ensure_future(run_generation(request, work))
         task.add_done_callback(lambda _: events.put_nowait(None))  # the stream ends even if work never ran
 
@@ -343,20 +424,33 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     @app.get("/info", summary="The bundle's manifest (less its file table) and the server's limits")
     async def info():
         manifest = {k: v for k, v in bundle.manifest.items() if k != "files"}
-        return {"task": bundle.task, "model": manifest["model"]["variant"], "manifest": manifest,
-                "benchmark": bundle.manifest.get("benchmark"),
-                "limits": {"max_client_batch_size": settings.max_client_batch_size,
-                           "max_batch_tokens": settings.batching.max_batch_tokens,
-                           "max_batch_texts": settings.batching.max_batch_texts,
-                           "max_wait_ms": settings.batching.max_wait_ms, "max_queue": settings.batching.max_queue,
-                           "dynamic_batching": settings.batching.enabled},
-                "browser": settings.web_assets is not None and bundle.engine == "onnx",
-                "browser_note": None if bundle.engine == "onnx" else
-                f"In-browser mode runs ONNX bundles (transformers.js); this one is for {bundle.engine}."}
+        return {
+            "task": bundle.task,
+            "model": manifest["model"]["variant"],
+            "manifest": manifest,
+            "benchmark": bundle.manifest.get("benchmark"),
+            "limits": {
+                "max_client_batch_size": settings.max_client_batch_size,
+                "max_batch_tokens": settings.batching.max_batch_tokens,
+                "max_batch_texts": settings.batching.max_batch_texts,
+                "max_wait_ms": settings.batching.max_wait_ms,
+                "max_queue": settings.batching.max_queue,
+                "dynamic_batching": settings.batching.enabled,
+            },
+            "browser": settings.web_assets is not None and bundle.engine == "onnx",
+            "browser_note": None
+            if bundle.engine == "onnx"
+            else f"In-browser mode runs ONNX bundles (transformers.js); this one is for {bundle.engine}.",
+        }
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "Prometheus' text format"}})
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus' text format"}
+        },
+    )
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -382,8 +476,11 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     @app.get("/web/transformers/{name}", include_in_schema=False)
     async def web_asset(name: str):
         if settings.web_assets is None:
-            raise ApiError(404, "not_found", "the in-browser runtime is not installed: run `npm ci --ignore-scripts` "
-                                             "in web/ and restart")
+            raise ApiError(
+                404,
+                "not_found",
+                "the in-browser runtime is not installed: run `npm ci --ignore-scripts` in web/ and restart",
+            )
         return _file_in(settings.web_assets, name)
 
     return app
@@ -444,8 +541,7 @@ class Measured:
                 return bytes(body)
 
     async def _too_large(self, size: int, scope, receive, send, counted: bool = False) -> None:
-        said = f"more than {self.max_body_bytes} bytes" if counted else \
-            f"{size} bytes, more than {self.max_body_bytes}"
+        said = f"more than {self.max_body_bytes} bytes" if counted else f"{size} bytes, more than {self.max_body_bytes}"
         await _error(413, "validation", f"the body is {said}: send fewer or shorter texts")(scope, receive, send)
 
 

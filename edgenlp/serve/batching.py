@@ -13,9 +13,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from ..runtime.errors import EdgeNLPError
 
@@ -58,8 +58,12 @@ _NOTHING = object()
 
 
 class Batcher:
-    def __init__(self, run: Callable[[list], list], settings: BatchSettings = BatchSettings(),
-                 on_batch: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        run: Callable[[list], list],
+        settings: BatchSettings = BatchSettings(),
+        on_batch: Callable[[int, int], None] | None = None,
+    ):
         """`run(items) -> answers` answers one batch of prepared inputs, in order; `on_batch(texts, requests)`
         hears of every batch run (for metrics)."""
         self.run = run
@@ -108,8 +112,11 @@ class Batcher:
             if self._queue.empty() and len(batch) == 1:
                 return batch, _NOTHING  # idle: answer at once
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.perf_counter())) if self._queue.empty() \
+                job = (
+                    self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+                    if self._queue.empty()
                     else self._queue.get_nowait()
+                )
             except queue.Empty:
                 return batch, _NOTHING
             if job is None or not self._fits(batch, job):
@@ -139,5 +146,5 @@ class Batcher:
         self.on_batch(len(items), len(batch))
         start = 0
         for job in batch:
-            job.future.set_result(answers[start:start + len(job.items)])
+            job.future.set_result(answers[start : start + len(job.items)])
             start += len(job.items)

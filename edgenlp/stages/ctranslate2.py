@@ -41,8 +41,10 @@ class Config(StageConfig):
 def check_convertible(parent: Artifact) -> str:
     """The architecture CTranslate2 will convert, or a one-line refusal that names what it lacks."""
     if parent.format != "pytorch":
-        raise ArtifactError(f"the ctranslate2 stage converts a PyTorch checkpoint, but {parent.path} is "
-                            f"{parent.format}: make it the child of a finetune or distill variant")
+        raise ArtifactError(
+            f"the ctranslate2 stage converts a PyTorch checkpoint, but {parent.path} is "
+            f"{parent.format}: make it the child of a finetune or distill variant"
+        )
     config = parent.config()
     architecture = (config.get("architectures") or ["?"])[0]
     layer_heads = config.get("layer_heads")
@@ -52,16 +54,22 @@ def check_convertible(parent: Artifact) -> str:
         for layer, (kept, width) in enumerate(zip(layer_heads, widths or [None] * len(layer_heads))):
             if kept != heads or (width is not None and width != config.get("intermediate_size", width)):
                 size = config.get("attention_head_size") or hidden // heads
-                raise EngineError(f"CTranslate2 cannot convert {parent.name}: layer {layer} keeps {kept} of {heads} "
-                                  f"attention heads ({kept * size} of {hidden} dims) and {width} feed-forward "
-                                  "channels, but its specs need every layer unpruned: measure the pruned model's "
-                                  "ONNX or OpenVINO variants instead")
+                raise EngineError(
+                    f"CTranslate2 cannot convert {parent.name}: layer {layer} keeps {kept} of {heads} "
+                    f"attention heads ({kept * size} of {hidden} dims) and {width} feed-forward "
+                    "channels, but its specs need every layer unpruned: measure the pruned model's "
+                    "ONNX or OpenVINO variants instead"
+                )
     if architecture not in CLASSIFIERS + GENERATORS:
-        raise EngineError(f"CTranslate2 cannot convert {parent.name}: its architecture is {architecture}; edgenlp "
-                          f"converts {', '.join(CLASSIFIERS + GENERATORS)}")
+        raise EngineError(
+            f"CTranslate2 cannot convert {parent.name}: its architecture is {architecture}; edgenlp "
+            f"converts {', '.join(CLASSIFIERS + GENERATORS)}"
+        )
     if architecture in CLASSIFIERS and config.get("position_embedding_type", "absolute") != "absolute":
-        raise EngineError(f"CTranslate2 cannot convert {parent.name}: its position embeddings are "
-                          f"{config['position_embedding_type']}; CTranslate2's BERT needs absolute ones")
+        raise EngineError(
+            f"CTranslate2 cannot convert {parent.name}: its position embeddings are "
+            f"{config['position_embedding_type']}; CTranslate2's BERT needs absolute ones"
+        )
     return architecture
 
 
@@ -69,8 +77,9 @@ def _convert(checkpoint: Path, out: Path, compute_type: str) -> None:
     import ctranslate2
 
     try:
-        ctranslate2.converters.TransformersConverter(str(checkpoint)).convert(str(out), quantization=compute_type,
-                                                                             force=True)
+        ctranslate2.converters.TransformersConverter(str(checkpoint)).convert(
+            str(out), quantization=compute_type, force=True
+        )
     except (ValueError, NotImplementedError, AssertionError, KeyError) as exc:
         raise EngineError(f"CTranslate2 cannot convert {checkpoint.name}: {str(exc).splitlines()[0][:300]}") from None
 
@@ -82,18 +91,20 @@ def convert_classifier(parent: Artifact, out: Path, compute_type: str) -> dict:
     from transformers import AutoModelForSequenceClassification
 
     transformers.logging.set_verbosity_error()
-    model = AutoModelForSequenceClassification.from_pretrained(str(parent.path),
-                                                               **pretrained_options(parent.path)).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(parent.path), **pretrained_options(parent.path)
+    ).eval()
     if getattr(model.bert, "pooler", None) is None:
-        raise EngineError(f"CTranslate2 cannot convert {parent.name}: it has no pooler, and CTranslate2's BERT "
-                          "classifies from the pooled output")
+        raise EngineError(
+            f"CTranslate2 cannot convert {parent.name}: it has no pooler, and CTranslate2's BERT "
+            "classifies from the pooled output"
+        )
     with tempfile.TemporaryDirectory(prefix="edgenlp-ct2-") as tmp:
         copy_support_files(parent.path, Path(tmp))  # the converter reads the vocabulary from the tokenizer
         model.bert.config.architectures = ["BertModel"]
         model.bert.save_pretrained(tmp)
         _convert(Path(tmp), out, compute_type)
-    np.savez(out / HEAD, weight=model.classifier.weight.detach().numpy(),
-             bias=model.classifier.bias.detach().numpy())
+    np.savez(out / HEAD, weight=model.classifier.weight.detach().numpy(), bias=model.classifier.bias.detach().numpy())
     return {"head": HEAD, "head_shape": list(model.classifier.weight.shape)}
 
 
@@ -110,14 +121,22 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     ct2_config = json.loads((out / "config.json").read_text())
     import ctranslate2
 
-    return StageOutput(format="ctranslate2", task=parent.task, precision=PRECISION[config.compute_type], metadata={
-        "engine": "ctranslate2",
-        "ctranslate2": ctranslate2.__version__,
-        "architecture": architecture,
-        "compute_type": config.compute_type,
-        "weights": "int8 per output row" if config.compute_type != "float32" else "float32",
-        "cpu": cpu_info().summary(),
-        "spec": {k: ct2_config.get(k) for k in ("layer_norm_epsilon", "unk_token", "bos_token", "eos_token")
-                 if k in ct2_config},
-        **extra,
-    })
+    return StageOutput(
+        format="ctranslate2",
+        task=parent.task,
+        precision=PRECISION[config.compute_type],
+        metadata={
+            "engine": "ctranslate2",
+            "ctranslate2": ctranslate2.__version__,
+            "architecture": architecture,
+            "compute_type": config.compute_type,
+            "weights": "int8 per output row" if config.compute_type != "float32" else "float32",
+            "cpu": cpu_info().summary(),
+            "spec": {
+                k: ct2_config.get(k)
+                for k in ("layer_norm_epsilon", "unk_token", "bos_token", "eos_token")
+                if k in ct2_config
+            },
+            **extra,
+        },
+    )

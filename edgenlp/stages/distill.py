@@ -52,12 +52,15 @@ def teacher_path(parent: Artifact, config: Config) -> Path:
         meta = Artifact.load(parent.path).meta
     lineage = meta.get("parent") or {}
     if meta.get("stage") != "prune" or not lineage.get("path"):
-        raise RecipeError(f"distill needs a teacher: {parent.path} was not made by prune, so set teacher: "
-                          "to the model it should imitate")
+        raise RecipeError(
+            f"distill needs a teacher: {parent.path} was not made by prune, so set teacher: "
+            "to the model it should imitate"
+        )
     path = executors.located(lineage["path"])
     if not (path / "config.json").exists():
-        raise ArtifactError(f"the teacher {path} (the model {parent.path} was pruned from) is gone: "
-                            "set teacher: to where it is now")
+        raise ArtifactError(
+            f"the teacher {path} (the model {parent.path} was pruned from) is gone: set teacher: to where it is now"
+        )
     return path
 
 
@@ -76,17 +79,24 @@ class Distillation:
         import transformers
 
         architectures.register()
-        self.teacher = getattr(transformers, self.auto_model).from_pretrained(
-            str(self.teacher_path), **pretrained_options(self.teacher_path)).eval()
+        self.teacher = (
+            getattr(transformers, self.auto_model)
+            .from_pretrained(str(self.teacher_path), **pretrained_options(self.teacher_path))
+            .eval()
+        )
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         s, t = student.config, self.teacher.config
         if s.vocab_size != t.vocab_size or getattr(s, "num_labels", None) != getattr(t, "num_labels", None):
-            raise ArtifactError(f"the teacher {self.teacher_path} predicts other outputs than the student "
-                                "(vocabulary or labels differ): distil from the model the student was made from")
+            raise ArtifactError(
+                f"the teacher {self.teacher_path} predicts other outputs than the student "
+                "(vocabulary or labels differ): distil from the model the student was made from"
+            )
         if self.config.hidden_weight and _depth_and_width(s) != _depth_and_width(t):
-            raise RecipeError(f"hidden-state matching needs as many layers and the same hidden size in student "
-                              f"{_depth_and_width(s)} and teacher {_depth_and_width(t)}: set hidden_weight: 0")
+            raise RecipeError(
+                f"hidden-state matching needs as many layers and the same hidden size in student "
+                f"{_depth_and_width(s)} and teacher {_depth_and_width(t)}: set hidden_weight: 0"
+            )
 
     def __call__(self, student, batch):
         import torch
@@ -97,8 +107,13 @@ class Distillation:
         with torch.no_grad():
             ref = self.teacher(**batch, output_hidden_states=hidden)
         T = self.config.temperature
-        kl = F.kl_div(F.log_softmax(out.logits / T, -1), F.log_softmax(ref.logits / T, -1),
-                      log_target=True, reduction="none").sum(-1) * T * T
+        kl = (
+            F.kl_div(
+                F.log_softmax(out.logits / T, -1), F.log_softmax(ref.logits / T, -1), log_target=True, reduction="none"
+            ).sum(-1)
+            * T
+            * T
+        )
         mask = batch.get("attention_mask")
         weights = mask.to(kl.dtype) if mask is not None and kl.dim() == 2 else torch.ones_like(kl)
         soft = (kl * weights).sum() / weights.sum()
@@ -106,8 +121,10 @@ class Distillation:
         self.parts = {"soft_loss": round(float(soft.detach()), 5), "task_loss": round(float(out.loss.detach()), 5)}
         if hidden:
             token_mask = (mask if mask is not None else torch.ones(out.hidden_states[0].shape[:2])).unsqueeze(-1)
-            mse = sum(((a - b) ** 2 * token_mask).sum() / (token_mask.sum() * a.shape[-1])
-                      for a, b in zip(out.hidden_states[1:], ref.hidden_states[1:])) / (len(out.hidden_states) - 1)
+            mse = sum(
+                ((a - b) ** 2 * token_mask).sum() / (token_mask.sum() * a.shape[-1])
+                for a, b in zip(out.hidden_states[1:], ref.hidden_states[1:])
+            ) / (len(out.hidden_states) - 1)
             loss = loss + self.config.hidden_weight * mse
             self.parts["hidden_loss"] = round(float(mse.detach()), 5)
         return loss
@@ -115,8 +132,9 @@ class Distillation:
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     teacher = teacher_path(parent, config)
-    return finetune.train_or_search(parent, config, workdir, partial(_distill_from, parent.meta, str(teacher)),
-                                    reads=(parent.path, teacher))
+    return finetune.train_or_search(
+        parent, config, workdir, partial(_distill_from, parent.meta, str(teacher)), reads=(parent.path, teacher)
+    )
 
 
 fans_out = finetune.fans_out
@@ -127,13 +145,25 @@ def reads(parent: Artifact, config: Config) -> list[Path]:
     return [teacher_path(parent, config)]
 
 
-def _distill_from(parent_meta: dict, teacher_name: str, parent_path: Path, teacher: Path, cfg: Config, folder: Path,
-                  on_eval) -> StageOutput:
+def _distill_from(
+    parent_meta: dict, teacher_name: str, parent_path: Path, teacher: Path, cfg: Config, folder: Path, on_eval
+) -> StageOutput:
     """One training run; `teacher_name` is where the teacher lives in the run (recorded), `teacher` a copy here."""
     parent = Artifact(parent_path, parent_meta)
     task = finetune.task_of(parent, cfg)
-    out = finetune.train(parent, cfg, folder, Distillation(teacher, task.AUTO_MODEL, cfg), stage=NAME,
-                         evaluate_first=True, on_eval=on_eval)
-    out.metadata["distillation"] = {"teacher": teacher_name, "temperature": cfg.temperature,
-                                    "alpha": cfg.alpha, "hidden_weight": cfg.hidden_weight}
+    out = finetune.train(
+        parent,
+        cfg,
+        folder,
+        Distillation(teacher, task.AUTO_MODEL, cfg),
+        stage=NAME,
+        evaluate_first=True,
+        on_eval=on_eval,
+    )
+    out.metadata["distillation"] = {
+        "teacher": teacher_name,
+        "temperature": cfg.temperature,
+        "alpha": cfg.alpha,
+        "hidden_weight": cfg.hidden_weight,
+    }
     return out

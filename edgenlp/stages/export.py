@@ -36,15 +36,24 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     if parent.format != "pytorch":
         raise ArtifactError(f"export needs a PyTorch checkpoint, but {parent.path} is {parent.format}")
     if parent.task not in OPTIMUM_TASKS:
-        raise ArtifactError(f"{parent.path} is a {parent.task} model: fine-tune it for classification "
-                            "(stage finetune) before exporting")
+        raise ArtifactError(
+            f"{parent.path} is a {parent.task} model: fine-tune it for classification (stage finetune) before exporting"
+        )
     from optimum.exporters.onnx import main_export
 
     logging.getLogger("optimum.exporters.onnx.base").addFilter(_no_accelerate_notice)
     architectures.register()
     with _registered_classes_count_as_transformers():
-        main_export(str(parent.path), output=str(workdir), task=OPTIMUM_TASKS[parent.task], library_name="transformers",
-                    opset=config.opset, do_validation=False, device="cpu", **pretrained_options(parent.path))
+        main_export(
+            str(parent.path),
+            output=str(workdir),
+            task=OPTIMUM_TASKS[parent.task],
+            library_name="transformers",
+            opset=config.opset,
+            do_validation=False,
+            device="cpu",
+            **pretrained_options(parent.path),
+        )
     for leftover in ("1_Pooling",):  # sentence-transformers extras that the ONNX model does not use
         shutil.rmtree(workdir / leftover, ignore_errors=True)
     import onnx
@@ -52,12 +61,17 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     if parent.task == "text-generation":
         add_logits_to_keep(workdir / "model.onnx")
     model = onnx.load(str(workdir / "model.onnx"), load_external_data=False)
-    return StageOutput(format="onnx", task=parent.task, precision="fp32", metadata={
-        "exporter": "optimum",
-        "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-        "inputs": [i.name for i in model.graph.input],
-        "outputs": [o.name for o in model.graph.output],
-    })
+    return StageOutput(
+        format="onnx",
+        task=parent.task,
+        precision="fp32",
+        metadata={
+            "exporter": "optimum",
+            "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            "inputs": [i.name for i in model.graph.input],
+            "outputs": [o.name for o in model.graph.output],
+        },
+    )
 
 
 def _no_accelerate_notice(record: logging.LogRecord) -> bool:
@@ -104,13 +118,24 @@ def add_logits_to_keep(onnx_path: Path) -> None:
 
     hidden = head.input[0]
     names = {n: f"/lm_head/{LOGITS_TO_KEEP}/{n}" for n in ("neg", "start", "end", "axis", "sliced")}
-    graph.initializer.extend([numpy_helper.from_array(np.zeros(1, np.int64), LOGITS_TO_KEEP),
-                              numpy_helper.from_array(np.array([np.iinfo(np.int64).max]), names["end"]),
-                              numpy_helper.from_array(np.array([1], np.int64), names["axis"])])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.zeros(1, np.int64), LOGITS_TO_KEEP),
+            numpy_helper.from_array(np.array([np.iinfo(np.int64).max]), names["end"]),
+            numpy_helper.from_array(np.array([1], np.int64), names["axis"]),
+        ]
+    )
     graph.input.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, onnx.TensorProto.INT64, [1]))
     at = list(graph.node).index(head)
     graph.node.insert(at, helper.make_node("Neg", [LOGITS_TO_KEEP], [names["start"]], name=names["neg"]))
-    graph.node.insert(at + 1, helper.make_node("Slice", [hidden, names["start"], names["end"], names["axis"]],
-                                               [names["sliced"]], name=f"/lm_head/{LOGITS_TO_KEEP}/Slice"))
+    graph.node.insert(
+        at + 1,
+        helper.make_node(
+            "Slice",
+            [hidden, names["start"], names["end"], names["axis"]],
+            [names["sliced"]],
+            name=f"/lm_head/{LOGITS_TO_KEEP}/Slice",
+        ),
+    )
     head.input[0] = names["sliced"]
     onnx.save(model, str(onnx_path))

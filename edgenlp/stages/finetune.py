@@ -22,9 +22,9 @@ from pydantic import Field, model_validator
 
 from .. import data as data_module
 from .. import progress, tasks
-from ..search.settings import TuningSettings, check_against
 from ..artifact import Artifact, StageOutput
 from ..errors import ArtifactError, RecipeError
+from ..search.settings import TuningSettings, check_against
 from . import StageConfig
 
 NAME = "finetune"
@@ -65,7 +65,7 @@ class Config(StageConfig):
     }
 
     @model_validator(mode="after")
-    def _searchable(self) -> "Config":
+    def _searchable(self) -> Config:
         if self.search is not None:
             check_against(self, self.DEFAULT_SEARCH_SPACE)
         return self
@@ -111,8 +111,15 @@ def train_or_search(parent: Artifact, config: Config, workdir: Path, train_one, 
     return tuning.search(config, workdir, parent.id, trainer.METRICS[metric], metric, train_one, reads)
 
 
-def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage: str = NAME,
-          evaluate_first: bool = False, on_eval=None) -> StageOutput:
+def train(
+    parent: Artifact,
+    config: Config,
+    workdir: Path,
+    objective=None,
+    stage: str = NAME,
+    evaluate_first: bool = False,
+    on_eval=None,
+) -> StageOutput:
     """The training loop; `objective(model, batch) -> loss` replaces the task's own loss (distillation).
 
     `objective` may have `start(model)`, called once the model is built, to prepare what it needs.
@@ -149,8 +156,10 @@ def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage
     total_steps = config.max_steps or max(1, int(steps_per_epoch * config.epochs))
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias", "ln_1.weight", "ln_2.weight", "ln_f.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": config.weight_decay},
+        {
+            "params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+            "weight_decay": config.weight_decay,
+        },
         {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
@@ -191,9 +200,15 @@ def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 loss_value = float(loss.detach())
-                log["steps"].append({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                                     "loss": round(loss_value, 5), "lr": scheduler.get_last_lr()[0],
-                                     **getattr(objective, "parts", {})})
+                log["steps"].append(
+                    {
+                        "step": step,
+                        "epoch": round(step / steps_per_epoch, 4),
+                        "loss": round(loss_value, 5),
+                        "lr": scheduler.get_last_lr()[0],
+                        **getattr(objective, "parts", {}),
+                    }
+                )
                 shown = "-" if best_score is None else f"{best_score:.3f}"
                 advance(1, description=f"training (loss {loss_value:.3f}, best {metric} {shown})")
                 if step % config.eval_every == 0 and (stop := run_eval()):
@@ -203,11 +218,27 @@ def train(parent: Artifact, config: Config, workdir: Path, objective=None, stage
     if not log["evals"] or log["evals"][-1]["step"] != step:
         run_eval()
     model.load_state_dict(best_state)
-    log.update(best_step=best_step, best_score=best_score, stopped_early=stop, total_steps=step,
-               seconds=round(time.time() - started, 1))
+    log.update(
+        best_step=best_step,
+        best_score=best_score,
+        stopped_early=stop,
+        total_steps=step,
+        seconds=round(time.time() - started, 1),
+    )
 
     trainer.save(workdir)
     (workdir / LOG_FILE).write_text(json.dumps(log, indent=1))
-    return StageOutput(format="pytorch", task=task.NAME, precision="fp32", metadata={
-        "data": trainer.data_description, "best_step": best_step, f"validation_{metric}": best_score,
-        "metric": metric, "stopped_early": stop, "steps": step, "training_log": LOG_FILE})
+    return StageOutput(
+        format="pytorch",
+        task=task.NAME,
+        precision="fp32",
+        metadata={
+            "data": trainer.data_description,
+            "best_step": best_step,
+            f"validation_{metric}": best_score,
+            "metric": metric,
+            "stopped_early": stop,
+            "steps": step,
+            "training_log": LOG_FILE,
+        },
+    )

@@ -53,11 +53,14 @@ class Config(StageConfig):
 
 def check_parent(parent: Artifact) -> None:
     if parent.format != "onnx":
-        raise ArtifactError(f"the openvino stage converts an ONNX variant, but {parent.path} is {parent.format}: "
-                            "make it the child of an export variant")
+        raise ArtifactError(
+            f"the openvino stage converts an ONNX variant, but {parent.path} is {parent.format}: "
+            "make it the child of an export variant"
+        )
     if parent.precision != "fp32":
-        raise ArtifactError(f"{parent.path} is already {parent.precision}: convert an FP32 ONNX variant (NNCF "
-                            "quantises it itself)")
+        raise ArtifactError(
+            f"{parent.path} is already {parent.precision}: convert an FP32 ONNX variant (NNCF quantises it itself)"
+        )
 
 
 def convert(parent: Artifact):
@@ -78,9 +81,11 @@ def calibration_set(parent: Artifact, config: Config):
     dataset = task.load_data(config.data)
     feeds = list(task.calibration_batches(dataset, parent.path, config.calibration_samples, 1, config.seed))
     if len(feeds) < MIN_CALIBRATION:
-        raise DataError(f"the calibration set has {len(feeds)} texts from the training split of {dataset.name} (asked "
-                        f"for {config.calibration_samples}), fewer than the {MIN_CALIBRATION} NNCF needs: give more "
-                        "training data")
+        raise DataError(
+            f"the calibration set has {len(feeds)} texts from the training split of {dataset.name} (asked "
+            f"for {config.calibration_samples}), fewer than the {MIN_CALIBRATION} NNCF needs: give more "
+            "training data"
+        )
     return feeds
 
 
@@ -89,17 +94,32 @@ def quantize(model, parent: Artifact, config: Config) -> dict:
 
     if parent.task == "text-generation":
         compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        return {"model": compressed, "method": "nncf.compress_weights", "mode": "INT8_ASYM",
-                "activations": "float32", "calibration": None}
+        return {
+            "model": compressed,
+            "method": "nncf.compress_weights",
+            "mode": "INT8_ASYM",
+            "activations": "float32",
+            "calibration": None,
+        }
     started = time.time()
     feeds = calibration_set(parent, config)
     names = {port.get_any_name() for port in model.inputs}
     items = [{k: v for k, v in feed.items() if k in names} for feed in feeds]
-    quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items),
-                              preset=getattr(nncf.QuantizationPreset, config.preset.upper()),
-                              model_type=nncf.ModelType.TRANSFORMER)
-    return {"model": quantized, "method": "nncf.quantize", "model_type": "transformer", "preset": config.preset,
-            "activations": "int8", "calibration": {"samples": len(items), "seconds": round(time.time() - started, 1)}}
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(items),
+        subset_size=len(items),
+        preset=getattr(nncf.QuantizationPreset, config.preset.upper()),
+        model_type=nncf.ModelType.TRANSFORMER,
+    )
+    return {
+        "model": quantized,
+        "method": "nncf.quantize",
+        "model_type": "transformer",
+        "preset": config.preset,
+        "activations": "int8",
+        "calibration": {"samples": len(items), "seconds": round(time.time() - started, 1)},
+    }
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
@@ -116,11 +136,16 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         model = quantisation.pop("model")
     ov.save_model(model, str(workdir / XML), compress_to_fp16=False)
     copy_support_files(parent.path, workdir)
-    return StageOutput(format="openvino", task=parent.task, precision=config.precision, metadata={
-        "engine": "openvino",
-        "converted_from": parent.onnx_path.name,
-        "cpu": cpu_info().summary(),
-        "inference_precision": "f32",
-        "quantization": quantisation,
-        "operators": sorted({op.get_type_name() for op in model.get_ops()}),
-    })
+    return StageOutput(
+        format="openvino",
+        task=parent.task,
+        precision=config.precision,
+        metadata={
+            "engine": "openvino",
+            "converted_from": parent.onnx_path.name,
+            "cpu": cpu_info().summary(),
+            "inference_precision": "f32",
+            "quantization": quantisation,
+            "operators": sorted({op.get_type_name() for op in model.get_ops()}),
+        },
+    )

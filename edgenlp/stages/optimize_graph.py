@@ -23,8 +23,9 @@ class Config(StageConfig):
 
 
 def _model_type(config: dict) -> str:
-    return {"gpt2": "gpt2", "edgenlp-pruned-gpt2": "gpt2", "distilbert": "bert", "roberta": "bert",
-            "bert": "bert"}.get(config.get("model_type"), "bert")
+    return {"gpt2": "gpt2", "edgenlp-pruned-gpt2": "gpt2", "distilbert": "bert", "roberta": "bert", "bert": "bert"}.get(
+        config.get("model_type"), "bert"
+    )
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
@@ -35,12 +36,23 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     model_config = parent.config()
     heads = model_config.get("num_attention_heads") or model_config.get("n_head") or model_config.get("n_heads") or 0
     hidden = model_config.get("hidden_size") or model_config.get("n_embd") or model_config.get("dim") or 0
-    if "layer_heads" in model_config:  # pruned: head counts differ by layer; 0, 0 lets onnxruntime read them from the graph
+    if (
+        "layer_heads" in model_config
+    ):  # pruned: head counts differ by layer; 0, 0 lets onnxruntime read them from the graph
         heads, hidden = 0, 0
-    optimized = optimize_model(str(parent.onnx_path), model_type=_model_type(model_config), num_heads=heads,
-                               hidden_size=hidden, opt_level=config.opt_level)
+    optimized = optimize_model(
+        str(parent.onnx_path),
+        model_type=_model_type(model_config),
+        num_heads=heads,
+        hidden_size=hidden,
+        opt_level=config.opt_level,
+    )
     fusions = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     optimized.save_model_to_file(str(workdir / "model.onnx"))
     copy_support_files(parent.path, workdir)
-    return StageOutput(format="onnx", task=parent.task, precision=parent.precision,
-                       metadata={"fusions": fusions, "opt_level": config.opt_level})
+    return StageOutput(
+        format="onnx",
+        task=parent.task,
+        precision=parent.precision,
+        metadata={"fusions": fusions, "opt_level": config.opt_level},
+    )

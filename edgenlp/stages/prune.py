@@ -99,8 +99,11 @@ class _BertView:
             a.num_attention_heads, a.all_head_size = n, a.query.out_features
 
     def finish(self, heads: list[int]) -> dict:
-        return {"layer_heads": heads, "attention_head_size": self.head_size,
-                "layer_intermediate_sizes": [layer.intermediate.dense.out_features for layer in self.layers]}
+        return {
+            "layer_heads": heads,
+            "attention_head_size": self.head_size,
+            "layer_intermediate_sizes": [layer.intermediate.dense.out_features for layer in self.layers],
+        }
 
 
 class _GPT2View:
@@ -113,7 +116,9 @@ class _GPT2View:
             def __init__(self, conv):
                 super().__init__()
                 width = conv.weight.shape[1] // 3
-                self.q, self.k, self.v = (_linear_from_conv1d(conv, slice(i * width, (i + 1) * width)) for i in range(3))
+                self.q, self.k, self.v = (
+                    _linear_from_conv1d(conv, slice(i * width, (i + 1) * width)) for i in range(3)
+                )
 
             def forward(self, x):
                 return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
@@ -151,8 +156,11 @@ class _GPT2View:
             block.attn.c_proj = _conv1d_from_linear(block.attn.c_proj)
             block.mlp.c_fc = _conv1d_from_linear(block.mlp.c_fc)
             block.mlp.c_proj = _conv1d_from_linear(block.mlp.c_proj)
-        return {"layer_heads": heads, "head_dim": self.head_size,
-                "layer_inner": [block.mlp.c_fc.weight.shape[1] for block in self.layers]}
+        return {
+            "layer_heads": heads,
+            "head_dim": self.head_size,
+            "layer_inner": [block.mlp.c_fc.weight.shape[1] for block in self.layers],
+        }
 
 
 VIEWS = {"bert": _BertView, "gpt2": _GPT2View}
@@ -175,16 +183,20 @@ def _load(parent: Artifact, config: Config):
     task = tasks.resolve(tasks.of_config(parent.config()), config.task, str(parent.path))
     if config.importance == "taylor":
         if config.data is None:
-            raise DataError("Taylor importance ranks heads by the loss on calibration batches from a training "
-                            "split: give data (--data, or the recipe's data), or use --importance magnitude")
+            raise DataError(
+                "Taylor importance ranks heads by the loss on calibration batches from a training "
+                "split: give data (--data, or the recipe's data), or use --importance magnitude"
+            )
         # the task's Trainer gives the training batches; it also encodes a validation sample, kept to one
         trainer_settings = SimpleNamespace(max_length=config.max_length, max_eval_examples=1, seed=config.seed)
         trainer = task.Trainer(parent.path, task.load_data(config.data), trainer_settings)
         labels, own = getattr(trainer, "labels", None), parent.labels()
         named = own and not all(label.startswith("LABEL_") for label in own)  # transformers' placeholders
         if labels and named and sorted(labels) != sorted(own):
-            raise DataError(f"the calibration data's labels {labels} are not the model's {own}: calibrate on "
-                            "the data the model was fine-tuned for")
+            raise DataError(
+                f"the calibration data's labels {labels} are not the model's {own}: calibrate on "
+                "the data the model was fine-tuned for"
+            )
         batches = []
         for batch in trainer.batches(random.Random(config.seed), config.batch_size):
             batches.append(batch)
@@ -203,13 +215,16 @@ def _load(parent: Artifact, config: Config):
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     if parent.format != "pytorch":
-        raise ArtifactError(f"prune needs a PyTorch checkpoint, but {parent.path} is {parent.format}: "
-                            "prune before export")
+        raise ArtifactError(
+            f"prune needs a PyTorch checkpoint, but {parent.path} is {parent.format}: prune before export"
+        )
     model_type = parent.config().get("model_type")
     family = architectures.family_of(model_type)
     if family is None:
-        raise ArtifactError(f"prune supports BERT-family (bert, MiniLM) and GPT-2 checkpoints, but {parent.path} "
-                            f"is a '{model_type}' model")
+        raise ArtifactError(
+            f"prune supports BERT-family (bert, MiniLM) and GPT-2 checkpoints, but {parent.path} "
+            f"is a '{model_type}' model"
+        )
     import torch
     import torch_pruning as tp
     import transformers
@@ -234,8 +249,10 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         for i in layers:
             n = view.attention(i)[1]
             if head_ratio > 0 and math.ceil(head_ratio * n) >= n:
-                raise RecipeError(f"pruning {head_ratio:g} of the heads would remove all {n} heads of layer {i} "
-                                  "(whole heads, rounded up): lower head_ratio/ratio")
+                raise RecipeError(
+                    f"pruning {head_ratio:g} of the heads would remove all {n} heads of layer {i} "
+                    "(whole heads, rounded up): lower head_ratio/ratio"
+                )
     # torch-pruning skips a group whose channel ratio is 0, heads included: what is not pruned is
     # ignored, the feed-forward channels get their own ratio (one ranking scope), and the attention
     # groups carry the head ratio (their head dimensions are never cut).
@@ -258,22 +275,35 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     else:
         importance = tp.importance.GroupMagnitudeImportance(p=2)
     pruner = tp.pruner.MetaPruner(
-        model, example, importance=importance, global_pruning=config.mode == "global",
+        model,
+        example,
+        importance=importance,
+        global_pruning=config.mode == "global",
         pruning_ratio=head_ratio if head_ratio > 0 else ffn_ratio,
         pruning_ratio_dict={tuple(ffn_roots): ffn_ratio} if ffn_ratio > 0 else None,
-        num_heads=heads, prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=head_ratio,
-        ignored_layers=ignored, root_module_types=[torch.nn.Linear], output_transform=logits_sum)
+        num_heads=heads,
+        prune_num_heads=True,
+        prune_head_dims=False,
+        head_pruning_ratio=head_ratio,
+        ignored_layers=ignored,
+        root_module_types=[torch.nn.Linear],
+        output_transform=logits_sum,
+    )
     for group in pruner.step(interactive=True):
         group.prune()
     queries = [view.attention(i)[0][0] for i in layers]
     for i, query in zip(layers, queries):
         # torch-pruning declines a cut that would empty a layer but still counts its heads as gone
         if pruner.num_heads[query] < 1 or query.out_features < view.head_size:
-            raise RecipeError(f"pruning {head_ratio:g} of the heads ({config.mode}) would remove every head of "
-                              f"layer {i}: lower head_ratio/ratio, or use mode uniform")
+            raise RecipeError(
+                f"pruning {head_ratio:g} of the heads ({config.mode}) would remove every head of "
+                f"layer {i}: lower head_ratio/ratio, or use mode uniform"
+            )
         if view.ffn_in(i).out_features < 1:
-            raise RecipeError(f"pruning {ffn_ratio:g} of the feed-forward channels ({config.mode}) would empty "
-                              f"layer {i}: lower ffn_ratio/ratio")
+            raise RecipeError(
+                f"pruning {ffn_ratio:g} of the feed-forward channels ({config.mode}) would empty "
+                f"layer {i}: lower ffn_ratio/ratio"
+            )
     kept_heads = [q.out_features // view.head_size for q in queries]
     view.set_heads(kept_heads)
     model.zero_grad(set_to_none=True)
@@ -284,15 +314,31 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     pruned.save_pretrained(str(workdir), safe_serialization=True)
     _copy_tokenizer(parent.path, workdir)
     _check_reload(pruned, workdir, task, example)
-    return StageOutput(format="pytorch", task=task.NAME, precision="fp32", metadata={
-        "ratio": config.ratio, "head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "mode": config.mode,
-        "importance": config.importance, **shapes,
-        "parameters": {"before": before, "after": after,
-                       "non_embedding_kept": round(after["non_embedding_parameters"]
-                                                   / before["non_embedding_parameters"], 4)},
-        "macs": {"before": int(macs_before), "after": int(macs_after), "tokens": int(example["input_ids"].shape[1]),
-                 "kept": round(macs_after / macs_before, 4)},
-        "seconds": round(time.time() - started, 1)})
+    return StageOutput(
+        format="pytorch",
+        task=task.NAME,
+        precision="fp32",
+        metadata={
+            "ratio": config.ratio,
+            "head_ratio": head_ratio,
+            "ffn_ratio": ffn_ratio,
+            "mode": config.mode,
+            "importance": config.importance,
+            **shapes,
+            "parameters": {
+                "before": before,
+                "after": after,
+                "non_embedding_kept": round(after["non_embedding_parameters"] / before["non_embedding_parameters"], 4),
+            },
+            "macs": {
+                "before": int(macs_before),
+                "after": int(macs_after),
+                "tokens": int(example["input_ids"].shape[1]),
+                "kept": round(macs_after / macs_before, 4),
+            },
+            "seconds": round(time.time() - started, 1),
+        },
+    )
 
 
 def _macs(tp, model, example: dict) -> int:
@@ -318,7 +364,9 @@ def _rebuild(model, task, family: architectures.Family, shapes: dict, example: d
     values["use_cache"] = True
     config = transformers.AutoConfig.for_model(family.pruned_model_type, **values, **shapes)
     rebuilt = getattr(transformers, task.AUTO_MODEL).from_config(config)
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith(".attn.bias") and not k.endswith("masked_bias")}
+    state = {
+        k: v for k, v in model.state_dict().items() if not k.endswith(".attn.bias") and not k.endswith("masked_bias")
+    }
     missing, unexpected = rebuilt.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(".attn.bias") and not k.endswith("masked_bias")]
     if missing or unexpected:
@@ -343,7 +391,9 @@ def _check_reload(pruned, workdir: Path, task, example: dict) -> None:
     import torch
     import transformers
 
-    reloaded = getattr(transformers, task.AUTO_MODEL).from_pretrained(str(workdir), **pretrained_options(workdir)).eval()
+    reloaded = (
+        getattr(transformers, task.AUTO_MODEL).from_pretrained(str(workdir), **pretrained_options(workdir)).eval()
+    )
     with torch.no_grad():
         diff = (reloaded(**example).logits - pruned(**example).logits).abs().max().item()
     if diff > 1e-5:

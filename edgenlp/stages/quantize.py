@@ -30,8 +30,10 @@ LIBRARIES = ("onnx", "onnxruntime")
 log = logging.getLogger(__name__)
 ISAS = ("avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "generic")
 
-_MEASURED = ("measured on AVX2: 7-bit weights lost more label agreement (92.9% vs 97.0%) than 16-bit saturation "
-             "of full-range weights, at equal speed within the intervals, so full range")
+_MEASURED = (
+    "measured on AVX2: 7-bit weights lost more label agreement (92.9% vs 97.0%) than 16-bit saturation "
+    "of full-range weights, at equal speed within the intervals, so full range"
+)
 _REASONS = {
     "avx512_vnni": "AVX512-VNNI accumulates u8xs8 products in 32 bits: full 8-bit weights, no saturation",
     "avx_vnni": "AVX-VNNI accumulates u8xs8 products in 32 bits: full 8-bit weights, no saturation",
@@ -78,8 +80,10 @@ def check_excluded(parent: Artifact, op_types: list[str], names: list[str]) -> N
 
     unknown = sorted(set(names) - set(quantisable_nodes(parent.onnx_path, op_types))) if names else []
     if unknown:
-        raise ArtifactError(f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {op_types} "
-                            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names")
+        raise ArtifactError(
+            f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {op_types} "
+            f"nodes of {parent.onnx_path.name} (first: {unknown[0]}): check the names"
+        )
 
 
 def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None) -> None:
@@ -89,9 +93,14 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
 
     check_excluded(parent, config.op_types, config.nodes_to_exclude)
     quantize_dynamic(
-        str(parent.onnx_path), str(out),
-        weight_type=QuantType.QInt8, per_channel=config.per_channel, reduce_range=config.reduce_range,
-        op_types_to_quantize=config.op_types, nodes_to_exclude=config.nodes_to_exclude, nodes_to_quantize=only,
+        str(parent.onnx_path),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        op_types_to_quantize=config.op_types,
+        nodes_to_exclude=config.nodes_to_exclude,
+        nodes_to_quantize=only,
         # Fused contrib ops (from optimize-graph) have no ONNX shape inference; FP32 is their type.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
@@ -105,25 +114,42 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         log.warning("preflight: %s", warning)
     quantize_file(parent, config, workdir / "model.onnx")
     copy_support_files(parent.path, workdir)
-    return StageOutput(format="onnx", task=parent.task, precision="int8", metadata={
-        "mode": config.mode,
-        "isa": config.isa,
-        "cpu": cpu_info().summary(),
-        "reduce_range": config.reduce_range,
-        "per_channel": config.per_channel,
-        "activation_type": "uint8",
-        "weight_type": "int8",
-        "op_types": config.op_types,
-        "reason": _REASONS[config.isa] + ("" if config.reduce_range == REDUCE_RANGE[config.isa]
-                                          else f" (reduce_range={config.reduce_range} set by the recipe)"),
-        "nodes_in_float": config.nodes_to_exclude,
-        "preflight": advice,
-        "quantized_nodes": quantized_node_counts(workdir / "model.onnx"),
-    })
+    return StageOutput(
+        format="onnx",
+        task=parent.task,
+        precision="int8",
+        metadata={
+            "mode": config.mode,
+            "isa": config.isa,
+            "cpu": cpu_info().summary(),
+            "reduce_range": config.reduce_range,
+            "per_channel": config.per_channel,
+            "activation_type": "uint8",
+            "weight_type": "int8",
+            "op_types": config.op_types,
+            "reason": _REASONS[config.isa]
+            + (
+                ""
+                if config.reduce_range == REDUCE_RANGE[config.isa]
+                else f" (reduce_range={config.reduce_range} set by the recipe)"
+            ),
+            "nodes_in_float": config.nodes_to_exclude,
+            "preflight": advice,
+            "quantized_nodes": quantized_node_counts(workdir / "model.onnx"),
+        },
+    )
 
 
-QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear", "QuantizeLinear", "QAttention",
-                 "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm")
+QUANTIZED_OPS = (
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "DequantizeLinear",
+    "QuantizeLinear",
+    "QAttention",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QGemm",
+)
 
 
 def quantized_node_counts(model_path: Path) -> dict[str, int]:

@@ -41,10 +41,12 @@ class Config(StageConfig):
     nodes_to_exclude: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _hqq_has_no_tables(self) -> "Config":
+    def _hqq_has_no_tables(self) -> Config:
         if self.algorithm == "hqq" and self.quantize_embeddings:
-            raise ValueError("algorithm hqq cannot quantise embedding tables (onnxruntime's HQQ has no Gather "
-                             "support): set quantize_embeddings: false, or use algorithm rtn")
+            raise ValueError(
+                "algorithm hqq cannot quantise embedding tables (onnxruntime's HQQ has no Gather "
+                "support): set quantize_embeddings: false, or use algorithm rtn"
+            )
         return self
 
 
@@ -60,8 +62,13 @@ def gemm_to_matmul(model) -> int:
     rewritten, nodes = 0, []
     for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
-                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+        if (
+            node.op_type != "Gemm"
+            or node.input[1] not in inits
+            or attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0
+        ):
             nodes.append(node)
             continue
         weight = node.input[1]
@@ -96,8 +103,11 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     if parent.precision != "fp32":
         raise ArtifactError(f"{parent.path} is already {parent.precision}: quantise an FP32 ONNX variant")
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
-                                                                 HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer)
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        HQQWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
 
     model = onnx.load(str(parent.onnx_path))
     rewritten = gemm_to_matmul(model)
@@ -105,15 +115,28 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     op_types = ("MatMul", "Gather") if config.quantize_embeddings else ("MatMul",)
     axes = (("MatMul", 0), ("Gather", 1))
     if config.algorithm == "hqq":
-        algo = HQQWeightOnlyQuantConfig(block_size=config.block_size, bits=4, op_types_to_quantize=op_types,
-                                        quant_axes=axes)
+        algo = HQQWeightOnlyQuantConfig(
+            block_size=config.block_size, bits=4, op_types_to_quantize=op_types, quant_axes=axes
+        )
     else:
-        algo = DefaultWeightOnlyQuantConfig(block_size=config.block_size, is_symmetric=config.symmetric,
-                                            accuracy_level=config.accuracy_level, op_types_to_quantize=op_types,
-                                            quant_axes=axes)
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=config.block_size, is_symmetric=config.symmetric,
-                                     accuracy_level=config.accuracy_level, nodes_to_exclude=excluded,
-                                     op_types_to_quantize=op_types, quant_axes=axes, algo_config=algo)
+        algo = DefaultWeightOnlyQuantConfig(
+            block_size=config.block_size,
+            is_symmetric=config.symmetric,
+            accuracy_level=config.accuracy_level,
+            op_types_to_quantize=op_types,
+            quant_axes=axes,
+        )
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=4,
+        block_size=config.block_size,
+        is_symmetric=config.symmetric,
+        accuracy_level=config.accuracy_level,
+        nodes_to_exclude=excluded,
+        op_types_to_quantize=op_types,
+        quant_axes=axes,
+        algo_config=algo,
+    )
     quantizer.process()
     quantized = quantizer.model.model
     if config.algorithm == "hqq":  # HQQ's config has no accuracy level: set it on the nodes it made
@@ -128,12 +151,22 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     for node in quantized.graph.node:
         if node.op_type in ("MatMulNBits", "MatMul", "Gemm", "GatherBlockQuantized"):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return StageOutput(format="onnx", task=parent.task, precision="int4", metadata={
-        "mode": "weight-only", "algorithm": config.algorithm, "block_size": config.block_size,
-        "symmetric": config.symmetric, "accuracy_level": config.accuracy_level,
-        "gemm_rewritten_to_matmul": rewritten, "lm_head_quantized": config.quantize_lm_head,
-        "embeddings_quantized": config.quantize_embeddings,
-        "excluded_nodes": excluded, "nodes": counts,
-        "reason": f"4-bit weights in blocks of {config.block_size} ({config.algorithm}); decode reads every weight per "
-                  "token, so fewer bytes per weight decode faster on a bandwidth-bound CPU",
-    })
+    return StageOutput(
+        format="onnx",
+        task=parent.task,
+        precision="int4",
+        metadata={
+            "mode": "weight-only",
+            "algorithm": config.algorithm,
+            "block_size": config.block_size,
+            "symmetric": config.symmetric,
+            "accuracy_level": config.accuracy_level,
+            "gemm_rewritten_to_matmul": rewritten,
+            "lm_head_quantized": config.quantize_lm_head,
+            "embeddings_quantized": config.quantize_embeddings,
+            "excluded_nodes": excluded,
+            "nodes": counts,
+            "reason": f"4-bit weights in blocks of {config.block_size} ({config.algorithm}); decode reads every weight per "
+            "token, so fewer bytes per weight decode faster on a bandwidth-bound CPU",
+        },
+    )

@@ -59,12 +59,14 @@ def resolve(config: Config) -> Config:
     """Pin `auto` choices to this machine, so the artifact id says what was really built."""
     isa = cpu_info().isa if config.isa == "auto" else config.isa
     activation, symmetric = preflight.activation_type(isa)
-    return config.model_copy(update={
-        "isa": isa,
-        "reduce_range": REDUCE_RANGE[isa] if config.reduce_range is None else config.reduce_range,
-        "activation": activation if config.activation == "auto" else config.activation,
-        "activation_symmetric": symmetric if config.activation_symmetric is None else config.activation_symmetric,
-    })
+    return config.model_copy(
+        update={
+            "isa": isa,
+            "reduce_range": REDUCE_RANGE[isa] if config.reduce_range is None else config.reduce_range,
+            "activation": activation if config.activation == "auto" else config.activation,
+            "activation_symmetric": symmetric if config.activation_symmetric is None else config.activation_symmetric,
+        }
+    )
 
 
 def calibrate(parent: Artifact, config: Config) -> calibration.Calibration:
@@ -74,49 +76,81 @@ def calibrate(parent: Artifact, config: Config) -> calibration.Calibration:
     batch_size = config.calibration_batch_size or task.CALIBRATION_BATCH
     batches = task.calibration_batches(dataset, parent.path, config.calibration_samples, batch_size, config.seed)
     symmetric = config.activation_symmetric or config.calibrator == "percentile"
-    key = calibration.settings_key(parent.id, task.fingerprint(config.data), config.calibrator,
-                                   config.calibration_samples, batch_size, config.op_types, symmetric,
-                                   config.percentile)
-    return calibration.calibrate(parent.onnx_path, batches, config.calibrator, config.op_types,
-                                 symmetric=symmetric, percentile=config.percentile, cache_key=key)
+    key = calibration.settings_key(
+        parent.id,
+        task.fingerprint(config.data),
+        config.calibrator,
+        config.calibration_samples,
+        batch_size,
+        config.op_types,
+        symmetric,
+        config.percentile,
+    )
+    return calibration.calibrate(
+        parent.onnx_path,
+        batches,
+        config.calibrator,
+        config.op_types,
+        symmetric=symmetric,
+        percentile=config.percentile,
+        cache_key=key,
+    )
 
 
-def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None,
-                  calib: calibration.Calibration | None = None) -> calibration.Calibration:
+def quantize_file(
+    parent: Artifact,
+    config: Config,
+    out: Path,
+    only: list[str] | None = None,
+    calib: calibration.Calibration | None = None,
+) -> calibration.Calibration:
     """Write the statically quantised parent to `out`; `only`: quantise just these nodes."""
     check_excluded(parent, config.op_types, config.nodes_to_exclude)
     calib = calib or calibrate(parent, config)
-    calibration.quantize_qdq(parent.onnx_path, out, calib, op_types=config.op_types,
-                             per_channel=config.per_channel, reduce_range=config.reduce_range,
-                             activation=config.activation, activation_symmetric=config.activation_symmetric,
-                             nodes_to_exclude=config.nodes_to_exclude, nodes_to_quantize=only)
+    calibration.quantize_qdq(
+        parent.onnx_path,
+        out,
+        calib,
+        op_types=config.op_types,
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        activation=config.activation,
+        activation_symmetric=config.activation_symmetric,
+        nodes_to_exclude=config.nodes_to_exclude,
+        nodes_to_quantize=only,
+    )
     return calib
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     check_parent(parent, NAME)
     config = resolve(config)
-    advice = preflight.advise(config.isa, reduce_range=config.reduce_range, activation=config.activation,
-                              per_channel=config.per_channel)
+    advice = preflight.advise(
+        config.isa, reduce_range=config.reduce_range, activation=config.activation, per_channel=config.per_channel
+    )
     for warning in advice["warnings"]:
         log.warning("preflight: %s", warning)
     calib = quantize_file(parent, config, workdir / "model.onnx")
     copy_support_files(parent.path, workdir)
-    return StageOutput(format="onnx", task=parent.task, precision="int8", metadata={
-        "mode": "static",
-        "calibrator": config.calibrator,
-        "isa": config.isa,
-        "cpu": cpu_info().summary(),
-        "reduce_range": config.reduce_range,
-        "per_channel": config.per_channel,
-        "activation_type": config.activation,
-        "activation_symmetric": config.activation_symmetric,
-        "weight_type": "int8",
-        "op_types": config.op_types,
-        "calibration": calib.stats,
-        "mask_nodes_in_float": calib.mask_nodes,
-        "nodes_in_float": config.nodes_to_exclude,
-        "preflight": advice,
-        "quantized_nodes": quantized_node_counts(workdir / "model.onnx"),
-    })
-
+    return StageOutput(
+        format="onnx",
+        task=parent.task,
+        precision="int8",
+        metadata={
+            "mode": "static",
+            "calibrator": config.calibrator,
+            "isa": config.isa,
+            "cpu": cpu_info().summary(),
+            "reduce_range": config.reduce_range,
+            "per_channel": config.per_channel,
+            "activation_type": config.activation,
+            "activation_symmetric": config.activation_symmetric,
+            "weight_type": "int8",
+            "op_types": config.op_types,
+            "calibration": calib.stats,
+            "mask_nodes_in_float": calib.mask_nodes,
+            "nodes_in_float": config.nodes_to_exclude,
+            "preflight": advice,
+            "quantized_nodes": quantized_node_counts(workdir / "model.onnx"),
+        },
+    )

@@ -40,7 +40,7 @@ class GraphSpec(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _known_stage_and_valid_config(self) -> "GraphSpec":
+    def _known_stage_and_valid_config(self) -> GraphSpec:
         from . import get
 
         if self.stage not in GRAPH_STAGES:
@@ -56,11 +56,15 @@ class Config(StageConfig):
 
 def check_parent(parent: Artifact) -> None:
     if parent.task != "text-generation":
-        raise ArtifactError(f"split-prefill makes a decoder's prompt graph, but {parent.path} is a {parent.task} "
-                            "model: use quantize or quantize-int4")
+        raise ArtifactError(
+            f"split-prefill makes a decoder's prompt graph, but {parent.path} is a {parent.task} "
+            "model: use quantize or quantize-int4"
+        )
     if parent.format != "onnx" or parent.precision != "fp32":
-        raise ArtifactError(f"split-prefill needs an FP32 ONNX decoder (an export variant), but {parent.path} is "
-                            f"{parent.format} {parent.precision}")
+        raise ArtifactError(
+            f"split-prefill needs an FP32 ONNX decoder (an export variant), but {parent.path} is "
+            f"{parent.format} {parent.precision}"
+        )
 
 
 def _make(spec: GraphSpec, parent: Artifact, workdir: Path) -> StageOutput:
@@ -78,14 +82,29 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     for path in (workdir / ".decode").iterdir():
         path.rename(workdir / path.name)
     graphs = sorted((workdir / ".prefill").glob("*.onnx"))
-    if len(graphs) != 1 or any((workdir / ".prefill").glob("*.onnx_data")) or any((workdir / ".prefill").glob("*.data")):
-        raise ArtifactError(f"the prefill graph came out as {[g.name for g in graphs]} with external data: "
-                            "split-prefill needs it in one file")
+    if (
+        len(graphs) != 1
+        or any((workdir / ".prefill").glob("*.onnx_data"))
+        or any((workdir / ".prefill").glob("*.data"))
+    ):
+        raise ArtifactError(
+            f"the prefill graph came out as {[g.name for g in graphs]} with external data: "
+            "split-prefill needs it in one file"
+        )
     graphs[0].rename(workdir / PREFILL_GRAPH)
     shutil.rmtree(workdir / ".decode")
     shutil.rmtree(workdir / ".prefill")
-    return StageOutput(format="onnx", task=parent.task, precision=decode.precision, metadata={
-        "decode": {"stage": config.decode.stage, "precision": decode.precision, **decode.metadata},
-        "prefill": {"stage": config.prefill.stage, "precision": prefill.precision, "graph": PREFILL_GRAPH,
-                    **prefill.metadata},
-    })
+    return StageOutput(
+        format="onnx",
+        task=parent.task,
+        precision=decode.precision,
+        metadata={
+            "decode": {"stage": config.decode.stage, "precision": decode.precision, **decode.metadata},
+            "prefill": {
+                "stage": config.prefill.stage,
+                "precision": prefill.precision,
+                "graph": PREFILL_GRAPH,
+                **prefill.metadata,
+            },
+        },
+    )

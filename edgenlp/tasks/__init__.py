@@ -67,8 +67,10 @@ def resolve(model_task: str | None, asked: str | None, model: str) -> Task:
     if asked:
         chosen = get(asked)
         if chosen.MODEL_MUST_BE and model_task != chosen.NAME:
-            raise EdgeNLPError(f"{model} is {'a ' + model_task if model_task else 'a bare encoder'} model, not "
-                               f"{chosen.MODEL_MUST_BE}: pick such a model, or drop the {chosen.NAME} task")
+            raise EdgeNLPError(
+                f"{model} is {'a ' + model_task if model_task else 'a bare encoder'} model, not "
+                f"{chosen.MODEL_MUST_BE}: pick such a model, or drop the {chosen.NAME} task"
+            )
         return chosen
     if model_task is None:
         return get("text-classification")

@@ -14,9 +14,10 @@ for its own data (a dataset of labelled texts, a corpus).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,15 @@ class Task(Protocol):
         """What the evaluation worker reads (texts, labels, prompts), as JSON."""
         ...
 
-    def tuning_set(self, data: Any, model_labels: Any, limit: int | None, /, seed: int = ..., seen: Any = ...,
-                   minimum: int = ...) -> Any:
+    def tuning_set(
+        self, data: Any, model_labels: Any, limit: int | None, /, seed: int = ..., seen: Any = ..., minimum: int = ...
+    ) -> Any:
         """Validation data no training stage picked its checkpoint on: what the searches score on."""
         ...
 
-    def calibration_batches(self, data: Any, model_dir: Path, samples: int, batch_size: int, seed: int = ...,
-                            /) -> Iterator[dict]:
+    def calibration_batches(
+        self, data: Any, model_dir: Path, samples: int, batch_size: int, seed: int = ..., /
+    ) -> Iterator[dict]:
         """`samples` training inputs as graph feeds, streamed in batches."""
         ...
 
@@ -158,13 +161,15 @@ class Task(Protocol):
         """Extra fields of the `eval` request (the reference to compare with)."""
         ...
 
-    def workloads(self, profile: Any, settings: Any, round_index: int, candidate: str, reference: str,
-                  /) -> list[Workload]:
+    def workloads(
+        self, profile: Any, settings: Any, round_index: int, candidate: str, reference: str, /
+    ) -> list[Workload]:
         """The timed requests of one round under one profile."""
         ...
 
-    def summarise(self, candidate: Any, raw: dict, reference_raw: dict, payload: dict, profiles: list, settings: Any,
-                  /) -> dict:
+    def summarise(
+        self, candidate: Any, raw: dict, reference_raw: dict, payload: dict, profiles: list, settings: Any, /
+    ) -> dict:
         """Metrics, latency summaries and per-profile figures of one variant."""
         ...
 
@@ -240,9 +245,10 @@ def mismatches(task: Any) -> list[str]:
         positional = [p for p in given.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         required = [p for p in wanted if p.default is p.empty]
         if len(positional) < len(required):
-            problems.append(f"{name}() takes {len(positional)} positional parameters, the interface passes "
-                            f"{len(required)}")
-        extra = [p.name for p in positional[len(wanted):] if p.default is p.empty]
+            problems.append(
+                f"{name}() takes {len(positional)} positional parameters, the interface passes {len(required)}"
+            )
+        extra = [p.name for p in positional[len(wanted) :] if p.default is p.empty]
         if extra:
             problems.append(f"{name}() needs {', '.join(extra)}, which the interface never passes")
         for p in wanted:

@@ -12,8 +12,17 @@ from __future__ import annotations
 
 from .bundle import bundle_section, bundle_summary
 from .data import EvalSet, calibration_batches, eval_set, fingerprint, load_data, payload, tuning_set, validation_texts
-from .measure import (check_profiles, eval_request, eval_section, metric, ratios, speed_targets, summarise,
-                      truncated_input, workloads)
+from .measure import (
+    check_profiles,
+    eval_request,
+    eval_section,
+    metric,
+    ratios,
+    speed_targets,
+    summarise,
+    truncated_input,
+    workloads,
+)
 from .report import figures, report_sections
 from .session import Session
 from .spec import AUTO_MODEL, CALIBRATION_BATCH, GATE_METRICS, MODEL_MUST_BE, NAME, QUALITY, SPEED
@@ -22,13 +31,38 @@ from .tuning import quality_drop, screen_latency, tuning_quality
 from .validate import check_against_parent
 
 __all__ = [
-    "AUTO_MODEL", "CALIBRATION_BATCH", "GATE_METRICS", "MODEL_MUST_BE", "NAME", "QUALITY", "SPEED",
-    "EvalSet", "Session", "Trainer",
-    "load_data", "fingerprint", "validation_texts", "eval_set", "payload", "tuning_set", "calibration_batches",
+    "AUTO_MODEL",
+    "CALIBRATION_BATCH",
+    "GATE_METRICS",
+    "MODEL_MUST_BE",
+    "NAME",
+    "QUALITY",
+    "SPEED",
+    "EvalSet",
+    "Session",
+    "Trainer",
+    "load_data",
+    "fingerprint",
+    "validation_texts",
+    "eval_set",
+    "payload",
+    "tuning_set",
+    "calibration_batches",
     "check_against_parent",
-    "check_profiles", "truncated_input", "speed_targets", "eval_request", "workloads", "summarise", "eval_section",
-    "ratios", "metric",
-    "tuning_quality", "quality_drop", "screen_latency",
-    "report_sections", "figures",
-    "bundle_section", "bundle_summary",
+    "check_profiles",
+    "truncated_input",
+    "speed_targets",
+    "eval_request",
+    "workloads",
+    "summarise",
+    "eval_section",
+    "ratios",
+    "metric",
+    "tuning_quality",
+    "quality_drop",
+    "screen_latency",
+    "report_sections",
+    "figures",
+    "bundle_section",
+    "bundle_summary",
 ]

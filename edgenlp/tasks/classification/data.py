@@ -46,13 +46,19 @@ def payload(eval_set: EvalSet, settings) -> dict:
     order = list(range(len(eval_set.texts)))
     random.Random(settings.seed).shuffle(order)
     if settings.max_eval_examples:
-        order = order[:settings.max_eval_examples]
-    return {"task": NAME, "name": eval_set.name, "label_names": eval_set.label_names,
-            "texts": [eval_set.texts[i] for i in order], "labels": [eval_set.labels[i] for i in order]}
+        order = order[: settings.max_eval_examples]
+    return {
+        "task": NAME,
+        "name": eval_set.name,
+        "label_names": eval_set.label_names,
+        "texts": [eval_set.texts[i] for i in order],
+        "labels": [eval_set.labels[i] for i in order],
+    }
 
 
-def tuning_set(dataset, model_labels: list[str], limit: int | None, seed: int = 0, seen: list[dict] = (),
-               minimum: int = 100) -> EvalSet:
+def tuning_set(
+    dataset, model_labels: list[str], limit: int | None, seed: int = 0, seen: list[dict] = (), minimum: int = 100
+) -> EvalSet:
     """Validation examples (carved from the training data, never the test split) that no training stage
     picked its checkpoint on: `seen` are those stages' configs, whose Trainer evaluated on
     `validation.sample(max_eval_examples, seed)`; a checkpoint chosen on an example flatters it."""
@@ -66,9 +72,11 @@ def tuning_set(dataset, model_labels: list[str], limit: int | None, seed: int = 
             used |= set(data.validation.sample(config["max_eval_examples"], config.get("seed", 0)).texts)
     pool = [(t, y) for t, y in zip(data.validation.texts, data.validation.labels) if t not in used]
     if len(pool) < minimum:
-        raise DataError(f"only {len(pool)} validation examples were not used to pick a training checkpoint, fewer than "
-                        f"{minimum} for the search's tuning split: lower the training stages' max_eval_examples or "
-                        "raise the data's validation_fraction")
+        raise DataError(
+            f"only {len(pool)} validation examples were not used to pick a training checkpoint, fewer than "
+            f"{minimum} for the search's tuning split: lower the training stages' max_eval_examples or "
+            "raise the data's validation_fraction"
+        )
     split = Split([t for t, _ in pool], [y for _, y in pool]).sample(limit, seed)
     return EvalSet(split.texts, split.labels, data.labels, name=f"{dataset.name}/tuning")
 
@@ -87,7 +95,7 @@ def calibration_batches(dataset, model_dir, samples: int, batch_size: int, seed:
 
     def stream():
         for start in range(0, len(order), batch_size):
-            encoded = tokenizer.encode([texts[i] for i in order[start:start + batch_size]])
+            encoded = tokenizer.encode([texts[i] for i in order[start : start + batch_size]])
             yield {k: v for k, v in encoded.items() if k in names}
 
     return stream()

@@ -14,16 +14,18 @@ from ..protocol import Workload
 
 def check_profiles(candidates, profiles) -> None:
     """Refuse a profile length that a candidate cannot take, before any process starts."""
-    from ...model_facts import max_tokens
     from ...errors import BenchError
+    from ...model_facts import max_tokens
 
     for c in candidates:
         limit = max_tokens(c.path)
         for p in profiles:
             too_long = [n for n in p.seq_lengths if n != "real" and n > limit]
             if too_long:
-                raise BenchError(f"profile '{p.name}' asks for {too_long[0]} tokens but {c.name} takes at most "
-                                 f"{limit}: lower the profile's seq_lengths")
+                raise BenchError(
+                    f"profile '{p.name}' asks for {too_long[0]} tokens but {c.name} takes at most "
+                    f"{limit}: lower the profile's seq_lengths"
+                )
 
 
 def truncated_input(profile) -> int | None:
@@ -33,8 +35,10 @@ def truncated_input(profile) -> int | None:
 
 def speed_targets(profile: dict) -> list[tuple[str, str]]:
     """What selection ranks variants by in a profile: batch-1 p50 at each measured input length."""
-    return [("real lengths" if s == "real" else f"{s} tokens", "p50_ms" if s == "real" else f"p50_ms_len{s}")
-            for s in profile["seq_lengths"]]
+    return [
+        ("real lengths" if s == "real" else f"{s} tokens", "p50_ms" if s == "real" else f"p50_ms_len{s}")
+        for s in profile["seq_lengths"]
+    ]
 
 
 def eval_request(candidate, reference) -> dict:
@@ -49,14 +53,27 @@ def workloads(profile, settings, round_index: int, candidate: str, reference: st
     per_round = -(-settings.iterations // settings.rounds)  # ceil: at least `iterations` in all
     batches_per_round = -(-settings.throughput_batches // settings.rounds)
     start, warm = round_index * per_round, settings.warmup if round_index == 0 else 2
-    out = [Workload(f"latency/{shape_key(s)}", {"op": "latency", "shape": s, "batch": profile.batch_size,
-                                                "n": per_round, "start": start, "warmup": warm})
-           for s in profile.seq_lengths]
+    out = [
+        Workload(
+            f"latency/{shape_key(s)}",
+            {"op": "latency", "shape": s, "batch": profile.batch_size, "n": per_round, "start": start, "warmup": warm},
+        )
+        for s in profile.seq_lengths
+    ]
     out.append(Workload("e2e", {"op": "e2e", "n": max(1, per_round // 2), "start": start, "warmup": 2}))
     if profile.throughput_batch:
-        out.append(Workload("throughput", {"op": "throughput", "batch": profile.throughput_batch,
-                                           "n": batches_per_round, "start": round_index * batches_per_round,
-                                           "warmup": 1}))
+        out.append(
+            Workload(
+                "throughput",
+                {
+                    "op": "throughput",
+                    "batch": profile.throughput_batch,
+                    "n": batches_per_round,
+                    "start": round_index * batches_per_round,
+                    "warmup": 1,
+                },
+            )
+        )
     return out
 
 
@@ -68,10 +85,15 @@ def throughput_figures(rounds: list[dict], batch: int) -> dict | None:
     sequences = sum(sum(r["sequences"]) for r in rounds)
     tokens = sum(sum(r["tokens"]) for r in rounds)
     positions = sum(sum(r["positions"]) for r in rounds)
-    return {"batch": batch, "batches": sum(len(r["ms"]) for r in rounds), "sequences": sequences,
-            "seq_per_s": 1000.0 * sequences / ms, "real_tokens_per_s": 1000.0 * tokens / ms,
-            "padding_share": 1.0 - tokens / positions if positions else 0.0,
-            "how": "consecutive batches of the evaluation texts, each padded to its longest text"}
+    return {
+        "batch": batch,
+        "batches": sum(len(r["ms"]) for r in rounds),
+        "sequences": sequences,
+        "seq_per_s": 1000.0 * sequences / ms,
+        "real_tokens_per_s": 1000.0 * tokens / ms,
+        "padding_share": 1.0 - tokens / positions if positions else 0.0,
+        "how": "consecutive batches of the evaluation texts, each padded to its longest text",
+    }
 
 
 def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles, settings) -> dict:
@@ -87,13 +109,16 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
     metrics["calibration"] = stats.calibration(labels, probs)
     if raw is not reference_raw:
         ref_preds = np.asarray(reference_raw["eval"]["preds"])
-        metrics["mcnemar_vs_reference"] = stats.mcnemar(ref_preds == np.asarray(labels),
-                                                        np.asarray(preds) == np.asarray(labels))
+        metrics["mcnemar_vs_reference"] = stats.mcnemar(
+            ref_preds == np.asarray(labels), np.asarray(preds) == np.asarray(labels)
+        )
         metrics["label_agreement_with_reference"] = float(np.mean(np.asarray(preds) == ref_preds))
         metrics["changed_vs_reference"] = stats.changed_predictions(
-            labels, np.asarray(reference_raw["eval"]["probs"]), probs, payload["texts"])
-        metrics["per_class_delta"] = stats.per_class_deltas(labels, preds, reference_raw["eval"]["preds"],
-                                                            len(payload["label_names"]))
+            labels, np.asarray(reference_raw["eval"]["probs"]), probs, payload["texts"]
+        )
+        metrics["per_class_delta"] = stats.per_class_deltas(
+            labels, preds, reference_raw["eval"]["preds"], len(payload["label_names"])
+        )
     latency, samples, per_profile = {}, {}, {}
     for p in profiles:
         slot = raw["profiles"][p.name]
@@ -110,8 +135,10 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
         }
     mean_tokens = raw["profiles"][profiles[0].name]["process"]["mean_tokens"]
     return {
-        "macs": {"real_mean": encoder_macs(candidate.path, mean_tokens),
-                 **{f"len{L}": encoder_macs(candidate.path, L) for p in profiles for L in p.seq_lengths if L != "real"}},
+        "macs": {
+            "real_mean": encoder_macs(candidate.path, mean_tokens),
+            **{f"len{L}": encoder_macs(candidate.path, L) for p in profiles for L in p.seq_lengths if L != "real"},
+        },
         "metrics": metrics,
         "predictions": [int(x) for x in preds],
         "latency_ms": latency,
@@ -121,9 +148,13 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
 
 
 def eval_section(payload: dict, reference_raw: dict, profiles) -> dict:
-    return {"name": payload["name"], "examples": len(payload["texts"]), "labels": payload["label_names"],
-            "labels_true": [int(y) for y in payload["labels"]],
-            "mean_tokens": reference_raw["profiles"][profiles[0].name]["process"]["mean_tokens"]}
+    return {
+        "name": payload["name"],
+        "examples": len(payload["texts"]),
+        "labels": payload["label_names"],
+        "labels_true": [int(y) for y in payload["labels"]],
+        "mean_tokens": reference_raw["profiles"][profiles[0].name]["process"]["mean_tokens"],
+    }
 
 
 def ratios(v: dict, ref: dict, settings) -> dict:

@@ -37,8 +37,10 @@ class Session:
             else:
                 length, n = int(shape), len(self.texts)
                 if length > self.tokenizer.max_length:
-                    raise ValueError(f"the profile asks for {length} tokens but this model takes at most "
-                                     f"{self.tokenizer.max_length}: lower the profile's seq_lengths")
+                    raise ValueError(
+                        f"the profile asks for {length} tokens but this model takes at most "
+                        f"{self.tokenizer.max_length}: lower the profile's seq_lengths"
+                    )
                 packed = []
                 for i in range(n):
                     parts, j = [self.texts[i]], i
@@ -53,8 +55,9 @@ class Session:
         """Consecutive batches of the texts (the last one may be short), each padded to its longest text."""
         key = ("batch", batch)
         if key not in self._encoded:
-            self._encoded[key] = [self.tokenizer.encode(self.texts[i:i + batch])
-                                  for i in range(0, len(self.texts), batch)]
+            self._encoded[key] = [
+                self.tokenizer.encode(self.texts[i : i + batch]) for i in range(0, len(self.texts), batch)
+            ]
         return self._encoded[key]
 
     def _latency_inputs(self, shape, batch: int) -> list:
@@ -66,8 +69,10 @@ class Session:
         key = ("stacked", batch, shape)
         if key not in self._encoded:
             rows = self._single(shape)
-            self._encoded[key] = [{k: np.concatenate([rows[(i + j) % len(rows)][k] for j in range(batch)])
-                                   for k in rows[0]} for i in range(0, len(rows), batch)]
+            self._encoded[key] = [
+                {k: np.concatenate([rows[(i + j) % len(rows)][k] for j in range(batch)]) for k in rows[0]}
+                for i in range(0, len(rows), batch)
+            ]
         return self._encoded[key]
 
     def _throughput(self, batch: int, start: int, n: int, warmup: int) -> dict:
@@ -75,8 +80,12 @@ class Session:
         inputs = self._batched(batch)
         ms = self._timed(inputs, start, n, warmup)
         picked = [inputs[(start + warmup + i) % len(inputs)]["attention_mask"] for i in range(n)]
-        return {"ms": ms, "sequences": [int(m.shape[0]) for m in picked],
-                "tokens": [int(m.sum()) for m in picked], "positions": [int(m.size) for m in picked]}
+        return {
+            "ms": ms,
+            "sequences": [int(m.shape[0]) for m in picked],
+            "tokens": [int(m.sum()) for m in picked],
+            "positions": [int(m.size) for m in picked],
+        }
 
     def _timed(self, inputs: list, start: int, n: int, warmup: int) -> list[float]:
         logits, clock = self.runner.logits, time.perf_counter_ns

@@ -7,8 +7,9 @@ from ..protocol import Quality
 NAME: str = "text-classification"
 AUTO_MODEL: str = "AutoModelForSequenceClassification"
 """The transformers Auto class that loads a PyTorch model for this task."""
-QUALITY = Quality(metric="accuracy", higher_is_better=True, drop_metric="accuracy_drop", drop_unit="points",
-                  label="accuracy, %")
+QUALITY = Quality(
+    metric="accuracy", higher_is_better=True, drop_metric="accuracy_drop", drop_unit="points", label="accuracy, %"
+)
 GATE_METRICS: tuple[str, ...] = ("accuracy", "accuracy_drop", "macro_f1")
 SPEED: tuple[str, str] = ("p50_ms", "lowest p50 latency at real lengths")
 MODEL_MUST_BE: str | None = None

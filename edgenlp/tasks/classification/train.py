@@ -18,15 +18,19 @@ def pad_with(tokenizer, config, where) -> None:
     pad_id = config.pad_token_id
     if pad_id is None:
         if tokenizer.eos_token is None:
-            raise DataError(f"{where}: neither the model nor its tokenizer names a pad token: set pad_token_id in "
-                            "config.json (and pad_token in tokenizer_config.json)")
+            raise DataError(
+                f"{where}: neither the model nor its tokenizer names a pad token: set pad_token_id in "
+                "config.json (and pad_token in tokenizer_config.json)"
+            )
         tokenizer.pad_token = tokenizer.eos_token
         config.pad_token_id = tokenizer.eos_token_id
         return
     token = tokenizer.convert_ids_to_tokens(int(pad_id)) if 0 <= int(pad_id) < len(tokenizer) else None
     if token is None:
-        raise DataError(f"{where}: config.json's pad_token_id {pad_id} is not a token of its tokenizer "
-                        f"({len(tokenizer)} tokens): set pad_token in tokenizer_config.json to the model's pad token")
+        raise DataError(
+            f"{where}: config.json's pad_token_id {pad_id} is not a token of its tokenizer "
+            f"({len(tokenizer)} tokens): set pad_token in tokenizer_config.json to the model's pad token"
+        )
     tokenizer.pad_token = token
 
 
@@ -44,9 +48,13 @@ class Trainer:
         architectures.register()  # a pruned checkpoint's classes
         self.tokenizer = AutoTokenizer.from_pretrained(str(parent_path), **pretrained_options(parent_path))
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(parent_path), **pretrained_options(parent_path), num_labels=len(self.labels),
+            str(parent_path),
+            **pretrained_options(parent_path),
+            num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
-            label2id={name: i for i, name in enumerate(self.labels)}, ignore_mismatched_sizes=True)
+            label2id={name: i for i, name in enumerate(self.labels)},
+            ignore_mismatched_sizes=True,
+        )
         if self.tokenizer.pad_token is None:
             pad_with(self.tokenizer, self.model.config, parent_path)
         self.pad_id = self.tokenizer.pad_token_id or 0
@@ -68,13 +76,13 @@ class Trainer:
         import torch
 
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in idx)
             ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
-                ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-                mask[row, :len(encoded[i])] = 1
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
             yield {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([labels[i] for i in idx])}
 
     def batches(self, rng, batch_size: int):
@@ -88,15 +96,18 @@ class Trainer:
         order = sorted(range(len(self.val_ids)), key=lambda i: len(self.val_ids[i]))  # similar lengths pad less
         preds = [0] * len(self.val_ids)
         loss_sum = 0.0
-        for batch, start in zip(self._batches(self.val_ids, self.val_y, order, batch_size),
-                                range(0, len(order), batch_size)):
+        for batch, start in zip(
+            self._batches(self.val_ids, self.val_y, order, batch_size), range(0, len(order), batch_size)
+        ):
             out = self.model(**batch)
             loss_sum += float(out.loss) * len(batch["labels"])
-            for i, p in zip(order[start:start + batch_size], out.logits.argmax(-1).tolist()):
+            for i, p in zip(order[start : start + batch_size], out.logits.argmax(-1).tolist()):
                 preds[i] = p
-        return {"accuracy": float(accuracy_score(self.val_y, preds)),
-                "macro_f1": float(f1_score(self.val_y, preds, average="macro")),
-                "loss": loss_sum / max(len(self.val_y), 1)}
+        return {
+            "accuracy": float(accuracy_score(self.val_y, preds)),
+            "macro_f1": float(f1_score(self.val_y, preds, average="macro")),
+            "loss": loss_sum / max(len(self.val_y), 1),
+        }
 
     def save(self, workdir) -> None:
         self.model.save_pretrained(str(workdir), safe_serialization=True)

@@ -14,8 +14,10 @@ def tuning_quality(model_dir, tuning: EvalSet, threads: int = 1) -> float:
     from ...runtime import TextClassifier
 
     classifier = TextClassifier(model_dir, threads=threads)
-    hits = sum(int(classifier.logits(classifier.tokenizer.encode([t]))[0].argmax()) == y
-               for t, y in zip(tuning.texts, tuning.labels))
+    hits = sum(
+        int(classifier.logits(classifier.tokenizer.encode([t]))[0].argmax()) == y
+        for t, y in zip(tuning.texts, tuning.labels)
+    )
     return 100.0 * hits / max(1, len(tuning.texts))
 
 

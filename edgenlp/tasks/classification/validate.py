@@ -6,4 +6,6 @@ from __future__ import annotations
 def check_against_parent(parent, child, texts: list[str], settings) -> dict:
     from ... import validate
 
-    return validate.against_parent(parent, child, texts, validate.Tolerance(settings.atol, settings.min_label_agreement))
+    return validate.against_parent(
+        parent, child, texts, validate.Tolerance(settings.atol, settings.min_label_agreement)
+    )

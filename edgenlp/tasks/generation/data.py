@@ -54,13 +54,20 @@ def eval_set(corpus, model_labels: list[str] | None = None) -> GenerationEvalSet
 
 
 def payload(eval_set: GenerationEvalSet, settings) -> dict:
-    return {"task": NAME, "name": eval_set.name, "streams": eval_set.streams, "notes": eval_set.notes,
-            "prompts": eval_set.prompts[: max(settings.eval_prompts, SHOWN_CONTINUATIONS)],
-            "max_eval_tokens": settings.max_eval_tokens, "continuation_tokens": settings.continuation_tokens}
+    return {
+        "task": NAME,
+        "name": eval_set.name,
+        "streams": eval_set.streams,
+        "notes": eval_set.notes,
+        "prompts": eval_set.prompts[: max(settings.eval_prompts, SHOWN_CONTINUATIONS)],
+        "max_eval_tokens": settings.max_eval_tokens,
+        "continuation_tokens": settings.continuation_tokens,
+    }
 
 
-def tuning_set(corpus, model_labels=None, limit: int | None = None, seed: int = 0, seen: list[dict] = (),
-               minimum: int = 0) -> str:
+def tuning_set(
+    corpus, model_labels=None, limit: int | None = None, seed: int = 0, seen: list[dict] = (), minimum: int = 0
+) -> str:
     """The validation text carved from the training corpus (the search never reads the test split).
     Training stages pick checkpoints on its first windows, so `tuning_quality` scores its end."""
     return "\n\n".join(corpus.validation)
@@ -78,11 +85,11 @@ def calibration_batches(corpus, model_dir, samples: int, batch_size: int, seed: 
         ids.extend(model.encode(doc) + ([model.eos_id] if model.eos_id is not None else []))
         if len(ids) >= samples * window:
             break
-    windows = [ids[i:i + window] for i in range(0, len(ids) - window + 1, window)][:samples]
+    windows = [ids[i : i + window] for i in range(0, len(ids) - window + 1, window)][:samples]
     check_sample_count(len(windows), samples, f"the training text of {corpus.name} ({window}-token windows)")
 
     def stream():
         for start in range(0, len(windows), batch_size):
-            yield model.feed(np.asarray(windows[start:start + batch_size], dtype=np.int64))
+            yield model.feed(np.asarray(windows[start : start + batch_size], dtype=np.int64))
 
     return stream()

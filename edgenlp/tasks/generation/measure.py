@@ -26,8 +26,10 @@ def check_profiles(candidates, profiles) -> None:
         context = next((config[k] for k in CONTEXT_KEYS if config.get(k) is not None), None)
         for p in profiles:
             if isinstance(context, int) and p.prompt_tokens + p.new_tokens > context:
-                raise BenchError(f"profile '{p.name}' asks for {p.prompt_tokens} prompt + {p.new_tokens} new tokens "
-                                 f"but {c.name} has a context of {context}: lower prompt_tokens or new_tokens")
+                raise BenchError(
+                    f"profile '{p.name}' asks for {p.prompt_tokens} prompt + {p.new_tokens} new tokens "
+                    f"but {c.name} has a context of {context}: lower prompt_tokens or new_tokens"
+                )
 
 
 def truncated_input(profile) -> None:
@@ -49,13 +51,35 @@ def eval_request(candidate, reference) -> dict:
 def workloads(profile, settings, round_index: int, candidate: str, reference: str) -> list[Workload]:
     per_round = -(-settings.generations // settings.rounds)
     start = round_index * per_round
-    out = [Workload("generate", {"op": "generate", "prompt_tokens": profile.prompt_tokens,
-                                 "new_tokens": profile.new_tokens, "n": per_round, "start": start,
-                                 "warmup": 1 if round_index == 0 else 0, "use_cache": True})]
+    out = [
+        Workload(
+            "generate",
+            {
+                "op": "generate",
+                "prompt_tokens": profile.prompt_tokens,
+                "new_tokens": profile.new_tokens,
+                "n": per_round,
+                "start": start,
+                "warmup": 1 if round_index == 0 else 0,
+                "use_cache": True,
+            },
+        )
+    ]
     if candidate == (settings.no_cache_variant or reference) and round_index < settings.no_cache_generations:
-        out.append(Workload("generate_no_cache", {"op": "generate", "prompt_tokens": profile.prompt_tokens,
-                                                  "new_tokens": profile.new_tokens, "n": 1, "start": start,
-                                                  "warmup": 0, "use_cache": False}))
+        out.append(
+            Workload(
+                "generate_no_cache",
+                {
+                    "op": "generate",
+                    "prompt_tokens": profile.prompt_tokens,
+                    "new_tokens": profile.new_tokens,
+                    "n": 1,
+                    "start": start,
+                    "warmup": 0,
+                    "use_cache": False,
+                },
+            )
+        )
     return out
 
 
@@ -79,8 +103,11 @@ def memory_bandwidth(threads: int = 1) -> dict:
                 t0 = time.perf_counter()
                 list(pool.map(np.sum, parts))
                 best = min(best, time.perf_counter() - t0)
-        _BANDWIDTH[threads] = {"bytes_per_s": data.nbytes / best, "threads": threads,
-                               "how": f"numpy sums over 512 MiB of float64 by {threads} thread(s), best of 5 (read only)"}
+        _BANDWIDTH[threads] = {
+            "bytes_per_s": data.nbytes / best,
+            "threads": threads,
+            "how": f"numpy sums over 512 MiB of float64 by {threads} thread(s), best of 5 (read only)",
+        }
     return dict(_BANDWIDTH[threads])
 
 
@@ -95,9 +122,14 @@ def _generation_figures(rounds: list[dict], bootstrap: int, weight_bytes: int | 
     generated = sum(r["new_tokens"] * len(r["total_ms"]) for r in rounds)
     decode_ms = sum(sum(r["decode_ms"]) for r in rounds)
     decode_tokens = sum(len(r["decode_ms"]) for r in rounds)
-    out = {"ttft_ms": ttft, "decode_ms": decode, "generations": sum(len(r["total_ms"]) for r in rounds),
-           "new_tokens": rounds[0]["new_tokens"], "tokens_per_s": 1000.0 * generated / total_ms,
-           "decode_tokens_per_s": 1000.0 * decode_tokens / decode_ms if decode_ms else None}
+    out = {
+        "ttft_ms": ttft,
+        "decode_ms": decode,
+        "generations": sum(len(r["total_ms"]) for r in rounds),
+        "new_tokens": rounds[0]["new_tokens"],
+        "tokens_per_s": 1000.0 * generated / total_ms,
+        "decode_tokens_per_s": 1000.0 * decode_tokens / decode_ms if decode_ms else None,
+    }
     if weight_bytes and out["decode_tokens_per_s"]:
         limit = bandwidth["bytes_per_s"] / weight_bytes
         out.update(bandwidth_limit_tokens_per_s=limit, bandwidth_share=out["decode_tokens_per_s"] / limit)
@@ -120,10 +152,16 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
     mine, theirs = raw["eval"]["continuations"], reference_raw["eval"]["continuations"]
     n_cmp = min(len(mine), settings.eval_prompts)
     identical = [a["tokens"] == b["tokens"] for a, b in zip(mine[:n_cmp], theirs[:n_cmp])]
-    metrics = {"perplexity": per_stream[primary]["perplexity"], "perplexity_ci": per_stream[primary]["perplexity_ci"],
-               "perplexity_ratio": per_stream[primary]["perplexity_ratio"], "primary_stream": primary,
-               "streams": per_stream, "greedy_identical": sum(identical) / max(1, len(identical)),
-               "greedy_compared": len(identical), "greedy_tokens": payload["continuation_tokens"]}
+    metrics = {
+        "perplexity": per_stream[primary]["perplexity"],
+        "perplexity_ci": per_stream[primary]["perplexity_ci"],
+        "perplexity_ratio": per_stream[primary]["perplexity_ratio"],
+        "primary_stream": primary,
+        "streams": per_stream,
+        "greedy_identical": sum(identical) / max(1, len(identical)),
+        "greedy_compared": len(identical),
+        "greedy_tokens": payload["continuation_tokens"],
+    }
     for key in ("kl_mean", "kl_p99", "kl_max", "top1_agreement"):
         metrics[key] = per_stream[primary].get(key)
     latency, samples, per_profile = {}, {}, {}
@@ -134,14 +172,26 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
         cached = _generation_figures(slot.get("generate", []), settings.bootstrap, weight_bytes, bandwidth)
         no_cache = _generation_figures(slot.get("generate_no_cache", []), settings.bootstrap, None, bandwidth)
         latency[p.name] = {"ttft": cached["ttft_ms"], "decode": cached["decode_ms"]}
-        samples[p.name] = {"ttft": [[round(x, 4) for x in r["ttft_ms"]] for r in slot.get("generate", [])],
-                           "decode": [[round(x, 4) for x in r["decode_ms"]] for r in slot.get("generate", [])]}
-        per_profile[p.name] = {"threads": p.threads, "prompt_tokens": p.prompt_tokens, "new_tokens": p.new_tokens,
-                               **{k: v for k, v in cached.items() if k not in ("ttft_ms", "decode_ms")},
-                               "decode_weight_bytes": weight_bytes, "memory_bandwidth": bandwidth,
-                               "no_cache": no_cache or None}
-    return {"metrics": metrics, "continuations": [{k: c[k] for k in ("prompt", "text")} for c in mine[:SHOWN_CONTINUATIONS]],
-            "latency_ms": latency, "latency_samples_ms": samples, "profiles": per_profile}
+        samples[p.name] = {
+            "ttft": [[round(x, 4) for x in r["ttft_ms"]] for r in slot.get("generate", [])],
+            "decode": [[round(x, 4) for x in r["decode_ms"]] for r in slot.get("generate", [])],
+        }
+        per_profile[p.name] = {
+            "threads": p.threads,
+            "prompt_tokens": p.prompt_tokens,
+            "new_tokens": p.new_tokens,
+            **{k: v for k, v in cached.items() if k not in ("ttft_ms", "decode_ms")},
+            "decode_weight_bytes": weight_bytes,
+            "memory_bandwidth": bandwidth,
+            "no_cache": no_cache or None,
+        }
+    return {
+        "metrics": metrics,
+        "continuations": [{k: c[k] for k in ("prompt", "text")} for c in mine[:SHOWN_CONTINUATIONS]],
+        "latency_ms": latency,
+        "latency_samples_ms": samples,
+        "profiles": per_profile,
+    }
 
 
 def _perplexity_ci(stream: dict, n_boot: int, seed: int = 0) -> list[float]:
@@ -157,10 +207,17 @@ def _perplexity_ci(stream: dict, n_boot: int, seed: int = 0) -> list[float]:
 
 def eval_section(payload: dict, reference_raw: dict, profiles) -> dict:
     streams = reference_raw["eval"]["streams"]
-    return {"name": payload["name"], "unit": "tokens", "examples": sum(s["tokens"] for s in streams.values()),
-            "streams": {k: {"tokens": s["tokens"], "window": s["window"], "stride": s["stride"]} for k, s in streams.items()},
-            "prompts": len(payload["prompts"]), "continuation_tokens": payload["continuation_tokens"],
-            "notes": payload.get("notes", [])}
+    return {
+        "name": payload["name"],
+        "unit": "tokens",
+        "examples": sum(s["tokens"] for s in streams.values()),
+        "streams": {
+            k: {"tokens": s["tokens"], "window": s["window"], "stride": s["stride"]} for k, s in streams.items()
+        },
+        "prompts": len(payload["prompts"]),
+        "continuation_tokens": payload["continuation_tokens"],
+        "notes": payload.get("notes", []),
+    }
 
 
 def ratios(v: dict, ref: dict, settings) -> dict:
@@ -174,9 +231,12 @@ def ratios(v: dict, ref: dict, settings) -> dict:
                 one = stats.speedup(base, rounds, settings.bootstrap)
                 speedup[f"{pname}/{kind}"] = one["ratio"]
                 speedup_ci[f"{pname}/{kind}"] = one["ci"]
-    return {"speedup_p50": speedup, "speedup_p50_ci": speedup_ci,
-            "perplexity": v["metrics"]["perplexity"] / ref["metrics"]["perplexity"],
-            "perplexity_increase_pct": 100.0 * (v["metrics"]["perplexity"] / ref["metrics"]["perplexity"] - 1.0)}
+    return {
+        "speedup_p50": speedup,
+        "speedup_p50_ci": speedup_ci,
+        "perplexity": v["metrics"]["perplexity"] / ref["metrics"]["perplexity"],
+        "perplexity_increase_pct": 100.0 * (v["metrics"]["perplexity"] / ref["metrics"]["perplexity"] - 1.0),
+    }
 
 
 def metric(results: dict, variant: dict, name: str, profile: str) -> float | None:

@@ -50,13 +50,24 @@ def fidelity(model, ids: list[int], window: int, stride: int, reference=None) ->
             ref_logp = log_softmax(reference.step(chunk, None)[0][0][rows])
             kl.extend((np.exp(ref_logp) * (ref_logp - mine)).sum(axis=-1).tolist())
             agree.extend((ref_logp.argmax(-1) == mine.argmax(-1)).tolist())
-    out = {"tokens": int(sum(counts)), "windows": len(counts), "window": window, "stride": stride,
-           "nll_sum": float(sum(nll_windows)), "window_nll": nll_windows, "window_tokens": counts,
-           "perplexity": math.exp(sum(nll_windows) / sum(counts))}
+    out = {
+        "tokens": int(sum(counts)),
+        "windows": len(counts),
+        "window": window,
+        "stride": stride,
+        "nll_sum": float(sum(nll_windows)),
+        "window_nll": nll_windows,
+        "window_tokens": counts,
+        "perplexity": math.exp(sum(nll_windows) / sum(counts)),
+    }
     if reference is not None:
         kl_arr = np.maximum(np.asarray(kl), 0.0)  # tiny negatives are rounding
-        out.update(kl_mean=float(kl_arr.mean()), kl_p99=float(np.percentile(kl_arr, 99)),
-                   kl_max=float(kl_arr.max()), top1_agreement=float(np.mean(agree)))
+        out.update(
+            kl_mean=float(kl_arr.mean()),
+            kl_p99=float(np.percentile(kl_arr, 99)),
+            kl_max=float(kl_arr.max()),
+            top1_agreement=float(np.mean(agree)),
+        )
     return out
 
 
@@ -75,7 +86,7 @@ def agreement_with_cache(model, prompt: list[int], n: int) -> float:
     also predicts (teacher-forced, so one rounding difference does not derail the rest)."""
     generated = greedy(model, prompt, n)
     full = np.asarray([prompt + generated[:-1]], dtype=np.int64)
-    predicted = model.step(full, None)[0][0, len(prompt) - 1:].argmax(-1).tolist()
+    predicted = model.step(full, None)[0][0, len(prompt) - 1 :].argmax(-1).tolist()
     return sum(a == b for a, b in zip(predicted, generated)) / len(generated)
 
 

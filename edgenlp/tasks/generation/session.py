@@ -33,7 +33,7 @@ class Session:
         if len(pool) < length + 1:
             raise ValueError(f"the held-out text has {len(pool)} tokens, fewer than a {length}-token prompt")
         start = (index * 997) % (len(pool) - length)
-        return pool[start:start + length]
+        return pool[start : start + length]
 
     def _generate(self, prompt: list[int], new_tokens: int, use_cache: bool) -> dict:
         """Time to first token (prefill + pick) and each later token's step, greedy, no early stop.
@@ -72,11 +72,19 @@ class Session:
         if op == "generate":
             for i in range(req.get("warmup", 0)):
                 self._generate(self._prompt(req["prompt_tokens"], req["start"] + 1000 + i), 8, req["use_cache"])
-            runs = [self._generate(self._prompt(req["prompt_tokens"], req["start"] + i), req["new_tokens"],
-                                   req["use_cache"]) for i in range(req["n"])]
-            return {"ttft_ms": [r["ttft_ms"] for r in runs], "decode_ms": [x for r in runs for x in r["decode_ms"]],
-                    "total_ms": [r["ttft_ms"] + sum(r["decode_ms"]) for r in runs], "new_tokens": req["new_tokens"],
-                    "use_cache": req["use_cache"]}
+            runs = [
+                self._generate(
+                    self._prompt(req["prompt_tokens"], req["start"] + i), req["new_tokens"], req["use_cache"]
+                )
+                for i in range(req["n"])
+            ]
+            return {
+                "ttft_ms": [r["ttft_ms"] for r in runs],
+                "decode_ms": [x for r in runs for x in r["decode_ms"]],
+                "total_ms": [r["ttft_ms"] + sum(r["decode_ms"]) for r in runs],
+                "new_tokens": req["new_tokens"],
+                "use_cache": req["use_cache"],
+            }
         if op == "eval":
             return self._evaluate(req.get("reference"))
         raise ValueError(f"unknown op {op}")
@@ -89,7 +97,9 @@ class Session:
         limit = self.payload["max_eval_tokens"]
         streams = {}
         for name, text in self.payload["streams"].items():
-            ids = self.model.encode(text[: limit * 16] if limit else text)  # 16 characters a token is far above English's ~4
+            ids = self.model.encode(
+                text[: limit * 16] if limit else text
+            )  # 16 characters a token is far above English's ~4
             ids = ids[:limit] if limit else ids
             if len(ids) < 2:
                 raise ValueError(f"{name} is too small to score (fewer than 2 tokens): give more held-out text")
@@ -99,6 +109,7 @@ class Session:
         for text in self.payload["prompts"]:
             prompt = prompt_ids(self.model, text)
             tokens = greedy(self.model, prompt, min(n, window - len(prompt)))
-            continuations.append({"prompt": self.model.decode_ids(prompt), "tokens": tokens,
-                                  "text": self.model.decode_ids(tokens)})
+            continuations.append(
+                {"prompt": self.model.decode_ids(prompt), "tokens": tokens, "text": self.model.decode_ids(tokens)}
+            )
         return {"streams": streams, "continuations": continuations}

@@ -7,10 +7,22 @@ from ..protocol import Quality
 NAME: str = "text-generation"
 AUTO_MODEL: str = "AutoModelForCausalLM"
 """The transformers Auto class that loads a PyTorch model for this task."""
-QUALITY = Quality(metric="perplexity", higher_is_better=False, drop_metric="perplexity_increase", drop_unit="%",
-                  label="perplexity")
-GATE_METRICS: tuple[str, ...] = ("perplexity", "perplexity_increase", "kl_mean", "kl_p99", "top1_agreement", "greedy_identical",
-                "tokens_per_s", "decode_tokens_per_s", "ttft_ms", "decode_p50_ms", "decode_p90_ms")
+QUALITY = Quality(
+    metric="perplexity", higher_is_better=False, drop_metric="perplexity_increase", drop_unit="%", label="perplexity"
+)
+GATE_METRICS: tuple[str, ...] = (
+    "perplexity",
+    "perplexity_increase",
+    "kl_mean",
+    "kl_p99",
+    "top1_agreement",
+    "greedy_identical",
+    "tokens_per_s",
+    "decode_tokens_per_s",
+    "ttft_ms",
+    "decode_p50_ms",
+    "decode_p90_ms",
+)
 MODEL_MUST_BE: str | None = "a language model (a GPT-2-family decoder)"
 SPEED: tuple[str, str] = ("decode_p50_ms", "lowest per-token decode p50 (KV cache, batch 1)")
 PROMPT_WORDS = 24

@@ -27,12 +27,16 @@ class Trainer:
         eos = self.tokenizer.eos_token_id
         self.train_blocks = self._blocks(corpus.train, eos)
         if not self.train_blocks:
-            raise DataError(f"corpus '{corpus.name}' is too small for one training window of {self.block} tokens: "
-                            "give more text or lower max_length")
+            raise DataError(
+                f"corpus '{corpus.name}' is too small for one training window of {self.block} tokens: "
+                "give more text or lower max_length"
+            )
         self.val_blocks = self._blocks(corpus.validation, eos)[: config.max_eval_examples]
         if not self.val_blocks:
-            raise DataError(f"corpus '{corpus.name}' has too little validation text for one window of {self.block} "
-                            "tokens: give more text, raise validation_fraction or lower max_length")
+            raise DataError(
+                f"corpus '{corpus.name}' has too little validation text for one window of {self.block} "
+                "tokens: give more text, raise validation_fraction or lower max_length"
+            )
         self.train_size = len(self.train_blocks)
         self.data_description = corpus.describe()
 
@@ -40,11 +44,15 @@ class Trainer:
         ids: list[int] = []
         for enc in self.tokenizer(docs, add_special_tokens=False)["input_ids"]:
             ids.extend(enc + [eos])
-        return [ids[i:i + self.block] for i in range(0, len(ids) - self.block + 1, self.block)]
+        return [ids[i : i + self.block] for i in range(0, len(ids) - self.block + 1, self.block)]
 
     def describe(self) -> dict:
-        return {"window": self.block, "train_windows": len(self.train_blocks),
-                "train_tokens": len(self.train_blocks) * self.block, "validation_windows": len(self.val_blocks)}
+        return {
+            "window": self.block,
+            "train_windows": len(self.train_blocks),
+            "train_tokens": len(self.train_blocks) * self.block,
+            "validation_windows": len(self.val_blocks),
+        }
 
     def batches(self, rng, batch_size: int):
         import torch
@@ -52,7 +60,7 @@ class Trainer:
         order = list(range(len(self.train_blocks)))
         rng.shuffle(order)
         for start in range(0, len(order), batch_size):
-            ids = torch.tensor([self.train_blocks[i] for i in order[start:start + batch_size]])
+            ids = torch.tensor([self.train_blocks[i] for i in order[start : start + batch_size]])
             yield {"input_ids": ids, "labels": ids}
 
     def evaluate(self, batch_size: int = 16) -> dict:
@@ -60,7 +68,7 @@ class Trainer:
 
         total, count = 0.0, 0
         for start in range(0, len(self.val_blocks), batch_size):
-            ids = torch.tensor(self.val_blocks[start:start + batch_size])
+            ids = torch.tensor(self.val_blocks[start : start + batch_size])
             loss = float(self.model(input_ids=ids, labels=ids).loss)
             n = ids.shape[0] * (ids.shape[1] - 1)
             total, count = total + loss * n, count + n
