@@ -186,7 +186,8 @@ def repeated(python: Path, script: str, *args: str, cwd: Path, n: int = REPEATS)
 def runtime_venv(where: Path) -> Path:
     wheels = where / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT / "runtime-wheel")], check=True
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT / "runtime-wheel")],
+        check=True,
     )
     subprocess.run([sys.executable, "-m", "venv", str(where / "venv")], check=True)
     python = where / "venv" / "bin" / "python"

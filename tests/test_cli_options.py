@@ -39,7 +39,9 @@ def test_distill_trains_as_long_as_its_config_says_by_default():
 def test_a_bad_option_value_is_one_line_naming_the_option(tmp_path):
     done = CliRunner().invoke(app, ["distill", "some-model", "--out", str(tmp_path / "x"), "--epochs", "-1"])
     assert done.exit_code == 2
-    assert "distill: --epochs input should be greater than 0 (got -1.0): fix that value" in " ".join(done.output.split())
+    assert "distill: --epochs input should be greater than 0 (got -1.0): fix that value" in " ".join(
+        done.output.split()
+    )
     done = CliRunner().invoke(app, ["finetune", "some-model", "--max-train-examples", "0"])
     assert done.exit_code == 2
     assert "--max-train-examples input should be greater than or equal to 1" in " ".join(done.output.split())

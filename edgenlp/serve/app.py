@@ -372,11 +372,11 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                                 "details": None,
                             }
                         )
-                # the final event of text-generation-inference's stream has no token ("token" is no password)
+                # the final event of text-generation-inference's stream has no token (a field, not a password: B105)
                 emit(
                     {
-                        "token": None,
-                        "generated_text": "".join(text),  # nosec B105
+                        "token": None,  # nosec B105
+                        "generated_text": "".join(text),
                         "details": {"finish_reason": _finish(stopped)},
                     }
                 )
