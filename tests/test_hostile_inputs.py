@@ -180,3 +180,38 @@ def test_any_request_body_is_answered_with_a_documented_status(bundle):
                 assert set(response.json()) == {"error", "error_type"}
 
         check()
+
+
+def test_any_sampling_a_request_may_ask_for_picks_a_token_or_is_one_input_error():
+    """Schemathesis once sent repetition_penalty=5e-324: the penalised scores overflowed to inf and
+    inf - inf made the probabilities NaN. Any positive finite setting must pick a token."""
+    import warnings
+
+    import numpy as np
+
+    from edgenlp.runtime.errors import InputError
+    from edgenlp.runtime.generation import Sampling, pick_token
+
+    positive = st.floats(min_value=0, allow_nan=False, allow_infinity=False, exclude_min=True)
+
+    @QUICK
+    @given(
+        logits=st.lists(st.floats(min_value=-1e4, max_value=1e4), min_size=2, max_size=16),
+        seen=st.lists(st.integers(min_value=0, max_value=15), max_size=8),
+        penalty=positive | st.sampled_from([5e-324, 1e-300, 1e300, 1.7e308]),
+        temperature=st.just(0.0) | positive | st.sampled_from([5e-324, 1e-3]),
+        top_k=st.integers(min_value=0, max_value=20),
+        top_p=st.floats(min_value=0, max_value=1, exclude_min=True),
+    )
+    def check(logits, seen, penalty, temperature, top_k, top_p):
+        seen = [i for i in seen if i < len(logits)]
+        try:
+            sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=penalty, seed=0)
+        except InputError:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an overflow or a NaN would warn before it breaks
+            token = pick_token(np.asarray(logits, dtype=np.float32), seen, sampling, np.random.default_rng(0))
+        assert 0 <= token < len(logits)
+
+    check()

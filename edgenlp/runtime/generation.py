@@ -103,7 +103,10 @@ def pick_token(logits: np.ndarray, seen: Sequence[int], sampling: Sampling, rng:
     if sampling.repetition_penalty != 1.0 and len(seen):
         idx = np.unique(np.asarray(seen))
         picked = scores[idx]
-        scores[idx] = np.where(picked > 0, picked / sampling.repetition_penalty, picked * sampling.repetition_penalty)
+        with np.errstate(over="ignore"):  # an extreme penalty overflows; the largest finite score stands in
+            penalised = np.where(picked > 0, picked / sampling.repetition_penalty, picked * sampling.repetition_penalty)
+        limit = np.finfo(np.float64).max
+        scores[idx] = np.nan_to_num(penalised, posinf=limit, neginf=-limit)  # inf - inf would be NaN below
     if sampling.temperature == 0:
         return int(scores.argmax())
     # shifted before scaling: the best score becomes 0 whatever the temperature, so a tiny one gives
