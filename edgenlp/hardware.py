@@ -18,9 +18,9 @@ class CpuInfo:
 
     @property
     def isa(self) -> str:
-        """The best INT8 instruction family: avx512_vnni, avx_vnni, avx512, avx2, arm64 or generic."""
+        """The best INT8 instruction family: avx512_vnni, avx_vnni, avx512, avx2, arm64-dotprod, arm64 or generic."""
         if self.arch in ("aarch64", "arm64"):
-            return "arm64"
+            return "arm64-dotprod" if {"asimddp", "i8mm"} & self.flags else "arm64"
         if "avx512_vnni" in self.flags or "avx512vnni" in self.flags:
             return "avx512_vnni"
         if "avx_vnni" in self.flags:
@@ -33,7 +33,18 @@ class CpuInfo:
 
     def summary(self) -> dict:
         d = asdict(self)
-        interesting = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "sve")
+        interesting = (
+            "avx2",
+            "avx512f",
+            "avx512bw",
+            "avx512_vnni",
+            "avx_vnni",
+            "amx_int8",
+            "asimd",
+            "asimddp",
+            "i8mm",
+            "sve",
+        )
         d["flags"] = sorted(f for f in self.flags if f in interesting)
         d["isa"] = self.isa
         return d

@@ -46,7 +46,7 @@ def test_quantize_int8_matmuls_and_embeddings(tiny_run):
     assert meta["quantized_nodes"]["MatMulInteger"] >= 12
 
 
-@pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "avx_vnni", "arm64", "generic"])
+@pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "avx_vnni", "arm64", "arm64-dotprod", "generic"])
 def test_quantize_settings_follow_the_measured_table(isa):
     """`auto` pins the detected ISA; reduce_range follows the measured table unless the recipe sets it."""
     quantize = stages.get("quantize")
@@ -55,6 +55,9 @@ def test_quantize_settings_follow_the_measured_table(isa):
     assert quantize.resolve(quantize.Config()).isa == cpu_info().isa
     if isa in ("avx2", "avx512"):
         assert "measured on AVX2" in quantize._REASONS[isa]
+    # the preflight's ARM settings: per-channel weights; x86 keeps per tensor (and its variants' ids)
+    assert quantize.resolve(quantize.Config(isa=isa)).per_channel is isa.startswith("arm64")
+    assert quantize.resolve(quantize.Config(isa=isa, per_channel=False)).per_channel is False
 
 
 def test_a_recipe_override_of_reduce_range_is_stated(tiny_run, tmp_path):

@@ -151,9 +151,15 @@ def test_bad_calibration_input_is_a_one_line_error(tiny_run, tiny_recipe, tmp_pa
 def test_activation_settings_follow_the_instruction_set():
     stage = stages.get("quantize-static")
     x86 = stage.resolve(stage.Config(isa="avx2"))
-    arm = stage.resolve(stage.Config(isa="arm64"))
     assert (x86.activation, x86.activation_symmetric, x86.reduce_range) == ("uint8", False, False)
-    assert (arm.activation, arm.activation_symmetric) == ("int8", True)
+    for isa in ("arm64", "arm64-dotprod"):
+        arm = stage.resolve(stage.Config(isa=isa))
+        assert (arm.activation, arm.activation_symmetric, arm.reduce_range, arm.per_channel) == (
+            "int8",
+            True,
+            False,
+            True,
+        )
     assert stage.resolve(stage.Config(isa="avx2", activation="int8")).activation == "int8"
 
 
@@ -161,6 +167,9 @@ def test_preflight_says_what_suits_and_warns_about_what_hurts():
     avx2 = preflight.advise("avx2", reduce_range=True, activation="int8")
     assert any("reduce_range" in w for w in avx2["warnings"]) and any("int8 activations" in w for w in avx2["warnings"])
     assert avx2["vnni"] is False and any("vpmaddubsw" in s for s in avx2["suits"])
+    arm = preflight.advise("arm64-dotprod", reduce_range=True, activation="uint8")
+    assert any("reduce_range on arm64-dotprod" in w for w in arm["warnings"])
+    assert any("uint8 activations" in w for w in arm["warnings"]) and any("per-channel" in s for s in arm["suits"])
     vnni = preflight.advise("avx512_vnni", activation="uint8")
     assert vnni["vnni"] is True and not [w for w in vnni["warnings"] if "this CPU" not in w]
 

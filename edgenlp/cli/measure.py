@@ -176,7 +176,7 @@ def preflight(
     isa: Optional[str] = typer.Option(
         None,
         "--isa",
-        help="Instruction set to tune for (default: this CPU's): avx512_vnni, avx_vnni, avx512, avx2, arm64, generic.",
+        help="Instruction set to tune for (default: this CPU's): avx512_vnni, avx_vnni, avx512, avx2, arm64, arm64-dotprod, generic.",
     ),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="Ask about 7-bit weights."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Ask about uint8 or int8 activations."),

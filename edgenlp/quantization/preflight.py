@@ -12,13 +12,21 @@ from ..hardware import CpuInfo, cpu_info
 
 X86 = ("avx512_vnni", "avx_vnni", "avx512", "avx2", "generic")
 VNNI = ("avx512_vnni", "avx_vnni")
+ARM = ("arm64", "arm64-dotprod")
 
 
 def activation_type(isa: str) -> tuple[str, bool]:
     """(activation dtype, symmetric) that the INT8 kernels of `isa` are built for."""
-    if isa == "arm64":
+    if isa in ARM:
         return "int8", True
     return "uint8", False
+
+
+def per_channel_weights(isa: str) -> bool:
+    """Whether per-channel weights are the default for `isa`: on ARM, yes (onnxruntime's ARM guidance: signed
+    symmetric activations with per-channel weights); on x86 per tensor stays the default, so that
+    variants built before keep their ids (per channel is measured as more faithful there too)."""
+    return isa in ARM
 
 
 def advise(
@@ -48,8 +56,16 @@ def advise(
                 f"reduce_range on {isa}: measured here as less accurate than full-range weights for "
                 "dynamic INT8 (benchmarks/results/quantize_isa.json)"
             )
-    elif isa == "arm64":
-        suits.append("ARM dot-product kernels (sdot/udot, i8mm) accumulate in 32 bits: full 8-bit weights")
+    elif isa in ARM:
+        suits.append(
+            "ARM dot-product kernels (sdot/udot, i8mm) accumulate in 32 bits: full 8-bit weights, no reduce_range"
+            if isa == "arm64-dotprod"
+            else "ARMv8.0 NEON kernels widen products to 16 bits and accumulate in 32: full 8-bit weights, "
+            "no reduce_range"
+        )
+        suits.append("per-channel weights: the ARM default")
+        if reduce_range:
+            warnings.append(f"reduce_range on {isa}: the ARM kernels cannot saturate, so the lost bit buys nothing")
     else:
         suits.append("no SIMD INT8 path detected: onnxruntime's portable kernels; INT8 may not beat FP32 here")
         warnings.append("no AVX2, AVX-512 or ARM dot product found: INT8 speed-ups are unlikely on this CPU")
@@ -57,14 +73,14 @@ def advise(
         warnings.append(
             f"{activation} activations on {isa}: onnxruntime's kernels here are built for {act}; expect a slower graph"
         )
-    if isa not in VNNI and isa != "arm64" and activation == "int8":
+    if isa not in VNNI and isa not in ARM and activation == "int8":
         warnings.append("s8s8 without VNNI falls back to slower kernels in onnxruntime")
     if per_channel:
         suits.append(
             "per-channel weights: one scale per output column; onnxruntime runs them at per-tensor speed "
             "on x86 and keeps more label agreement (measure it with the harness)"
         )
-    if isa != cpu.isa:
+    if isa != cpu.isa and not (isa in ARM and cpu.isa in ARM):
         warnings.append(f"tuning for {isa}, but this CPU is {cpu.isa}: the latency measured here is not the target's")
     return {
         "isa": isa,

@@ -28,7 +28,10 @@ from . import StageConfig
 NAME = "quantize"
 LIBRARIES = ("onnx", "onnxruntime")
 log = logging.getLogger(__name__)
-ISAS = ("avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "generic")
+ISAS = ("avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "arm64-dotprod", "generic")
+IsaChoice = Literal["auto", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "arm64-dotprod", "generic"]
+"""`auto` (this CPU's) or an instruction set to build for: `arm64` is ARMv8.0 NEON, `arm64-dotprod`
+ARMv8.2+ with sdot/udot (Neoverse, Cortex-A55/A76 and later), where onnxruntime's kernels differ."""
 
 _MEASURED = (
     "measured on AVX2: 7-bit weights lost more label agreement (92.9% vs 97.0%) than 16-bit saturation "
@@ -39,7 +42,10 @@ _REASONS = {
     "avx_vnni": "AVX-VNNI accumulates u8xs8 products in 32 bits: full 8-bit weights, no saturation",
     "avx512": "AVX-512 without VNNI sums u8xs8 pairs in 16 bits (vpmaddubsw), as AVX2 does; " + _MEASURED,
     "avx2": "AVX2 without VNNI sums u8xs8 pairs in 16 bits (vpmaddubsw), which can saturate; " + _MEASURED,
-    "arm64": "ARM64 NEON/i8mm kernels accumulate in 32 bits: full 8-bit weights",
+    "arm64": "ARM64 NEON kernels widen u8xs8 products to 16 bits and accumulate in 32: full 8-bit weights; "
+    "per-channel weights (the preflight's ARM setting)",
+    "arm64-dotprod": "ARM64 sdot/udot kernels accumulate in 32 bits: full 8-bit weights; per-channel weights "
+    "(the preflight's ARM setting)",
     "generic": "no SIMD INT8 path detected: onnxruntime's portable kernel accumulates in 32 bits, full 8-bit weights",
 }
 REDUCE_RANGE = {isa: False for isa in ISAS}
@@ -48,11 +54,12 @@ REDUCE_RANGE = {isa: False for isa in ISAS}
 
 class Config(StageConfig):
     mode: Literal["dynamic"] = "dynamic"
-    isa: Literal["auto", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "generic"] = "auto"
+    isa: IsaChoice = "auto"
     """Instruction set to tune for; `auto` reads it from this CPU."""
-    per_channel: bool = False
+    per_channel: bool | None = None
     """One scale per output channel: measured on SST-2 MiniLM, 98.3% label agreement with FP32 against
-    97.0% per tensor, at the same speed (the default stays per tensor so existing variants keep their ids)."""
+    97.0% per tensor, at the same speed. None: per channel for ARM (the preflight's advice), per tensor
+    on x86 (so the variants built before this choice keep their ids)."""
     reduce_range: bool | None = None
     """7-bit weights; None chooses from the instruction set."""
     op_types: list[str] = ["MatMul", "Gemm", "Gather"]
@@ -64,7 +71,8 @@ def resolve(config: Config) -> Config:
     """Pin `auto` choices to this machine, so the artifact id says what was really built."""
     isa = cpu_info().isa if config.isa == "auto" else config.isa
     reduce_range = config.reduce_range if config.reduce_range is not None else REDUCE_RANGE[isa]
-    return config.model_copy(update={"isa": isa, "reduce_range": reduce_range})
+    per_channel = config.per_channel if config.per_channel is not None else preflight.per_channel_weights(isa)
+    return config.model_copy(update={"isa": isa, "reduce_range": reduce_range, "per_channel": per_channel})
 
 
 def check_parent(parent: Artifact, stage: str = NAME) -> None:
@@ -124,6 +132,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
             "cpu": cpu_info().summary(),
             "reduce_range": config.reduce_range,
             "per_channel": config.per_channel,
+            # onnxruntime's DynamicQuantizeLinear emits u8 only; the ARM kernels take u8 x s8 too
             "activation_type": "uint8",
             "weight_type": "int8",
             "op_types": config.op_types,

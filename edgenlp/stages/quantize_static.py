@@ -23,7 +23,7 @@ from ..artifact import Artifact, StageOutput, copy_support_files
 from ..hardware import cpu_info
 from ..quantization import calibration, preflight
 from . import StageConfig
-from .quantize import REDUCE_RANGE, check_excluded, check_parent, quantized_node_counts
+from .quantize import REDUCE_RANGE, IsaChoice, check_excluded, check_parent, quantized_node_counts
 
 NAME = "quantize-static"
 LIBRARIES = ("onnx", "onnxruntime", "tokenizers", "numpy")
@@ -42,7 +42,7 @@ class Config(StageConfig):
     """Percentile calibrator: the share of each tensor's values its range keeps."""
     per_channel: bool = True
     """One weight scale per output channel: more label agreement, same speed on x86 (measured)."""
-    isa: Literal["auto", "avx512_vnni", "avx_vnni", "avx512", "avx2", "arm64", "generic"] = "auto"
+    isa: IsaChoice = "auto"
     reduce_range: bool | None = None
     """7-bit weights; None chooses from the instruction set."""
     activation: Literal["auto", "uint8", "int8"] = "auto"

@@ -216,6 +216,14 @@ class Task(Protocol):
         """The measured figures a bundle's manifest carries."""
         ...
 
+    def target_check_set(self, eval_set: Any, limit: int | None = ..., /) -> tuple[list[str], list | None]:
+        """The held-out texts a bundle is run on when checked on another machine, and gold answers if any."""
+        ...
+
+    def compare_target_answers(self, here: dict, there: dict, references: list | None = ..., /) -> dict:
+        """This machine's `runtime.check` answers against the target's: `passed`, `summary` and the task's measure."""
+        ...
+
 
 def mismatches(task: Any) -> list[str]:
     """What `task` lacks of `Task`, or takes differently (positional parameters): empty when it conforms.

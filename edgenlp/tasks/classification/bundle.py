@@ -66,3 +66,37 @@ def bundle_summary(results: dict, variant: dict) -> dict:
             profile: p.get("throughput_seq_per_s") for profile, p in (variant.get("profiles") or {}).items()
         },
     }
+
+
+MIN_TARGET_AGREEMENT = 0.99
+"""Share of texts on which a bundle on its target must give the label it gives here."""
+
+
+def target_check_set(eval_set, limit: int | None = None) -> tuple[list[str], list[str]]:
+    """The held-out texts a bundle is checked on elsewhere, with their gold labels (by name)."""
+    n = len(eval_set.texts) if limit is None else min(limit, len(eval_set.texts))
+    return list(eval_set.texts[:n]), [eval_set.label_names[y] for y in eval_set.labels[:n]]
+
+
+def compare_target_answers(here: dict, there: dict, references: list | None = None) -> dict:
+    """Label agreement between this machine's answers and the target's (and both accuracies, given gold labels)."""
+    mine, theirs = here["labels"], there["labels"]
+    same = sum(a == b for a, b in zip(mine, theirs))
+    agreement = same / len(mine)
+    worst = max(
+        (abs(p - q) for a, b in zip(here["probabilities"], there["probabilities"]) for p, q in zip(a, b)), default=0.0
+    )
+    found = {
+        "passed": agreement >= MIN_TARGET_AGREEMENT,
+        "token_ids_identical": True,
+        "label_agreement": agreement,
+        "labels_differ": len(mine) - same,
+        "min_label_agreement": MIN_TARGET_AGREEMENT,
+        "max_probability_difference": worst,
+    }
+    summary = f"labels agree on {same} of {len(mine)} texts ({100 * agreement:.2f}%), probabilities within {worst:.2g}"
+    if references:
+        found["accuracy_here"] = sum(a == r for a, r in zip(mine, references)) / len(references)
+        found["accuracy_on_target"] = sum(b == r for b, r in zip(theirs, references)) / len(references)
+        summary += f"; accuracy {100 * found['accuracy_here']:.2f}% here, {100 * found['accuracy_on_target']:.2f}% on the target"
+    return {**found, "summary": summary}

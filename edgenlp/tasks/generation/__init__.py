@@ -10,7 +10,7 @@ This module only gathers the task's interface (`tasks.protocol.Task`) from its l
 
 from __future__ import annotations
 
-from .bundle import bundle_section, bundle_summary
+from .bundle import bundle_section, bundle_summary, compare_target_answers, target_check_set
 from .data import (
     GenerationEvalSet,
     calibration_batches,
@@ -74,4 +74,6 @@ __all__ = [
     "figures",
     "bundle_section",
     "bundle_summary",
+    "target_check_set",
+    "compare_target_answers",
 ]

@@ -70,3 +70,44 @@ def bundle_summary(results: dict, variant: dict) -> dict:
         "latency_ms": latency,
         "tokens_per_s": {profile: p.get("tokens_per_s") for profile, p in (variant.get("profiles") or {}).items()},
     }
+
+
+def target_check_set(eval_set, limit: int | None = 32) -> tuple[list[str], None]:
+    """The held-out documents a bundle is checked on elsewhere: each one's start is a greedy prompt."""
+    return list(eval_set.prompts[:limit]), None
+
+
+def compare_target_answers(here: dict, there: dict, references: list | None = None) -> dict:
+    """Identical greedy tokens per prompt, and top-1 agreement at every position of every text.
+
+    Where a greedy continuation parts, the margin between this machine's two best logits at that
+    step says why: a near tie, which other kernels' rounding can flip, or a real difference.
+    """
+    parted = []
+    for i, (a, b) in enumerate(zip(here["greedy"], there["greedy"])):
+        if a != b:
+            step = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            margins = here["greedy_margins"][i]
+            parted.append({"prompt": i, "step": step, "margin_here": margins[step] if step < len(margins) else None})
+    agree = [x == y for a, b in zip(here["top1"], there["top1"]) for x, y in zip(a, b)]
+    agreement = sum(agree) / len(agree) if agree else None
+    prompts = len(here["greedy"])
+    summary = f"greedy tokens identical on {prompts - len(parted)} of {prompts} prompts" + (
+        f", top-1 agreement {100 * agreement:.2f}% over {len(agree)} positions" if agree else ""
+    )
+    if parted:
+        ties = [p["margin_here"] for p in parted if p["margin_here"] is not None]
+        summary += (
+            f"; the others part at step {', '.join(str(p['step']) for p in parted[:5])}, where this machine's two "
+            f"best logits were {', '.join(f'{m:.3g}' for m in ties[:5])} apart"
+        )
+    return {
+        "passed": not parted,
+        "token_ids_identical": True,
+        "greedy_identical": prompts - len(parted),
+        "prompts": prompts,
+        "greedy_parted": parted,
+        "top1_agreement": agreement,
+        "positions": len(agree),
+        "summary": summary,
+    }
