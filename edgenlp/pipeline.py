@@ -17,6 +17,7 @@ from .artifact import Artifact, build
 from .bench import selection
 from .bench.harness import Candidate, check_lengths, measure
 from .bench.profiles import load as load_profile
+from .bundle.checks import check_run
 from .errors import BenchError, EdgeNLPError, VariantsSkipped
 from .fsio import FolderLock, write_json_atomic
 from .recipe import Recipe, SelectionSettings, VariantSpec
@@ -61,6 +62,10 @@ def check_before_work(recipe: Recipe, source: Artifact, task: Task) -> None:
                 f"the profiles ask for {longest} tokens but variant {spec.name} is made for at most "
                 f"{limit} (its max_length): lower the profiles' seq_lengths or raise max_length"
             )
+    if recipe.target.check_on:
+        from . import targets
+
+        targets.require(recipe.target.check_on)
 
 
 @dataclass
@@ -340,6 +345,9 @@ def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Tas
         if skipped:
             results["skipped"] = skipped
         publish(results, out_dir, recipe.selection)
+        if recipe.target.check_on:
+            results["target_checks"] = check_run(recipe.target, recipe.data, out_dir, variants, results)
+            render(results, out_dir)
     if found is not None and not found.shortlist:
         raise found.unmet(out_dir)
     if skipped:
@@ -371,6 +379,11 @@ def publish(results: dict, out_dir: Path, selection_settings: SelectionSettings 
         results, s.max_accuracy_drop, s.max_latency_ms, s.max_size_mb
     )
     results["gates"] = selection.evaluate_gates(results, s.fail_if) if s.fail_if else None
+    return render(results, out_dir)
+
+
+def render(results: dict, out_dir: Path) -> dict:
+    """results.json, then the reports made from it."""
     write_json_atomic(out_dir / "results.json", results)
     markdown.write(results, out_dir / "report.md")
     html.write(results, out_dir / "report.html")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import stages
 from .bench.profiles import BenchSettings
@@ -71,6 +71,41 @@ class SelectionSettings(BaseModel):
     """Gate on the selected variant, e.g. `accuracy_drop>1.0 or p90_ms>20 or size_mb>30`."""
 
 
+class TargetSpec(BaseModel):
+    """The machine the variants are built for, when it is not this one."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    isa: str | None = None
+    """Instruction set every quantisation stage builds for, unless a variant sets its own: arm64,
+    arm64-dotprod, avx2, ... (None: each stage's own, `auto` = this CPU's)."""
+    check_on: list[str] = []
+    """Emulated machines (arm64, arm64-dotprod, arm64-i8mm) the measured run's bundles are checked on."""
+    check_variants: list[str] | None = None
+    """Variants whose bundles are checked (None: those quantised for `isa`, else the selected one)."""
+    check_texts: int | None = Field(None, ge=1)
+    """Held-out texts each check runs (None: the task's default)."""
+
+    @field_validator("isa")
+    @classmethod
+    def _known_isa(cls, isa: str | None) -> str | None:
+        from .stages.quantize import ISAS
+
+        if isa is not None and isa not in ISAS:
+            raise ValueError(f"'{isa}' is not an instruction set edgenlp builds for: use one of {', '.join(ISAS)}")
+        return isa
+
+    @field_validator("check_on")
+    @classmethod
+    def _known_machines(cls, names: list[str]) -> list[str]:
+        from .targets import names as known
+
+        unknown = [n for n in names if n not in known()]
+        if unknown:
+            raise ValueError(f"'{unknown[0]}' is not a machine edgenlp emulates: use one of {', '.join(known())}")
+        return names
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +126,8 @@ class Recipe(BaseModel):
     """The accuracy-budget search that `selection.max_accuracy_drop` starts (see `search/budget.py`)."""
     executor: ExecutorSettings = ExecutorSettings()
     """Where builds, trials and measurements run (`local`, or a Ray cluster; see `executors/`)."""
+    target: TargetSpec = TargetSpec()
+    """The machine the variants are for: its instruction set, and the emulated checks of their bundles."""
 
     @model_validator(mode="before")
     @classmethod
@@ -139,6 +176,8 @@ class Recipe(BaseModel):
             raw.setdefault("data", self.data.model_dump())
         if stages.uses_task(stage) and self.task:
             raw.setdefault("task", self.task)
+        if self.target.isa and "isa" in stage.Config.model_fields:
+            raw.setdefault("isa", self.target.isa)
         return stage.Config(**raw)
 
 

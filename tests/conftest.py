@@ -121,12 +121,35 @@ KIT_HINT = (
 )
 
 
+EMULATOR_HINT = (
+    "the emulated ARM64 needs Debian's qemu-user-static and debootstrap, and root for its first setup: "
+    "apt-get install qemu-user-static debootstrap"
+)
+
+
+def _skip_emulated(items) -> None:
+    """Without qemu and debootstrap the `emulated` tests are skipped with the fix, except in CI (a failure)."""
+    import os
+    import shutil
+
+    emulated = [item for item in items if item.get_closest_marker("emulated")]
+    ready = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    ready = ready and (shutil.which("debootstrap") or Path("/usr/sbin/debootstrap").is_file())
+    if not emulated or ready:
+        return
+    if os.environ.get("CI"):
+        raise pytest.UsageError(f"CI needs the emulated tests: {EMULATOR_HINT}")
+    for item in emulated:
+        item.add_marker(pytest.mark.skip(reason=EMULATOR_HINT))
+
+
 def pytest_collection_modifyitems(config, items):
     """Without the data kit the `real` tests are skipped with the fix, except in CI, where that is a failure."""
     import os
 
     from edgenlp import settings
 
+    _skip_emulated(items)
     real = [item for item in items if item.get_closest_marker("real")]
     kit = settings.data_dir()
     if not real or (kit / "sst2" / "train.tsv").exists():

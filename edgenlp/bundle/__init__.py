@@ -37,6 +37,9 @@ class TargetSettings:
     """The data (a name, a file, or a `DataSpec`) whose test split checks the strings target (default: the run's)."""
     max_label_differences: int = 0
     """Test texts on which the strings target may give another label than the two-part pipeline."""
+    check_texts: int | None = None
+    """Held-out texts a check on another machine (`check_on`) runs (None: the task's default, all of a
+    classifier's test split, 32 prompts of a decoder's)."""
 
 
 def build(
@@ -45,14 +48,25 @@ def build(
     targets: Sequence[str] = (),
     zip_archive: bool = False,
     settings: TargetSettings = TargetSettings(),
+    check_on: Sequence[str] = (),
 ) -> Path:
-    """Write the bundle of `source_path` (a variant folder, or a run folder's selected variant) to `out`."""
+    """Write the bundle of `source_path` (a variant folder, or a run folder's selected variant) to `out`.
+
+    `check_on` names machines (`arm64`, `arm64-dotprod`, ...: `edgenlp.targets`) the finished bundle
+    is run on, emulated, and compared with this machine's run; the verdicts go into the manifest as
+    `checked_on`, and a bundle that failed one is still written, with its evidence.
+    """
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise ArtifactError(
             f"unknown bundle target '{unknown[0]}': use {', '.join(TARGETS)} (the transformers.js "
             "layout is always written)"
         )
+    if check_on:
+        from .. import targets as machines
+
+        for name in check_on:
+            machines.module_of(name)
     source = resolve(Path(source_path))
     if targets and source.variant.format != "onnx":
         raise ArtifactError(
@@ -80,6 +94,9 @@ def build(
         }
         manifest = compose(work, model_rel, source, task, task_fields, added)
         fsio.write_json_atomic(work / "manifest.json", manifest)
+        if check_on:
+            manifest["checked_on"] = checked_on(work, source, task, check_on, settings)
+            fsio.write_json_atomic(work / "manifest.json", manifest)
         fsio.replace_folder(work, out, out.parent / f".{out.name}.old-{os.getpid()}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -87,6 +104,20 @@ def build(
     if zip_archive:
         write_zip(out, out.with_name(out.name + ".zip"))
     return out
+
+
+def checked_on(folder: Path, source: Source, task, names: Sequence[str], settings: TargetSettings) -> dict:
+    """Each named machine's verdict on the bundle at `folder`, run on the held-out split of its data."""
+    from .. import targets as machines
+    from ..runtime.bundle import read_manifest
+    from .source import evaluation_data
+
+    spec = evaluation_data(source, settings.data, "a check on another machine")
+    labels = read_manifest(folder).get("labels") or []
+    held_out = task.eval_set(task.load_data(spec), labels)
+    limit = () if settings.check_texts is None else (settings.check_texts,)
+    texts, references = task.target_check_set(held_out, *limit)
+    return {name: machines.check(folder, name, texts, references) for name in dict.fromkeys(names)}
 
 
 def _refuse_foreign(out: Path, source: Source) -> None:

@@ -83,3 +83,21 @@ def _checked(source: Source) -> Source:
             "the variant (rerun the command that made it)"
         )
     return source
+
+
+def data_name(source: Source, data) -> str:
+    """The data named by the user (`--data`), else the one the source's run measured on ('?' if none)."""
+    if data is not None:
+        return getattr(data, "source", data)
+    return ((source.results or {}).get("run", {}).get("data") or {}).get("name") or "?"
+
+
+def evaluation_data(source: Source, data, purpose: str):
+    """What a bundle is checked on: `--data`, else the source's run's data; a one-line error if neither."""
+    spec = data if data is not None else data_name(source, data)
+    if spec == "?":
+        raise ArtifactError(
+            f"{purpose} is checked on held-out data, and {source.variant.path} was measured by no run: "
+            "pass --data (e.g. tweets, sst2, wikitext2, a CSV file)"
+        )
+    return spec

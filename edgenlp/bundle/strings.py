@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..trust import pretrained_options
+from .source import data_name, evaluation_data
 
 FILE = "strings/model.onnx"
 
@@ -138,7 +139,9 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
             f"the strings target is for classifiers; {source.variant.name} is {source.variant.task}: "
             "bundle without --target strings"
         )
-    texts = _test_texts(source, settings.data)
+    from .. import data as datasets
+
+    texts = datasets.load(evaluation_data(source, settings.data, "the strings target")).test.texts
     two_part = TextClassifier(folder, model_file=folder / model_rel)
     graph, pre = text_to_label_graph(folder, model_rel, two_part.labels, two_part.tokenizer.max_length)
     (folder / "strings").mkdir()
@@ -155,7 +158,7 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
         tokens_differ += int(tokens.run(None, {"text": np.array([text])})[0][0].tolist() != want_ids)
         worst = max(worst, float(np.abs(probs[0] - np.array(list(want["probabilities"].values()))).max()))
     odd = sorted({f"U+{ord(c):04X} {unicodedata.category(c)}" for t in differ for c in t if ord(c) > 127})
-    where = f"the test split of {_data_name(source, settings.data)}"
+    where = f"the test split of {data_name(source, settings.data)}"
     if len(differ) > settings.max_label_differences:
         raise ArtifactError(
             f"the text-to-label graph gave another label than the two-part pipeline on {len(differ)} of {len(texts)} "
@@ -190,20 +193,3 @@ def add(folder: Path, model_rel: str, source, settings) -> dict:
         ],
         "bytes": (folder / FILE).stat().st_size,
     }
-
-
-def _data_name(source, data) -> str:
-    if data is not None:
-        return getattr(data, "source", data)
-    return ((source.results or {}).get("run", {}).get("data") or {}).get("name") or "?"
-
-
-def _test_texts(source, data) -> list[str]:
-    from .. import data as datasets
-
-    spec = data if data is not None else _data_name(source, data)
-    if spec == "?":
-        raise ArtifactError(
-            "the strings target is checked on a test split: pass --data (e.g. tweets, sst2, a CSV file)"
-        )
-    return datasets.load(spec).test.texts

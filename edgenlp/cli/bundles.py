@@ -39,6 +39,18 @@ def bundle(
         min=0,
         help="Test texts on which the strings target may disagree with the two-part pipeline.",
     ),
+    check_on: list[str] = typer.Option(
+        [],
+        "--check-on",
+        help="Run the bundle on an emulated machine and compare with this one: arm64 (NEON), arm64-dotprod, "
+        "arm64-i8mm. Repeatable; the verdict goes into manifest.json (set up once: `edgenlp target setup arm64`).",
+    ),
+    check_texts: Optional[int] = typer.Option(
+        None,
+        "--check-texts",
+        min=1,
+        help="Held-out texts the --check-on run uses (default: all test texts, 32 prompts).",
+    ),
 ) -> None:
     """Package a variant as a verified folder that transformers.js, Optimum and edgenlp.runtime load as it is."""
     import json
@@ -52,7 +64,8 @@ def bundle(
         out,
         targets=target,
         zip_archive=zip_archive,
-        settings=TargetSettings(data=spec, max_label_differences=max_label_differences),
+        settings=TargetSettings(data=spec, max_label_differences=max_label_differences, check_texts=check_texts),
+        check_on=check_on,
     )
     manifest = json.loads((folder / "manifest.json").read_text())
     size = sum(f["bytes"] for f in manifest["files"].values())
@@ -66,6 +79,27 @@ def bundle(
         console.print(f"  {name}: {added['file']}", highlight=False)
     if zip_archive:
         console.print(f"zip:    {folder.with_name(folder.name + '.zip')}", highlight=False)
+    report_checks(console, manifest.get("checked_on") or {}, folder)
+
+
+def report_checks(console: Console, checks: dict, folder: Path) -> None:
+    """Each check's verdict on a line; exit 1 if one failed (the bundle stays, with the evidence)."""
+    from ..targets import CheckFailed
+
+    for name, verdict in checks.items():
+        console.print(
+            f"  checked on {name} ({verdict['emulated_cpu']}, {verdict['int8_kernels']} kernels): "
+            f"{'passed' if verdict['passed'] else 'FAILED'}: {verdict['summary']}",
+            highlight=False,
+        )
+    if checks:
+        console.print(f"  {next(iter(checks.values()))['timing']}", highlight=False)
+    failed = [name for name, v in checks.items() if not v["passed"]]
+    if failed:
+        raise CheckFailed(
+            f"the bundle does not answer on {failed[0]} as it does here ({checks[failed[0]]['summary']}): "
+            f"see checked_on in {folder / 'manifest.json'}"
+        )
 
 
 @app.command("run")

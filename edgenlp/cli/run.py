@@ -52,11 +52,25 @@ def conclude(results: dict, out_dir: Path) -> None:
         f"results: {out_dir / 'results.json'}\nreport:  {out_dir / 'report.md'}, {out_dir / 'report.html'}",
         highlight=False,
     )
+    failed = []
+    for variant, checked in (results.get("target_checks") or {}).items():
+        for machine, verdict in checked["checked_on"].items():
+            console.print(
+                f"checked on {machine} ({verdict['int8_kernels']} kernels, emulated): `{variant}` "
+                f"{'passed' if verdict['passed'] else 'FAILED'}: {verdict['summary']}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            failed += [] if verdict["passed"] else [f"{variant} on {machine}"]
     gates = results.get("gates")
+    if failed:
+        err_console.print(f"target check FAILED: {', '.join(failed)} (see the report)", highlight=False)
     if gates:
         err_console.print(escape(verdict_line(gates)), highlight=False, soft_wrap=True)
         if gates["failed"]:
             raise typer.Exit(1)
+    if failed:
+        raise typer.Exit(1)
 
 
 def run_name(recipe_name: str, model: str | None, data: str | None) -> str:
@@ -95,6 +109,18 @@ def optimize(
         help="With --max-accuracy-drop: search quantisation settings and nodes to keep in float (default: the recipe's search.enabled, on).",
     ),
     executor: Optional[str] = EXECUTOR,
+    target_isa: Optional[str] = typer.Option(
+        None,
+        "--target-isa",
+        help="Build the quantised variants for this instruction set (arm64, arm64-dotprod, avx2, ...; "
+        "default: the recipe's target.isa, else this CPU's).",
+    ),
+    check_on: list[str] = typer.Option(
+        [],
+        "--check-on",
+        help="Bundle the variants built for the target and check them on an emulated machine (arm64, "
+        "arm64-dotprod, arm64-i8mm). Repeatable.",
+    ),
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -115,6 +141,21 @@ def optimize(
         from ..executors import parse as parse_executor
 
         recipe = recipe.model_copy(update={"executor": recipe.executor.model_copy(update=parse_executor(executor))})
+    if target_isa or check_on:
+        from ..recipe import TargetSpec
+
+        wanted = {"isa": target_isa, "check_on": check_on or None}
+        base = recipe.target.model_dump()
+        recipe = recipe.model_copy(
+            update={
+                "target": typed(
+                    TargetSpec,
+                    "target",
+                    {"isa": ("--target-isa",), "check_on": ("--check-on",)},
+                    **{**base, **{k: v for k, v in wanted.items() if v}},
+                )
+            }
+        )
     updates: dict = {}
     if model:
         updates["model"] = model

@@ -8,7 +8,7 @@ from jinja2 import Environment, PackageLoader
 
 from ..bench.results import task_of
 from ..fsio import write_text_atomic
-from . import attention, engines, plots, pruning, search, tuning
+from . import attention, engines, plots, pruning, search, targets, tuning
 
 MB = 1e6
 MIB = 2**20
@@ -45,6 +45,8 @@ def render(results: dict) -> str:
         speed=task_of(results).SPEED[0],
         engine_rows=engines.rows(results),
         engines=engines.engines_measured(results),
+        target_rows=targets.rows(results),
+        target_speed_note=targets.SPEED_NOTE,
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..bench.results import task_of
 from ..fsio import write_text_atomic
-from . import attention, engines, pruning, search, tuning
+from . import attention, engines, pruning, search, targets, tuning
 
 
 def render(results: dict) -> str:
@@ -54,6 +54,7 @@ def render(results: dict) -> str:
     lines += tuning.markdown_section(results)
     lines += attention.markdown_section(results)
     lines += search.markdown_section(results)
+    lines += targets.markdown_section(results)
     notes = []
     for v in results["variants"]:
         meta = v.get("metadata") or {}

@@ -222,6 +222,7 @@ class Bundle:
         threads: int = 1,
         memory_arena: bool = True,
         files: BundleFiles | None = None,
+        model_form: str = "onnx",
     ):
         from .files import BundleFiles
 
@@ -230,7 +231,7 @@ class Bundle:
         self.task = manifest.get("task")
         # every loader reads through `files`: only listed files, inside the folder, checked as read
         self.files = files or BundleFiles(self.path, manifest["files"], verify=False)
-        model_file = self.path / manifest["model"]["file"]
+        model_file = self.path / model_of(manifest, model_form, self.path)
         # bundles written before engines were recorded hold ONNX
         self.engine = manifest["model"].get("engine") or manifest.get("engine") or "onnx"
         from .engines import get as get_engine
@@ -324,10 +325,31 @@ class Bundle:
         }
 
 
+def model_of(manifest: dict, form: str, where: Path) -> str:
+    """The listed file of the bundle's model in `form`: `onnx` (the model), or `ort` (its ORT-format copy)."""
+    if form == "onnx":
+        return manifest["model"]["file"]
+    if form != "ort":
+        raise InputError(f"model form {form!r} is not one a bundle holds: use onnx or ort")
+    entry = (manifest.get("targets") or {}).get("ort") if isinstance(manifest.get("targets"), dict) else None
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or name not in manifest["files"]:
+        raise BundleError(f"{where} holds no ORT-format model: build the bundle with --target ort")
+    return name
+
+
 def load(
-    path: str | Path, verify_hashes: bool = True, task: str | None = None, threads: int = 1, memory_arena: bool = True
+    path: str | Path,
+    verify_hashes: bool = True,
+    task: str | None = None,
+    threads: int = 1,
+    memory_arena: bool = True,
+    model_form: str = "onnx",
 ) -> Bundle:
     """Open the bundle at `path` (a folder or a .zip).
+
+    `model_form="ort"` runs the ORT-format model a bundle built with `--target ort` carries (what
+    ONNX Runtime Mobile loads) instead of the ONNX graph.
 
     Hashes are checked unless `verify_hashes=False` (for storage that is already trusted: a read-only
     app image); each loaded file is hashed from the very bytes handed to its loader, the others
@@ -345,7 +367,7 @@ def load(
         raise BundleError(f"{path} is a {manifest.get('task')} bundle, not {task}: pass a {task} bundle")
     check_layout(folder, manifest, sizes=verify_hashes)
     files = BundleFiles(folder, manifest["files"], verify=verify_hashes)
-    bundle = Bundle(folder, manifest, threads=threads, memory_arena=memory_arena, files=files)
+    bundle = Bundle(folder, manifest, threads=threads, memory_arena=memory_arena, files=files, model_form=model_form)
     if verify_hashes:
         for rel in sorted(set(manifest["files"]) - files.checked):  # what the loaders did not read
             files.check(rel)

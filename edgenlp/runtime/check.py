@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m edgenlp.runtime.check", description=__doc__.splitlines()[0])
     parser.add_argument("bundle", help="bundle folder or .zip")
-    parser.add_argument("request", help='JSON file: {"texts": [...], "prompt_tokens": 24, "new_tokens": 16}')
+    parser.add_argument(
+        "request", help='JSON file: {"texts": [...], "prompt_tokens": 24, "new_tokens": 16, "model_form": "onnx"}'
+    )
     parser.add_argument("--out", help="write the answers here (default: standard output)")
     args = parser.parse_args(argv)
     try:
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = request.get("texts") if isinstance(request, dict) else None
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise EdgeNLPError(f'{args.request} holds no list of texts: write {{"texts": ["...", ...]}}')
-        bundle = load(args.bundle)
+        bundle = load(args.bundle, model_form=str(request.get("model_form", "onnx")))
         found = probe(
             bundle,
             texts,

@@ -20,6 +20,15 @@ from typing import Any
 from ..errors import EdgeNLPError
 
 MODULES = {"arm64": "edgenlp.targets.arm64"}
+"""Target families by name: each module's `CPUS` are the check names it serves."""
+
+
+class CheckFailed(EdgeNLPError):
+    """A bundle answered otherwise on its target: a verdict, not a bad input (exit 1, as a failed gate)."""
+
+    exit_code = 1
+
+
 EMULATED = "emulated: the answers are the target's kernels', the time is not the target's (nothing is timed)"
 
 
@@ -30,6 +39,24 @@ def module_of(name: str) -> Any:
         if name in module.CPUS:
             return module
     raise EdgeNLPError(f"unknown check target '{name}': use one of {', '.join(names())}")
+
+
+def family(name: str) -> Any:
+    """The target module of family `name` (`arm64`)."""
+    if name not in MODULES:
+        raise EdgeNLPError(f"unknown target '{name}': use one of {', '.join(MODULES)}")
+    return import_module(MODULES[name])
+
+
+def require(names: list[str]) -> None:
+    """Refuse, before any work, check names that are unknown or machines this one cannot emulate."""
+    for name in names:
+        module_of(name).qemu()
+
+
+def runtime_source(name: str) -> str:
+    """The digest of the runtime code a check on `name` would run now."""
+    return module_of(name).runtime_source()[1]
 
 
 def names() -> list[str]:
@@ -53,34 +80,49 @@ def run_remote(env, name: str, folder: Path, request: dict, timeout_s: float) ->
 
 
 def check(folder: Path, name: str, texts: list[str], references: list | None = None, timeout_s: float = 3600.0) -> dict:
-    """Run the bundle at `folder` here and on `name`; what agreed, with where and on what it ran."""
-    from ..runtime.bundle import load
-    from ..runtime.check import probe
-    from ..tasks import get as get_task
+    """Run the bundle at `folder` here and on `name`; what agreed, with where and on what it ran.
+
+    A bundle that carries an ORT-format model (`--target ort`) is checked in that form too: it is
+    what ONNX Runtime Mobile would load on the device.
+    """
+    from ..runtime.bundle import load, read_manifest
 
     module = module_of(name)
     env = module.setup()
-    bundle = load(folder)
-    request = {"texts": texts}
     started = time.perf_counter()
-    here = probe(bundle, texts)
-    there = run_remote(env, name, folder, request, timeout_s)
+    forms = ["onnx"] + (["ort"] if "ort" in (read_manifest(folder).get("targets") or {}) else [])
+    verdicts = {
+        form: _compare(load(folder, model_form=form), env, name, folder, form, texts, references, timeout_s)
+        for form in forms
+    }
+    verdict, environments = verdicts["onnx"]
     cpu = module.CPUS[name]
-    verdict = tokenizer_verdict(here, there)
-    if verdict is None:
-        verdict = get_task(bundle.task).compare_target_answers(here, there, references)
-    return {
+    found = {
         "target": name,
         "emulated_cpu": f"qemu -cpu {cpu.qemu} ({cpu.like})",
         "int8_kernels": cpu.kernels,
-        "cpu_features": there["environment"].get("cpu_features"),
-        "host": here["environment"],
-        "on_target": there["environment"],
+        "cpu_features": environments[1].get("cpu_features"),
+        "host": environments[0],
+        "on_target": {**environments[1], "edgenlp-runtime-source": env.versions["edgenlp-runtime-source"]},
         "texts": len(texts),
         **verdict,
-        "timing": EMULATED,
-        "checked_in_s": round(time.perf_counter() - started, 1),
     }
+    if "ort" in verdicts:
+        ort = verdicts["ort"][0]
+        found["ort_format"] = ort
+        found["passed"] = verdict["passed"] and ort["passed"]
+        found["summary"] += f"; the ORT-format model: {ort['summary']}"
+    return {**found, "timing": EMULATED, "checked_in_s": round(time.perf_counter() - started, 1)}
+
+
+def _compare(bundle, env, name, folder, form, texts, references, timeout_s) -> tuple[dict, tuple[dict, dict]]:
+    from ..runtime.check import probe
+    from ..tasks import get as get_task
+
+    here = probe(bundle, texts)
+    there = run_remote(env, name, folder, {"texts": texts, "model_form": form}, timeout_s)
+    verdict = tokenizer_verdict(here, there) or get_task(bundle.task).compare_target_answers(here, there, references)
+    return verdict, (here["environment"], there["environment"])
 
 
 def tokenizer_verdict(here: dict, there: dict) -> dict | None:

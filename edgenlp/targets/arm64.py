@@ -132,8 +132,11 @@ def setup(refresh: bool = False, runtime_wheel: Path | None = None) -> Environme
             platform_wheels=True,
         )
         wheel, source_digest = _runtime_wheel(runtime_wheel)
-        runtime = _installed(root() / "site" / f"runtime-{source_digest}", [str(wheel)], platform_wheels=False)
-    return Environment(rootfs, (runtime, deps), {**versions, "edgenlp-runtime": source_digest})
+        runtime = root() / "site" / f"runtime-{source_digest}"
+        if not runtime.is_dir():
+            _drop_older(runtime.parent, "runtime-")
+        _installed(runtime, [str(wheel)], platform_wheels=False)
+    return Environment(rootfs, (runtime, deps), {**versions, "edgenlp-runtime-source": source_digest})
 
 
 def cpu_tree(rootfs: Path, cpu: str) -> Path:
@@ -253,8 +256,9 @@ def _installed(folder: Path, requirements: list[str], platform_wheels: bool) -> 
     return folder
 
 
-def _runtime_wheel(given: Path | None) -> tuple[Path, str]:
-    """The edgenlp-runtime wheel to install (a given one, or one built from this checkout) and its digest."""
+def runtime_source(given: Path | None = None) -> tuple[Path, str]:
+    """What edgenlp-runtime the target gets: (a given wheel, or this checkout's runtime-wheel/ folder) and
+    its digest, which names the installed copy and tells an earlier check whether it ran the same code."""
     if given is None and os.environ.get("EDGENLP_RUNTIME_WHEEL"):
         given = Path(os.environ["EDGENLP_RUNTIME_WHEEL"])
     if given is not None:
@@ -269,14 +273,21 @@ def _runtime_wheel(given: Path | None) -> tuple[Path, str]:
             "runtime-wheel/; set EDGENLP_RUNTIME_WHEEL to an edgenlp_runtime-*.whl"
         )
     sources = sorted((project / "edgenlp" / "runtime").rglob("*.py")) + [recipe]
-    digest = _digest("".join(p.relative_to(project).as_posix() + p.read_text() for p in sources))
+    return recipe.parent, _digest("".join(p.relative_to(project).as_posix() + p.read_text() for p in sources))
+
+
+def _runtime_wheel(given: Path | None) -> tuple[Path, str]:
+    """The edgenlp-runtime wheel to install (a given one, or one built from this checkout) and its digest."""
+    source, digest = runtime_source(given)
+    if source.is_file():
+        return source, digest
     built = root() / "wheels" / digest
     found = sorted(built.glob("edgenlp_runtime-*.whl")) if built.is_dir() else []
     if found:
         return found[0], digest
     work = built.with_name(f".{digest}.partial-{os.getpid()}")
     done = subprocess.run(  # nosec B603
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work), str(recipe.parent)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work), str(source)],
         capture_output=True,
         text=True,
         check=False,
@@ -284,6 +295,15 @@ def _runtime_wheel(given: Path | None) -> tuple[Path, str]:
     if done.returncode != 0:
         shutil.rmtree(work, ignore_errors=True)
         last = next((ln for ln in reversed(done.stderr.splitlines()) if ln.strip()), "no output")
-        raise TargetUnavailable(f"could not build the edgenlp-runtime wheel from {recipe.parent}: {last.strip()}")
+        raise TargetUnavailable(f"could not build the edgenlp-runtime wheel from {source}: {last.strip()}")
+    _drop_older(built.parent)
     os.rename(work, built)
     return sorted(built.glob("edgenlp_runtime-*.whl"))[0], digest
+
+
+def _drop_older(folder: Path, prefix: str = "") -> None:
+    """Remove earlier builds edgenlp made under `folder` (the runtime changes with every edit of a checkout)."""
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_dir() and old.name.startswith(prefix) and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
