@@ -77,8 +77,8 @@ class TargetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     isa: str | None = None
-    """Instruction set every quantisation stage builds for, unless a variant sets its own: arm64,
-    arm64-dotprod, avx2, ... (None: each stage's own, `auto` = this CPU's)."""
+    """Instruction set every quantisation stage builds for where a variant says `auto` or nothing:
+    arm64, arm64-dotprod, avx2, ... (None: `auto` = this CPU's)."""
     check_on: list[str] = []
     """Emulated machines (arm64, arm64-dotprod, arm64-i8mm) the measured run's bundles are checked on."""
     check_variants: list[str] | None = None
@@ -176,8 +176,8 @@ class Recipe(BaseModel):
             raw.setdefault("data", self.data.model_dump())
         if stages.uses_task(stage) and self.task:
             raw.setdefault("task", self.task)
-        if self.target.isa and "isa" in stage.Config.model_fields:
-            raw.setdefault("isa", self.target.isa)
+        if self.target.isa and "isa" in stage.Config.model_fields and raw.get("isa", "auto") == "auto":
+            raw["isa"] = self.target.isa  # `auto` is "the CPU it runs on", and that is the target's
         return stage.Config(**raw)
 
 

