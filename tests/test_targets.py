@@ -132,6 +132,29 @@ def test_the_runtime_measures_latency_with_no_torch(tiny_run, tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: --threads, --repeat")
 
 
+def test_the_ort_form_is_only_a_listed_file_and_the_check_command_refuses_bad_requests(tiny_run, tmp_path):
+    from edgenlp.runtime.errors import BundleError, InputError
+
+    folder = build(tiny_run.variants["onnx-int8-dynamic"].path, tmp_path / "b")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["targets"] = {"ort": {"file": "../../etc/passwd"}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="holds no ORT-format model: build the bundle with --target ort"):
+        load(folder, model_form="ort")
+    with pytest.raises(InputError, match="model form 'tflite'"):
+        load(folder, model_form="tflite")
+    request = tmp_path / "request.json"
+    for body, message in [("[1, 2]", "holds no list of texts"), ("{not json", "Expecting property name")]:
+        request.write_text(body)
+        done = subprocess.run(
+            [sys.executable, "-m", "edgenlp.runtime.check", str(folder), str(request)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 # -- on the emulated ARM64 -----------------------------------------------------------------------
 
 
