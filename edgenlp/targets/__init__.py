@@ -134,7 +134,7 @@ def tokenizer_verdict(here: dict, there: dict) -> dict | None:
         return None
     return {
         "passed": False,
-        "token_ids_identical": False,
+        "same_tokenization": False,
         "texts_tokenized_otherwise": len(differ),
         "first_text_tokenized_otherwise": differ[0],
         "summary": f"the target tokenized {len(differ)} of {len(here['token_ids'])} texts otherwise (first: text "

@@ -88,7 +88,7 @@ def compare_target_answers(here: dict, there: dict, references: list | None = No
     )
     found = {
         "passed": agreement >= MIN_TARGET_AGREEMENT,
-        "token_ids_identical": True,
+        "same_tokenization": True,
         "label_agreement": agreement,
         "labels_differ": len(mine) - same,
         "min_label_agreement": MIN_TARGET_AGREEMENT,

@@ -103,7 +103,7 @@ def compare_target_answers(here: dict, there: dict, references: list | None = No
         )
     return {
         "passed": not parted,
-        "token_ids_identical": True,
+        "same_tokenization": True,
         "greedy_identical": prompts - len(parted),
         "prompts": prompts,
         "greedy_parted": parted,
