@@ -101,6 +101,36 @@ def decoder(variant: Path, out: Path, data: str) -> dict:
     return {"variant": str(variant), "seconds": round(time.time() - started), "checked_on": verdicts(checked)}
 
 
+def rows(summary: dict) -> dict:
+    """One row per (variant, machine), for the docs' tables."""
+    found = {}
+    for name, v in (summary.get("classifier") or {}).get("variants", {}).items():
+        for machine, c in v["checked_on"].items():
+            found[f"{name} on {machine}"] = {
+                "built_for": v["built_for"],
+                "kernels": c["int8_kernels"],
+                "accuracy_pct_x86_harness": v["accuracy_pct_x86_harness"],
+                "delta_points_x86_harness": v["delta_points_x86_harness"],
+                "accuracy_pct_x86_check": round(100 * c["accuracy_here"], 2),
+                "accuracy_pct_on_target": round(100 * c["accuracy_on_target"], 2),
+                "delta_points_on_target_vs_fp32": c["delta_points_on_target_vs_fp32"],
+                "label_agreement_pct": round(100 * c["label_agreement"], 2),
+                "labels_differ": c["labels_differ"],
+                "texts": c["texts"],
+                "passed": c["passed"],
+            }
+    gpt2 = summary.get("gpt2")
+    for machine, c in (gpt2 or {}).get("checked_on", {}).items():
+        found[f"{Path(gpt2['variant']).name} on {machine}"] = {
+            "kernels": c["int8_kernels"],
+            "greedy_identical": f"{c['greedy_identical']} of {c['prompts']}",
+            "top1_agreement_pct": round(100 * c["top1_agreement"], 2),
+            "positions": c["positions"],
+            "passed": c["passed"],
+        }
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "runs" / "minilm-tweets-arm64"))
@@ -116,6 +146,7 @@ def main() -> int:
         summary["classifier"] = classifier(Path(args.out))
     if args.gpt2:
         summary["gpt2"] = decoder(Path(args.gpt2), Path(args.out).with_name("gpt2-int4-arm64-bundle"), args.gpt2_data)
+    summary["rows"] = rows(summary)
     record.save(args.name, summary)
     return 0
 
