@@ -132,6 +132,20 @@ def test_the_runtime_measures_latency_with_no_torch(tiny_run, tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: --threads, --repeat")
 
 
+def test_a_run_checks_what_was_built_for_its_target_else_what_it_selected(tiny_run):
+    from edgenlp.bundle.checks import chosen
+    from edgenlp.recipe import TargetSpec
+
+    isa = tiny_run.variants["onnx-int8-dynamic"].meta["metadata"]["isa"]
+    selected = {"selection": {"selected": "onnx-fp32"}}
+    assert chosen(TargetSpec(isa=isa), tiny_run.variants, selected) == ["onnx-int8-dynamic"]
+    assert chosen(TargetSpec(isa="arm64"), tiny_run.variants, selected) == ["onnx-fp32"]  # none built for it
+    assert chosen(TargetSpec(), tiny_run.variants, {"selection": {"selected": "pytorch-fp32"}}) == []
+    assert chosen(TargetSpec(check_variants=["pytorch-fp32", "onnx-fp32", "nope"]), tiny_run.variants, None) == [
+        "onnx-fp32"
+    ]
+
+
 def test_the_ort_form_is_only_a_listed_file_and_the_check_command_refuses_bad_requests(tiny_run, tmp_path):
     from edgenlp.runtime.errors import BundleError, InputError
 

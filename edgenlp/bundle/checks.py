@@ -15,9 +15,12 @@ from ..artifact import Artifact
 
 
 def chosen(target, variants: dict[str, Artifact], results: dict | None) -> list[str]:
-    """The variants to check: the recipe's list, else those quantised for its ISA, else the selected one."""
+    """The variants to check: the recipe's list, else those quantised for its ISA, else the selected one
+    (of those a bundle can carry: a PyTorch checkpoint is not shipped)."""
+    from ..runtime.engines import ENGINES
+
     if target.check_variants is not None:
-        return [name for name in target.check_variants if name in variants]
+        return [name for name in target.check_variants if name in variants and variants[name].format in ENGINES]
     if target.isa:
         built_for = [
             name
@@ -27,7 +30,7 @@ def chosen(target, variants: dict[str, Artifact], results: dict | None) -> list[
         if built_for:
             return built_for
     selected = ((results or {}).get("selection") or {}).get("selected")
-    return [selected] if selected in variants else []
+    return [selected] if selected in variants and variants[selected].format in ENGINES else []
 
 
 def check_run(target, data, out_dir: Path, variants: dict[str, Artifact], results: dict | None) -> dict:

@@ -183,6 +183,8 @@ def optimize(
         console.print(f"  {name:<24} {state:<7} {outcome.variants[name].path}", highlight=False)
     if outcome.results:
         conclude(outcome.results, out_dir)
+    elif recipe.target.check_on:
+        console.print("target checks skipped: they check the measured run's bundles (drop --no-bench)")
 
 
 def previous_selection(results: dict):
