@@ -34,12 +34,30 @@ def environment() -> dict:
     """The machine and libraries the answers come from."""
     found = {
         "machine": platform.machine(),
+        "cpu": _cpu_model(),
         "python": platform.python_version(),
         **{name: _version(name) for name in ("onnxruntime", "tokenizers", "numpy", "edgenlp-runtime", "edgenlp")},
     }
     if platform.machine() in ("aarch64", "arm64") and sys.platform.startswith("linux"):
         found["cpu_features"] = _arm_features()
     return found
+
+
+def _cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it (x86: its model name; ARM: implementer and part numbers)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        return platform.processor() or "unknown"
+    if "model name" in fields:
+        return fields["model name"]
+    if "cpu part" in fields:
+        return f"ARM implementer {fields.get('cpu implementer', '?')} part {fields['cpu part']}"
+    return platform.processor() or "unknown"
 
 
 def _version(name: str) -> str | None:
