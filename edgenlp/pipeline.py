@@ -192,8 +192,10 @@ def build_variants(
         config = recipe.stage_config(spec)
         if hasattr(stage, "resolve"):
             config = stage.resolve(config)
-        if stages.satisfied_by(stage, parent, dataset):
+        why = stages.satisfied_by(stage, parent, dataset, config)
+        if why:
             log.info("%s: %s already is what %s would make; using it as is", spec.name, parent.path, spec.stage)
+            progress.note(f"variant {spec.name} ({spec.stage}): the model is used as given: {why}")
             built[spec.name] = parent
             reused.append(spec.name)
             return

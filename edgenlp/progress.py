@@ -31,6 +31,12 @@ def _say(line: str) -> None:
     _console.print(line, highlight=False, soft_wrap=True)
 
 
+def note(line: str) -> None:
+    """A line the user should read whatever the console (a decision, not a step's progress)."""
+    if _console is not None:
+        _say(line)
+
+
 def _elapsed(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

@@ -529,3 +529,35 @@ def test_split_prefill_refusals(tiny_gpt2_run, tiny_run):
         split_prefill.check_parent(tiny_run.variants["onnx-fp32"])
     with pytest.raises(ArtifactError, match="FP32 ONNX decoder"):
         split_prefill.check_parent(tiny_gpt2_run.variants["onnx-int8"])
+
+
+def test_a_trained_language_model_is_optimised_as_given_unless_asked_to_train(tiny_gpt2_recipe, tmp_path):
+    """The default recipe's finetune says `train: if-needed`: a checkpoint given as MODEL is not trained
+    again (the first line says so), and `--finetune` trains it."""
+    import yaml
+
+    spec = {
+        **tiny_gpt2_recipe,
+        "variants": [
+            {
+                **tiny_gpt2_recipe["variants"][0],
+                "config": {**tiny_gpt2_recipe["variants"][0]["config"], "train": "if-needed"},
+            },
+            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+        ],
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    runner = CliRunner()
+    given = runner.invoke(app, ["optimize", "--recipe", str(path), "--out", str(tmp_path / "as-given"), "--no-bench"])
+    assert given.exit_code == 0, given.output
+    first = given.output.strip().splitlines()[0]
+    assert first.startswith("variant pytorch-fp32 (finetune): the model is used as given: a trained language model")
+    assert not (tmp_path / "as-given" / "variants" / "pytorch-fp32").exists()
+    assert (tmp_path / "as-given" / "variants" / "onnx-fp32" / "model.onnx").exists()
+    trained = runner.invoke(
+        app, ["optimize", "--recipe", str(path), "--out", str(tmp_path / "trained"), "--no-bench", "--finetune"]
+    )
+    assert trained.exit_code == 0, trained.output
+    assert "used as given" not in trained.output
+    assert (tmp_path / "trained" / "variants" / "pytorch-fp32" / "training_log.json").exists()

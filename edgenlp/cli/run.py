@@ -121,6 +121,11 @@ def optimize(
         help="Bundle the variants built for the target and check them on an emulated machine (arm64, "
         "arm64-dotprod, arm64-i8mm). Repeatable.",
     ),
+    finetune: bool = typer.Option(
+        False,
+        "--finetune",
+        help="Train a language model on the corpus even when it is a trained checkpoint (default: use it as given).",
+    ),
     trust_remote_code: bool = TRUST_REMOTE_CODE,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -141,6 +146,15 @@ def optimize(
         from ..executors import parse as parse_executor
 
         recipe = recipe.model_copy(update={"executor": recipe.executor.model_copy(update=parse_executor(executor))})
+    if finetune:
+        recipe = recipe.model_copy(
+            update={
+                "variants": [
+                    v.model_copy(update={"config": {**v.config, "train": "always"}}) if v.stage == "finetune" else v
+                    for v in recipe.variants
+                ]
+            }
+        )
     if target_isa or check_on:
         from ..recipe import TargetSpec
 

@@ -13,7 +13,7 @@ and may declare what the pipeline needs to know about it:
                                    artifact id; default: every tracked library)
     CHECKED_AGAINST_PARENT = False its output is meant to differ from its parent (training)
     Config.task                    a `task` field: the pipeline fills in the recipe's task
-    satisfied_by(parent, data)     True when the parent already is what the stage would make
+    satisfied_by(parent, data, config) why the parent already is what the stage would make (None: it is not)
     SKIPPABLE = True               a failure of this stage (an engine not installed, a model it cannot
                                    convert) skips the variant and its children; the rest of the run
                                    is built and measured, and the run then ends with that one-line error
@@ -88,9 +88,10 @@ def uses_task(stage: ModuleType) -> bool:
     return "task" in stage.Config.model_fields
 
 
-def satisfied_by(stage: ModuleType, parent, dataset) -> bool:
+def satisfied_by(stage: ModuleType, parent, dataset, config=None) -> str | None:
+    """Why `parent` already is what `stage` would make from it (None: the stage runs)."""
     hook = getattr(stage, "satisfied_by", None)
-    return bool(hook and hook(parent, dataset))
+    return hook(parent, dataset, config) if hook else None
 
 
 def get(name: str) -> ModuleType:

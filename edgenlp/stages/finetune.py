@@ -16,7 +16,7 @@ import random
 import time
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -56,6 +56,11 @@ class Config(StageConfig):
     threads: int | None = Field(None, ge=1)
     search: TuningSettings | None = None
     """Search these settings with Optuna instead of training once (see `edgenlp/search/tuning.py`)."""
+    train: Literal["always", "if-needed"] = Field("always", exclude=True)
+    """`if-needed`: a trained language model (a checkpoint, not weights initialised from a config) is
+    used as given, its corpus serving evaluation and calibration; `always`: train it on the corpus.
+    A classifier already trained on the data's labels is used as given either way. Not part of the
+    artifact id: it decides whether to build, not what is built."""
 
     DEFAULT_SEARCH_SPACE: ClassVar[dict] = {
         "learning_rate": {"low": 1e-5, "high": 3e-4, "log": True},
@@ -75,10 +80,16 @@ def task_of(parent: Artifact, config: Config):
     return tasks.resolve(tasks.of_config(parent.config()), config.task, str(parent.path))
 
 
-def satisfied_by(parent: Artifact, dataset) -> bool:
-    """A classifier already trained for these labels (in any order) is used as it is."""
+def satisfied_by(parent: Artifact, dataset, config: Config | None = None) -> str | None:
+    """Why the parent is used as given, or None: a classifier already trained for these labels (in any
+    order), or, with `train: if-needed`, a language model that is a trained checkpoint."""
     labels = getattr(dataset, "labels", None)
-    return bool(labels) and parent.task == "text-classification" and sorted(parent.labels()) == sorted(labels)
+    if bool(labels) and parent.task == "text-classification" and sorted(parent.labels()) == sorted(labels):
+        return "a classifier already trained on the data's labels"
+    trained = (parent.meta.get("source") or {}).get("kind") != "scratch" and parent.meta.get("stage") == "source"
+    if config is not None and config.train == "if-needed" and parent.task == "text-generation" and trained:
+        return "a trained language model; the corpus serves evaluation and calibration (--finetune trains it)"
+    return None
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
