@@ -7,7 +7,8 @@ Builds (or reuses) the recipe's variants (by default GPT-2 small's architecture 
 weights: speed only), then the peers from the same checkpoint: Optimum's ORTModelForCausalLM
 export, FP32 and dynamic INT8 (ORTQuantizer, the preset for this CPU), run through Optimum's
 wrapper and, for INT8, also in a plain onnxruntime loop; CTranslate2 int8 when it is installed; OpenVINO
-as Optimum Intel builds it (stateful, INT8 weight compression: `benchmarks/openvino_peer.py`). One
+as Optimum Intel builds it (stateful, INT8 weight compression: `benchmarks/openvino_peer.py`); llama.cpp
+Q8_0, Q4_0 and Q4_K_M made by its own converter and quantiser (`benchmarks/llamacpp_peer.py`). One
 harness run measures everything (fresh process each, interleaved rounds): a 128-token prompt of
 real text, 128 new tokens greedy with no early stop, batch 1, 1 and 2 threads; PyTorch eager also
 without its cache. Prints decode tokens/s, time to first token and the bandwidth share, the fastest
@@ -99,7 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "gpt2-small-speed.yaml"))
     parser.add_argument("--out", default=None)
-    parser.add_argument("--peers", default="optimum,ctranslate2,openvino", help="comma-separated, or 'none'")
+    parser.add_argument("--peers", default="optimum,ctranslate2,openvino,llamacpp", help="comma-separated, or 'none'")
+    parser.add_argument("--llamacpp-quants", default="q8_0,q4_0,q4_k_m", help="llama.cpp quantisations to measure")
     parser.add_argument("--generations", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--name", default="gpt2_generation", help="results file name under benchmarks/results/")
@@ -174,6 +176,21 @@ def main() -> None:
                         {"format": "ctranslate2", "precision": "int8", "peer": "ctranslate2"},
                     )
                 )
+        if "llamacpp" in args.peers:
+            import llamacpp_peer  # noqa: E402  (benchmarks/llamacpp_peer.py)
+
+            if not llamacpp_peer.installed():
+                print("llama-cpp-python is not installed: measured without it (pip install -e '.[llamacpp-peer]')")
+            else:
+                for quant in args.llamacpp_quants.split(","):
+                    peers.append(
+                        Candidate(
+                            f"llamacpp-{quant}",
+                            llamacpp_peer.build(pytorch.path, out / "peers", quant),
+                            "llamacpp_peer:LlamaCppCausalLM",
+                            {"format": "gguf", "precision": quant, "peer": "llama.cpp"},
+                        )
+                    )
         if args.build_only:
             print("built:", ", ".join(c.name for c in candidates + peers))
             return

@@ -147,7 +147,9 @@ def decode_weight_bytes(path) -> int | None:
             for node in model.graph.node:
                 for i, name in enumerate(node.input):
                     if name in sizes:
-                        (gathered if node.op_type == "Gather" and i == 0 else read).add(name)
+                        # a table only gathered from (its rows, scales, zero points): not read whole
+                        looked_up = node.op_type in ("Gather", "GatherBlockQuantized") and i != 1
+                        (gathered if looked_up else read).add(name)
             return int(sum(sizes[n] for n in read))
         from safetensors import safe_open
 

@@ -156,6 +156,10 @@ class PytorchCausalLM(_text_generator()):
             )
         return out.logits.float().numpy(), out.past_key_values
 
+    def trim_past(self, past, length: int):  # type: ignore[override]
+        past.crop(length)  # transformers' DynamicCache, cut in place
+        return past
+
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
 

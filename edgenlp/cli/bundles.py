@@ -181,12 +181,19 @@ def generate(
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Recompute the whole sequence each step (slow; for checks)."
     ),
+    prompt_lookup: int = typer.Option(
+        0,
+        "--prompt-lookup",
+        min=0,
+        help="Greedy only: draft up to this many tokens from n-grams already in the text and check them in one "
+        "step (same tokens as plain greedy; faster where the output repeats the input). 0: off.",
+    ),
     threads: int = typer.Option(1, min=1),
 ) -> None:
     """Continue a prompt with a text-generation model, streaming the tokens as they come."""
 
     from ..bench.runners import detect_format, open_causal_runner
-    from ..runtime.generation import Sampling
+    from ..runtime.generation import PromptLookup, Sampling
     from ..tasks import of_config
 
     if not model.exists():
@@ -206,6 +213,9 @@ def generate(
     )
     generator = open_causal_runner(model, detect_format(model), threads)
     out = Console(highlight=False, soft_wrap=True)
-    for piece in generator.stream(prompt, max_new_tokens, sampling, stop=stop, use_cache=not no_cache):
+    lookup = PromptLookup.of(prompt_lookup)
+    for piece in generator.stream(
+        prompt, max_new_tokens, sampling, stop=stop, use_cache=not no_cache, prompt_lookup=lookup
+    ):
         out.print(escape(piece), end="")
     out.print()

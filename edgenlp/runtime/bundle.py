@@ -305,10 +305,11 @@ class Bundle:
 
     def generation_args(self, max_new_tokens: int | None, sampling: dict) -> dict:
         """`max_new_tokens`, `sampling` and `stop` for the generator: the request's, else the manifest's defaults."""
-        from .generation import Sampling
+        from .generation import PromptLookup, Sampling
 
         defaults = dict(self.manifest.get("generation") or {})
         stop = sampling.pop("stop", ())
+        lookup = sampling.pop("prompt_lookup", None)
         fields = {
             k: sampling.get(k, defaults.get(k)) for k in ("temperature", "top_k", "top_p", "repetition_penalty", "seed")
         }
@@ -316,12 +317,13 @@ class Bundle:
         if unknown:
             raise InputError(
                 f"unknown generation setting {sorted(unknown)[0]!r}: use max_new_tokens, temperature, "
-                "top_k, top_p, repetition_penalty, seed or stop"
+                "top_k, top_p, repetition_penalty, seed, stop or prompt_lookup"
             )
         return {
             "max_new_tokens": max_new_tokens if max_new_tokens is not None else defaults.get("max_new_tokens", 64),
             "sampling": Sampling(**{k: v for k, v in fields.items() if v is not None}),
             "stop": stop,
+            "prompt_lookup": PromptLookup.of(lookup),
         }
 
 

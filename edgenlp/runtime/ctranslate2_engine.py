@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .files import PLAIN, Files
 from .generation import Sampling, TextGenerator
 
@@ -127,8 +128,15 @@ class Generator(TextGenerator):
         )
 
     def token_stream(
-        self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling, use_cache: bool = True
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        sampling: Sampling,
+        use_cache: bool = True,
+        prompt_lookup=None,
     ) -> Iterator[int]:
+        if prompt_lookup is not None:
+            raise InputError("CTranslate2 runs its own decoding loop, without prompt lookup: switch prompt lookup off")
         if not use_cache:  # CTranslate2 always caches; the uncached loop re-reads the sequence through `step`
             yield from super().token_stream(prompt_ids, max_new_tokens, sampling, use_cache)
             return
@@ -168,8 +176,6 @@ class Generator(TextGenerator):
         """Log-probabilities for `ids` after `past` (the token ids so far): one full pass, no cache."""
         sequence = list(past or []) + [int(i) for i in ids[0]]
         if len(sequence) > self.context:
-            from .errors import InputError
-
             raise InputError(
                 f"the sequence would reach {len(sequence)} tokens but the model's context is "
                 f"{self.context}: shorten the prompt or lower max_new_tokens"

@@ -152,6 +152,107 @@ def decode(
             logits, _ = step(np.asarray([ids], dtype=np.int64), None)
 
 
+@dataclass(frozen=True)
+class PromptLookup:
+    """Greedy decoding that drafts the next tokens from the text so far and checks them all in one step.
+
+    When the last `ngram` tokens (down to 1) occurred earlier, the up to `draft` tokens that followed
+    that earlier occurrence are fed with the current token in one forward pass; every draft token the
+    model would have picked itself is kept, plus the model's own pick after the last kept one. No
+    draft model: it pays where the output repeats the input (extraction, editing, code, quoting).
+    Each kept token is the one plain greedy decoding picks from the same logits; a graph whose rows
+    depend on each other (dynamic INT8 quantises activations per tensor) can differ in a near tie.
+    """
+
+    draft: int = 10
+    ngram: int = 3
+
+    def __post_init__(self):
+        if isinstance(self.draft, bool) or not isinstance(self.draft, int) or self.draft < 1:
+            raise InputError(f"prompt lookup draft {self.draft!r} must be a positive number of tokens, e.g. 10")
+        if isinstance(self.ngram, bool) or not isinstance(self.ngram, int) or self.ngram < 1:
+            raise InputError(f"prompt lookup n-gram {self.ngram!r} must be a positive number of tokens, e.g. 3")
+
+    @classmethod
+    def of(cls, setting) -> PromptLookup | None:
+        """A setting as callers give it: None or 0 (off), a number of draft tokens, or a PromptLookup."""
+        if setting is None or isinstance(setting, cls):
+            return setting
+        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+            raise InputError(f"prompt_lookup {setting!r} is not a number of draft tokens: give e.g. 10, or 0 (off)")
+        return cls(draft=setting) if setting else None
+
+    def propose(self, ids: Sequence[int], room: int) -> list[int]:
+        """The tokens that followed the latest earlier occurrence of the longest trailing n-gram (at most `room`)."""
+        if room < 1 or len(ids) < 2:
+            return []
+        seq = np.asarray(ids, dtype=np.int64)
+        for n in range(min(self.ngram, len(seq) - 1), 0, -1):
+            windows = np.lib.stride_tricks.sliding_window_view(seq[:-1], n)  # each earlier n-gram, not the last
+            hits = np.flatnonzero((windows == seq[-n:]).all(axis=1))
+            if hits.size:
+                start = int(hits[-1]) + n
+                return seq[start : start + min(self.draft, room)].tolist()
+        return []
+
+
+Trim = Callable[[object, int], object]
+"""(past, length) -> the past of the first `length` positions only."""
+
+
+def decode_prompt_lookup(
+    step: Step,
+    trim: Trim,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    lookup: PromptLookup,
+    sampling: Sampling = Sampling(),
+    eos_id: int | None = None,
+    stats: dict | None = None,
+) -> Iterator[int]:
+    """`decode` for a deterministic pick (temperature 0), drafting with `lookup`; `step` must return every
+    position's logits. The cache always holds every token but the last one yielded, as in `decode`.
+    `stats`, if given, counts `steps`, `drafted` and `accepted` tokens."""
+    if sampling.temperature != 0:
+        raise InputError("prompt lookup checks greedy picks only: use temperature 0, or switch prompt lookup off")
+    counts = stats if stats is not None else {}
+    counts.update(steps=1, drafted=0, accepted=0)
+    if max_new_tokens < 1:
+        return
+    rng = np.random.default_rng(sampling.seed)
+    ids = list(prompt_ids)
+    logits, past = step(np.asarray([ids], dtype=np.int64), None)
+    token = pick_token(logits[0, -1], ids, sampling, rng)
+    produced = 0
+    while True:
+        yield token
+        ids.append(token)
+        produced += 1
+        if token == eos_id or produced >= max_new_tokens:
+            return
+        cached = len(ids) - 1
+        draft = lookup.propose(ids, max_new_tokens - produced - 1)
+        logits, past = step(np.asarray([[token, *draft]], dtype=np.int64), past)
+        counts["steps"] += 1
+        counts["drafted"] += len(draft)
+        kept: list[int] = []
+        for position, drafted in enumerate(draft):
+            picked = pick_token(logits[0, position], [*ids, *kept], sampling, rng)
+            if picked != drafted:
+                break
+            kept.append(picked)
+        counts["accepted"] += len(kept)
+        if len(kept) < len(draft):  # positions after the first miss were computed from a wrong token
+            past = trim(past, cached + 1 + len(kept))
+        for kept_token in kept:
+            yield kept_token
+            ids.append(kept_token)
+            produced += 1
+            if kept_token == eos_id:
+                return
+        token = pick_token(logits[0, len(kept)], ids, sampling, rng)
+
+
 @dataclass
 class Generation:
     text: str
@@ -177,11 +278,29 @@ class TextGenerator:
     def decode_ids(self, ids: Sequence[int]) -> str:  # pragma: no cover
         raise NotImplementedError
 
+    trim_past: Trim | None = None
+    """(past, length) -> that past cut to its first `length` positions: a model that has it can decode
+    with prompt lookup."""
+
     def token_stream(
-        self, prompt_ids: Sequence[int], max_new_tokens: int, sampling: Sampling, use_cache: bool = True
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        sampling: Sampling,
+        use_cache: bool = True,
+        prompt_lookup: PromptLookup | None = None,
     ) -> Iterator[int]:
         """New token ids, one at a time: edgenlp's loop over `step`, unless an engine decodes on its own."""
-        return decode(generation_step(self), prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache)
+        if prompt_lookup is None:
+            return decode(generation_step(self), prompt_ids, max_new_tokens, sampling, self.eos_id, use_cache)
+        if self.trim_past is None or not use_cache:
+            raise InputError(
+                f"prompt lookup needs a KV cache it can cut back, which {type(self).__name__} "
+                f"{'has not' if use_cache else 'without the cache cannot offer'}: switch prompt lookup off"
+            )
+        return decode_prompt_lookup(
+            self.step, self.trim_past, prompt_ids, max_new_tokens, prompt_lookup, sampling, self.eos_id
+        )
 
     def check_request(self, prompt_ids: Sequence[int], max_new_tokens: int) -> None:
         if not prompt_ids:
@@ -206,9 +325,10 @@ class TextGenerator:
         sampling: Sampling = Sampling(),
         stop: Sequence[str] = (),
         use_cache: bool = True,
+        prompt_lookup: PromptLookup | None = None,
     ) -> Iterator[str]:
         """Yield the continuation as text pieces, as soon as each is complete (whole UTF-8 characters)."""
-        for piece in self.steps(prompt, max_new_tokens, sampling, stop, use_cache):
+        for piece in self.steps(prompt, max_new_tokens, sampling, stop, use_cache, prompt_lookup):
             if piece[1]:
                 yield piece[1]
 
@@ -220,12 +340,13 @@ class TextGenerator:
         stop: Sequence[str] = (),
         use_cache: bool = True,
         cancelled: Callable[[], bool] | None = None,
+        prompt_lookup: PromptLookup | None = None,
     ) -> Generation:
         """The whole continuation; `cancelled()` is asked before each token (a server whose client left)."""
         ids: list[int] = []
         texts: list[str] = []
         stopped_by = "max_new_tokens"
-        for token, text, reason in self.steps(prompt, max_new_tokens, sampling, stop, use_cache):
+        for token, text, reason in self.steps(prompt, max_new_tokens, sampling, stop, use_cache, prompt_lookup):
             if cancelled is not None and cancelled():
                 raise Cancelled("the generation was cancelled")
             if token is not None:
@@ -241,13 +362,15 @@ class TextGenerator:
         sampling: Sampling = Sampling(),
         stop: Sequence[str] = (),
         use_cache: bool = True,
+        prompt_lookup: PromptLookup | None = None,
     ):
         """(token, new text, stop reason or None) per step; text is held back until its characters are whole."""
         prompt_ids = self.encode(prompt) if prompt and prompt.strip() else []
         self.check_request(prompt_ids, max_new_tokens)
         generated: list[int] = []
         emitted = ""
-        for token in self.token_stream(prompt_ids, max_new_tokens, sampling, use_cache):
+        tokens = self.token_stream(prompt_ids, max_new_tokens, sampling, use_cache, prompt_lookup)
+        for token in tokens:
             generated.append(token)
             if token == self.eos_id:
                 yield token, "", "eos"
@@ -266,6 +389,20 @@ class TextGenerator:
         text = self.decode_ids(generated)
         if len(text) > len(emitted):
             yield None, text[len(emitted) :], None
+
+
+IN_PLACE_MARK = "seqlens_k"
+"""An input of graphs whose attention keeps the cache in place (stage `export-fused`): the cache inputs
+are buffers of the whole context, written at the position after `seqlens_k`."""
+
+
+@dataclass
+class InPlaceCache:
+    """A decoder's KV cache kept where the graph writes it: one buffer of the whole context per cache
+    input, and how many positions hold tokens. A step that takes it extends it; it is not a value."""
+
+    buffers: list
+    length: int = 0
 
 
 class CausalLM(TextGenerator):
@@ -296,6 +433,10 @@ class CausalLM(TextGenerator):
                 f"{folder} is not a decoder with a KV cache (no past_key_values inputs): export it for text-generation"
             )
         self.present_names = [n for n in self.model.output_names if n.startswith("present")]
+        self.in_place = IN_PLACE_MARK in self.model.input_names
+        if self.in_place:  # only onnxruntime runs these graphs: the stage openvino refuses to convert them
+            # each cache input's output: past_key_values.N.key is written back as present.N.key
+            self.present_names = [n.replace("past_key_values.", "present.", 1) for n in self.past_names]
         self._keeps_logits = LOGITS_TO_KEEP in [
             *self.model.input_names,
             *getattr(self.model, "optional_input_names", ()),
@@ -325,6 +466,8 @@ class CausalLM(TextGenerator):
         batch, n = ids.shape
         if past is None:
             past = [np.zeros((batch, heads, 0, size), dtype=self._past_dtype) for heads, size in self._past_shapes]
+        if isinstance(past, InPlaceCache):
+            return self._feed_in_place(ids, past.length, last_only)
         past_len = past[0].shape[2]
         if past_len + n > self.context:
             raise InputError(
@@ -340,7 +483,49 @@ class CausalLM(TextGenerator):
             feed["position_ids"] = np.arange(past_len, past_len + n, dtype=np.int64)[None, :].repeat(batch, 0)
         if self._keeps_logits:
             feed[LOGITS_TO_KEEP] = np.asarray([1 if last_only else 0], dtype=np.int64)
+        if self.in_place:  # a batch of prompts with no cache: empty buffers, the graph allocates `present`
+            feed |= self._feed_in_place(ids, 0, last_only)
+            feed.pop("attention_mask")
         return feed
+
+    def _feed_in_place(self, ids: np.ndarray, past_len: int, last_only: bool) -> dict[str, np.ndarray]:
+        batch, n = ids.shape
+        total = past_len + n
+        if total > self.context:
+            raise InputError(
+                f"the sequence would reach {total} tokens but the model's context is "
+                f"{self.context}: shorten the prompt or lower max_new_tokens"
+            )
+        feed = {
+            "input_ids": ids,
+            "position_ids": np.arange(past_len, total, dtype=np.int64)[None, :].repeat(batch, 0),
+            "seqlens_k": np.full(batch, total - 1, dtype=np.int32),
+            "total_sequence_length": np.asarray(total, dtype=np.int32),
+        }
+        if self._keeps_logits:
+            feed[LOGITS_TO_KEEP] = np.asarray([1 if last_only else 0], dtype=np.int64)
+        return feed
+
+    def new_cache(self) -> InPlaceCache:
+        """Zeroed buffers of the whole context (the pages are only touched as positions are written)."""
+        return InPlaceCache(
+            [self.model.buffer((1, heads, self.context, size), self._past_dtype) for heads, size in self._past_shapes]
+        )
+
+    def _step_in_place(self, graph, ids: np.ndarray, past: InPlaceCache | None, last_only: bool):
+        if ids.shape[0] != 1:
+            raise InputError(
+                f"a decoder with its cache in place steps one sequence at a time, not {ids.shape[0]}: "
+                "pass one prompt at a time"
+            )
+        past = past if past is not None else self.new_cache()
+        feed = self._feed_in_place(ids, past.length, last_only)
+        bound = {}
+        for past_name, present_name, buffer in zip(self.past_names, self.present_names, past.buffers):
+            bound[past_name] = bound[present_name] = buffer
+        logits = graph.run_bound(["logits"], feed, bound)[0]
+        past.length += ids.shape[1]
+        return logits, past
 
     def step(
         self, ids: np.ndarray, past: list[np.ndarray] | None, last_only: bool = False
@@ -349,8 +534,16 @@ class CausalLM(TextGenerator):
         at least the last position's; a graph exported with `logits_to_keep` computes only that one)."""
         # a generation's prompt (the last position only, no cache yet) goes through the prefill graph
         graph = self.prefill if (self.prefill is not None and last_only and past is None) else self.model
+        if self.in_place:
+            return self._step_in_place(graph, ids, past, last_only)
         outputs = graph.run_outputs(["logits", *self.present_names], self.feed(ids, past, last_only))
         return outputs[0], outputs[1:]
+
+    def trim_past(self, past, length: int):  # type: ignore[override]
+        if isinstance(past, InPlaceCache):  # the positions past `length` are written over by the next step
+            past.length = min(past.length, length)
+            return past
+        return [np.ascontiguousarray(p[:, :, :length]) for p in past]
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids

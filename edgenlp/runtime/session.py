@@ -52,6 +52,7 @@ class OnnxModel:
                     options.add_external_initializers_from_files_in_memory([data_file.name], [weights], [weights.size])
                 self.session = ort.InferenceSession(files.read(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self._inputs = set(self.input_names)
         # inputs with a default (an initializer of that name): fed only by callers that know them
         self.optional_input_names = [i.name for i in self.session.get_overridable_initializers()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -62,6 +63,29 @@ class OnnxModel:
 
     def run_outputs(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(names, feed)
+
+    def run_bound(self, names: list[str], feed: dict[str, np.ndarray], bound: dict[str, object]) -> list[np.ndarray]:
+        """`run_outputs` with some inputs and outputs bound to buffers (`buffer`) by name: an output bound
+        to the buffer of an input is written into it, nothing copied in or out (a KV cache in place)."""
+        binding = self.session.io_binding()
+        for name, value in feed.items():
+            binding.bind_cpu_input(name, value)
+        for name in names:  # first: `get_outputs` lists the outputs in the order they were bound
+            binding.bind_output(name, "cpu")
+        for name, buffer in bound.items():
+            if name in self._inputs:
+                binding.bind_ortvalue_input(name, buffer)
+            else:
+                binding.bind_ortvalue_output(name, buffer)
+        self.session.run_with_iobinding(binding)
+        return [value.numpy() for value in binding.get_outputs()[: len(names)]]
+
+    @staticmethod
+    def buffer(shape: tuple[int, ...], dtype: type = np.float32):
+        """A zeroed buffer for `run_bound` (an OrtValue over numpy memory it keeps alive)."""
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=dtype))
 
     def input_specs(self) -> dict[str, tuple[list, str]]:
         """Each input's shape (ints, or names for dynamic axes) and element type (`float32`, ...)."""

@@ -45,6 +45,7 @@ _MODULES = {
     "prune": "edgenlp.stages.prune",
     "distill": "edgenlp.stages.distill",
     "export": "edgenlp.stages.export",
+    "export-fused": "edgenlp.stages.export_fused",
     "optimize-graph": "edgenlp.stages.optimize_graph",
     "quantize": "edgenlp.stages.quantize",
     "quantize-static": "edgenlp.stages.quantize_static",

@@ -61,6 +61,15 @@ def check_parent(parent: Artifact) -> None:
         raise ArtifactError(
             f"{parent.path} is already {parent.precision}: convert an FP32 ONNX variant (NNCF quantises it itself)"
         )
+    import onnx
+
+    graph = onnx.load(str(parent.onnx_path), load_external_data=False).graph
+    own = sorted({n.op_type for n in graph.node if n.domain == "com.microsoft"})
+    if own:
+        raise ArtifactError(
+            f"{parent.path} uses onnxruntime's own operators ({', '.join(own)}), which OpenVINO does not convert: "
+            "make the openvino variant the child of an export variant"
+        )
 
 
 def convert(parent: Artifact):

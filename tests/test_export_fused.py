@@ -1,0 +1,144 @@
+"""Stage export-fused: a GPT-2 written with onnxruntime's fused operators, its KV cache kept in place."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from edgenlp.errors import ArtifactError
+
+
+@pytest.fixture(scope="module")
+def fused_run(tiny_gpt2_run, tiny_gpt2_recipe, tmp_path_factory):
+    """The trained tiny GPT-2 of `tiny_gpt2_run` as the model, fused, then quantised like an export."""
+    from edgenlp import pipeline, recipe
+
+    spec = {
+        **tiny_gpt2_recipe,
+        "name": "tiny-gpt2-fused",
+        "model": str(tiny_gpt2_run.variants["pytorch-fp32"].path),
+        "variants": [
+            {"name": "fused-fp32", "stage": "export-fused"},
+            {"name": "fused-int4", "stage": "quantize-int4", "parent": "fused-fp32", "config": {"block_size": 16}},
+            {"name": "fused-int8", "stage": "quantize", "parent": "fused-fp32"},
+            {
+                "name": "fused-int4-int8-prefill",
+                "stage": "split-prefill",
+                "parent": "fused-fp32",
+                "config": {"decode": {"stage": "quantize-int4", "config": {"block_size": 16}}},
+            },
+        ],
+        "bench": {**tiny_gpt2_recipe["bench"], "reference": "fused-fp32"},
+    }
+    return pipeline.run(recipe.parse(spec), tmp_path_factory.mktemp("fused-run"))
+
+
+def _ops(path) -> Counter:
+    import onnx
+
+    return Counter(n.op_type for n in onnx.load(str(path / "model.onnx"), load_external_data=False).graph.node)
+
+
+def test_the_fused_graph_is_nine_nodes_a_block_and_matches_pytorch(fused_run, tiny_gpt2_run):
+    from edgenlp.bench.runners import PytorchCausalLM
+    from edgenlp.runtime.generation import CausalLM
+
+    variant = fused_run.variants["fused-fp32"]
+    ops = _ops(variant.path)
+    layers = 2
+    assert ops["GroupQueryAttention"] == ops["FastGelu"] == layers
+    assert ops["SkipLayerNormalization"] == 2 * layers + 1 and ops["MatMul"] == 4 * layers + 1
+    assert (
+        variant.meta["validation"]["check"] == "greedy+logits" and variant.meta["validation"]["greedy_identical"] == 1
+    )
+    fused = CausalLM(variant.path)
+    assert fused.in_place
+    torch_model = PytorchCausalLM(tiny_gpt2_run.variants["pytorch-fp32"].path, 1)
+    optimum = CausalLM(tiny_gpt2_run.variants["onnx-fp32"].path)
+    ids = np.asarray([fused.encode("the movie was great and the acting was good")], dtype=np.int64)
+    np.testing.assert_allclose(fused.step(ids, None)[0], torch_model.step(ids, None)[0], atol=1e-4)
+    np.testing.assert_allclose(fused.step(ids, None)[0], optimum.step(ids, None)[0], atol=1e-4)
+    prompt = "the plot was fun and"
+    assert fused.generate(prompt, 20).token_ids == optimum.generate(prompt, 20).token_ids
+
+
+def test_the_cache_stays_in_place_and_equals_a_copied_cache_exactly(fused_run):
+    """Every step writes into the same buffers (no new cache memory per token), and gives exactly the
+    logits of the same graph run with its cache copied in and out as plain arrays."""
+    from edgenlp.runtime.generation import CausalLM
+
+    model = CausalLM(fused_run.variants["fused-fp32"].path)
+    ids = model.encode("the movie was great and the acting was good. the film")
+    copied = [np.zeros((1, h, model.context, s), np.float32) for h, s in model._past_shapes]
+    cache, buffers, done = None, None, 0
+    for chunk in (ids[:6], *([t] for t in ids[6:])):
+        chunk = np.asarray([chunk], dtype=np.int64)
+        logits, cache = model.step(chunk, cache)
+        buffers = buffers or [b.data_ptr() for b in cache.buffers]
+        assert [b.data_ptr() for b in cache.buffers] == buffers
+        feed = model._feed_in_place(chunk, done, last_only=False) | dict(zip(model.past_names, copied))
+        outputs = model.model.run_outputs(["logits", *model.present_names], feed)
+        np.testing.assert_array_equal(logits, outputs[0])
+        copied, done = outputs[1:], done + chunk.shape[1]
+        assert cache.length == done
+    for buffer, array in zip(cache.buffers, copied):
+        np.testing.assert_array_equal(buffer.numpy()[:, :, :done], array[:, :, :done])
+
+
+def test_quantised_and_split_fused_variants_validate_and_are_measured(fused_run):
+    from edgenlp.runtime.generation import CausalLM
+
+    int4, int8 = fused_run.variants["fused-int4"], fused_run.variants["fused-int8"]
+    assert _ops(int4.path)["MatMulNBits"] > 0 and _ops(int4.path)["GroupQueryAttention"] == 2
+    assert _ops(int8.path)["MatMulInteger"] > 0
+    split = fused_run.variants["fused-int4-int8-prefill"]
+    model = CausalLM(split.path)
+    assert model.in_place and model.prefill is not None
+    assert model.generate("the movie was", 10).token_ids  # prompt through INT8, tokens through INT4, one cache
+    by_name = {v["name"]: v for v in fused_run.results["variants"]}
+    for name in ("fused-fp32", "fused-int4", "fused-int8", "fused-int4-int8-prefill"):
+        assert by_name[name]["latency_ms"]["gen-1t"]["decode"]["n"] > 0 and by_name[name]["metrics"]["perplexity"] > 1
+
+
+def test_prompt_lookup_on_the_in_place_cache_equals_greedy(fused_run):
+    from edgenlp.runtime.generation import CausalLM, PromptLookup
+
+    model = CausalLM(fused_run.variants["fused-fp32"].path)
+    prompt = "the movie was great and the acting was good. the movie was great and the"
+    assert (
+        model.generate(prompt, 16, prompt_lookup=PromptLookup(4, 2)).token_ids == model.generate(prompt, 16).token_ids
+    )
+
+
+def test_export_fused_refusals(tiny_run, tiny_gpt2_run, tmp_path):
+    from edgenlp.stages import export_fused
+
+    with pytest.raises(ArtifactError, match="GPT-2 decoder from its PyTorch checkpoint"):
+        export_fused.check_parent(tiny_run.variants["pytorch-fp32"])
+    with pytest.raises(ArtifactError, match="GPT-2 decoder from its PyTorch checkpoint"):
+        export_fused.check_parent(tiny_gpt2_run.variants["onnx-fp32"])
+    parent = tiny_gpt2_run.variants["pytorch-fp32"]
+    config = parent.config()
+    for change, message in (
+        ({"n_embd": 36, "n_head": 3}, "multiple of 8"),
+        ({"activation_function": "relu"}, "activation 'relu'"),
+        ({"scale_attn_by_inverse_layer_idx": True}, "layer index"),
+    ):
+
+        class Changed:
+            path, format, task = parent.path, parent.format, parent.task
+
+            def config(self, change=change):
+                return {**config, **change}
+
+        with pytest.raises(ArtifactError, match=message):
+            export_fused.check_parent(Changed())
+
+
+def test_openvino_refuses_a_graph_of_onnxruntime_operators(fused_run):
+    from edgenlp.stages import openvino
+
+    with pytest.raises(ArtifactError, match=r"onnxruntime's own operators \(FastGelu, GroupQueryAttention"):
+        openvino.check_parent(fused_run.variants["fused-fp32"])
