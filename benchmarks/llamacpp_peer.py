@@ -6,7 +6,7 @@
 from the llama-cpp-python sdist of the installed version, which vendors the llama.cpp it was built
 from) to F16, and quantises that with llama.cpp's own quantiser (`llama_model_quantize`) to Q8_0,
 Q4_0 or Q4_K_M, as llama.cpp's users do. `LlamaCppCausalLM` is a harness runner: time to first token
-and each token's decode come from one greedy loop over `Llama.eval` (the prompt in batches of 512,
+and each token's decode come from one greedy loop over `Llama.eval` (the prompt in one batch,
 then one token at a time, the next token picked by argmax over the last logits), the loop edgenlp's
 runtime runs too; evaluation (perplexity, fidelity) reads every position's logits from a second
 context opened with `logits_all`.
@@ -124,7 +124,7 @@ class LlamaCppCausalLM:
         self.llm = Llama(
             model_path=str(self.gguf),
             n_ctx=self.context,
-            n_batch=512,
+            n_batch=self.context,  # its logits rows are as many as the batch: one per position of any context
             n_threads=threads,
             n_threads_batch=threads,
             verbose=False,
@@ -155,7 +155,7 @@ class LlamaCppCausalLM:
             self._all = Llama(
                 model_path=str(self.gguf),
                 n_ctx=self.context,
-                n_batch=512,
+                n_batch=self.context,  # its logits rows are as many as the batch: one per position of any context
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
                 logits_all=True,
