@@ -142,3 +142,20 @@ def test_openvino_refuses_a_graph_of_onnxruntime_operators(fused_run):
 
     with pytest.raises(ArtifactError, match=r"onnxruntime's own operators \(FastGelu, GroupQueryAttention"):
         openvino.check_parent(fused_run.variants["fused-fp32"])
+
+
+def test_a_quantised_embedding_table_is_not_counted_as_read_each_token(fused_run):
+    """`decode_weight_bytes` leaves out tables only looked up by row (GatherBlockQuantized data and scales)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgenlp.model_facts import decode_weight_bytes
+
+    path = fused_run.variants["fused-int4"].path
+    graph = onnx.load(str(path / "model.onnx")).graph
+    sizes = {t.name: numpy_helper.to_array(t).nbytes for t in graph.initializer}
+    tables = {n.input[0] for n in graph.node if n.op_type == "GatherBlockQuantized"}
+    assert tables, "the INT4 stage quantises the embedding tables"
+    used_elsewhere = {i for n in graph.node if n.op_type != "GatherBlockQuantized" for i in n.input}
+    only_gathered = {n for n in tables if n not in used_elsewhere}
+    assert only_gathered and decode_weight_bytes(path) <= sum(sizes.values()) - sum(sizes[n] for n in only_gathered)
