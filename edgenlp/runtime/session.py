@@ -64,12 +64,11 @@ class OnnxModel:
     def run_outputs(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(names, feed)
 
-    def run_bound(self, names: list[str], feed: dict[str, np.ndarray], bound: dict[str, object]) -> list[np.ndarray]:
-        """`run_outputs` with some inputs and outputs bound to buffers (`buffer`) by name: an output bound
-        to the buffer of an input is written into it, nothing copied in or out (a KV cache in place)."""
+    def bind(self, names: list[str], bound: dict[str, object]):
+        """An IO binding with `bound` buffers (`buffer`) fixed by name and `names` returned on the CPU, for
+        `run_bound` to reuse step after step: an output bound to the buffer of an input is written into
+        it, nothing copied in or out (a KV cache in place)."""
         binding = self.session.io_binding()
-        for name, value in feed.items():
-            binding.bind_cpu_input(name, value)
         for name in names:  # first: `get_outputs` lists the outputs in the order they were bound
             binding.bind_output(name, "cpu")
         for name, buffer in bound.items():
@@ -77,8 +76,17 @@ class OnnxModel:
                 binding.bind_ortvalue_input(name, buffer)
             else:
                 binding.bind_ortvalue_output(name, buffer)
-        self.session.run_with_iobinding(binding)
-        return [value.numpy() for value in binding.get_outputs()[: len(names)]]
+        return binding, names
+
+    def run_bound(self, binding, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run with a binding from `bind`, `feed` bound anew (small per-step inputs); its named outputs."""
+        io_binding, names = binding
+        for name, value in feed.items():
+            io_binding.bind_cpu_input(name, value)
+        for name in names:  # bound anew, or the next run must fit the shape of this run's output
+            io_binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(io_binding)
+        return [value.numpy() for value in io_binding.get_outputs()[: len(names)]]
 
     @staticmethod
     def buffer(shape: tuple[int, ...], dtype: type = np.float32):
