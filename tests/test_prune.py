@@ -340,7 +340,12 @@ def test_prune_and_distill_commands(wide_bert, tiny_csv, tiny_corpus, tmp_path):
     ok = runner.invoke(app, ["prune", str(wide_bert), "--ratio", "0.5", "--out", str(tmp_path / "p")])
     assert ok.exit_code == 0, ok.output
     assert "heads per layer [2, 2, 2]" in " ".join(ok.output.split())
+    shallow = runner.invoke(app, ["prune", str(wide_bert), "--layers", "2", "--out", str(tmp_path / "l")])
+    assert shallow.exit_code == 0 and "layers kept [" in " ".join(shallow.output.split()), shallow.output
+    assert "MACs x0.6" in " ".join(shallow.output.split())  # two layers of three: the embeddings and head stay
     for args, needle in [
+        (["prune", str(wide_bert), "--layers", "0", "--out", str(tmp_path / "x")], "--layers"),
+        (["prune", str(wide_bert), "--layers", "7", "--out", str(tmp_path / "x")], "more layers than the model's 3"),
         (
             ["prune", str(wide_bert), "--ratio", "1.5", "--out", str(tmp_path / "x")],
             "--ratio input should be less than 1",
@@ -403,3 +408,118 @@ def test_a_sweep_fills_names_parents_and_typed_config_values(tiny_recipe):
         recipe.parse({**spec, "sweep": {"ratio": []}})
     with pytest.raises(RecipeError, match="less than 1"):
         recipe.parse({**spec, "sweep": {"ratio": [0.5, 1.2]}})
+
+
+def test_dropped_layers_leave_the_kept_layers_weights_and_reload(wide_bert, tiny_gpt2, tmp_path):
+    """Depth pruning drops whole layers; the kept ones carry the parent's weights unchanged, in order."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    art = _prune(wide_bert, tmp_path / "b", layers=1)
+    meta = art.meta["metadata"]
+    assert len(meta["kept_layers"]) == 1 and len(meta["dropped_layers"]) == 2
+    assert sorted(meta["kept_layers"] + meta["dropped_layers"]) == [0, 1, 2]
+    architectures.register()
+    parent = AutoModelForSequenceClassification.from_pretrained(str(wide_bert)).eval()
+    pruned = AutoModelForSequenceClassification.from_pretrained(str(art.path)).eval()
+    assert pruned.config.num_hidden_layers == 1 and len(pruned.bert.encoder.layer) == 1
+    kept = parent.bert.encoder.layer[meta["kept_layers"][0]].state_dict()
+    for name, value in pruned.bert.encoder.layer[0].state_dict().items():
+        torch.testing.assert_close(value, kept[name], atol=0, rtol=0)
+    # the model without the dropped layers is the parent with those layers passed over
+    ids = torch.randint(0, 60, (2, 9), generator=torch.Generator().manual_seed(3))
+    skip = [
+        parent.bert.encoder.layer[i].register_forward_hook(
+            lambda m, args, kwargs, out: (args[0] if args else kwargs["hidden_states"], *out[1:]), with_kwargs=True
+        )
+        for i in meta["dropped_layers"]
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(input_ids=ids).logits, parent(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    for hook in skip:
+        hook.remove()
+
+    both = _prune(tiny_gpt2, tmp_path / "g", layers=1, ratio=0.5)  # depth and width in one stage
+    gpt2 = AutoModelForCausalLM.from_pretrained(str(both.path)).eval()
+    assert gpt2.config.n_layer == 1 and both.meta["metadata"]["layer_heads"] == [1]
+    with torch.no_grad():  # the renumbered block writes and reads its cache as layer 0
+        out = gpt2(input_ids=ids[:, :5], use_cache=True)
+        step = gpt2(input_ids=ids[:, 5:6], past_key_values=out.past_key_values).logits[:, -1]
+        full = gpt2(input_ids=ids[:, :6]).logits[:, -1]
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
+
+
+def test_the_least_important_layer_goes_first(wide_bert, tmp_path):
+    """A layer made to do nothing (its output projections zeroed: the residual passes through) is dropped."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(wide_bert))
+    idle = model.bert.encoder.layer[1]
+    for dense in (idle.attention.output.dense, idle.output.dense):
+        dense.weight.data.zero_()
+        dense.bias.data.zero_()
+    # LayerNorm after each residual: with the other sub-layers' outputs zero it still renormalises,
+    # so an input that is already normalised with unit gain passes (almost) unchanged
+    folder = tmp_path / "idle"
+    model.save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (wide_bert / name).exists():
+            (folder / name).write_bytes((wide_bert / name).read_bytes())
+    art = _prune(folder, tmp_path / "p", layers=2)
+    assert art.meta["metadata"]["dropped_layers"] == [1]
+
+
+def test_a_layer_count_out_of_range_is_one_line(wide_bert, tmp_path):
+    with pytest.raises(ValueError):
+        prune.Config(layers=0)
+    with pytest.raises(RecipeError, match="more layers than the model's 3"):
+        _prune(wide_bert, tmp_path / "p", layers=4)
+    assert not (tmp_path / "p").exists()
+
+
+def test_distillation_maps_a_shallower_student_to_the_layers_it_kept(wide_bert, tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    assert distill.layer_map([0, 2], 2, 3) == [0, 2] and distill.layer_map([1, 0 + 1], 2, 4) == [1, 3]
+    assert distill.layer_map(None, 3, 3) == [0, 1, 2] and distill.layer_map(None, 2, 3) is None
+    pruned = _prune(wide_bert, tmp_path / "pruned", layers=2)
+    kept = pruned.meta["metadata"]["kept_layers"]
+    architectures.register()
+    student = AutoModelForSequenceClassification.from_pretrained(str(pruned.path))
+    objective = distill.Distillation(
+        wide_bert, "AutoModelForSequenceClassification", distill.Config(hidden_weight=1.0), kept_layers=kept
+    )
+    objective.start(student)
+    assert objective.mapping == [kept[0], 2]
+    ids = torch.randint(0, 60, (4, 7), generator=torch.Generator().manual_seed(0))
+    loss = objective(student, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids[:, 0] % 2})
+    assert loss.requires_grad and objective.parts["hidden_loss"] >= 0
+    unmapped = distill.Distillation(wide_bert, "AutoModelForSequenceClassification", distill.Config(hidden_weight=1.0))
+    with pytest.raises(RecipeError, match="layer mapping"):
+        unmapped.start(student)
+
+
+@pytest.mark.slow
+def test_a_depth_pruned_model_recovers_exports_and_quantises_through_a_recipe(tiny_recipe, tmp_path):
+    """prune (layers) -> distil with the layer mapping -> export -> INT8: each validated, the report says which layers."""
+    spec = dict(tiny_recipe)
+    spec["variants"] = tiny_recipe["variants"][:1] + [
+        {"name": "shallow", "stage": "prune", "parent": "pytorch-fp32", "config": {"layers": 1, "max_length": 32}},
+        {
+            "name": "recovered",
+            "stage": "distill",
+            "parent": "shallow",
+            "config": {"max_steps": 4, "batch_size": 16, "eval_every": 2, "max_length": 32, "hidden_weight": 1.0},
+        },
+        {"name": "onnx-shallow", "stage": "export", "parent": "recovered"},
+        {"name": "int8-shallow", "stage": "quantize", "parent": "onnx-shallow"},
+    ]
+    spec["bench"] = {**tiny_recipe["bench"], "rounds": 1, "iterations": 10}
+    outcome = pipeline.run(recipe.parse(spec), tmp_path / "run")
+    shallow = outcome.variants["shallow"].meta["metadata"]
+    assert len(shallow["kept_layers"]) == 1 and shallow["layer_heads"] and len(shallow["layer_heads"]) == 1
+    log = json.loads((outcome.variants["recovered"].path / "training_log.json").read_text())
+    assert "hidden_loss" in log["steps"][0]
+    assert outcome.variants["onnx-shallow"].meta["validation"]["max_abs_logit_diff"] < 1e-3
+    assert outcome.variants["int8-shallow"].meta["validation"]["passed"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"| 1 of 2 ({shallow['kept_layers'][0]})" in report

@@ -99,7 +99,7 @@ def prune(
     config: dict,
     data: dict,
 ) -> None:
-    """Remove whole attention heads and feed-forward channels; writes a checkpoint that from_pretrained reloads."""
+    """Remove whole layers, attention heads and feed-forward channels; writes a checkpoint that from_pretrained reloads."""
     setup(verbose, trust_remote_code)
     from .. import models
 
@@ -109,7 +109,9 @@ def prune(
     meta = artifact.meta["metadata"]
     params = meta["parameters"]
     Console().print(
-        f"{'reused' if reused else 'pruned'}: {artifact.path} (heads per layer {meta['layer_heads']}; "
+        f"{'reused' if reused else 'pruned'}: {artifact.path} ("
+        + (f"layers kept {meta['kept_layers']}; " if "kept_layers" in meta else "")
+        + f"heads per layer {meta['layer_heads']}; "
         f"non-embedding parameters {params['before']['non_embedding_parameters']:,} -> "
         f"{params['after']['non_embedding_parameters']:,}, MACs x{meta['macs']['kept']:.2f})"
     )

@@ -44,6 +44,7 @@ def rows(results: dict) -> list[dict]:
                 "mode": meta.get("mode"),
                 "importance": meta.get("importance"),
                 "layer_heads": meta.get("layer_heads"),
+                "layers": _layers(meta),
                 "non_embedding_parameters": (meta.get("parameters") or {})
                 .get("after", {})
                 .get("non_embedding_parameters"),
@@ -79,6 +80,14 @@ def recovery(results: dict) -> list[dict]:
     return out
 
 
+def _layers(meta: dict) -> str | None:
+    """'kept of all (which)' when layers were dropped, else None."""
+    kept = meta.get("kept_layers")
+    if not kept:
+        return None
+    return f"{len(kept)} of {len(kept) + len(meta.get('dropped_layers') or [])} ({','.join(map(str, kept))})"
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -92,19 +101,19 @@ def markdown_section(results: dict) -> list[str]:
     lines = [
         "## Pruning",
         "",
-        f"Heads and feed-forward channels removed by `prune`; {task.QUALITY.label} and {task.SPEED[0]} "
+        f"Layers, heads and feed-forward channels removed by `prune`; {task.QUALITY.label} and {task.SPEED[0]} "
         f"({results['profiles'][0]['name']}) as measured above. MACs: multiply-accumulates of one pass.",
         "",
-        "| variant | pruned by | ratio | heads per layer | non-embedding params | params | "
+        "| variant | pruned by | ratio | layers kept | heads per layer | non-embedding params | params | "
         + "".join(f"MACs {k} | " for k in lengths)
         + f"{task.QUALITY.metric} | {task.SPEED[0]} | size MB |",
-        "|---|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|",
+        "|---|---|---|---|---|---|---|" + "---|" * len(lengths) + "---|---|---|",
     ]
     for r in table:
         kept = f" ({100 * r['non_embedding_kept']:.0f}% kept)" if r["non_embedding_kept"] else ""
         lines.append(
             f"| `{r['name']}` | {r['pruned_by'] or '-'} | {_fmt(r['ratio'], 'g')} "
-            f"{'(' + r['mode'] + ', ' + r['importance'] + ')' if r['mode'] else ''} | "
+            f"{'(' + r['mode'] + ', ' + r['importance'] + ')' if r['mode'] else ''} | {r['layers'] or '-'} | "
             f"{','.join(map(str, r['layer_heads'])) if r['layer_heads'] else '-'} | "
             f"{_fmt(r['non_embedding_parameters'], ',')}{kept} | {_fmt(r['parameters'], ',')} | "
             + "".join(f"{_fmt(r['macs'].get(k), ',')} | " for k in lengths)

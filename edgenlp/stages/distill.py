@@ -2,8 +2,10 @@
 
 The loss is `alpha` x the soft-label KL divergence between student and teacher at `temperature`
 (scaled by T^2, Hinton et al.) + (1 - alpha) x the task's own loss (labels, or the next token),
-+ optionally `hidden_weight` x the mean squared difference of the hidden states, layer by layer
-(student and teacher must then have as many layers and the same hidden size: pruning keeps both).
++ optionally `hidden_weight` x the mean squared difference of the hidden states of mapped layers
+(the same hidden size in both: pruning keeps it). A student with layers dropped (`prune`'s `layers`)
+matches each layer to the teacher layer it was kept from, and its last to the teacher's last (its
+output should be the teacher's output); otherwise layer i matches layer i.
 Every other part is the fine-tuning loop (`finetune.train`): warm-up and decay, evaluation on the
 validation split, early stopping, best checkpoint, loss log. The teacher is, by default, the model
 the parent was pruned from, read from the parent's lineage.
@@ -68,11 +70,21 @@ def _depth_and_width(config) -> tuple[int, int]:
     return config.num_hidden_layers, config.hidden_size  # GPT-2's config maps n_layer and n_embd to these
 
 
+def layer_map(kept_layers: list[int] | None, student_layers: int, teacher_layers: int) -> list[int] | None:
+    """For each student layer, the teacher layer whose output it should match (None: no mapping)."""
+    if kept_layers is None:
+        return list(range(student_layers)) if student_layers == teacher_layers else None
+    if len(kept_layers) != student_layers or max(kept_layers, default=0) >= teacher_layers:
+        return None
+    return [*kept_layers[:-1], teacher_layers - 1]
+
+
 class Distillation:
     """The training objective: soft labels from the teacher plus the task loss (and hidden states)."""
 
-    def __init__(self, teacher: Path, task_auto_model: str, config: Config):
+    def __init__(self, teacher: Path, task_auto_model: str, config: Config, kept_layers: list[int] | None = None):
         self.teacher_path, self.auto_model, self.config = teacher, task_auto_model, config
+        self.kept_layers = kept_layers
         self.parts: dict = {}
 
     def start(self, student) -> None:
@@ -92,10 +104,13 @@ class Distillation:
                 f"the teacher {self.teacher_path} predicts other outputs than the student "
                 "(vocabulary or labels differ): distil from the model the student was made from"
             )
-        if self.config.hidden_weight and _depth_and_width(s) != _depth_and_width(t):
+        (s_depth, s_width), (t_depth, t_width) = _depth_and_width(s), _depth_and_width(t)
+        self.mapping = layer_map(self.kept_layers, s_depth, t_depth)
+        if self.config.hidden_weight and (self.mapping is None or s_width != t_width):
             raise RecipeError(
-                f"hidden-state matching needs as many layers and the same hidden size in student "
-                f"{_depth_and_width(s)} and teacher {_depth_and_width(t)}: set hidden_weight: 0"
+                f"hidden-state matching needs the same hidden size and a layer mapping (as many layers, or "
+                f"a student pruned from this teacher by layers) in student {s_depth} layers x {s_width} and "
+                f"teacher {t_depth} x {t_width}: set hidden_weight: 0"
             )
 
     def __call__(self, student, batch):
@@ -123,7 +138,7 @@ class Distillation:
             token_mask = (mask if mask is not None else torch.ones(out.hidden_states[0].shape[:2])).unsqueeze(-1)
             mse = sum(
                 ((a - b) ** 2 * token_mask).sum() / (token_mask.sum() * a.shape[-1])
-                for a, b in zip(out.hidden_states[1:], ref.hidden_states[1:])
+                for a, b in zip(out.hidden_states[1:], [ref.hidden_states[1 + t] for t in self.mapping])
             ) / (len(out.hidden_states) - 1)
             loss = loss + self.config.hidden_weight * mse
             self.parts["hidden_loss"] = round(float(mse.detach()), 5)
@@ -145,6 +160,16 @@ def reads(parent: Artifact, config: Config) -> list[Path]:
     return [teacher_path(parent, config)]
 
 
+def _kept_layers(parent: Artifact, config: Config) -> list[int] | None:
+    """Which of the teacher's layers the parent kept, when the parent was pruned from that teacher."""
+    meta = parent.meta
+    if meta.get("stage") == "source" and (parent.path / META_FILE).exists():
+        meta = Artifact.load(parent.path).meta
+    if meta.get("stage") != "prune":
+        return None
+    return (meta.get("metadata") or {}).get("kept_layers")
+
+
 def _distill_from(
     parent_meta: dict, teacher_name: str, parent_path: Path, teacher: Path, cfg: Config, folder: Path, on_eval
 ) -> StageOutput:
@@ -155,7 +180,7 @@ def _distill_from(
         parent,
         cfg,
         folder,
-        Distillation(teacher, task.AUTO_MODEL, cfg),
+        Distillation(teacher, task.AUTO_MODEL, cfg, kept_layers=_kept_layers(parent, cfg)),
         stage=NAME,
         evaluate_first=True,
         on_eval=on_eval,

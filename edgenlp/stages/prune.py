@@ -1,4 +1,10 @@
-"""PyTorch checkpoint -> a smaller one: whole attention heads and feed-forward channels removed.
+"""PyTorch checkpoint -> a smaller one: whole layers, attention heads and feed-forward channels removed.
+
+Depth first (`layers`): whole transformer layers are dropped, the least important first, where a
+layer's importance is how much the model's last hidden states move (1 - cosine, over calibration
+batches) when it is skipped, measured again after each drop (greedy). The kept layers keep their
+weights; `kept_layers` in the metadata says which of the parent's they were (distillation maps the
+student's layers to the teacher's with it).
 
 torch-pruning's dependency graph decides what must shrink together (a head's query, key and value
 rows and the matching columns of the output projection; a feed-forward channel's row and column),
@@ -37,8 +43,10 @@ CHECKED_AGAINST_PARENT = False  # pruning is meant to change the outputs; recove
 
 
 class Config(StageConfig):
-    ratio: float = Field(ge=0, lt=1)
+    ratio: float = Field(0.0, ge=0, lt=1)
     """Share of attention heads and of feed-forward channels to remove."""
+    layers: int | None = Field(None, ge=1)
+    """Transformer layers to keep (None: all); the others are dropped whole, least important first."""
     head_ratio: float | None = Field(None, ge=0, lt=1)
     """Share of heads alone; None: `ratio`."""
     ffn_ratio: float | None = Field(None, ge=0, lt=1)
@@ -52,7 +60,8 @@ class Config(StageConfig):
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8, le=4096)
     data: data_module.DataSpec | None = None
-    """Where calibration batches come from (a recipe fills in its own data); only Taylor reads it."""
+    """Where calibration batches come from (a recipe fills in its own data): Taylor importance and the
+    ranking of layers read it (without data, layers are ranked on one batch of random tokens)."""
     task: str | None = None
     """What the model is for; None: the model's own task."""
     seed: int = 0
@@ -181,7 +190,7 @@ def _load(parent: Artifact, config: Config):
     import transformers
 
     task = tasks.resolve(tasks.of_config(parent.config()), config.task, str(parent.path))
-    if config.importance == "taylor":
+    if config.importance == "taylor" or (config.layers is not None and config.data is not None):
         if config.data is None:
             raise DataError(
                 "Taylor importance ranks heads by the loss on calibration batches from a training "
@@ -235,7 +244,14 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     task, model, batches = _load(parent, config)
     model.config.use_cache = False  # the pruner traces one plain forward pass
     before = _count(model)
+    example = {k: v for k, v in batches[0].items() if k != "labels"}
     view = VIEWS[family.name](model)
+    model.eval()
+    macs_before = _macs(tp, model, example)  # in the pruner's view: its counter knows nn.Linear, not Conv1D
+    depth = None
+    if config.layers is not None:
+        depth = _drop_layers(model, family.name, config.layers, batches)
+        view.layers = getattr(*_layer_stack(model, family.name))
     layers = range(len(view.layers))
     heads, attention_roots, ffn_roots = {}, [], []
     for i in layers:
@@ -258,13 +274,10 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     # groups carry the head ratio (their head dimensions are never cut).
     roots = (attention_roots if head_ratio > 0 else []) + (ffn_roots if ffn_ratio > 0 else [])
     ignored = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m not in roots]
-    example = {k: v for k, v in batches[0].items() if k != "labels"}
 
     def logits_sum(out):
         return out.logits.sum()
 
-    model.eval()
-    macs_before = _macs(tp, model, example)
     if config.importance == "taylor":
         importance = tp.importance.GroupTaylorImportance()
         model.train()
@@ -324,6 +337,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
             "ffn_ratio": ffn_ratio,
             "mode": config.mode,
             "importance": config.importance,
+            **(depth or {}),
             **shapes,
             "parameters": {
                 "before": before,
@@ -339,6 +353,66 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
             "seconds": round(time.time() - started, 1),
         },
     )
+
+
+def _layer_stack(model, family: str):
+    """The module holding the transformer layers, and its attribute name."""
+    return (model.base_model.encoder, "layer") if family == "bert" else (model.transformer, "h")
+
+
+def _output_change(model, batches: list[dict], skipped: set, layers) -> float:
+    """Mean 1 - cosine of the last hidden states, per real token, with the `skipped` layers passed over."""
+    import torch
+
+    def pass_over(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    hooks = [layers[i].register_forward_hook(pass_over, with_kwargs=True) for i in skipped]
+    try:
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch, reference in batches:
+                states = model(**batch, output_hidden_states=True).hidden_states[-1]
+                change = 1 - torch.nn.functional.cosine_similarity(states, reference, dim=-1)
+                mask = batch.get("attention_mask", torch.ones_like(change))
+                total += float((change * mask).sum())
+                count += int(mask.sum())
+        return total / count
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _drop_layers(model, family: str, keep: int, batches: list[dict]) -> dict:
+    """Keep `keep` layers: drop the one whose skipping moves the output least, again and again."""
+    import torch
+
+    holder, name = _layer_stack(model, family)
+    layers = getattr(holder, name)
+    if keep > len(layers):
+        raise RecipeError(f"layers: {keep} asks to keep more layers than the model's {len(layers)}: lower it")
+    model.eval()
+    inputs = [{k: v for k, v in batch.items() if k != "labels"} for batch in batches]
+    with torch.no_grad():
+        measured = [(batch, model(**batch, output_hidden_states=True).hidden_states[-1]) for batch in inputs]
+    dropped: list[int] = []
+    changes: list[float] = []
+    while len(layers) - len(dropped) > keep:
+        scores = {
+            i: _output_change(model, measured, {*dropped, i}, layers) for i in range(len(layers)) if i not in dropped
+        }
+        least = min(scores, key=scores.__getitem__)
+        dropped.append(least)
+        changes.append(round(scores[least], 6))
+    kept = [i for i in range(len(layers)) if i not in dropped]
+    setattr(holder, name, torch.nn.ModuleList(layers[i] for i in kept))
+    for index, i in enumerate(kept):  # a cache is indexed by layer: the kept layers are renumbered
+        for module in layers[i].modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index
+    model.config.num_hidden_layers = len(kept)  # GPT-2's config maps it to n_layer
+    return {"kept_layers": kept, "dropped_layers": dropped, "output_change_after_each_drop": changes}
 
 
 def _macs(tp, model, example: dict) -> int:
