@@ -43,6 +43,7 @@ class StageConfig(BaseModel):
 _MODULES = {
     "finetune": "edgenlp.stages.finetune",
     "prune": "edgenlp.stages.prune",
+    "trim-vocab": "edgenlp.stages.trim_vocab",
     "distill": "edgenlp.stages.distill",
     "export": "edgenlp.stages.export",
     "export-fused": "edgenlp.stages.export_fused",

@@ -1,0 +1,128 @@
+"""Vocabulary trimming: the domain's pieces kept and renumbered consistently in the embedding and tokenizer."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FILLER, NEGATIVE, POSITIVE
+
+from edgenlp import architectures, models
+from edgenlp.artifact import build
+from edgenlp.data import DataSpec
+from edgenlp.errors import ArtifactError, RecipeError
+from edgenlp.stages import trim_vocab
+
+UNUSED = {"boring", "worst", "quite", "very", "excellent"}
+
+
+def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def domain_csv(tmp_path_factory) -> Path:
+    """Reviews that never use the UNUSED words (nor any digit)."""
+    import random
+
+    rng = random.Random(0)
+    pos = [w for w in POSITIVE if w not in UNUSED]
+    neg = [w for w in NEGATIVE if w not in UNUSED]
+    filler = [w for w in FILLER if w not in UNUSED]
+    rows = []
+    for i in range(200):
+        words = rng.sample(filler, 3) + [rng.choice(pos if i % 2 else neg)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), "pos" if i % 2 else "neg"))
+    return _write(tmp_path_factory.mktemp("domain") / "reviews.csv", rows)
+
+
+def _trim(source: Path, out: Path, data: Path, **config):
+    parent = models.resolve(str(source))
+    cfg = trim_vocab.Config(data=DataSpec(source=str(data), text_column="review", label_column="sentiment"), **config)
+    art, _ = build(
+        out,
+        parent,
+        trim_vocab.NAME,
+        cfg,
+        run=lambda work: trim_vocab.run(parent, cfg, work),
+        libraries=trim_vocab.LIBRARIES,
+    )
+    return art
+
+
+def test_the_kept_vocabulary_gives_the_same_outputs_and_the_rest_is_unknown(tiny_run, domain_csv, tmp_path):
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = tiny_run.variants["pytorch-fp32"].path
+    art = _trim(source, tmp_path / "t", domain_csv, keep_characters=False)
+    meta = art.meta["metadata"]
+    vocab = json.loads((art.path / "tokenizer.json").read_text())["model"]["vocab"]
+    assert not UNUSED & set(vocab) and "good" in vocab and "[UNK]" in vocab and "[CLS]" in vocab
+    assert sorted(vocab.values()) == list(range(len(vocab))) == list(range(meta["vocab_after"]))
+    assert meta["vocab_after"] < meta["vocab_before"] and meta["test_pieces_outside"] == 0.0
+    assert meta["embedding_parameters"]["after"] == meta["vocab_after"] * 32
+    architectures.register()
+    before = AutoModelForSequenceClassification.from_pretrained(str(source)).eval()
+    after = AutoModelForSequenceClassification.from_pretrained(str(art.path)).eval()
+    assert after.config.vocab_size == meta["vocab_after"]
+    old_tok, new_tok = AutoTokenizer.from_pretrained(str(source)), AutoTokenizer.from_pretrained(str(art.path))
+    inside = ["the movie was good", "this plot was really bad", "a fun film"]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            after(**new_tok(inside, padding=True, return_tensors="pt")).logits,
+            before(**old_tok(inside, padding=True, return_tensors="pt")).logits,
+            atol=1e-5,
+            rtol=1e-5,
+        )
+    # the tokenizers library alone (what edgenlp's runtime and transformers.js read) agrees
+    plain = Tokenizer.from_file(str(art.path / "tokenizer.json"))
+    assert plain.encode("the movie was boring").tokens == ["[CLS]", "the", "movie", "was", "[UNK]", "[SEP]"]
+    assert plain.encode("good").ids == [vocab["[CLS]"], vocab["good"], vocab["[SEP]"]]
+    assert (art.path / "vocab.txt").read_text().split("\n")[: len(vocab)] == sorted(vocab, key=vocab.get)
+
+
+def test_characters_and_a_margin_are_kept_on_request(tiny_run, domain_csv, tmp_path):
+    source = tiny_run.variants["pytorch-fp32"].path
+    bare = _trim(source, tmp_path / "bare", domain_csv, keep_characters=False).meta["metadata"]
+    chars = _trim(source, tmp_path / "chars", domain_csv).meta["metadata"]
+    assert chars["vocab_after"] == bare["vocab_after"] + 10  # the digits, which no review uses ("a" is used)
+    vocab = json.loads((tmp_path / "chars" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert {str(d) for d in range(10)} <= set(vocab)
+    # the margin: the most frequent ids beyond the training split's, ties broken by id
+    vocab = {"[UNK]": 0, "a": 1, "##b": 2, "cat": 3, "dog": 4, "eel": 5, "fox": 6}
+    others = Counter({4: 5, 5: 9, 6: 5, 3: 1})
+    config = trim_vocab.Config(margin=2, keep_characters=False)
+    assert trim_vocab.kept_ids(vocab, {0}, Counter({3: 4}), others, config) == [0, 3, 4, 5]
+    with_chars = trim_vocab.Config(margin=1)
+    assert trim_vocab.kept_ids(vocab, {0}, Counter({3: 4}), others, with_chars) == [0, 1, 2, 3, 5]
+
+
+def test_a_vocabulary_that_leaves_a_test_text_unknown_is_one_line(tiny_run, tmp_path):
+    source = tiny_run.variants["pytorch-fp32"].path
+    words = [*POSITIVE, *NEGATIVE, *FILLER]
+    rows = [(w, "pos" if i % 2 else "neg") for i, w in enumerate(words)] * 1
+    data = _write(tmp_path / "single.csv", rows)
+    with pytest.raises(RecipeError, match=r"nothing but \[UNK\]: raise margin"):
+        trim_vocab.run(
+            models.resolve(str(source)),
+            trim_vocab.Config(
+                data=DataSpec(source=str(data), text_column="review", label_column="sentiment", test_fraction=0.3),
+                keep_characters=False,
+            ),
+            tmp_path / "out",
+        )
+
+
+def test_a_decoder_is_refused(tiny_gpt2, domain_csv, tmp_path):
+    with pytest.raises(ArtifactError, match="BERT-family encoders"):
+        _trim(tiny_gpt2, tmp_path / "g", domain_csv)
