@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FILLER, NEGATIVE, POSITIVE
@@ -126,3 +127,62 @@ def test_a_vocabulary_that_leaves_a_test_text_unknown_is_one_line(tiny_run, tmp_
 def test_a_decoder_is_refused(tiny_gpt2, domain_csv, tmp_path):
     with pytest.raises(ArtifactError, match="BERT-family encoders"):
         _trim(tiny_gpt2, tmp_path / "g", domain_csv)
+
+
+@pytest.fixture(scope="module")
+def trimmed_run(tiny_run, domain_csv, tmp_path_factory):
+    """The tiny classifier trimmed to the domain's vocabulary, exported and quantised by a recipe."""
+    from edgenlp import pipeline, recipe
+
+    spec = {
+        "name": "trimmed",
+        "model": str(tiny_run.variants["pytorch-fp32"].path),
+        "data": {"source": str(domain_csv), "text_column": "review", "label_column": "sentiment"},
+        "variants": [
+            {"name": "trimmed", "stage": "trim-vocab", "config": {"keep_characters": False}},
+            {"name": "onnx-trimmed", "stage": "export", "parent": "trimmed"},
+            {"name": "int8-trimmed", "stage": "quantize", "parent": "onnx-trimmed"},
+        ],
+        "validation": {"examples": 16, "min_label_agreement": 0.5},
+    }
+    r = recipe.parse(spec)
+    source = models.resolve(r.model)
+    task = pipeline.task_of(r, source)
+    built, _ = pipeline.build_variants(r, tmp_path_factory.mktemp("trimmed"), task.load_data(r.data), source, task)
+    return built
+
+
+TEXTS = ["the movie was good", "a boring film", "really bad plot"]
+
+
+def test_a_trimmed_model_exports_quantises_and_bundles(tiny_run, trimmed_run, tmp_path):
+    from edgenlp.bundle import build as bundle
+    from edgenlp.runtime import load
+
+    assert trimmed_run["onnx-trimmed"].meta["validation"]["max_abs_logit_diff"] < 1e-3
+    assert trimmed_run["int8-trimmed"].meta["validation"]["passed"]
+    ours = load(bundle(trimmed_run["onnx-trimmed"].path, tmp_path / "trimmed"))
+    full = load(bundle(tiny_run.variants["onnx-fp32"].path, tmp_path / "full"))
+    a, b = ours.classify(TEXTS[::2]), full.classify(TEXTS[::2])  # inside the kept vocabulary: the same
+    assert [x["label"] for x in a] == [y["label"] for y in b]
+    assert np.allclose([x["score"] for x in a], [y["score"] for y in b], atol=1e-4)
+    assert _size(tmp_path / "trimmed") < _size(tmp_path / "full")
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.browser
+def test_transformers_js_loads_a_trimmed_bundle_unchanged(trimmed_run, tmp_path):
+    from test_bundle_js import READY, node
+
+    from edgenlp.bundle import build as bundle
+    from edgenlp.runtime import load
+
+    if not READY:
+        pytest.skip("transformers.js not installed: run `npm ci --ignore-scripts` in web/")
+    ours = load(bundle(trimmed_run["onnx-trimmed"].path, tmp_path / "trimmed")).classify(TEXTS, batch_size=1)
+    theirs = node("classify.mjs", str(tmp_path), "trimmed", "fp32", json.dumps(TEXTS))
+    assert [t["label"] for t in theirs] == [o["label"] for o in ours]
+    assert np.allclose([t["score"] for t in theirs], [o["score"] for o in ours], atol=1e-4)
