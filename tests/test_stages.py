@@ -46,6 +46,18 @@ def test_quantize_int8_matmuls_and_embeddings(tiny_run):
     assert meta["quantized_nodes"]["MatMulInteger"] >= 12
 
 
+def test_attention_matmuls_are_quantised_on_request(tiny_run, tmp_path):
+    """The MatMuls of two activations (scores, context: 2 a layer) stay float unless asked for."""
+    parent = tiny_run.variants["onnx-fp32"]
+    stage = stages.get("quantize")
+    config = stage.Config(attention_matmuls=True)
+    art, _ = build(tmp_path / "q", parent, stage.NAME, config, run=lambda w: stage.run(parent, config, w))
+    ops = [n.op_type for n in onnx.load(str(art.onnx_path)).graph.node]
+    default = [n.op_type for n in onnx.load(str(tiny_run.variants["onnx-int8-dynamic"].onnx_path)).graph.node]
+    assert ops.count("MatMulInteger") == default.count("MatMulInteger") + 2 * 2
+    assert "MatMul" not in ops and default.count("MatMul") == 2 * 2
+
+
 @pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "avx_vnni", "arm64", "arm64-dotprod", "generic"])
 def test_quantize_settings_follow_the_measured_table(isa):
     """`auto` pins the detected ISA; reduce_range follows the measured table unless the recipe sets it."""

@@ -104,6 +104,8 @@ def test_characters_and_a_margin_are_kept_on_request(tiny_run, domain_csv, tmp_p
     others = Counter({4: 5, 5: 9, 6: 5, 3: 1})
     config = trim_vocab.Config(margin=2, keep_characters=False)
     assert trim_vocab.kept_ids(vocab, {0}, Counter({3: 4}), others, config) == [0, 3, 4, 5]
+    rare = trim_vocab.Config(min_count=2, keep_characters=False)  # "dog" seen once in training: dropped
+    assert trim_vocab.kept_ids(vocab, {0}, Counter({3: 4, 4: 1}), Counter(), rare) == [0, 3]
     with_chars = trim_vocab.Config(margin=1)
     assert trim_vocab.kept_ids(vocab, {0}, Counter({3: 4}), others, with_chars) == [0, 1, 2, 3, 5]
 

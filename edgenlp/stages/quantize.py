@@ -65,6 +65,9 @@ class Config(StageConfig):
     op_types: list[str] = ["MatMul", "Gemm", "Gather"]
     """Operators to quantise; Gemm covers GPT-2's Conv1D projections, Gather the embedding tables."""
     nodes_to_exclude: list[str] = []
+    attention_matmuls: bool = False
+    """Also quantise the MatMuls of two activations (attention scores and context; onnxruntime's dynamic
+    default leaves them in float): faster on some CPUs, at a quality cost the benchmark measures."""
 
 
 def resolve(config: Config) -> Config:
@@ -110,7 +113,7 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
         nodes_to_exclude=config.nodes_to_exclude,
         nodes_to_quantize=only,
         # Fused contrib ops (from optimize-graph) have no ONNX shape inference; FP32 is their type.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": not config.attention_matmuls},
     )
 
 

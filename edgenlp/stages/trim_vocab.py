@@ -2,7 +2,7 @@
 
 A BERT-family model's token embedding is most of a small model's bytes (MiniLM-L6: 30,522 x 384, about
 half its parameters) while one domain's text uses a few thousand of its tokens. This stage keeps the
-token ids the training split uses, the special tokens, every single-character piece (`keep_characters`:
+token ids the training split uses (at least `min_count` times), the special tokens, every single-character piece (`keep_characters`:
 a word outside the kept vocabulary is then spelled in pieces the model knows instead of becoming
 `[UNK]`), and `margin` more: the most frequent remaining ids in the validation split. The embedding
 rows are taken in the old order, and `tokenizer.json` (and `vocab.txt`, `tokenizer_config.json`) get
@@ -33,6 +33,8 @@ CHECKED_AGAINST_PARENT = False  # texts outside the kept vocabulary are meant to
 
 
 class Config(StageConfig):
+    min_count: int = Field(1, ge=1)
+    """Keep a training-split piece seen at least this often (1: every piece the training split uses)."""
     margin: int = Field(0, ge=0)
     """Ids kept beyond the training split's: the most frequent others in the validation split."""
     keep_characters: bool = True
@@ -64,7 +66,8 @@ def kept_ids(vocab: dict[str, int], special: set[int], train: Counter, others: C
     """The old ids to keep, in their old order: special, training-split and character pieces, then the
     `margin` most frequent `others`."""
     characters = {i for token, i in vocab.items() if len(token.removeprefix("##")) == 1}
-    keep = set(special) | set(train) | (characters if config.keep_characters else set())
+    frequent = {i for i, n in train.items() if n >= config.min_count}
+    keep = set(special) | frequent | (characters if config.keep_characters else set())
     ranked = [i for i, _ in sorted(others.items(), key=lambda kv: (-kv[1], kv[0])) if i not in keep]
     return sorted(keep | set(ranked[: config.margin]))
 
@@ -166,7 +169,8 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         metadata={
             "vocab_before": len(vocab),
             "vocab_after": len(keep),
-            "from_training_split": len(train),
+            "training_split_pieces": len(train),
+            "min_count": config.min_count,
             "characters_kept": config.keep_characters,
             "margin": config.margin,
             "embedding_parameters": {"before": embedding_before, "after": trimmed.weight.numel()},
