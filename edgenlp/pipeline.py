@@ -23,6 +23,7 @@ from .fsio import FolderLock, write_json_atomic
 from .recipe import Recipe, SelectionSettings, VariantSpec
 from .report import html, markdown
 from .search import budget as budget_search
+from .search import structure as structure_search
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -318,6 +319,9 @@ def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
 
 def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Task, dataset) -> RunOutcome:
     skipped: dict[str, str] = {}
+    planned = None
+    if recipe.structure.enabled:  # candidates of the latency target join the recipe as ordinary variants
+        planned, recipe = structure_search.extend(recipe, out_dir, source)
     variants, reused = build_variants(recipe, out_dir, dataset, source, task, skipped)
     found = None
     budget = recipe.selection.max_accuracy_drop
@@ -344,6 +348,8 @@ def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Tas
         results["executor"] = executors.current().describe()
         if found is not None:
             results["search"] = found.to_json()
+        if planned is not None:
+            results["structure_search"] = structure_search.verdict(results, planned)
         if skipped:
             results["skipped"] = skipped
         publish(results, out_dir, recipe.selection)
@@ -352,6 +358,8 @@ def _run(recipe: Recipe, out_dir: Path, bench: bool, source: Artifact, task: Tas
             render(results, out_dir)
     if found is not None and not found.shortlist:
         raise found.unmet(out_dir)
+    if results is not None and planned is not None and not results["structure_search"]["chosen"]:
+        raise structure_search.unmet(results["structure_search"], out_dir)
     if skipped:
         first = next(iter(skipped))
         measured = "built and measured" if bench else "built"

@@ -37,7 +37,7 @@ from .data import DataSpec
 from .errors import EdgeNLPError, RecipeError, validation_line
 from .executors import ExecutorSettings
 from .models import ScratchModel
-from .search.settings import SearchSettings
+from .search.settings import SearchSettings, StructureSearchSettings
 
 
 class VariantSpec(BaseModel):
@@ -124,6 +124,8 @@ class Recipe(BaseModel):
     selection: SelectionSettings = SelectionSettings()
     search: SearchSettings = SearchSettings()
     """The accuracy-budget search that `selection.max_accuracy_drop` starts (see `search/budget.py`)."""
+    structure: StructureSearchSettings = StructureSearchSettings()
+    """Prune to a latency target: which structures to build, predicted from this CPU (`search/structure.py`)."""
     executor: ExecutorSettings = ExecutorSettings()
     """Where builds, trials and measurements run (`local`, or a Ray cluster; see `executors/`)."""
     target: TargetSpec = TargetSpec()

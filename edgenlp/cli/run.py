@@ -121,6 +121,18 @@ def optimize(
         help="Bundle the variants built for the target and check them on an emulated machine (arm64, "
         "arm64-dotprod, arm64-i8mm). Repeatable.",
     ),
+    target_speedup: Optional[float] = typer.Option(
+        None,
+        "--target-speedup",
+        help="Prune to this speed-up over the fastest unpruned variant: structures (layers x heads x width) "
+        "predicted from latencies measured on this CPU, built, recovered and measured; the most accurate that "
+        "meets it is chosen.",
+    ),
+    target_ms: Optional[float] = typer.Option(
+        None,
+        "--target-ms",
+        help="Prune to this p50 latency (ms, batch 1, the primary profile, structure.length tokens).",
+    ),
     finetune: bool = typer.Option(
         False,
         "--finetune",
@@ -146,6 +158,20 @@ def optimize(
         from ..executors import parse as parse_executor
 
         recipe = recipe.model_copy(update={"executor": recipe.executor.model_copy(update=parse_executor(executor))})
+    if target_speedup is not None or target_ms is not None:
+        from ..search.settings import StructureSearchSettings
+
+        wanted = {"target_speedup": target_speedup, "target_ms": target_ms}
+        recipe = recipe.model_copy(
+            update={
+                "structure": typed(
+                    StructureSearchSettings,
+                    "structure",
+                    {"target_speedup": ("--target-speedup",), "target_ms": ("--target-ms",)},
+                    **{**recipe.structure.model_dump(), "target_speedup": None, "target_ms": None, **wanted},
+                )
+            }
+        )
     if finetune:
         recipe = recipe.model_copy(
             update={

@@ -8,7 +8,7 @@ from jinja2 import Environment, PackageLoader
 
 from ..bench.results import task_of
 from ..fsio import write_text_atomic
-from . import attention, engines, plots, pruning, search, targets, tuning
+from . import attention, engines, plots, pruning, search, structure, targets, tuning
 
 MB = 1e6
 MIB = 2**20
@@ -35,6 +35,7 @@ def render(results: dict) -> str:
         MIB=MIB,
         pruning_rows=pruning.rows(results),
         pruning_recovery=pruning.recovery(results),
+        structure=structure.summary(results),
         search=results.get("search"),
         trials=search.trial_rows(results),
         calibrations=search.calibration_rows(results),

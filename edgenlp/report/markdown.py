@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..bench.results import task_of
 from ..fsio import write_text_atomic
-from . import attention, engines, pruning, search, targets, tuning
+from . import attention, engines, pruning, search, structure, targets, tuning
 
 
 def render(results: dict) -> str:
@@ -51,6 +51,7 @@ def render(results: dict) -> str:
     lines += task_of(results).report_sections(results)
     lines += engines.markdown_section(results)
     lines += pruning.markdown_section(results)
+    lines += structure.markdown_section(results)
     lines += tuning.markdown_section(results)
     lines += attention.markdown_section(results)
     lines += search.markdown_section(results)

@@ -144,3 +144,46 @@ def trial_config(config: BaseModel, values: dict[str, Any]) -> BaseModel:
     """The stage config one trial trains with: validated, so a sampled value out of bounds fails loudly."""
     merged = {**config.model_dump(), **values, "search": None}
     return type(config)(**merged)
+
+
+class StructureSearchSettings(BaseModel):
+    """Prune to a latency target (recipe `structure:`, or `--target-speedup` / `--target-ms`): see
+    `search/structure.py`. Off until a target is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_speedup: float | None = Field(None, gt=1)
+    """Times faster than the fastest unpruned variant measured in the same run."""
+    target_ms: float | None = Field(None, gt=0)
+    """p50 latency to reach, batch 1, at `length` tokens under the primary profile."""
+    length: int = Field(128, ge=8)
+    """Tokens a pass the latencies are measured and predicted at (the bench must measure it too)."""
+    candidates: int = Field(3, ge=1, le=8)
+    """Structures built and measured (the most capacious predicted to meet the target, one per depth)."""
+    parent: str | None = None
+    """The trained variant the candidates are pruned from; None: the recipe's finetune variant, else the model."""
+    prune: dict[str, Any] = {"importance": "taylor", "calibration_batches": 16, "batch_size": 32}
+    """Settings of each candidate's `prune` (its layers and ratios come from the search)."""
+    distill: dict[str, Any] = {
+        "max_length": 128,
+        "max_steps": 400,
+        "batch_size": 32,
+        "learning_rate": 2.0e-4,
+        "alpha": 0.7,
+        "hidden_weight": 1.0,
+        "eval_every": 100,
+        "patience": 3,
+        "max_eval_examples": 1000,
+    }
+    """Settings of each candidate's recovery by distillation."""
+    quantize: dict[str, Any] = {"op_types": ["MatMul", "Gather"]}
+
+    @model_validator(mode="after")
+    def _one_target(self) -> StructureSearchSettings:
+        if self.target_speedup is not None and self.target_ms is not None:
+            raise ValueError("give target_speedup or target_ms, not both")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.target_speedup is not None or self.target_ms is not None
