@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -159,3 +160,21 @@ def test_a_quantised_embedding_table_is_not_counted_as_read_each_token(fused_run
     used_elsewhere = {i for n in graph.node if n.op_type != "GatherBlockQuantized" for i in n.input}
     only_gathered = {n for n in tables if n not in used_elsewhere}
     assert only_gathered and decode_weight_bytes(path) <= sum(sizes.values()) - sum(sizes[n] for n in only_gathered)
+
+
+def test_a_fused_bundle_says_its_cache_is_in_place_and_generates_like_the_variant(fused_run, tmp_path):
+    """The manifest describes the in-place layout and offers no transformers.js or Optimum loader for it;
+    edgenlp's runtime loads it with the cache in place and generates what the variant generates."""
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+    from edgenlp.runtime.generation import CausalLM
+
+    variant = fused_run.variants["fused-int4"]
+    folder = build(variant.path, tmp_path / "fused")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kv_cache"]["layout"].startswith("in place") and "seqlens_k" in manifest["kv_cache"]["layout"]
+    assert "transformers.js" not in manifest["layouts"] and "optimum" not in manifest["layouts"]
+    bundle = load(folder)
+    assert bundle.generate("the movie was", max_new_tokens=6).token_ids == (
+        CausalLM(variant.path).generate("the movie was", max_new_tokens=6).token_ids
+    )

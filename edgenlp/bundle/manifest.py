@@ -199,6 +199,12 @@ def compose(folder: Path, model_rel: str, source, task, task_fields: dict, targe
             }
         }
         layouts = ENGINE_LAYOUTS[engine](model_rel)
+    task_fields = dict(task_fields)
+    for loader, how in task_fields.pop("layouts", {}).items():  # a task's graph may not open everywhere
+        if how is None:
+            layouts.pop(loader, None)
+        else:
+            layouts[loader] = how
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

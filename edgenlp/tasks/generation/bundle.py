@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from ...runtime.generation import context_of
+from ...runtime.generation import IN_PLACE_MARK, context_of
 
 GENERATION_DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0}
+
+
+IN_PLACE_LAYOUT = (
+    "in place (stage export-fused): past_key_values.N.key/value are buffers of the whole context "
+    "(batch 1, heads, max_length, head size) bound to present.N.key/value, the same memory, with onnxruntime's "
+    "IO binding; each step also takes seqlens_k (int32 [1]: tokens in the cache after the step, minus 1) and "
+    "total_sequence_length (int32 scalar), and GroupQueryAttention writes the new positions; edgenlp's runtime "
+    "does this; transformers.js and Optimum do not (bundle the export variant for them)"
+)
 
 
 def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dict:
@@ -24,6 +33,7 @@ def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dic
         graph = open_graph(engine, folder / model_rel) if engine != "onnx" else None
         names = graph.input_names if graph else [i["name"] for i in signature(folder / model_rel)["inputs"]]
         past = [{"name": n} for n in names if n.startswith("past_key_values.")]
+    in_place = engine == "onnx" and IN_PLACE_MARK in names
     if not past:
         from ...errors import ArtifactError
 
@@ -37,13 +47,20 @@ def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dic
     }
     if not gen.get("do_sample", False):
         defaults["temperature"] = 0.0
+    if engine == "ctranslate2":
+        layout = "inside CTranslate2's generator"
+    elif in_place:
+        layout = IN_PLACE_LAYOUT
+    else:
+        layout = (
+            "optimum: past_key_values.N.key/value in, present.N.key/value out; one graph for the "
+            "prompt (empty cache) and every step"
+        )
     return {
+        **({"layouts": {"transformers.js": None, "optimum": None}} if in_place else {}),
         "max_length": context_of(config)[0],
         "kv_cache": {
-            "layout": "inside CTranslate2's generator"
-            if engine == "ctranslate2"
-            else "optimum: past_key_values.N.key/value in, present.N.key/value out; one graph for the "
-            "prompt (empty cache) and every step",
+            "layout": layout,
             "layers": len(past) // 2,
             "inputs": [p["name"] for p in past][:2] + (["..."] if len(past) > 2 else []),
         },
