@@ -131,6 +131,16 @@ def test_generate_and_stream_follow_tgi(gpt2_bundle):
         assert [e["token"]["id"] for e in events[:-1]] == expected.token_ids
         assert events[-1]["generated_text"] == expected.text
         assert events[-1]["details"]["finish_reason"] == done.json()["details"]["finish_reason"]
+        looked_up = c.post(
+            "/generate",
+            json={"inputs": "the movie was the movie was the", "parameters": {"max_new_tokens": 8, "prompt_lookup": 5}},
+        )
+        plain = bundle.generate("the movie was the movie was the", max_new_tokens=8)
+        assert looked_up.status_code == 200 and looked_up.json()["generated_text"] == plain.text
+        sampled = {"max_new_tokens": 4, "prompt_lookup": 5, "temperature": 0.8}
+        refused = c.post("/generate", json={"inputs": "the movie", "parameters": sampled})
+        assert refused.status_code == 400 and "greedy" in refused.json()["error"]
+        assert c.post("/generate", json={"inputs": "x", "parameters": {"prompt_lookup": -1}}).status_code == 422
         assert c.post("/generate", json={"inputs": " "}).status_code == 400
         assert c.post("/generate", json={"inputs": "x", "parameters": {"max_new_tokens": 500}}).status_code == 413
         assert c.post("/generate", json={"inputs": "x", "parameters": {"top_p": 2}}).status_code == 422

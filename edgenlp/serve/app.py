@@ -78,6 +78,13 @@ class GenerateParameters(BaseModel):
     repetition_penalty: Optional[float] = Field(None, gt=0)
     seed: Optional[int] = Field(None, ge=0, lt=2**64)
     stop: list[str] = []
+    prompt_lookup: Optional[int] = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Greedy only: draft up to this many tokens from n-grams of the text so far and check them in "
+        "one step (0 or absent: off); the tokens are plain greedy decoding's",
+    )
 
 
 class GenerateRequest(BaseModel):
