@@ -49,7 +49,9 @@ def test_search_scores_every_setting_on_the_tuning_split_and_measures_the_fastes
         "static-minmax-per-channel",
         "static-percentile-per-channel-float-embeddings",
         "dynamic-per-channel-float-embeddings",
+        "dynamic-per-channel-attention",
     } <= labels
+    assert not any("static" in label and "attention" in label for label in labels)  # static takes them anyway
     assert found["tuning"]["split"].startswith("validation") and found["tuning"]["examples"] > 0
     assert all(t["tuning_quality"] is not None and t["latency_look_ms"] > 0 for t in trials if t["status"] != "failed")
     assert len(found["shortlist"]) == 2
@@ -107,7 +109,7 @@ def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
     monkeypatch.setattr(search.calibration, "quantisable_nodes", lambda path, ops: order)
     tried = []
 
-    def fake_trial(base, mode, calibrator, per_channel, embeddings, float_nodes):
+    def fake_trial(base, mode, calibrator, per_channel, embeddings, attention, float_nodes):
         tried.append(len(float_nodes))
         drop = max(0, 3 - len(float_nodes)) * 1.0  # needs 3 nodes in float to lose at most 0 points
         t = search.Trial(
@@ -123,7 +125,7 @@ def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
         return t
 
     monkeypatch.setattr(s, "_trial", fake_trial, raising=False)
-    first = fake_trial("base", "dynamic", None, False, True, [])
+    first = fake_trial("base", "dynamic", None, False, True, False, [])
     best = s._fall_back("base", first)
     assert best.float_nodes == order[:3] and tried == [0, 1, 2, 4, 3]
     assert next(t for t in s.outcome.trials if t.label == "k4").status == "superseded"
@@ -156,6 +158,7 @@ def test_a_budget_no_variant_meets_names_the_closest_and_exits_one(tiny_recipe, 
             "modes": ["dynamic"],
             "per_channel": [False],
             "embeddings": [True],
+            "attention_matmuls": [False],
             "tuning_examples": 8,
             "sensitivity": "needed",
             "max_float_nodes": 2,
@@ -260,6 +263,6 @@ def test_a_setting_the_quantiser_refuses_is_a_failed_trial_not_a_failed_search(m
         raise ValueError("Quantization parameters are not specified for param x")
 
     monkeypatch.setattr(quantize, "quantize_file", refuse)
-    trial = s._trial("base", "dynamic", None, False, True, [])
+    trial = s._trial("base", "dynamic", None, False, True, False, [])
     assert trial.status == "failed" and "ValueError: Quantization parameters" in trial.reason
     assert json.loads((tmp_path / "trials.json").read_text())[trial.id]["failed"]

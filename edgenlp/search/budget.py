@@ -204,13 +204,23 @@ class Search:
             self._remember(key, {"quality": self.task.tuning_quality(art.path, self.tuning, self.threads)})
         return self.memo[key]["quality"]
 
-    def _config(self, mode: str, calibrator: str | None, per_channel: bool, embeddings: bool, float_nodes: list[str]):
+    def _config(
+        self,
+        mode: str,
+        calibrator: str | None,
+        per_channel: bool,
+        embeddings: bool,
+        float_nodes: list[str],
+        attention: bool = False,
+    ):
         stage = stages.get(MODES[mode])
         raw = {
             "per_channel": per_channel,
             "op_types": WEIGHT_OPS + (EMBEDDING_OPS if embeddings else []),
             "nodes_to_exclude": sorted(float_nodes),
         }
+        if attention:  # dynamic only: static quantisation takes the attention MatMuls anyway
+            raw["attention_matmuls"] = True
         if mode == "static":
             raw.update(
                 calibrator=calibrator,
@@ -231,6 +241,7 @@ class Search:
             trial.config["per_channel"],
             trial.config["embeddings"],
             trial.float_nodes,
+            trial.config.get("attention_matmuls", False),
         )
         trial.id = stable_id(base.id, trial.stage, config.model_dump(mode="json"), self.data_id)
         if trial.id not in self.memo:
@@ -345,17 +356,21 @@ class Search:
             for calibrator in self.settings.calibrators if mode == "static" else [None]:
                 for per_channel in self.settings.per_channel:
                     for embeddings in self.settings.embeddings:
-                        yield mode, calibrator, per_channel, embeddings
+                        for attention in self.settings.attention_matmuls if mode == "dynamic" else [False]:
+                            yield mode, calibrator, per_channel, embeddings, attention
 
-    def _trial(self, base, mode, calibrator, per_channel, embeddings, float_nodes) -> Trial:
+    def _trial(self, base, mode, calibrator, per_channel, embeddings, attention, float_nodes) -> Trial:
         label = (
             f"{mode}"
             + (f"-{calibrator}" if calibrator else "")
             + ("-per-channel" if per_channel else "")
             + ("" if embeddings else "-float-embeddings")
+            + ("-attention" if attention else "")
             + (f"-{len(float_nodes)}-in-float" if float_nodes else "")
         )
         config = {"calibrator": calibrator, "per_channel": per_channel, "embeddings": embeddings}
+        if attention:
+            config["attention_matmuls"] = True
         trial = self.score(Trial(base, mode, MODES[mode], config, list(float_nodes), label))
         self._local.tried.append(trial)
         return trial
@@ -369,7 +384,14 @@ class Search:
             )
         )
         order = [n for n in order if n in quantised][: self.settings.max_float_nodes or None]
-        args = (base, first.mode, first.config["calibrator"], first.config["per_channel"], first.config["embeddings"])
+        args = (
+            base,
+            first.mode,
+            first.config["calibrator"],
+            first.config["per_channel"],
+            first.config["embeddings"],
+            first.config.get("attention_matmuls", False),
+        )
         failed, passed, k = 0, None, 1
         while k <= len(order):
             trial = self._trial(*args, order[:k])
@@ -451,7 +473,14 @@ class Search:
         for t in self.outcome.trials:
             if t.status != "candidate":
                 continue
-            graph = (t.base, t.mode, t.config["per_channel"], t.config["embeddings"], tuple(sorted(t.float_nodes)))
+            graph = (
+                t.base,
+                t.mode,
+                t.config["per_channel"],
+                t.config["embeddings"],
+                t.config.get("attention_matmuls", False),
+                tuple(sorted(t.float_nodes)),
+            )
             kept = by_graph.get(graph)
             better = self.task.QUALITY.higher_is_better
             if kept is None or (
@@ -467,7 +496,12 @@ class Search:
             if i < self.settings.measure_top:
                 t.status, t.variant = "shortlisted", f"{t.base}.{t.label}"
                 stage, config = self._config(
-                    t.mode, t.config["calibrator"], t.config["per_channel"], t.config["embeddings"], t.float_nodes
+                    t.mode,
+                    t.config["calibrator"],
+                    t.config["per_channel"],
+                    t.config["embeddings"],
+                    t.float_nodes,
+                    t.config.get("attention_matmuls", False),
                 )
                 self.outcome.variants.append(
                     {

@@ -28,6 +28,9 @@ class SearchSettings(BaseModel):
     per_channel: list[bool] = [False, True]
     embeddings: list[bool] = [True, False]
     """Quantise the embedding tables (Gather) too, or keep them in float."""
+    attention_matmuls: list[bool] = [False, True]
+    """Dynamic mode: also quantise the MatMuls of two activations (attention scores and context), or not
+    (static quantisation takes them anyway); kept where the tuning split and the latency look say so."""
     calibration_samples: int = Field(256, ge=MIN_CALIBRATION_SAMPLES)
     bases: list[str] | None = None
     """FP32 ONNX variants to start from; None: every ONNX export of the recipe (pruned ones included)."""
