@@ -67,7 +67,23 @@ def variant_rows(results: dict) -> dict:
     return rows
 
 
-def target_rows(results: dict, rows: dict) -> list[dict]:
+def bundle_mb(variant: Path, folder: Path) -> float | None:
+    """Megabytes of the variant's bundle (every file, the manifest included)."""
+    import shutil
+
+    from edgenlp.bundle import build
+    from edgenlp.errors import EdgeNLPError
+
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        built = build(variant, folder)
+    except EdgeNLPError as exc:
+        print(f"  no bundle of {variant.name}: {exc}")
+        return None
+    return round(sum(p.stat().st_size for p in Path(built).rglob("*") if p.is_file()) / 1e6, 2)
+
+
+def target_rows(results: dict, rows: dict, pruned_target: float = PRUNED_SPEEDUP_TARGET) -> list[dict]:
     by_name = {v["name"]: v for v in results["variants"]}
     out = []
     for t in results["selection"]["by_target"]:
@@ -102,6 +118,7 @@ def target_rows(results: dict, rows: dict) -> list[dict]:
             "selected_pruned": rows[selected]["pruned"],
             "selected_p50_ms": rows[selected]["p50_ms"][key][0],
             "selected_accuracy_pct": rows[selected]["accuracy_pct"],
+            "selected_bundle_mb": rows[selected].get("bundle_mb"),
             "best_unpruned_by_engine": best,
             "fastest_engine": fastest_engine,
             "speedup_over_fastest_engine": speedup,
@@ -109,6 +126,7 @@ def target_rows(results: dict, rows: dict) -> list[dict]:
         }
         if any(r["pruned"] for r in rows.values()):
             row["target_pruned_1_4x"] = speedup[0] >= PRUNED_SPEEDUP_TARGET
+            row["pruned_target"] = {"factor": pruned_target, "met": speedup[0] >= pruned_target}
         out.append(row)
     return out
 
@@ -131,8 +149,11 @@ def print_summary(summary: dict) -> None:
         s, (lo, hi) = t["speedup_over_fastest_engine"][0], t["speedup_over_fastest_engine"][1]
         verdict = "met" if t["target_as_fast_within_1_point"] else "MISSED"
         pruned = ""
-        if "target_pruned_1_4x" in t:
-            pruned = f"; pruned 1.4x target {'met' if t['target_pruned_1_4x'] else 'MISSED'}"
+        if "pruned_target" in t:
+            goal = t["pruned_target"]
+            pruned = f"; pruned {goal['factor']:g}x target {'met' if goal['met'] else 'MISSED'}"
+        if t.get("selected_bundle_mb") is not None:
+            pruned += f"; bundle {t['selected_bundle_mb']:.1f} MB"
         print(
             f"  {t['profile']}/{t['target']}: ship {t['selected']} ({t['selected_engine']}) {t['selected_p50_ms']:.2f} ms, "
             f"{s:.2f}x [{lo:.2f}-{hi:.2f}] the fastest engine's best ({t['fastest_engine']}); best unpruned: {best}; "
@@ -150,6 +171,9 @@ def main() -> int:
     parser.add_argument("--name", default="engines")
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--pruned-target", type=float, default=PRUNED_SPEEDUP_TARGET, help="speed-up a pruned selection must reach"
+    )
     args = parser.parse_args()
 
     recipe = recipe_module.load(args.recipe)
@@ -175,6 +199,9 @@ def main() -> int:
     pipeline.publish(results, work, recipe.selection)
 
     rows = variant_rows(results)
+    for candidate in candidates:  # what an app would ship: the bundle's bytes on disk
+        if candidate.info["format"] in ("onnx", "openvino"):
+            rows[candidate.name]["bundle_mb"] = bundle_mb(candidate.path, work / "bundles" / candidate.name)
     summary = {
         "reference": results["reference"],
         "eval": results["eval"]["name"],
@@ -182,7 +209,7 @@ def main() -> int:
         "rounds": results["settings"]["rounds"],
         "iterations": results["settings"]["iterations"],
         "variants": rows,
-        "targets": target_rows(results, rows),
+        "targets": target_rows(results, rows, args.pruned_target),
         "skipped": skipped,
         "engine_versions": {
             k: v
