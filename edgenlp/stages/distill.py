@@ -46,12 +46,17 @@ class Config(finetune.Config):
     }
 
 
+def _own_meta(parent: Artifact) -> dict:
+    """The parent's record; a folder given by path carries its own lineage in its artifact file."""
+    if parent.meta.get("stage") == "source" and (parent.path / META_FILE).exists():
+        return Artifact.load(parent.path).meta
+    return parent.meta
+
+
 def teacher_path(parent: Artifact, config: Config) -> Path:
     if config.teacher:
         return models.resolve(config.teacher).path
-    meta = parent.meta
-    if meta.get("stage") == "source" and (parent.path / META_FILE).exists():  # a folder given by path: its own lineage
-        meta = Artifact.load(parent.path).meta
+    meta = _own_meta(parent)
     lineage = meta.get("parent") or {}
     if meta.get("stage") != "prune" or not lineage.get("path"):
         raise RecipeError(
@@ -162,9 +167,7 @@ def reads(parent: Artifact, config: Config) -> list[Path]:
 
 def _kept_layers(parent: Artifact, config: Config) -> list[int] | None:
     """Which of the teacher's layers the parent kept, when the parent was pruned from that teacher."""
-    meta = parent.meta
-    if meta.get("stage") == "source" and (parent.path / META_FILE).exists():
-        meta = Artifact.load(parent.path).meta
+    meta = _own_meta(parent)
     if meta.get("stage") != "prune":
         return None
     return (meta.get("metadata") or {}).get("kept_layers")
