@@ -107,6 +107,12 @@ def main() -> None:
     parser.add_argument("--name", default="gpt2_generation", help="results file name under benchmarks/results/")
     parser.add_argument("--build-only", action="store_true", help="build the variants and peers, measure nothing")
     parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated variants or peers to build but not measure (every measured one keeps a process "
+        "with its model alive through the rounds: GPT-2 small's FP32 graphs take ~1.5 GB each)",
+    )
+    parser.add_argument(
         "--summary-only",
         action="store_true",
         help="summarise the run folder's results.json again (after a change to this summary), measure nothing",
@@ -194,6 +200,12 @@ def main() -> None:
         if args.build_only:
             print("built:", ", ".join(c.name for c in candidates + peers))
             return
+        skipped = set(filter(None, args.skip.split(",")))
+        unknown = skipped - {c.name for c in candidates + peers}
+        if unknown:
+            raise SystemExit(f"--skip names {sorted(unknown)[0]!r}, which is neither a variant nor a peer of this run")
+        candidates = [c for c in candidates if c.name not in skipped]
+        peers = [c for c in peers if c.name not in skipped]
         if args.summary_only:
             results = json.loads((out / "results.json").read_text())
         else:
