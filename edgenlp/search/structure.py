@@ -267,7 +267,15 @@ def plan(settings, base_config: dict, tokenizer_from: Path, threads: int, work: 
     base, hidden, head_size = base_shape(base_config)
     length = settings.length
     table = work / TABLE_FILE
-    key = {"base": asdict(base), "length": length, "threads": threads, "vocab": base_config.get("vocab_size")}
+    from ..hardware import cpu_info
+
+    key = {
+        "base": asdict(base),
+        "length": length,
+        "threads": threads,
+        "vocab": base_config.get("vocab_size"),
+        "cpu": cpu_info().summary(),  # latencies of another CPU are not this one's
+    }
     cached = json.loads(table.read_text()) if table.is_file() else None
     if cached and cached.get("key") == key:
         measured = cached["measured"]
