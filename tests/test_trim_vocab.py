@@ -188,3 +188,43 @@ def test_transformers_js_loads_a_trimmed_bundle_unchanged(trimmed_run, tmp_path)
     theirs = node("classify.mjs", str(tmp_path), "trimmed", "fp32", json.dumps(TEXTS))
     assert [t["label"] for t in theirs] == [o["label"] for o in ours]
     assert np.allclose([t["score"] for t in theirs], [o["score"] for o in ours], atol=1e-4)
+
+
+def test_a_strangers_tokenizer_files_fail_as_one_line_and_added_tokens_stay(tiny_run, domain_csv, tmp_path):
+    """A malformed tokenizer.json or tokenizer_config.json is an ArtifactError naming the file; a non-special
+    added token (matched before WordPiece) is kept even when the domain never uses it."""
+    import shutil
+
+    source = tiny_run.variants["pytorch-fp32"].path
+    broken = tmp_path / "broken"
+    shutil.copytree(source, broken)
+    (broken / "artifact.json").unlink(missing_ok=True)
+    spec = json.loads((source / "tokenizer.json").read_text())
+    spec["model"]["vocab"] = ["not", "a", "mapping"]
+    (broken / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ArtifactError, match="not a well-formed WordPiece tokenizer.json"):
+        _trim(broken, tmp_path / "a", domain_csv)
+    (broken / "tokenizer.json").write_text((source / "tokenizer.json").read_text())
+    (broken / "tokenizer_config.json").write_text(json.dumps({"added_tokens_decoder": {"x": {}}}))
+    with pytest.raises(ArtifactError, match="tokenizer_config.json is not a readable tokenizer file"):
+        _trim(broken, tmp_path / "b", domain_csv)
+
+    added = tmp_path / "added"
+    shutil.copytree(source, added)
+    (added / "artifact.json").unlink(missing_ok=True)
+    spec = json.loads((source / "tokenizer.json").read_text())
+    boring = spec["model"]["vocab"]["boring"]
+    spec["added_tokens"].append(
+        {
+            "id": boring,
+            "content": "boring",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": True,
+            "special": False,
+        }
+    )
+    (added / "tokenizer.json").write_text(json.dumps(spec))
+    art = _trim(added, tmp_path / "c", domain_csv, keep_characters=False)
+    assert "boring" in json.loads((art.path / "tokenizer.json").read_text())["model"]["vocab"]

@@ -45,14 +45,25 @@ class Config(StageConfig):
     """What the model is for; None: the model's own task."""
 
 
-def _wordpiece(tokenizer_json: dict, origin: Path) -> dict[str, int]:
-    model = tokenizer_json.get("model") or {}
-    if model.get("type") != "WordPiece":
+def _wordpiece(tokenizer_json, origin: Path) -> dict[str, int]:
+    """The WordPiece vocabulary of a model folder's tokenizer.json (a stranger's file: checked, not trusted)."""
+    model = tokenizer_json.get("model") if isinstance(tokenizer_json, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "WordPiece":
+        kind = model.get("type") if isinstance(model, dict) else None
         raise ArtifactError(
             f"trim-vocab rewrites WordPiece vocabularies (BERT family), but {origin} has a "
-            f"{model.get('type') or 'unknown'} tokenizer: leave this stage out for it"
+            f"{kind or 'unknown'} tokenizer: leave this stage out for it"
         )
-    return model["vocab"]
+    vocab = model.get("vocab")
+    added = tokenizer_json.get("added_tokens") or []
+    if (
+        not isinstance(vocab, dict)
+        or not all(isinstance(t, str) and type(i) is int for t, i in vocab.items())
+        or not isinstance(added, list)
+        or not all(isinstance(a, dict) and a.get("id") in vocab.values() for a in added)
+    ):
+        raise ArtifactError(f"{origin} is not a well-formed WordPiece tokenizer.json: save the tokenizer again")
+    return vocab
 
 
 def _counts(tokenizer, texts: list[str]) -> Counter:
@@ -125,7 +136,8 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     tokenizer_json = json.loads(source.read_text(encoding="utf-8"))
     vocab = _wordpiece(tokenizer_json, source)
     tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
-    special = {t["id"] for t in tokenizer_json.get("added_tokens") or [] if t.get("special")}
+    # added tokens are matched before WordPiece runs: all of them stay, special or not
+    special = {t["id"] for t in tokenizer_json.get("added_tokens") or []}
     unk = tokenizer_json["model"].get("unk_token", "[UNK]")
     if unk not in vocab:
         raise ArtifactError(f"{source} names unk_token {unk!r} but has no such token: repair the tokenizer")
@@ -140,10 +152,13 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     trimmed_tokenizer = Tokenizer.from_str(json.dumps(trimmed_json))
     test_texts = splits["test"].texts if splits["test"] is not None else []
     _refuse_unknown_only(trimmed_tokenizer, test_texts, new_id[vocab[unk]])
+    inside = _inside(tokenizer, trimmed_tokenizer, splits, new_id)
 
     architectures.register()
     auto = getattr(transformers, task.AUTO_MODEL)
     model = auto.from_pretrained(str(parent.path), **pretrained_options(parent.path)).eval()
+    with torch.no_grad():
+        expected = [_output(model, old) for old, _ in inside]
     table = model.get_input_embeddings()
     rows = torch.tensor(keep)
     trimmed = torch.nn.Embedding(len(keep), table.embedding_dim, padding_idx=None)
@@ -160,7 +175,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
 
     test = _counts(tokenizer, test_texts)
     outside = sum(n for i, n in test.items() if i not in new_id)
-    _check_inside(parent.path, workdir, auto, tokenizer, trimmed_tokenizer, splits, new_id)
+    _check_inside(workdir, auto, inside, expected)
     embedding_before = table.weight.numel()
     return StageOutput(
         format="pytorch",
@@ -193,37 +208,45 @@ def _copy_tokenizer_config(source: Path, workdir: Path, new_id: dict[int, int]) 
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if not (source / name).is_file():
             continue
-        content = json.loads((source / name).read_text(encoding="utf-8"))
-        if name == "tokenizer_config.json" and "added_tokens_decoder" in content:
-            content["added_tokens_decoder"] = {
-                str(new_id[int(i)]): token for i, token in content["added_tokens_decoder"].items() if int(i) in new_id
-            }
+        try:
+            content = json.loads((source / name).read_text(encoding="utf-8"))
+            decoder = content.get("added_tokens_decoder") if name == "tokenizer_config.json" else None
+            if decoder is not None:
+                content["added_tokens_decoder"] = {
+                    str(new_id[int(i)]): token for i, token in decoder.items() if int(i) in new_id
+                }
+        except (ValueError, AttributeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(
+                f"{source / name} is not a readable tokenizer file ({exc}): save the tokenizer again"
+            ) from None
         (workdir / name).write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def _check_inside(parent: Path, workdir: Path, auto, before, after, splits: dict, new_id: dict[int, int]) -> None:
-    """Texts whose pieces were all kept: the trimmed tokenizer gives the same pieces (renumbered) and the
-    trimmed model the same outputs as the original."""
-    import torch
-
-    texts = [t for split in splits.values() if split is not None for t in split.texts[:64]]
+def _inside(before, after, splits: dict, new_id: dict[int, int], most: int = 8) -> list[tuple[list, list]]:
+    """Up to `most` texts whose pieces were all kept, as (old ids, new ids); the trimmed tokenizer must
+    split them exactly as before (greedy WordPiece takes the longest piece, and that one was kept)."""
     inside = []
-    for text in texts:
+    for text in (t for split in splits.values() if split is not None for t in split.texts[:64]):
         old, new = before.encode(text), after.encode(text)
         if all(i in new_id for i in old.ids):
             if [new_id[i] for i in old.ids] != new.ids:
                 raise RecipeError(f"the trimmed tokenizer splits {text[:40]!r} differently: report this as a bug")
             inside.append((old.ids, new.ids))
-        if len(inside) == 8:
-            break
+            if len(inside) == most:
+                break
+    return inside
+
+
+def _check_inside(workdir: Path, auto, inside: list[tuple[list, list]], expected: list) -> None:
+    """The saved trimmed model, reloaded, gives the original's outputs on the texts inside its vocabulary."""
+    import torch
+
     if not inside:
         return
-    original = auto.from_pretrained(str(parent), **pretrained_options(parent)).eval()
     trimmed = auto.from_pretrained(str(workdir), **pretrained_options(workdir)).eval()
     with torch.no_grad():
-        for old, new in inside:
-            a, b = _output(original, old), _output(trimmed, new)
-            if (a - b).abs().max().item() > 1e-4:
+        for (_, new), reference in zip(inside, expected):
+            if (_output(trimmed, new) - reference).abs().max().item() > 1e-4:
                 raise RecipeError(
                     "the trimmed model's outputs differ on a text inside its vocabulary: report this as a bug"
                 )
