@@ -261,6 +261,7 @@ def test_the_accuracy_budget_search_scores_its_settings_on_the_nodes_with_the_sa
         "modes": ["dynamic"],
         "per_channel": [False, True],
         "embeddings": [True, False],
+        "attention_matmuls": [False],
         "sensitivity": "needed",
         "tuning_examples": 24,
         "min_tuning_examples": 8,
