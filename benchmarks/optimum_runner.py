@@ -80,3 +80,27 @@ class OptimumCausalLM:
 
     def decode_ids(self, ids) -> str:
         return self._tok.decode(list(ids))
+
+
+class OptimumFeatureExtraction:
+    """Optimum's ORTModelForFeatureExtraction as a harness runner: its wrapper's forward, token vectors out."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+        import torch
+        from optimum.onnxruntime import ORTModelForFeatureExtraction
+
+        torch.set_num_threads(threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        onnx_file = sorted(Path(path).glob("*.onnx"))[0].name
+        self.torch = torch
+        self.model = ORTModelForFeatureExtraction.from_pretrained(
+            str(path), file_name=onnx_file, session_options=options, provider="CPUExecutionProvider"
+        )
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: self.torch.from_numpy(v) for k, v in inputs.items()}
+        with self.torch.inference_mode():
+            return self.model(**feed).last_hidden_state.numpy()

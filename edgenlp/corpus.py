@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import data as labelled
 from . import settings
-from .data import DataSpec, _bucket
+from .data import DataSpec, text_bucket
 from .errors import DataError
 
 WIKITEXT = "wikitext2"
@@ -50,7 +50,7 @@ class Corpus:
 def _split_by_hash(docs: list[str], fractions: dict[str, float]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"train": [], **{k: [] for k in fractions}}
     for doc in docs:
-        b, name, edge = _bucket(doc), "train", 0.0
+        b, name, edge = text_bucket(doc), "train", 0.0
         for split_name, share in fractions.items():
             edge += share
             if b < edge:
@@ -107,7 +107,7 @@ def _from_text_file(path: Path, spec: DataSpec) -> dict[str, list[str]]:
 def _from_rows(rows: list[dict], spec: DataSpec, origin: str) -> dict[str, list[str]]:
     if not rows:
         raise DataError(f"data file {origin} has a header but no rows: add texts")
-    column = labelled._pick_column(
+    column = labelled.pick_column(
         rows[0].keys(), spec.text_column, ("text", "sentence", "content", "abstract"), "text", origin
     )
     with_split = [r for r in rows if r.get("split")]
@@ -165,7 +165,7 @@ def load(spec: DataSpec | str) -> Corpus:
         if path.suffix.lower() in (".txt", ".raw"):
             splits = _from_text_file(path, spec)
         else:
-            rows = labelled._read_rows(path.read_bytes(), path.suffix.lower(), str(path))
+            rows = labelled.read_rows(path.read_bytes(), path.suffix.lower(), str(path))
             splits = _from_rows(rows, spec, str(path))
     for name in ("train", "validation", "test"):
         if not splits.get(name):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from . import settings
 from .errors import DataError
@@ -53,13 +53,23 @@ class DataSpec(BaseModel):
     text_column: str | None = None
     """Text column of a data file."""
     label_column: str | None = None
-    """Label column of a data file."""
+    """Label column of a data file (the score column of sentence pairs)."""
+    pair_column: str | None = None
+    """Second sentence column of sentence pairs (embeddings; default sentence2)."""
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_train_examples: int | None = Field(None, ge=1)
     """Train on a seeded subset of this size."""
     max_test_examples: int | None = Field(None, ge=1)
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _ids_unchanged(self, handler):
+        """A spec without pairs dumps as it did before pairs existed: variants' ids rest on the dump."""
+        out = handler(self)
+        if self.pair_column is None and isinstance(out, dict):
+            out.pop("pair_column", None)
+        return out
 
 
 @dataclass
@@ -122,7 +132,7 @@ def clean_text(value: object) -> str:
     return text.replace("\x00", " ").strip()
 
 
-def _bucket(text: str) -> float:
+def text_bucket(text: str) -> float:
     """A number in [0, 1) fixed by the text alone (case and surrounding blanks ignored)."""
     digest = hashlib.sha256(" ".join(text.lower().split()).encode("utf-8", errors="replace")).hexdigest()
     return int(digest[:12], 16) / float(1 << 48)
@@ -132,7 +142,7 @@ def hash_split(texts: list[str], labels: list[int], fractions: dict[str, float])
     """Deterministic split by text hash; `fractions` maps split names to shares (the rest is train)."""
     out = {name: Split([], []) for name in ["train", *fractions]}
     for text, label in zip(texts, labels):
-        b, name, edge = _bucket(text), "train", 0.0
+        b, name, edge = text_bucket(text), "train", 0.0
         for split_name, share in fractions.items():
             edge += share
             if b < edge:
@@ -143,7 +153,7 @@ def hash_split(texts: list[str], labels: list[int], fractions: dict[str, float])
     return out
 
 
-def _read_rows(raw: bytes, suffix: str, origin: str) -> list[dict]:
+def read_rows(raw: bytes, suffix: str, origin: str) -> list[dict]:
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
     if not text.strip():
         raise DataError(f"data file {origin} is empty: give a file with a header row and labelled texts")
@@ -181,7 +191,7 @@ def _read_rows(raw: bytes, suffix: str, origin: str) -> list[dict]:
     )
 
 
-def _pick_column(columns: Iterable[str], wanted: str | None, defaults: tuple[str, ...], role: str, origin: str) -> str:
+def pick_column(columns: Iterable[str], wanted: str | None, defaults: tuple[str, ...], role: str, origin: str) -> str:
     columns = list(columns)
     if wanted is not None:
         if wanted not in columns:
@@ -215,8 +225,8 @@ def _rows_to_splits(
 ) -> tuple[list[str], dict[str, Split]]:
     if not rows:
         raise DataError(f"data file {origin} has a header but no rows: add labelled texts")
-    text_col = _pick_column(rows[0].keys(), spec.text_column, text_defaults, "text", origin)
-    label_col = _pick_column(rows[0].keys(), spec.label_column, label_defaults, "label", origin)
+    text_col = pick_column(rows[0].keys(), spec.text_column, text_defaults, "text", origin)
+    label_col = pick_column(rows[0].keys(), spec.label_column, label_defaults, "label", origin)
     for n, r in enumerate(rows, 1):
         if isinstance(r.get(label_col), (list, dict)):
             raise DataError(
@@ -263,7 +273,7 @@ def _rows_to_splits(
     return names, hash_split(texts, labels, {"test": spec.test_fraction, "validation": spec.validation_fraction})
 
 
-def _kit_file(*parts: str) -> Path:
+def kit_file(*parts: str) -> Path:
     root = settings.data_dir()
     path = root.joinpath(*parts)
     if not path.exists():
@@ -274,8 +284,8 @@ def _kit_file(*parts: str) -> Path:
 
 
 def _kit_rows(*parts: str) -> list[dict]:
-    path = _kit_file(*parts)
-    return _read_rows(path.read_bytes(), path.suffix, str(path))
+    path = kit_file(*parts)
+    return read_rows(path.read_bytes(), path.suffix, str(path))
 
 
 def _train_test(
@@ -329,7 +339,7 @@ def tweets_csv() -> Path:
 
 def _load_tweets(spec: DataSpec) -> tuple[list[str], dict[str, Split]]:
     path = tweets_csv()
-    rows = _read_rows(path.read_bytes(), ".csv", str(path))
+    rows = read_rows(path.read_bytes(), ".csv", str(path))
     fixed = spec.model_copy(update={"text_column": "text", "label_column": "sentiment"})
     return _rows_to_splits(rows, fixed, "tweets", label_names=["negative", "neutral", "positive"])
 
@@ -410,7 +420,7 @@ def fingerprint(spec: DataSpec | str) -> str:
     if source == EMBEDDED:
         files = [tweets_csv()]
     elif source in KIT_SETS:
-        files = [_kit_file(*name.split("/")) for name in KIT_FILES[source]]
+        files = [kit_file(*name.split("/")) for name in KIT_FILES[source]]
     else:
         files = [Path(source).expanduser()]
     digest = hashlib.sha256()
@@ -450,7 +460,7 @@ def load(spec: DataSpec | str) -> ClassificationData:
             raise DataError(
                 f"data file {path} must be one of {', '.join(FILE_SUFFIXES)}: convert it or pass such a file"
             )
-        names, splits = _rows_to_splits(_read_rows(path.read_bytes(), path.suffix.lower(), str(path)), spec, str(path))
+        names, splits = _rows_to_splits(read_rows(path.read_bytes(), path.suffix.lower(), str(path)), spec, str(path))
     if len(names) < 2:
         raise DataError(f"data '{source}' has a single label ({names[0]}): classification needs at least two")
     for split_name in ("train", "validation", "test"):

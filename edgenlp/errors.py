@@ -38,17 +38,23 @@ class VariantsSkipped(EdgeNLPError):
     """Some variants could not be built (an engine not installed, a conversion refused); the rest were."""
 
 
+def printable(part: object) -> str:
+    """A key as one line: a stranger's key may hold line breaks or control characters (shown escaped)."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def key_path(loc: tuple) -> str:
     """A pydantic location as a recipe reader writes it: `variants[0].config.epochs`."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{printable(part)}" if out else printable(part))
     return out or "the document"
 
 
 def dotted_path(loc: tuple) -> str:
     """A pydantic location with dots only: `variants.0.metrics` (JSON documents, request bodies)."""
-    return ".".join(str(part) for part in loc) or "the document"
+    return ".".join(printable(part) for part in loc) or "the document"
 
 
 def validation_detail(exc, *, name=key_path, prefix: tuple = (), skip: tuple = ()) -> str:
@@ -63,7 +69,7 @@ def validation_detail(exc, *, name=key_path, prefix: tuple = (), skip: tuple = (
     loc = tuple(part for part in (*prefix, *err.get("loc", ())) if part not in skip)
     where = name(loc)
     if err.get("type") == "extra_forbidden":
-        return f"unknown key '{loc[-1]}' at {where}: check its spelling against the documented keys"
+        return f"unknown key '{printable(loc[-1])}' at {where}: check its spelling against the documented keys"
     if err.get("type") == "missing":
         return f"{where} is required but missing: add it"
     message = str(err.get("msg", "invalid")).removeprefix("Value error, ")

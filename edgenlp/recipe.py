@@ -114,7 +114,8 @@ class Recipe(BaseModel):
     model: str | ScratchModel = "minilm"
     """A packaged name, checkpoint folder or hub id, or a config to initialise (architecture, config, tokenizer)."""
     task: str | None = None
-    """text-classification or text-generation; None: the model's own task (a bare encoder: classification)."""
+    """text-classification, text-generation or feature-extraction; None: the model's own task (a bare encoder:
+    classification)."""
     data: DataSpec = DataSpec()
     sweep: dict[str, list[Any]] = {}
     """Values to repeat variants over: a variant named `pruned-{ratio}` is made once per `ratio`."""

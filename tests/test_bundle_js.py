@@ -57,3 +57,49 @@ def test_transformers_js_generates_like_the_runtime(tiny_gpt2_run, tmp_path):
     assert theirs["generated_text"] == ours.text
     q4 = node("generate.mjs", str(tmp_path), "gpt2-q4", "q4", "the movie was", "8")  # onnx/model_q4.onnx
     assert isinstance(q4["generated_text"], str) and q4["generated_text"]
+
+
+def test_transformers_js_embeds_like_the_runtime(tiny_bert, tmp_path):
+    """A feature-extraction bundle: transformers.js's pipeline, given the pooling its manifest names, gives
+    the runtime's vectors (FP32: cosine > 0.99999; INT8: the same file, cosine > 0.9999)."""
+    from test_embedding import make_pairs, write_pairs
+
+    from edgenlp import pipeline, recipe
+
+    pairs = write_pairs(tmp_path / "pairs.csv", make_pairs(200))
+    run = pipeline.run(
+        recipe.parse(
+            {
+                "name": "tiny-embed-js",
+                "model": str(tiny_bert),
+                "task": "feature-extraction",
+                "data": {"source": str(pairs)},
+                "variants": [
+                    {"name": "pytorch-fp32", "stage": "finetune", "config": {"max_steps": 5, "max_length": 32}},
+                    {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+                    {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
+                ],
+                "validation": {"examples": 8},
+            }
+        ),
+        tmp_path / "run",
+        bench=False,
+    )
+    for name, dtype in (("onnx-fp32", "fp32"), ("onnx-int8", "q8")):
+        bundle = build(run.variants[name].path, tmp_path / "bundles" / name)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        options = manifest["transformers_js"]["options"]
+        ours = load(bundle).embed(TEXTS, batch_size=1)
+        theirs = np.asarray(
+            node(
+                "embed.mjs",
+                str(tmp_path / "bundles"),
+                name,
+                dtype,
+                options["pooling"],
+                str(options["normalize"]).lower(),
+                json.dumps(TEXTS),
+            )
+        )
+        cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+        assert theirs.shape == ours.shape and cos.min() > 0.9999, (name, cos)

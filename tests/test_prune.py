@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgenlp import architectures, models, pipeline, recipe
+from edgenlp import architectures, models, pipeline, recipe, tasks
 from edgenlp.artifact import build
 from edgenlp.data import DataSpec
 from edgenlp.errors import ArtifactError, DataError, RecipeError
@@ -216,7 +216,7 @@ def test_distillation_lowers_the_loss_against_the_teacher(wide_bert, tiny_bert, 
     architectures.register()
     student = AutoModelForSequenceClassification.from_pretrained(str(pruned.path))
     objective = distill.Distillation(
-        wide_bert, "AutoModelForSequenceClassification", distill.Config(alpha=1.0, hidden_weight=1.0, temperature=2.0)
+        wide_bert, tasks.get("text-classification"), distill.Config(alpha=1.0, hidden_weight=1.0, temperature=2.0)
     )
     objective.start(student)
     tok = AutoTokenizer.from_pretrained(str(tiny_bert))
@@ -486,14 +486,14 @@ def test_distillation_maps_a_shallower_student_to_the_layers_it_kept(wide_bert, 
     architectures.register()
     student = AutoModelForSequenceClassification.from_pretrained(str(pruned.path))
     objective = distill.Distillation(
-        wide_bert, "AutoModelForSequenceClassification", distill.Config(hidden_weight=1.0), kept_layers=kept
+        wide_bert, tasks.get("text-classification"), distill.Config(hidden_weight=1.0), kept_layers=kept
     )
     objective.start(student)
     assert objective.mapping == [kept[0], 2]
     ids = torch.randint(0, 60, (4, 7), generator=torch.Generator().manual_seed(0))
     loss = objective(student, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids[:, 0] % 2})
     assert loss.requires_grad and objective.parts["hidden_loss"] >= 0
-    unmapped = distill.Distillation(wide_bert, "AutoModelForSequenceClassification", distill.Config(hidden_weight=1.0))
+    unmapped = distill.Distillation(wide_bert, tasks.get("text-classification"), distill.Config(hidden_weight=1.0))
     with pytest.raises(RecipeError, match="layer mapping"):
         unmapped.start(student)
 

@@ -99,16 +99,27 @@ def test_unknown_stage_is_a_recipe_error():
         stages.get("prune-it")
 
 
-def test_export_of_a_base_model_asks_for_finetuning(tiny_bert, tmp_path):
+def test_export_of_a_base_model_is_an_embedding_graph(tiny_bert, tmp_path):
+    """A bare encoder is for sentence embeddings: it exports as Optimum's feature-extraction, token vectors out."""
     source = models.resolve(str(tiny_bert))
-    with pytest.raises(ArtifactError, match="fine-tune it"):
-        build(
-            tmp_path / "x",
-            source,
-            "export",
-            {},
-            run=lambda w: stages.get("export").run(source, stages.get("export").Config(), w),
-        )
+    assert source.task == "feature-extraction"
+    built, _ = build(
+        tmp_path / "x",
+        source,
+        "export",
+        {},
+        run=lambda w: stages.get("export").run(source, stages.get("export").Config(), w),
+    )
+    assert built.task == "feature-extraction" and built.meta["metadata"]["outputs"] == ["last_hidden_state"]
+
+
+def test_export_of_a_model_no_task_takes_asks_for_finetuning(tiny_bert, tmp_path):
+    from edgenlp.artifact import Artifact
+
+    source = models.resolve(str(tiny_bert))
+    stranger = Artifact(source.path, {**source.meta, "task": "fill-mask"})
+    with pytest.raises(ArtifactError, match="fine-tune it for one of"):
+        stages.get("export").run(stranger, stages.get("export").Config(), tmp_path / "y")
 
 
 def test_runtime_classifier_agrees_with_pytorch(tiny_run):

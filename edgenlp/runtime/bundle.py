@@ -13,6 +13,7 @@ import json
 import os
 import zlib
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -212,8 +213,13 @@ def _extract(z, info, limit: int, work: Path) -> None:
             dst.write(chunk)
 
 
+ENCODERS = {"text-classification": ".classifier:TextClassifier", "feature-extraction": ".embedding:TextEmbedder"}
+"""Tasks answered by one encoder pass, and the runtime class that answers each (same constructor)."""
+SERVED_TASKS = (*ENCODERS, "text-generation")
+
+
 class Bundle:
-    """A verified bundle, ready to answer. `task` says which of `classify` or `generate` it offers."""
+    """A verified bundle, ready to answer. `task` says which of `classify`, `embed` or `generate` it offers."""
 
     def __init__(
         self,
@@ -237,16 +243,15 @@ class Bundle:
         from .engines import get as get_engine
 
         get_engine(self.engine).require(f"the bundle {self.path}")
-        if self.task not in ("text-classification", "text-generation"):
+        if self.task not in SERVED_TASKS:
             raise BundleError(
                 f"{self.path} is a {self.task!r} bundle, which this runtime cannot serve "
-                "(it serves text-classification and text-generation): upgrade edgenlp"
+                f"(it serves {', '.join(SERVED_TASKS)}): upgrade edgenlp"
             )
         try:
-            if self.task == "text-classification":
-                from .classifier import TextClassifier
-
-                self._model = TextClassifier(
+            if self.task in ENCODERS:
+                module, _, name = ENCODERS[self.task].partition(":")
+                self._model = getattr(import_module(module, __package__), name)(
                     self.path,
                     threads=threads,
                     model_file=model_file,
@@ -272,7 +277,7 @@ class Bundle:
 
     @property
     def model(self):
-        """The task's model: a `TextClassifier` (prepare / answer / classify) or a `CausalLM`."""
+        """The task's model: a `TextClassifier` (prepare / answer / classify), a `TextEmbedder` or a `CausalLM`."""
         return self._model
 
     @property
@@ -282,6 +287,11 @@ class Bundle:
     def _require(self, task: str, method: str) -> None:
         if self.task != task:
             raise InputError(f"{self.path} is a {self.task} bundle: {method}() needs a {task} bundle")
+
+    def embed(self, texts: str | Sequence[str], batch_size: int = 32, truncate: bool = True, **kwargs):
+        """One vector per text, a (texts, dimension) float32 array (see `TextEmbedder.embed`)."""
+        self._require("feature-extraction", "embed")
+        return self._model.embed(texts, batch_size=batch_size, truncate=truncate, **kwargs)
 
     def classify(self, texts: str | Sequence[str], batch_size: int = 32, truncate: bool = True, **kwargs) -> list[dict]:
         """Labels and probabilities for `texts` (see `TextClassifier.classify`)."""

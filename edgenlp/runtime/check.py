@@ -80,6 +80,8 @@ def probe(bundle, texts: Sequence[str], prompt_tokens: int = PROMPT_TOKENS, new_
     found = {"environment": environment(), "task": bundle.task, "texts": len(texts)}
     if bundle.task == "text-classification":
         return {**found, **_classify(bundle.model, texts)}
+    if bundle.task == "feature-extraction":  # one text a batch, as the benchmark measured
+        return {**found, "embeddings": [bundle.model.embed([t], batch_size=1)[0].round(7).tolist() for t in texts]}
     return {**found, **_generate(bundle.model, texts, prompt_tokens, new_tokens)}
 
 

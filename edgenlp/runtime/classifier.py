@@ -70,17 +70,7 @@ class TextClassifier:
 
     def prepare(self, texts: str | Sequence[str], truncate: bool = True) -> list:
         """Checked and tokenized texts (one `tokenizers.Encoding` each), ready for `answer`."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        check_texts(texts)
-        encodings = self.tokenizer.tokenize(texts)
-        if not truncate:
-            cut = next((i for i, e in enumerate(encodings) if e.overflowing), None)
-            if cut is not None:
-                raise InputError(
-                    f"text {cut} is longer than the model's maximum of {self.tokenizer.max_length} "
-                    "tokens: shorten it, or allow truncation"
-                )
-        return encodings
+        return prepare(self.tokenizer, texts, truncate)
 
     def answer(
         self,
@@ -121,6 +111,21 @@ class TextClassifier:
                 answer["logits"] = {k: float(x) for k, x in zip(names, raw)}
             answers.append(answer)
         return answers
+
+
+def prepare(tokenizer: TextTokenizer, texts: str | Sequence[str], truncate: bool = True) -> list:
+    """Checked and tokenized texts; one longer than the model's maximum is cut, or refused with `truncate=False`."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    check_texts(texts)
+    encodings = tokenizer.tokenize(texts)
+    if not truncate:
+        cut = next((i for i, e in enumerate(encodings) if e.overflowing), None)
+        if cut is not None:
+            raise InputError(
+                f"text {cut} is longer than the model's maximum of {tokenizer.max_length} "
+                "tokens: shorten it, or allow truncation"
+            )
+    return encodings
 
 
 def check_texts(texts: Sequence[str]) -> None:

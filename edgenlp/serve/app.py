@@ -1,7 +1,8 @@
-"""The FastAPI service of one bundle, in the request shapes of text-embeddings-inference (`/predict`)
-and text-generation-inference (`/generate`, `/generate_stream`).
+"""The FastAPI service of one bundle, in the request shapes of text-embeddings-inference (`/predict`,
+`/embed`), OpenAI's embeddings (`/v1/embeddings`) and text-generation-inference (`/generate`,
+`/generate_stream`).
 
-Classification requests are tokenized on arrival and answered by the dynamic batcher; generation
+Classification and embedding requests are tokenized on arrival and answered by the dynamic batcher; generation
 requests run one at a time in a worker thread, with a bounded number waiting. Every answer carries
 timing headers; errors are `{"error", "error_type"}` with the status a client can act on.
 """
@@ -15,7 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,6 +52,43 @@ class PredictRequest(BaseModel):
     inputs: Union[str, list[str]]
     raw_scores: bool = False
     truncate: bool = True
+
+
+class EmbedRequest(BaseModel):
+    """text-embeddings-inference's `/embed` body."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    inputs: Union[str, list[str]]
+    normalize: bool = True
+    truncate: bool = True
+
+
+class OpenAIEmbeddingsRequest(BaseModel):
+    """OpenAI's `/v1/embeddings` body (text inputs; token-id inputs are not taken)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    input: Union[str, list[str]]
+    model: Optional[str] = None
+    encoding_format: Literal["float", "base64"] = "float"
+    user: Optional[str] = None
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: Union[list[float], str]
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingUsage
 
 
 class Score(BaseModel):
@@ -175,6 +213,7 @@ class Metrics:
 def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> FastAPI:
     """The service of a loaded (and verified) bundle."""
     classifier = bundle.task == "text-classification"
+    embedder = bundle.task == "feature-extraction"
     batcher: Batcher | None = None
     generating = threading.Semaphore(1)
     waiting = {"generations": 0}
@@ -196,6 +235,21 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                 on_batch=metrics.batch,
             )
             model.answer(model.prepare(["warm up"]))  # the first run allocates; no client should pay for it
+        elif embedder:  # vectors come back as pooled; each request normalises them or not
+            model = bundle.model
+            batcher = Batcher(
+                lambda items: list(
+                    model.answer(
+                        items,
+                        batch_size=settings.batching.max_batch_texts,
+                        max_batch_tokens=settings.batching.max_batch_tokens,
+                        normalize=False,
+                    )
+                ),
+                settings.batching,
+                on_batch=metrics.batch,
+            )
+            model.answer(model.prepare(["warm up"]))
         yield
         if batcher is not None:
             batcher.close()  # uvicorn has finished the in-flight requests; the queue is empty by now
@@ -273,6 +327,77 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                 "x-batch-size": str(job.batch_texts),
             },
         )
+
+    async def embedded(texts: list[str], truncate: bool):
+        """Pooled vectors of `texts` through the batcher, with the timings and the tokens they held."""
+        need("feature-extraction", "an embeddings endpoint")
+        if len(texts) > settings.max_client_batch_size:
+            raise ApiError(
+                413,
+                "validation",
+                f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a request may carry: split the batch",
+            )
+        arrived = time.perf_counter()
+        model = bundle.model
+        try:
+            items = await asyncio.to_thread(model.prepare, texts, truncate=truncate)
+        except InputError as exc:
+            too_long = "longer than the model's maximum" in str(exc)
+            raise ApiError(413 if too_long else 400, "validation", str(exc)) from None
+        tokenized = time.perf_counter()
+        try:
+            job = batcher.submit(items, [len(e.ids) for e in items])
+        except Overloaded as exc:
+            raise ApiError(503, "overloaded", str(exc)) from None
+        except ShuttingDown as exc:
+            raise ApiError(503, "unhealthy", str(exc)) from None
+        vectors = await asyncio.wrap_future(job.future)
+        done = time.perf_counter()
+        headers = {
+            "x-compute-time": _ms(done - arrived),
+            "x-tokenization-time": _ms(tokenized - arrived),
+            "x-queue-time": _ms(job.started - job.enqueued),
+            "x-inference-time": _ms(done - job.started),
+            "x-batch-size": str(job.batch_texts),
+        }
+        return vectors, headers, sum(len(e.ids) for e in items)
+
+    @app.post(
+        "/embed",
+        summary="Embed one text or a batch (text-embeddings-inference's request shape)",
+        response_model=list[list[float]],
+        responses=ERRORS,
+    )
+    async def embed(body: EmbedRequest):
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        vectors, headers, _ = await embedded(texts, body.truncate)
+        rows = [_unit(v) if body.normalize else v for v in vectors]
+        return Response(
+            json.dumps([[float(x) for x in v] for v in rows]), media_type="application/json", headers=headers
+        )
+
+    @app.post(
+        "/v1/embeddings",
+        summary="Embed one text or a batch (OpenAI's embeddings request shape)",
+        response_model=OpenAIEmbeddingsResponse,
+        responses=ERRORS,
+    )
+    async def openai_embeddings(body: OpenAIEmbeddingsRequest):
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors, headers, tokens = await embedded(texts, True)
+        own = bundle.model.pooling.normalize
+        data = []
+        for i, v in enumerate(vectors):
+            v = _unit(v) if own else v
+            value = _base64(v) if body.encoding_format == "base64" else [float(x) for x in v]
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": bundle.manifest["model"]["variant"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return Response(json.dumps(answer), media_type="application/json", headers=headers)
 
     def generation_args(body: GenerateRequest) -> dict:
         """The generator's arguments, checked now: a bad setting is a 400 before any work (or stream) starts."""
@@ -608,6 +733,21 @@ def _file_in(folder: Path, name: str):
 def _ranked(answer: dict, raw: bool) -> list[dict]:
     scores = answer["logits"] if raw else answer["probabilities"]
     return sorted(({"label": k, "score": float(v)} for k, v in scores.items()), key=lambda x: -x["score"])
+
+
+def _unit(vector):
+    import numpy as np
+
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def _base64(vector) -> str:
+    """OpenAI's base64 encoding: the little-endian float32 bytes."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
 def _error(status: int, error_type: str, message: str) -> JSONResponse:

@@ -1,7 +1,8 @@
 """Recover what pruning cost: train a (pruned) checkpoint to match its unpruned teacher.
 
-The loss is `alpha` x the soft-label KL divergence between student and teacher at `temperature`
-(scaled by T^2, Hinton et al.) + (1 - alpha) x the task's own loss (labels, or the next token),
+The loss is `alpha` x the task's soft loss against the teacher (for classifiers and language models the
+soft-label KL divergence at `temperature`, scaled by T^2, Hinton et al.; for embeddings the cosine
+distance to the teacher's embeddings) + (1 - alpha) x the task's own loss (labels, the next token, pair scores),
 + optionally `hidden_weight` x the mean squared difference of the hidden states of mapped layers
 (the same hidden size in both: pruning keeps it). A student with layers dropped (`prune`'s `layers`)
 matches each layer to the teacher layer it was kept from, and its last to the teacher's last (its
@@ -87,8 +88,9 @@ def layer_map(kept_layers: list[int] | None, student_layers: int, teacher_layers
 class Distillation:
     """The training objective: soft labels from the teacher plus the task loss (and hidden states)."""
 
-    def __init__(self, teacher: Path, task_auto_model: str, config: Config, kept_layers: list[int] | None = None):
-        self.teacher_path, self.auto_model, self.config = teacher, task_auto_model, config
+    def __init__(self, teacher: Path, task, config: Config, kept_layers: list[int] | None = None):
+        self.teacher_path, self.auto_model, self.config = teacher, task.AUTO_MODEL, config
+        self.terms = task.Trainer.distillation_terms
         self.kept_layers = kept_layers
         self.parts: dict = {}
 
@@ -120,26 +122,13 @@ class Distillation:
 
     def __call__(self, student, batch):
         import torch
-        import torch.nn.functional as F
 
         hidden = bool(self.config.hidden_weight)
-        out = student(**batch, output_hidden_states=hidden)
-        with torch.no_grad():
-            ref = self.teacher(**batch, output_hidden_states=hidden)
-        T = self.config.temperature
-        kl = (
-            F.kl_div(
-                F.log_softmax(out.logits / T, -1), F.log_softmax(ref.logits / T, -1), log_target=True, reduction="none"
-            ).sum(-1)
-            * T
-            * T
-        )
-        mask = batch.get("attention_mask")
-        weights = mask.to(kl.dtype) if mask is not None and kl.dim() == 2 else torch.ones_like(kl)
-        soft = (kl * weights).sum() / weights.sum()
-        loss = self.config.alpha * soft + (1 - self.config.alpha) * out.loss
-        self.parts = {"soft_loss": round(float(soft.detach()), 5), "task_loss": round(float(out.loss.detach()), 5)}
+        out, ref, soft, task_loss = self.terms(student, self.teacher, batch, self.config.temperature, hidden)
+        loss = self.config.alpha * soft + (1 - self.config.alpha) * task_loss
+        self.parts = {"soft_loss": round(float(soft.detach()), 5), "task_loss": round(float(task_loss.detach()), 5)}
         if hidden:
+            mask = batch.get("attention_mask")
             token_mask = (mask if mask is not None else torch.ones(out.hidden_states[0].shape[:2])).unsqueeze(-1)
             mse = sum(
                 ((a - b) ** 2 * token_mask).sum() / (token_mask.sum() * a.shape[-1])
@@ -183,7 +172,7 @@ def _distill_from(
         parent,
         cfg,
         folder,
-        Distillation(teacher, task.AUTO_MODEL, cfg, kept_layers=_kept_layers(parent, cfg)),
+        Distillation(teacher, task, cfg, kept_layers=_kept_layers(parent, cfg)),
         stage=NAME,
         evaluate_first=True,
         on_eval=on_eval,

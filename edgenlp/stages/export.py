@@ -15,16 +15,16 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import architectures
+from .. import architectures, tasks
 from ..artifact import Artifact, StageOutput
 from ..errors import ArtifactError
+from ..runtime.embedding import carry_pooling
 from ..runtime.generation import LOGITS_TO_KEEP
 from ..trust import pretrained_options
 from . import StageConfig
 
 NAME = "export"
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx")
-OPTIMUM_TASKS = {"text-classification": "text-classification", "text-generation": "text-generation-with-past"}
 
 
 class Config(StageConfig):
@@ -35,9 +35,10 @@ class Config(StageConfig):
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     if parent.format != "pytorch":
         raise ArtifactError(f"export needs a PyTorch checkpoint, but {parent.path} is {parent.format}")
-    if parent.task not in OPTIMUM_TASKS:
+    if parent.task not in tasks.TASK_NAMES:
         raise ArtifactError(
-            f"{parent.path} is a {parent.task} model: fine-tune it for classification (stage finetune) before exporting"
+            f"{parent.path} is a {parent.task} model, which edgenlp has no task for: fine-tune it for one of "
+            f"{', '.join(tasks.TASK_NAMES)} (stage finetune) before exporting"
         )
     from optimum.exporters.onnx import main_export
 
@@ -47,15 +48,17 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
         main_export(
             str(parent.path),
             output=str(workdir),
-            task=OPTIMUM_TASKS[parent.task],
+            task=tasks.get(parent.task).EXPORT_TASK,
             library_name="transformers",
             opset=config.opset,
             do_validation=False,
             device="cpu",
             **pretrained_options(parent.path),
         )
-    for leftover in ("1_Pooling",):  # sentence-transformers extras that the ONNX model does not use
-        shutil.rmtree(workdir / leftover, ignore_errors=True)
+    # sentence-transformers' pooling folder becomes one top-level pooling.json, which every later stage
+    # copies with the other support files (folders are not copied)
+    carry_pooling(parent.path, workdir)
+    shutil.rmtree(workdir / "1_Pooling", ignore_errors=True)
     import onnx
 
     if parent.task == "text-generation":

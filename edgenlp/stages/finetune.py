@@ -82,14 +82,16 @@ def task_of(parent: Artifact, config: Config):
 
 def satisfied_by(parent: Artifact, dataset, config: Config | None = None) -> str | None:
     """Why the parent is used as given, or None: a classifier already trained for these labels (in any
-    order), or, with `train: if-needed`, a language model that is a trained checkpoint."""
+    order), or, with `train: if-needed`, a trained checkpoint already made for the task (a language
+    model, an embedding model)."""
     labels = getattr(dataset, "labels", None)
     if bool(labels) and parent.task == "text-classification" and sorted(parent.labels()) == sorted(labels):
         return "a classifier already trained on the data's labels"
     trained = (parent.meta.get("source") or {}).get("kind") != "scratch" and parent.meta.get("stage") == "source"
-    if config is not None and config.train == "if-needed" and parent.task == "text-generation" and trained:
-        return "a trained language model; the corpus serves evaluation and calibration (--finetune trains it)"
-    return None
+    if config is None or config.train != "if-needed" or not trained:
+        return None
+    task = task_of(parent, config)
+    return task.USED_AS_TRAINED if parent.task == task.NAME else None
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
@@ -161,7 +163,7 @@ def train(
     model = trainer.model
     if objective is not None and hasattr(objective, "start"):
         objective.start(model)
-    loss_of = objective or (lambda m, batch: m(**batch).loss)
+    loss_of = objective or trainer.loss
 
     steps_per_epoch = max(1, math.ceil(trainer.train_size / config.batch_size))
     total_steps = config.max_steps or max(1, int(steps_per_epoch * config.epochs))

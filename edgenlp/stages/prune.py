@@ -34,6 +34,7 @@ from .. import architectures, tasks
 from .. import data as data_module
 from ..artifact import Artifact, StageOutput
 from ..errors import ArtifactError, DataError, RecipeError
+from ..runtime.embedding import carry_pooling
 from ..trust import pretrained_options
 from . import StageConfig
 
@@ -213,13 +214,13 @@ def _load(parent: Artifact, config: Config):
                 break
         if not batches:
             raise DataError(f"the training split of {config.data.source} gave no calibration batch: give more data")
-        return task, trainer.model, batches
+        return task, trainer.model, batches, trainer.loss
     architectures.register()
     auto = getattr(transformers, task.AUTO_MODEL)
     model = auto.from_pretrained(str(parent.path), **pretrained_options(parent.path))
     generator = torch.Generator().manual_seed(config.seed)
     ids = torch.randint(0, model.config.vocab_size, (2, min(16, config.max_length)), generator=generator)
-    return task, model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+    return task, model, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}], None
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
@@ -241,7 +242,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     transformers.logging.set_verbosity_error()
     started = time.time()
     torch.manual_seed(config.seed)
-    task, model, batches = _load(parent, config)
+    task, model, batches, loss_of = _load(parent, config)
     model.config.use_cache = False  # the pruner traces one plain forward pass
     before = _count(model)
     example = {k: v for k, v in batches[0].items() if k != "labels"}
@@ -276,14 +277,14 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     ignored = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m not in roots]
 
     def logits_sum(out):
-        return out.logits.sum()
+        return main_output(out).sum()
 
     if config.importance == "taylor":
         importance = tp.importance.GroupTaylorImportance()
         model.train()
         model.zero_grad()
         for batch in batches:
-            model(**batch).loss.backward()
+            loss_of(model, batch).backward()
         model.eval()
     else:
         importance = tp.importance.GroupMagnitudeImportance(p=2)
@@ -326,6 +327,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     after = _count(pruned)
     pruned.save_pretrained(str(workdir), safe_serialization=True)
     _copy_tokenizer(parent.path, workdir)
+    carry_pooling(parent.path, workdir)  # an embedding model's pooling (nothing for others)
     _check_reload(pruned, workdir, task, example)
     return StageOutput(
         format="pytorch",
@@ -448,7 +450,7 @@ def _rebuild(model, task, family: architectures.Family, shapes: dict, example: d
     rebuilt.eval()
     model.eval()
     with torch.no_grad():
-        diff = (rebuilt(**example).logits - model(**example).logits).abs().max().item()
+        diff = (main_output(rebuilt(**example)) - main_output(model(**example))).abs().max().item()
     if diff > 1e-4:
         raise RuntimeError(f"the rebuilt pruned model differs from the pruned one by {diff}")
     return rebuilt
@@ -469,6 +471,11 @@ def _check_reload(pruned, workdir: Path, task, example: dict) -> None:
         getattr(transformers, task.AUTO_MODEL).from_pretrained(str(workdir), **pretrained_options(workdir)).eval()
     )
     with torch.no_grad():
-        diff = (reloaded(**example).logits - pruned(**example).logits).abs().max().item()
+        diff = (main_output(reloaded(**example)) - main_output(pruned(**example))).abs().max().item()
     if diff > 1e-5:
         raise RuntimeError(f"the saved pruned checkpoint differs from the pruned model by {diff} after reloading")
+
+
+def main_output(out):
+    """What a model computes: its logits, or the hidden states of a bare encoder (an embedding model)."""
+    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state

@@ -255,5 +255,6 @@ def _check_inside(workdir: Path, auto, inside: list[tuple[list, list]], expected
 def _output(model, ids: list[int]):
     import torch
 
-    out = model(input_ids=torch.tensor([ids]))
-    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+    from .prune import main_output
+
+    return main_output(model(input_ids=torch.tensor([ids])))

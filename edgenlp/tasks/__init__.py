@@ -29,14 +29,16 @@ from .protocol import Quality, Task, Workload  # noqa: F401  (the interface, imp
 _PACKAGES = {
     "text-classification": "edgenlp.tasks.classification",
     "text-generation": "edgenlp.tasks.generation",
+    "feature-extraction": "edgenlp.tasks.embedding",
 }
 TASK_NAMES = tuple(_PACKAGES)
 
 if TYPE_CHECKING:  # a type checker holds every task package against the interface
-    from . import classification, generation
+    from . import classification, embedding, generation
 
     _classification: Task = classification
     _generation: Task = generation
+    _embedding: Task = embedding
 
 
 def get(name: str) -> Task:

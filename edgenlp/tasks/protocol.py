@@ -75,6 +75,15 @@ class TaskTrainer(Protocol):
 
     def save(self, workdir: Path, /) -> None: ...
 
+    def loss(self, model: Any, batch: dict, /) -> Any:
+        """The task's own training loss of `model` on one of `batches`' batches."""
+        ...
+
+    def distillation_terms(self, student: Any, teacher: Any, batch: dict, temperature: float, hidden: bool, /) -> tuple:
+        """(student outputs, teacher outputs, soft loss against the teacher, the task's own loss) of one batch;
+        the outputs carry `hidden_states` when `hidden`."""
+        ...
+
 
 @runtime_checkable
 class Task(Protocol):
@@ -94,6 +103,11 @@ class Task(Protocol):
     """What a model must already be for this task (it cannot be given it by re-heading another), or None."""
     CALIBRATION_BATCH: int
     """Calibration samples per batch of static quantisation."""
+    EXPORT_TASK: str
+    USED_AS_TRAINED: str | None
+    """Why a trained checkpoint made for this task is used as given by `finetune`'s `train: if-needed`
+    (None: the task decides by its data, as a classifier does by its labels)."""
+    """Optimum's export task for this task's models (`text-classification`, `text-generation-with-past`)."""
 
     # -- classes the core instantiates (read-only: a task's own class stands in for the protocol)
     @property

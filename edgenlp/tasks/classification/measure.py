@@ -159,6 +159,15 @@ def eval_section(payload: dict, reference_raw: dict, profiles) -> dict:
 
 def ratios(v: dict, ref: dict, settings) -> dict:
     """Speed-ups against the reference with a 95% interval paired by round, and the accuracy deltas."""
+    return {
+        **speedups(v, ref, settings),
+        "accuracy_delta_points": 100.0 * (v["metrics"]["accuracy"] - ref["metrics"]["accuracy"]),
+        "macro_f1_delta_points": 100.0 * (v["metrics"]["macro_f1"] - ref["metrics"]["macro_f1"]),
+    }
+
+
+def speedups(v: dict, ref: dict, settings) -> dict:
+    """Reference p50 / variant p50 per profile and shape, with a 95% interval paired by round."""
     from ...bench import stats
 
     speedup, speedup_ci = {}, {}
@@ -169,12 +178,7 @@ def ratios(v: dict, ref: dict, settings) -> dict:
                 one = stats.speedup(base, rounds, settings.bootstrap)
                 speedup[f"{pname}/{shape}"] = one["ratio"]
                 speedup_ci[f"{pname}/{shape}"] = one["ci"]
-    return {
-        "speedup_p50": speedup,
-        "speedup_p50_ci": speedup_ci,
-        "accuracy_delta_points": 100.0 * (v["metrics"]["accuracy"] - ref["metrics"]["accuracy"]),
-        "macro_f1_delta_points": 100.0 * (v["metrics"]["macro_f1"] - ref["metrics"]["macro_f1"]),
-    }
+    return {"speedup_p50": speedup, "speedup_p50_ci": speedup_ci}
 
 
 def metric(results: dict, variant: dict, name: str, profile: str) -> float | None:

@@ -27,7 +27,12 @@ def report_sections(results: dict) -> list[str]:
             f"{'-' if mc is None else f'{mc:.3f}'} | {100 * m['macro_f1']:.2f} | "
             f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {v['peak_rss_bytes'] / MIB:.0f} |"
         )
-    lines += error_analysis_section(results)
+    return lines + error_analysis_section(results) + latency_sections(results)
+
+
+def latency_sections(results: dict) -> list[str]:
+    """One latency table per profile: batch-1 percentiles per input length, end to end, throughput, memory."""
+    lines: list[str] = []
     for p in results["profiles"]:
         name = p["name"]
         shapes = [("real" if s == "real" else f"len{s}") for s in p["seq_lengths"]]

@@ -16,3 +16,7 @@ MODEL_MUST_BE: str | None = None
 """Any encoder can be given this task: a bare one gets a classification head."""
 CALIBRATION_BATCH: int = 16
 """Sentences per calibration batch."""
+EXPORT_TASK: str = "text-classification"
+"""Optimum's export task for these models."""
+USED_AS_TRAINED: str | None = None
+"""Why `train: if-needed` uses a trained checkpoint of this task as given (None: decided by the data)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ... import architectures
 from ...trust import pretrained_options
+from ..losses import own_loss, soft_label_terms
 
 
 def pad_with(tokenizer, config, where) -> None:
@@ -108,6 +109,9 @@ class Trainer:
             "macro_f1": float(f1_score(self.val_y, preds, average="macro")),
             "loss": loss_sum / max(len(self.val_y), 1),
         }
+
+    loss = staticmethod(own_loss)
+    distillation_terms = staticmethod(soft_label_terms)
 
     def save(self, workdir) -> None:
         self.model.save_pretrained(str(workdir), safe_serialization=True)

@@ -34,7 +34,17 @@ from .measure import (
 )
 from .report import figures, report_sections
 from .session import Session
-from .spec import AUTO_MODEL, CALIBRATION_BATCH, GATE_METRICS, MODEL_MUST_BE, NAME, QUALITY, SPEED
+from .spec import (
+    AUTO_MODEL,
+    CALIBRATION_BATCH,
+    EXPORT_TASK,
+    GATE_METRICS,
+    MODEL_MUST_BE,
+    NAME,
+    QUALITY,
+    SPEED,
+    USED_AS_TRAINED,
+)
 from .train import Trainer
 from .tuning import quality_drop, screen_latency, tuning_quality
 from .validate import check_against_parent
@@ -42,11 +52,13 @@ from .validate import check_against_parent
 __all__ = [
     "AUTO_MODEL",
     "CALIBRATION_BATCH",
+    "EXPORT_TASK",
     "GATE_METRICS",
     "MODEL_MUST_BE",
     "NAME",
     "QUALITY",
     "SPEED",
+    "USED_AS_TRAINED",
     "GenerationEvalSet",
     "Session",
     "Trainer",

@@ -35,3 +35,9 @@ CALIBRATION_WINDOW = 128
 """Tokens of each calibration window."""
 TUNING_TOKENS = 8192
 """Tokens of tuning text each search trial is scored on."""
+EXPORT_TASK: str = "text-generation-with-past"
+"""Optimum's export task for these models."""
+USED_AS_TRAINED: str | None = (
+    "a trained language model; the corpus serves evaluation and calibration (--finetune trains it)"
+)
+"""Why `train: if-needed` uses a trained checkpoint of this task as given (None: decided by the data)."""

@@ -8,6 +8,7 @@ from ... import architectures
 from ...errors import DataError
 from ...runtime.generation import context_of
 from ...trust import pretrained_options
+from ..losses import own_loss, soft_label_terms
 
 
 class Trainer:
@@ -74,6 +75,9 @@ class Trainer:
             total, count = total + loss * n, count + n
         loss = total / count
         return {"loss": loss, "perplexity": math.exp(loss)}
+
+    loss = staticmethod(own_loss)
+    distillation_terms = staticmethod(soft_label_terms)
 
     def save(self, workdir) -> None:
         self.model.save_pretrained(str(workdir), safe_serialization=True)

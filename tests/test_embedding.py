@@ -1,0 +1,273 @@
+"""Sentence embeddings (`feature-extraction`) through the whole path on a tiny BERT: pairs data, training
+on scores, pruning + distillation to the teacher's vectors, export, INT8, the harness's Spearman /
+cosine / retrieval figures, the report, the bundle, the torch-free runtime and the server's TEI and
+OpenAI endpoints; and the one-line errors of bad pairs files and pooling files."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import FILLER, FORBID_TORCH, NEGATIVE, POSITIVE
+from fastapi.testclient import TestClient
+
+PAIR_FIELDS = ["sentence1", "sentence2", "score", "split"]
+
+
+def make_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Pairs whose score says how many sentiment words they share: learnable by a tiny model."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = rng.sample(POSITIVE + NEGATIVE, 3)
+        a = words + rng.sample(FILLER, 3)
+        shared = rng.randint(0, 3)
+        b = (
+            words[:shared]
+            + rng.sample([w for w in POSITIVE + NEGATIVE if w not in words], 3 - shared)
+            + rng.sample(FILLER, 3)
+        )
+        rng.shuffle(a)
+        rng.shuffle(b)
+        split = "test" if i % 5 == 0 else ("validation" if i % 5 == 1 else "train")
+        rows.append({"sentence1": " ".join(a), "sentence2": " ".join(b), "score": 5.0 * shared / 3, "split": split})
+    return rows
+
+
+def write_pairs(path, rows, fields=PAIR_FIELDS):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs_csv(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("pairs") / "pairs.csv", make_pairs(400))
+
+
+@pytest.fixture(scope="module")
+def embedding_recipe(tiny_bert, pairs_csv) -> dict:
+    train = {"max_steps": 40, "batch_size": 16, "eval_every": 20, "learning_rate": 1e-3, "max_length": 32}
+    return {
+        "name": "tiny-embeddings",
+        "model": str(tiny_bert),
+        "task": "feature-extraction",
+        "data": {"source": str(pairs_csv)},
+        "variants": [
+            {"name": "pytorch-fp32", "stage": "finetune", "config": train},
+            {
+                "name": "pruned",
+                "stage": "prune",
+                "parent": "pytorch-fp32",
+                "config": {"ratio": 0.5, "importance": "taylor", "calibration_batches": 2, "batch_size": 8},
+            },
+            {"name": "distilled", "stage": "distill", "parent": "pruned", "config": {**train, "alpha": 0.7}},
+            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+            {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
+            {
+                "name": "onnx-int8-static",
+                "stage": "quantize-static",
+                "parent": "onnx-fp32",
+                "config": {"calibration_samples": 64, "op_types": ["MatMul"]},
+            },
+            {"name": "onnx-pruned", "stage": "export", "parent": "distilled"},
+            {"name": "onnx-int8-pruned", "stage": "quantize", "parent": "onnx-pruned"},
+        ],
+        "validation": {"examples": 16},
+        "bench": {
+            "profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real", 16], "throughput_batch": 8}],
+            "iterations": 10,
+            "rounds": 2,
+            "warmup": 1,
+            "throughput_batches": 2,
+            "bootstrap": 100,
+            "reference": "pytorch-fp32",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def embedding_run(embedding_recipe, tmp_path_factory):
+    from edgenlp import pipeline, recipe
+
+    return pipeline.run(recipe.parse(embedding_recipe), tmp_path_factory.mktemp("embedding-run"))
+
+
+def test_training_on_pairs_and_distillation_to_the_teacher_s_vectors(embedding_run):
+    log = json.loads((embedding_run.variants["pytorch-fp32"].path / "training_log.json").read_text())
+    assert log["task"] == "feature-extraction" and log["metric"] == "spearman"
+    assert log["evals"][-1]["spearman"] > log["evals"][0]["spearman"] or log["best_score"] > 50
+    distilled = json.loads((embedding_run.variants["distilled"].path / "training_log.json").read_text())
+    assert {"soft_loss", "task_loss"} <= set(distilled["steps"][0])  # cosine to the teacher + the pair loss
+    assert distilled["steps"][-1]["soft_loss"] < distilled["steps"][0]["soft_loss"]
+    pooling = json.loads((embedding_run.variants["onnx-int8-pruned"].path / "pooling.json").read_text())
+    assert pooling == {"mode": "mean", "normalize": True}
+
+
+def test_the_harness_measures_spearman_fidelity_and_retrieval(embedding_run):
+    results = embedding_run.results
+    assert results["task"] == "feature-extraction"
+    by_name = {v["name"]: v for v in results["variants"]}
+    ref, fp32, int8 = (
+        by_name["pytorch-fp32"]["metrics"],
+        by_name["onnx-fp32"]["metrics"],
+        by_name["onnx-int8"]["metrics"],
+    )
+    assert results["eval"]["examples"] == 80 and ref["sentences"] == results["eval"]["sentences"]
+    assert ref["spearman_ci"][0] <= ref["spearman"] <= ref["spearman_ci"][1]
+    assert abs(fp32["spearman"] - ref["spearman"]) < 0.05  # the same model in another engine
+    assert fp32["cosine_to_reference"]["min"] > 0.9999 and fp32["retrieval"]["recall_at_k"] > 0.97
+    assert 0.5 < int8["cosine_to_reference"]["mean"] < 1.0
+    assert sum(int8["cosine_to_reference"]["histogram"]["counts"]) == ref["sentences"]
+    lo, hi = int8["spearman_delta_ci"]
+    assert lo <= by_name["onnx-int8"]["ratios"]["spearman_delta_points"] <= hi
+    assert by_name["onnx-int8"]["profiles"]["tiny-1t"]["throughput_seq_per_s"] > 0
+    targets = {t["target"] for t in results["selection"]["by_target"]} if "by_target" in results["selection"] else set()
+    report = (embedding_run.out_dir / "report.md").read_text()
+    assert "## Embedding quality and size" in report and "## Cosine to the reference: distribution" in report
+    assert "Spearman" in (embedding_run.out_dir / "report.html").read_text()
+    del targets
+
+
+def test_the_bundle_embeds_without_torch_as_the_harness_did(embedding_run, tmp_path):
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+    from edgenlp.tasks.embedding.validate import embed_with
+
+    bundle_dir = build(embedding_run.variants["onnx-int8"].path, tmp_path / "bundle")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["task"] == "feature-extraction" and manifest["pooling"] == {"mode": "mean", "normalize": True}
+    texts = ["good fun film", "the plot was awful", "great"]
+    vectors = load(bundle_dir).embed(texts, batch_size=1)
+    assert vectors.shape == (3, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    harness = embed_with(embedding_run.variants["onnx-int8"], texts)
+    assert np.allclose(vectors, harness / np.linalg.norm(harness, axis=1, keepdims=True), atol=1e-5)
+    script = FORBID_TORCH + (
+        "from edgenlp.runtime import load\n"
+        f"v = load({str(bundle_dir)!r}).embed({texts!r}, batch_size=1)\n"
+        "import json; print(json.dumps(v.tolist()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert np.allclose(np.asarray(json.loads(done.stdout)), vectors, atol=1e-6)
+    with pytest.raises(Exception, match="classify\\(\\) needs a text-classification bundle"):
+        load(bundle_dir).classify("good")
+
+
+def test_the_server_answers_tei_and_openai_embeddings(embedding_run, tmp_path):
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+    from edgenlp.serve import ServeSettings, create_app
+
+    bundle = load(build(embedding_run.variants["onnx-fp32"].path, tmp_path / "bundle"))
+    expected = bundle.embed(["good fun film", "awful"])
+    with TestClient(create_app(bundle, ServeSettings(max_client_batch_size=4))) as client:
+        one = client.post("/embed", json={"inputs": "good fun film"})
+        assert one.status_code == 200 and np.allclose(one.json()[0], expected[0], atol=1e-5)
+        raw = client.post("/embed", json={"inputs": ["good fun film"], "normalize": False}).json()
+        assert np.linalg.norm(raw[0]) != pytest.approx(1.0, abs=1e-3)
+        assert np.allclose(np.asarray(raw[0]) / np.linalg.norm(raw[0]), expected[0], atol=1e-5)
+        oa = client.post("/v1/embeddings", json={"input": ["good fun film", "awful"], "model": "x"}).json()
+        assert (
+            oa["object"] == "list" and [d["index"] for d in oa["data"]] == [0, 1] and oa["usage"]["prompt_tokens"] > 2
+        )
+        assert np.allclose(oa["data"][1]["embedding"], expected[1], atol=1e-5)
+        b64 = client.post("/v1/embeddings", json={"input": "awful", "encoding_format": "base64"}).json()
+        decoded = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
+        assert np.allclose(decoded, expected[1], atol=1e-5)
+        for body, status in (
+            ({"inputs": ""}, 400),
+            ({"inputs": ["a"] * 5}, 413),
+            ({"inputs": "x", "pooling": "cls"}, 422),
+        ):
+            bad = client.post("/embed", json=body)
+            assert bad.status_code == status and set(bad.json()) == {"error", "error_type"}
+        assert client.post("/v1/embeddings", json={"input": [[1, 2, 3]]}).status_code == 422
+        wrong = client.post("/predict", json={"inputs": "good"})
+        assert wrong.status_code == 400 and "needs a text-classification bundle" in wrong.json()["error"]
+
+
+def test_sentence_transformers_pooling_is_read_and_a_stranger_s_is_checked(tmp_path):
+    from edgenlp.runtime.embedding import pooling_of
+    from edgenlp.runtime.errors import BundleError
+
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert pooling_of(tmp_path).as_json() == {"mode": "cls", "normalize": False}
+    hidden = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    assert np.allclose(pooling_of(tmp_path).apply(hidden, mask), hidden[:, 0])
+    (tmp_path / "modules.json").write_text(json.dumps([{"path": "../../etc", "type": "x.Pooling"}]))
+    with pytest.raises(BundleError, match="outside the model folder"):
+        pooling_of(tmp_path)
+    (tmp_path / "pooling.json").write_text(json.dumps({"mode": "weighted", "normalize": True}))
+    with pytest.raises(BundleError, match="mode must be one of mean, cls, max"):
+        pooling_of(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("rows", "fields", "message"),
+    [
+        ([{"sentence1": "a b", "sentence2": "c d"}], ["sentence1", "sentence2"], "no label column"),
+        (
+            [{"sentence1": "a b", "sentence2": "c d", "score": "high"}],
+            ["sentence1", "sentence2", "score"],
+            "score 'high' is not a number",
+        ),
+        (
+            [{"sentence1": "a b", "sentence2": "", "score": 1}],
+            ["sentence1", "sentence2", "score"],
+            "a pair needs two sentences",
+        ),
+        ([{"sentence1": "a", "score": 1}], ["sentence1", "score"], "no pair column"),
+    ],
+)
+def test_pairs_without_a_score_or_a_second_sentence_are_one_line_errors(tmp_path, rows, fields, message):
+    from edgenlp.errors import DataError
+    from edgenlp.tasks.embedding.data import load_data
+
+    path = write_pairs(tmp_path / "bad.csv", rows, fields)
+    with pytest.raises(DataError, match=message) as caught:
+        load_data(str(path))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_cli_refuses_bad_pairs_in_one_line(tmp_path, embedding_recipe):
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgenlp.cli import app
+
+    path = write_pairs(
+        tmp_path / "bad.csv",
+        [{"sentence1": "a b", "sentence2": "c", "score": "x"}],
+        ["sentence1", "sentence2", "score"],
+    )
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({**embedding_recipe, "data": {"source": str(path)}}))
+    done = CliRunner().invoke(app, ["optimize", "--recipe", str(recipe_file), "--out", str(tmp_path / "r")])
+    assert done.exit_code == 2 and "score 'x' is not a number" in done.output and "Traceback" not in done.output
+
+
+@pytest.mark.real
+def test_sts_b_from_the_kit_keeps_its_three_files_apart():
+    from edgenlp.tasks.embedding.data import load_data
+
+    data = load_data("sts-b")
+    assert (len(data.train), len(data.validation), len(data.test)) == (5749, 1500, 1379)
+    assert data.test.first[0] == "A girl is styling her hair." and data.test.scores[0] == 2.5
