@@ -80,6 +80,7 @@ def test_transformers_js_embeds_like_the_runtime(tiny_bert, tmp_path):
                     {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
                 ],
                 "validation": {"examples": 8},
+                "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real"]}]},
             }
         ),
         tmp_path / "run",

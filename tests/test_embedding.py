@@ -271,3 +271,45 @@ def test_sts_b_from_the_kit_keeps_its_three_files_apart():
     data = load_data("sts-b")
     assert (len(data.train), len(data.validation), len(data.test)) == (5749, 1500, 1379)
     assert data.test.first[0] == "A girl is styling her hair." and data.test.scores[0] == 2.5
+
+
+@pytest.mark.browser
+def test_the_page_compares_sentences_on_the_server_and_in_the_browser(embedding_run, tmp_path):
+    """The web page of an embedding bundle: lines in, the first line's cosine to each other line out, from
+    the server and from transformers.js in headless Chromium, ranked the same."""
+    import os
+    import subprocess as sp
+    from pathlib import Path
+
+    from test_serve import CHROMIUM, _free_port, _wait_ready
+
+    from edgenlp.bundle import build
+    from edgenlp.serve import default_web_assets
+
+    if (default_web_assets() is None or not Path(CHROMIUM).exists()) and not os.environ.get("CI"):
+        pytest.skip("needs Debian's chromium and transformers.js (`npm ci --ignore-scripts` in web/)")
+    from playwright.sync_api import sync_playwright
+
+    bundle_dir = build(embedding_run.variants["onnx-fp32"].path, tmp_path / "bundle")
+    port = _free_port()
+    proc = sp.Popen([sys.executable, "-m", "edgenlp.cli", "serve", str(bundle_dir), "--port", str(port)], text=True)
+    try:
+        _wait_ready(port, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('feature-extraction')")
+            page.fill("#text", "good fun film\ngreat fun movie\nawful boring plot\nthe film was fun")
+            page.check("#in-browser")
+            page.click("#run")
+            page.wait_for_selector("#server-answer .bar.top", timeout=30000)
+            page.wait_for_selector("#browser-answer .bar.top", timeout=60000)
+            order = "els => els.map(e => e.dataset.label)"
+            server = page.eval_on_selector_all("#server-answer .bar", order)
+            in_browser = page.eval_on_selector_all("#browser-answer .bar", order)
+            assert len(server) == 3 and server == in_browser
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)

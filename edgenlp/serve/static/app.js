@@ -3,11 +3,13 @@
 const $ = (id) => document.getElementById(id);
 const info = await (await fetch("/info")).json();
 const generation = info.task === "text-generation";
+const embedding = info.task === "feature-extraction";
 const DTYPES = { "model.onnx": "fp32", "model_fp16.onnx": "fp16", "model_quantized.onnx": "q8", "model_q4.onnx": "q4" };
 const dtype = DTYPES[info.manifest.model.file.split("/").pop()] || "fp32";
 $("model").textContent = `${info.task} · ${info.model} (${info.manifest.model.precision}) · ` +
   `${info.manifest.isa.tuned_for ? "tuned for " + info.manifest.isa.tuned_for : "float"}`;
-$("text").placeholder = generation ? "Type the start of a text" : "Type a sentence to classify";
+$("text").placeholder = generation ? "Type the start of a text"
+  : embedding ? "One sentence per line: the first is compared with the others" : "Type a sentence to classify";
 if (!info.browser) {
   $("in-browser").disabled = true;
   $("browser-note").hidden = false;
@@ -22,7 +24,7 @@ function bars(target, scores) {
     row.dataset.label = s.label;
     row.innerHTML = `<span class="name"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
     row.querySelector(".name").textContent = s.label;
-    row.querySelector(".fill").style.width = `${(100 * s.score).toFixed(1)}%`;
+    row.querySelector(".fill").style.width = `${Math.max(0, 100 * s.score).toFixed(1)}%`;
     row.querySelector(".pct").textContent = `${(100 * s.score).toFixed(1)}%`;
     target.append(row);
   });
@@ -36,9 +38,33 @@ function fail(target, message) {
   target.append(p);
 }
 
+// an embedding bundle: every line's vector, then the first line's cosine to each of the others
+function lines(text) {
+  return text.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+function similarities(sentences, vectors) {
+  const unit = vectors.map((v) => { const n = Math.hypot(...v) || 1; return v.map((x) => x / n); });
+  return sentences.slice(1).map((s, i) => ({
+    label: s, score: unit[0].reduce((sum, x, k) => sum + x * unit[i + 1][k], 0),
+  })).sort((a, b) => b.score - a.score);
+}
+
 async function onServer(text) {
   const out = $("server-answer");
   const t0 = performance.now();
+  if (embedding) {
+    const sentences = lines(text);
+    if (sentences.length < 2) return fail(out, "type at least two lines: the first is compared with the others");
+    const response = await fetch("/embed", { method: "POST", headers: { "content-type": "application/json" },
+                                             body: JSON.stringify({ inputs: sentences }) });
+    const body = await response.json();
+    if (!response.ok) return fail(out, body.error);
+    bars(out, similarities(sentences, body));
+    $("server-latency").textContent = `${(performance.now() - t0).toFixed(1)} ms round trip · ` +
+      `${Number(response.headers.get("x-compute-time")).toFixed(1)} ms on the server`;
+    return;
+  }
   if (!generation) {
     const response = await fetch("/predict", { method: "POST", headers: { "content-type": "application/json" },
                                                body: JSON.stringify({ inputs: text }) });
@@ -88,7 +114,13 @@ async function inBrowser(text) {
       browserModel = await pipeline(info.task, "bundle", { dtype, device: "wasm" });
     }
     const t0 = performance.now();
-    if (generation) {
+    if (embedding) {
+      const sentences = lines(text);
+      const options = (info.manifest.transformers_js || {}).options || { pooling: "mean", normalize: true };
+      const vectors = [];
+      for (const s of sentences) vectors.push(Array.from((await browserModel(s, options)).data));
+      bars(out, similarities(sentences, vectors));
+    } else if (generation) {
       const [result] = await browserModel(text, { max_new_tokens: 48, do_sample: false, return_full_text: false });
       out.replaceChildren();
       const para = document.createElement("p");
