@@ -89,6 +89,11 @@ class EvalSet:
     name: str = "eval"
     task: str = NAME
 
+    @property
+    def texts(self) -> list[str]:
+        """The sentences, by the name every task's held-out set has."""
+        return self.sentences
+
 
 def _pairs_from_rows(rows: list[dict], spec: DataSpec, origin: str) -> dict[str, Pairs]:
     if not rows:
