@@ -43,6 +43,15 @@ def task_of(recipe: Recipe, source: Artifact) -> Task:
     return tasks.resolve(tasks.of_config(source.config()), recipe.task, recipe.model)
 
 
+def with_task_of_data(recipe: Recipe, source: Artifact) -> Recipe:
+    """A recipe for a bare encoder that names no task gets the task its data belongs to (sentence pairs:
+    embeddings), so that every stage trains and measures for it; otherwise the recipe as it is."""
+    if recipe.task is not None or tasks.of_config(source.config()) is not None:
+        return recipe
+    claimed = [name for name in tasks.TASK_NAMES if tasks.get(name).claims_data(recipe.data)]
+    return recipe.model_copy(update={"task": claimed[0]}) if len(claimed) == 1 else recipe
+
+
 def source_and_task(recipe: Recipe) -> tuple[Artifact, Task]:
     """The recipe's model, resolved, and its task."""
     source = models.resolve(recipe.model)
@@ -305,7 +314,9 @@ def training_logs(variants: dict[str, Artifact]) -> dict[str, dict]:
 
 
 def run(recipe: Recipe, out_dir: Path, bench: bool = True) -> RunOutcome:
-    source, task = source_and_task(recipe)
+    source = models.resolve(recipe.model)
+    recipe = with_task_of_data(recipe, source)
+    task = task_of(recipe, source)
     check_before_work(recipe, source, task)
     dataset = task.load_data(recipe.data)
     with FolderLock(out_dir):

@@ -313,3 +313,66 @@ def test_the_page_compares_sentences_on_the_server_and_in_the_browser(embedding_
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_pairs_data_make_a_bare_encoder_an_embedding_model(tiny_bert, pairs_csv, tmp_path):
+    """No --task: sentence pairs (sts-b, or a file with a second-sentence column) give a bare encoder the
+    feature-extraction task; labelled texts keep it a classifier."""
+    from conftest import make_rows
+
+    from edgenlp import models, pipeline, recipe
+    from edgenlp.tasks.embedding.data import claims_data
+
+    source = models.resolve(str(tiny_bert))
+    for data in ({"source": str(pairs_csv)}, {"source": "sts-b"}):
+        spec = recipe.parse({"name": "x", "model": str(tiny_bert), "data": data, "variants": []})
+        assert pipeline.with_task_of_data(spec, source).task == "feature-extraction"
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps({"text": r["review"], "label": r["sentiment"]}) for r in make_rows(4)))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"sentence1": "a", "sentence2": "b", "score": 1}) + "\n")
+    assert claims_data(str(pairs)) and not claims_data(str(labelled)) and not claims_data("tweets")
+    spec = recipe.parse({"name": "x", "model": str(tiny_bert), "data": {"source": str(labelled)}, "variants": []})
+    assert pipeline.with_task_of_data(spec, source).task is None  # resolved later: a classifier to train
+
+
+def test_the_accuracy_budget_search_works_on_spearman(embedding_recipe, tmp_path, monkeypatch):
+    from edgenlp import pipeline, recipe
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+    spec = {
+        **embedding_recipe,
+        "variants": [
+            {
+                **embedding_recipe["variants"][0],
+                "config": {**embedding_recipe["variants"][0]["config"], "max_eval_examples": 30},
+            },
+            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+        ],
+        "selection": {"max_accuracy_drop": 50.0},
+        "search": {
+            "modes": ["dynamic"],
+            "per_channel": [False, True],
+            "embeddings": [True],
+            "attention_matmuls": [False],
+            "probe_samples": 8,
+            "measure_top": 1,
+            "tuning_examples": 40,
+            "min_tuning_examples": 20,
+        },
+    }
+    found = pipeline.run(recipe.parse(spec), tmp_path / "run").results["search"]
+    assert found["drop_unit"] == "points" and {t["label"] for t in found["trials"]} == {
+        "dynamic",
+        "dynamic-per-channel",
+    }
+    assert all(isinstance(t["tuning_quality"], float) for t in found["trials"])
+
+
+def test_ctranslate2_refuses_an_embedding_model_in_one_line(embedding_run):
+    from edgenlp.errors import EngineError
+    from edgenlp.stages.ctranslate2 import check_convertible
+
+    with pytest.raises(EngineError, match="its architecture is BertModel") as caught:
+        check_convertible(embedding_run.variants["pytorch-fp32"])
+    assert "\n" not in str(caught.value)

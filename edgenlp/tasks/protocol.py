@@ -125,6 +125,10 @@ class Task(Protocol):
         """The splits the task trains and evaluates on (`.describe()`, `.name`)."""
         ...
 
+    def claims_data(self, spec: Any, /) -> bool:
+        """Whether `spec` names data only this task reads: a bare encoder given it gets this task."""
+        ...
+
     def fingerprint(self, spec: Any, /) -> str:
         """The data's content hash, for artifact ids."""
         ...

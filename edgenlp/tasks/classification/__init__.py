@@ -11,7 +11,17 @@ This module only gathers the task's interface (`tasks.protocol.Task`) from its l
 from __future__ import annotations
 
 from .bundle import bundle_section, bundle_summary, compare_target_answers, target_check_set
-from .data import EvalSet, calibration_batches, eval_set, fingerprint, load_data, payload, tuning_set, validation_texts
+from .data import (
+    EvalSet,
+    calibration_batches,
+    claims_data,
+    eval_set,
+    fingerprint,
+    load_data,
+    payload,
+    tuning_set,
+    validation_texts,
+)
 from .measure import (
     check_profiles,
     eval_request,
@@ -54,6 +64,7 @@ __all__ = [
     "Session",
     "Trainer",
     "load_data",
+    "claims_data",
     "fingerprint",
     "validation_texts",
     "eval_set",

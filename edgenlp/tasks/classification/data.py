@@ -24,6 +24,11 @@ def load_data(spec):
     return data.load(spec)
 
 
+def claims_data(spec) -> bool:
+    """Never: a bare encoder with labelled texts is a classifier by default anyway."""
+    return False
+
+
 def fingerprint(spec) -> str:
     from ... import data
 

@@ -167,6 +167,27 @@ def load_data(spec: DataSpec | str) -> PairData:
     return PairData(display, train, splits["validation"], test, notes)
 
 
+def claims_data(spec: DataSpec | str) -> bool:
+    """Sentence pairs: `sts-b`, or a CSV/TSV/JSONL file whose first row has the second sentence's column."""
+    if isinstance(spec, str):
+        spec = DataSpec(source=spec)
+    source = spec.source.strip()
+    if source in KIT:
+        return True
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if source.startswith("hub:") or suffix not in (".csv", ".tsv", ".jsonl") or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16)
+        second = f.readline(1 << 16) if suffix != ".jsonl" else b""
+    try:
+        rows = read_rows(first + second, suffix, str(path))
+    except DataError:
+        return False
+    return bool(rows) and (spec.pair_column or "sentence2") in rows[0]
+
+
 def fingerprint(spec: DataSpec | str) -> str:
     """A hash of the pairs' files (a hub dataset: its name)."""
     from ... import data

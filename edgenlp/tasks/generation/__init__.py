@@ -14,6 +14,7 @@ from .bundle import bundle_section, bundle_summary, compare_target_answers, targ
 from .data import (
     GenerationEvalSet,
     calibration_batches,
+    claims_data,
     eval_set,
     fingerprint,
     load_data,
@@ -63,6 +64,7 @@ __all__ = [
     "Session",
     "Trainer",
     "load_data",
+    "claims_data",
     "fingerprint",
     "validation_texts",
     "eval_set",

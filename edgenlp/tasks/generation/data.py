@@ -27,6 +27,11 @@ def load_data(spec):
     return corpus.load(spec)
 
 
+def claims_data(spec) -> bool:
+    """Never: a decoder is a language model by its config, not by its data."""
+    return False
+
+
 def fingerprint(spec) -> str:
     from ... import corpus
 
