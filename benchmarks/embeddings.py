@@ -117,7 +117,7 @@ def paired(results: dict, base: str, other: str, key: str) -> dict:
     return {"ratio": round(one["ratio"], 3), "ci": [round(c, 3) for c in one["ci"]]}
 
 
-def summarize(results: dict, pruned: str, unpruned: str) -> dict:
+def summarize(results: dict, pruned: list[str], unpruned: str) -> dict:
     rows = {v["name"]: row(v) for v in results["variants"]}
     ours_names = [n for n in rows if n not in PEERS and n != results["reference"] and rows[n]["precision"] != "fp32"]
     quality_ok = {n: meets_quality(rows[n]) for n in ours_names}
@@ -146,18 +146,16 @@ def summarize(results: dict, pruned: str, unpruned: str) -> dict:
             verdict["fastest_meeting_int8_targets"] = {"variant": best, **paired(results, fastest_peer, best, key)}
         verdicts[label] = verdict
     pruning = {}
-    if pruned in rows:
-        drop = rows[results["reference"]]["spearman"] - rows[pruned]["spearman"]
-        pruning = {
-            "variant": pruned,
+    for name in (n for n in pruned if n in rows):
+        drop = rows[results["reference"]]["spearman"] - rows[name]["spearman"]
+        one = {
             "against": unpruned,
-            "speedup": {label: paired(results, unpruned, pruned, key) for label, key in SHAPES.items()},
+            "speedup": {label: paired(results, unpruned, name, key) for label, key in SHAPES.items()},
             "spearman_below_fp32_points": round(drop, 2),
-            "spearman_below_unpruned_int8_points": round(rows[unpruned]["spearman"] - rows[pruned]["spearman"], 2),
+            "spearman_below_unpruned_int8_points": round(rows[unpruned]["spearman"] - rows[name]["spearman"], 2),
         }
-        pruning["met"] = drop <= PRUNED_MAX_DROP and all(
-            s["ratio"] >= PRUNED_SPEEDUP for s in pruning["speedup"].values()
-        )
+        one["met"] = drop <= PRUNED_MAX_DROP and all(s["ratio"] >= PRUNED_SPEEDUP for s in one["speedup"].values())
+        pruning[name] = one
     return {
         "published_fp32_spearman": PUBLISHED_SPEARMAN,
         "measured_fp32_spearman": rows[results["reference"]]["spearman"],
@@ -204,10 +202,9 @@ def print_summary(s: dict) -> None:
             f"[{sp['ci'][0]:.3f}-{sp['ci'][1]:.3f}] the fastest peer {v['fastest_peer']} -> "
             f"{'met' if v['met'] else 'NOT MET'}"
         )
-    p = s["pruning"]
-    if p:
+    for name, p in s["pruning"].items():
         print(
-            f"pruned: {p['variant']} vs {p['against']}: "
+            f"pruned: {name} vs {p['against']}: "
             + ", ".join(f"{k} {x['ratio']:.2f}x [{x['ci'][0]:.2f}-{x['ci'][1]:.2f}]" for k, x in p["speedup"].items())
             + f"; {p['spearman_below_fp32_points']:.2f} points below FP32 -> {'met' if p['met'] else 'NOT MET'}"
         )
@@ -248,7 +245,8 @@ def main() -> int:
     write_json_atomic(out / "embeddings" / "results.json", results)
     markdown.write(results, out / "embeddings" / "report.md")
 
-    summary = summarize(results, "onnx-int8-pruned-0.4", "onnx-int8-per-channel")
+    pruned = [c.name for c in candidates if c.name.startswith("onnx-int8-pruned")]
+    summary = summarize(results, pruned, "onnx-int8-per-channel")
     print_summary(summary)
     record.save(args.name, summary)
     return 0
