@@ -376,3 +376,20 @@ def test_ctranslate2_refuses_an_embedding_model_in_one_line(embedding_run):
     with pytest.raises(EngineError, match="its architecture is BertModel") as caught:
         check_convertible(embedding_run.variants["pytorch-fp32"])
     assert "\n" not in str(caught.value)
+
+
+def test_hub_pairs_keep_their_splits_and_get_a_validation_split(monkeypatch):
+    """A hub dataset's splits are kept (dev is validation); one without validation has it carved from train."""
+    from edgenlp.tasks.embedding import data
+
+    rows = {
+        "train": [
+            {"sentence1": f"a dog runs {i}", "sentence2": f"a dog is running {i}", "score": i % 6} for i in range(200)
+        ],
+        "test": [{"sentence1": "a cat", "sentence2": "a kitten", "score": 4.2}],
+    }
+    monkeypatch.setattr(data, "hub_dataset", lambda name: rows)
+    pairs = data.load_data("hub:someone/sts")
+    assert len(pairs.test) == 1 and pairs.test.scores == [4.2]
+    assert len(pairs.train) + len(pairs.validation) == 200 and 5 <= len(pairs.validation) <= 40
+    assert not set(pairs.train.first) & set(pairs.validation.first)

@@ -24,7 +24,7 @@ from .run import conclude, previous_selection, read_results, selection_settings
     Settings(
         DataSpec,
         "data",
-        only=("source", "text_column", "label_column"),
+        only=("source", "text_column", "label_column", "pair_column"),
         flags={"source": ("--data", "-d")},
         help={"source": "Labelled data (classifiers) or a corpus (language models) whose test split is replayed."},
     ),

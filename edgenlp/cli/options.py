@@ -24,12 +24,14 @@ MAX_DROP = typer.Option(
 MAX_LATENCY = typer.Option(None, "--max-latency-ms", help="Selection: p50 ms limit (first profile, real lengths).")
 MAX_SIZE = typer.Option(None, "--max-size-mb", help="Selection: size limit in MB.")
 TEXT_COLUMN = typer.Option(None, "--text-column", help="Text column of a data file.")
-LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column of a data file.")
+LABEL_COLUMN = typer.Option(None, "--label-column", help="Label column of a data file (the score of sentence pairs).")
+PAIR_COLUMN = typer.Option(None, "--pair-column", help="Second sentence column of sentence pairs (embeddings).")
 TASK = typer.Option(
     None,
     "--task",
-    help="text-classification or text-generation (default: the model's own; "
-    "a language model becomes a classifier only when asked).",
+    help="text-classification, text-generation or feature-extraction (default: the model's own; a bare encoder "
+    "given sentence pairs embeds, else it is a classifier to train; a language model becomes a classifier only when "
+    "asked).",
 )
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show details (library logs and warnings).")
 TRUST_REMOTE_CODE = typer.Option(

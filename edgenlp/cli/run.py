@@ -18,6 +18,7 @@ from .options import (
     MAX_DROP,
     MAX_LATENCY,
     MAX_SIZE,
+    PAIR_COLUMN,
     TASK,
     TEXT_COLUMN,
     TRUST_REMOTE_CODE,
@@ -97,6 +98,7 @@ def optimize(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<recipe name>)."),
     text_column: Optional[str] = TEXT_COLUMN,
     label_column: Optional[str] = LABEL_COLUMN,
+    pair_column: Optional[str] = PAIR_COLUMN,
     no_bench: bool = typer.Option(False, "--no-bench", help="Build and validate the variants, skip the benchmark."),
     task: Optional[str] = TASK,
     max_accuracy_drop: Optional[float] = MAX_DROP,
@@ -201,12 +203,9 @@ def optimize(
         updates["model"] = model
     if task:
         updates["task"] = task
-    if data or text_column or label_column:
-        updates["data"] = recipe.data.model_copy(
-            update={
-                k: v for k, v in {"source": data, "text_column": text_column, "label_column": label_column}.items() if v
-            }
-        )
+    columns = {"source": data, "text_column": text_column, "label_column": label_column, "pair_column": pair_column}
+    if any(columns.values()):
+        updates["data"] = recipe.data.model_copy(update={k: v for k, v in columns.items() if v})
     if updates:
         recipe = recipe_module.parse(
             {

@@ -15,7 +15,7 @@ from ..stages import prune as prune_stage
 from .app import app, guarded, setup, typed
 from .options import TRUST_REMOTE_CODE, VERBOSE, Settings, from_settings
 
-DATA_FIELDS = ("source", "text_column", "label_column", "max_train_examples")
+DATA_FIELDS = ("source", "text_column", "label_column", "pair_column", "max_train_examples")
 DATA_FLAGS = {"source": ("--data", "-d")}
 
 

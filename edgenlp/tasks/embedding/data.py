@@ -158,6 +158,15 @@ def load_data(spec: DataSpec | str) -> PairData:
                 "pairs, nor hub:NAME: fix the name or the path"
             )
         splits = _pairs_from_rows(_file_rows(path), spec, str(path))
+    if splits.get("train") and not splits.get("validation"):  # carve it from train, by the first sentence
+        held, kept = Pairs(), Pairs()
+        t = splits["train"]
+        for a, b, y in zip(t.first, t.second, t.scores):
+            part = held if text_bucket(a + "\n") < spec.validation_fraction else kept
+            part.first.append(a)
+            part.second.append(b)
+            part.scores.append(y)
+        splits["train"], splits["validation"] = kept, held
     for split_name in ("train", "validation", "test"):
         if not splits.get(split_name):
             raise DataError(f"data '{source}' gives no {split_name} pairs: add rows or change the fractions")
