@@ -1,4 +1,4 @@
-"""Optimum's own inference path (ORTModelForSequenceClassification), as a harness runner.
+"""Optimum's own inference paths (its ORTModel wrappers), as harness runners.
 
 The harness constructs it as OptimumRunner(path, threads) inside a fresh worker process, so its
 peak memory includes what that wrapper imports (torch, transformers), as a user of it would pay.
@@ -12,10 +12,14 @@ import numpy as np
 
 
 class OptimumRunner:
+    """ORTModelForSequenceClassification: the wrapper's forward, torch tensors in and out, logits read."""
+
+    MODEL, OUTPUT = "ORTModelForSequenceClassification", "logits"
+
     def __init__(self, path: Path, threads: int):
         import onnxruntime as ort
+        import optimum.onnxruntime
         import torch
-        from optimum.onnxruntime import ORTModelForSequenceClassification
 
         torch.set_num_threads(threads)
         options = ort.SessionOptions()
@@ -23,14 +27,20 @@ class OptimumRunner:
         options.inter_op_num_threads = 1
         onnx_file = sorted(Path(path).glob("*.onnx"))[0].name
         self.torch = torch
-        self.model = ORTModelForSequenceClassification.from_pretrained(
+        self.model = getattr(optimum.onnxruntime, self.MODEL).from_pretrained(
             str(path), file_name=onnx_file, session_options=options, provider="CPUExecutionProvider"
         )
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         feed = {k: self.torch.from_numpy(v) for k, v in inputs.items()}
         with self.torch.inference_mode():
-            return self.model(**feed).logits.numpy()
+            return getattr(self.model(**feed), self.OUTPUT).numpy()
+
+
+class OptimumFeatureExtraction(OptimumRunner):
+    """ORTModelForFeatureExtraction: the token vectors (`last_hidden_state`) the harness pools."""
+
+    MODEL, OUTPUT = "ORTModelForFeatureExtraction", "last_hidden_state"
 
 
 class OptimumCausalLM:
@@ -80,27 +90,3 @@ class OptimumCausalLM:
 
     def decode_ids(self, ids) -> str:
         return self._tok.decode(list(ids))
-
-
-class OptimumFeatureExtraction:
-    """Optimum's ORTModelForFeatureExtraction as a harness runner: its wrapper's forward, token vectors out."""
-
-    def __init__(self, path: Path, threads: int):
-        import onnxruntime as ort
-        import torch
-        from optimum.onnxruntime import ORTModelForFeatureExtraction
-
-        torch.set_num_threads(threads)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        onnx_file = sorted(Path(path).glob("*.onnx"))[0].name
-        self.torch = torch
-        self.model = ORTModelForFeatureExtraction.from_pretrained(
-            str(path), file_name=onnx_file, session_options=options, provider="CPUExecutionProvider"
-        )
-
-    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {k: self.torch.from_numpy(v) for k, v in inputs.items()}
-        with self.torch.inference_mode():
-            return self.model(**feed).last_hidden_state.numpy()

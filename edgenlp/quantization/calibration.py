@@ -320,3 +320,16 @@ def check_sample_count(found: int, asked: int, where: str) -> None:
             f"the calibration set has {found} sample(s) from {where} (asked for {asked}), fewer than "
             f"{MIN_SAMPLES}: give more training data"
         )
+
+
+def text_feeds(texts: list[str], model_dir: Path, batch_size: int):
+    """`texts` as the graph's feeds, in batches of similar length (less padding), streamed."""
+    from ..runtime import TextTokenizer, onnx_file
+
+    tokenizer = TextTokenizer(model_dir)
+    names = graph_input_names(onnx_file(model_dir))
+    lengths = tokenizer.lengths(texts)
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    for start in range(0, len(order), batch_size):
+        encoded = tokenizer.encode([texts[i] for i in order[start : start + batch_size]])
+        yield {k: v for k, v in encoded.items() if k in names}

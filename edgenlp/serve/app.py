@@ -292,17 +292,26 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     async def predict(body: PredictRequest):
         need("text-classification", "/predict")
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        answers, headers, _ = await batched(texts, body.truncate)
+        shaped = [_ranked(a, body.raw_scores) for a in answers]
+        return Response(
+            json.dumps(shaped[0] if isinstance(body.inputs, str) else shaped),
+            media_type="application/json",
+            headers=headers,
+        )
+
+    async def batched(texts: list[str], truncate: bool):
+        """The model's answers to `texts` through the batcher (tokenised on arrival, in a thread, so /health
+        and other clients never wait on it), with the timing headers and the tokens they held."""
         if len(texts) > settings.max_client_batch_size:
             raise ApiError(
                 413,
                 "validation",
-                f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a "
-                "request may carry: split the batch",
+                f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a request may carry: split the batch",
             )
         arrived = time.perf_counter()
-        model = bundle.model
-        try:  # tokenising a long text takes a while: in a thread, so /health and other clients never wait on it
-            items = await asyncio.to_thread(model.prepare, texts, truncate=body.truncate)
+        try:
+            items = await asyncio.to_thread(bundle.model.prepare, texts, truncate=truncate)
         except InputError as exc:
             too_long = "longer than the model's maximum" in str(exc)
             raise ApiError(413 if too_long else 400, "validation", str(exc)) from None
@@ -315,44 +324,6 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
             raise ApiError(503, "unhealthy", str(exc)) from None
         answers = await asyncio.wrap_future(job.future)
         done = time.perf_counter()
-        shaped = [_ranked(a, body.raw_scores) for a in answers]
-        return Response(
-            json.dumps(shaped[0] if isinstance(body.inputs, str) else shaped),
-            media_type="application/json",
-            headers={
-                "x-compute-time": _ms(done - arrived),
-                "x-tokenization-time": _ms(tokenized - arrived),
-                "x-queue-time": _ms(job.started - job.enqueued),
-                "x-inference-time": _ms(done - job.started),
-                "x-batch-size": str(job.batch_texts),
-            },
-        )
-
-    async def embedded(texts: list[str], truncate: bool):
-        """Pooled vectors of `texts` through the batcher, with the timings and the tokens they held."""
-        need("feature-extraction", "an embeddings endpoint")
-        if len(texts) > settings.max_client_batch_size:
-            raise ApiError(
-                413,
-                "validation",
-                f"{len(texts)} inputs, more than the {settings.max_client_batch_size} a request may carry: split the batch",
-            )
-        arrived = time.perf_counter()
-        model = bundle.model
-        try:
-            items = await asyncio.to_thread(model.prepare, texts, truncate=truncate)
-        except InputError as exc:
-            too_long = "longer than the model's maximum" in str(exc)
-            raise ApiError(413 if too_long else 400, "validation", str(exc)) from None
-        tokenized = time.perf_counter()
-        try:
-            job = batcher.submit(items, [len(e.ids) for e in items])
-        except Overloaded as exc:
-            raise ApiError(503, "overloaded", str(exc)) from None
-        except ShuttingDown as exc:
-            raise ApiError(503, "unhealthy", str(exc)) from None
-        vectors = await asyncio.wrap_future(job.future)
-        done = time.perf_counter()
         headers = {
             "x-compute-time": _ms(done - arrived),
             "x-tokenization-time": _ms(tokenized - arrived),
@@ -360,7 +331,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
             "x-inference-time": _ms(done - job.started),
             "x-batch-size": str(job.batch_texts),
         }
-        return vectors, headers, sum(len(e.ids) for e in items)
+        return answers, headers, sum(len(e.ids) for e in items)
 
     @app.post(
         "/embed",
@@ -369,8 +340,9 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
         responses=ERRORS,
     )
     async def embed(body: EmbedRequest):
+        need("feature-extraction", "/embed")
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-        vectors, headers, _ = await embedded(texts, body.truncate)
+        vectors, headers, _ = await batched(texts, body.truncate)
         rows = [_unit(v) if body.normalize else v for v in vectors]
         return Response(
             json.dumps([[float(x) for x in v] for v in rows]), media_type="application/json", headers=headers
@@ -383,8 +355,9 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
         responses=ERRORS,
     )
     async def openai_embeddings(body: OpenAIEmbeddingsRequest):
+        need("feature-extraction", "/v1/embeddings")
         texts = [body.input] if isinstance(body.input, str) else body.input
-        vectors, headers, tokens = await embedded(texts, True)
+        vectors, headers, tokens = await batched(texts, True)
         own = bundle.model.pooling.normalize
         data = []
         for i, v in enumerate(vectors):

@@ -88,19 +88,8 @@ def tuning_set(
 
 def calibration_batches(dataset, model_dir, samples: int, batch_size: int, seed: int = 0):
     """`samples` training texts as graph feeds, in batches of similar length (less padding), streamed."""
-    from ...quantization.calibration import check_sample_count, graph_input_names
-    from ...runtime import TextTokenizer, onnx_file
+    from ...quantization.calibration import check_sample_count, text_feeds
 
     texts = dataset.train.sample(samples, seed).texts
     check_sample_count(len(texts), samples, f"the training split of {dataset.name}")
-    tokenizer = TextTokenizer(model_dir)
-    names = graph_input_names(onnx_file(model_dir))
-    lengths = tokenizer.lengths(texts)
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
-
-    def stream():
-        for start in range(0, len(order), batch_size):
-            encoded = tokenizer.encode([texts[i] for i in order[start : start + batch_size]])
-            yield {k: v for k, v in encoded.items() if k in names}
-
-    return stream()
+    return text_feeds(texts, model_dir, batch_size)

@@ -99,7 +99,6 @@ def throughput_figures(rounds: list[dict], batch: int) -> dict | None:
 def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles, settings) -> dict:
     """Accuracy with its interval and paired test, and the latency, end-to-end and throughput figures."""
     from ...bench import stats
-    from ...model_facts import encoder_macs
 
     labels = payload["labels"]
     preds = raw["eval"]["preds"]
@@ -119,6 +118,18 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
         metrics["per_class_delta"] = stats.per_class_deltas(
             labels, preds, reference_raw["eval"]["preds"], len(payload["label_names"])
         )
+    return {
+        "metrics": metrics,
+        "predictions": [int(x) for x in preds],
+        **encoder_timings(candidate, raw, profiles, settings),
+    }
+
+
+def encoder_timings(candidate, raw: dict, profiles, settings) -> dict:
+    """An encoder's MACs, latency summaries and samples per profile and shape, end-to-end and throughput."""
+    from ...bench import stats
+    from ...model_facts import encoder_macs
+
     latency, samples, per_profile = {}, {}, {}
     for p in profiles:
         slot = raw["profiles"][p.name]
@@ -139,8 +150,6 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
             "real_mean": encoder_macs(candidate.path, mean_tokens),
             **{f"len{L}": encoder_macs(candidate.path, L) for p in profiles for L in p.seq_lengths if L != "real"},
         },
-        "metrics": metrics,
-        "predictions": [int(x) for x in preds],
         "latency_ms": latency,
         "latency_samples_ms": samples,
         "profiles": per_profile,

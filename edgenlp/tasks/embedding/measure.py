@@ -15,8 +15,8 @@ import numpy as np
 
 from ..classification.measure import (  # the encoder's timing is the classifier's: one graph, same inputs
     check_profiles,
+    encoder_timings,
     speedups,
-    throughput_figures,
     truncated_input,
     workloads,
 )
@@ -127,9 +127,6 @@ def cosine_figures(vectors: np.ndarray, reference: np.ndarray) -> dict:
 
 def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles, settings) -> dict:
     """Spearman, cosine to the reference, retrieval agreement; then the encoder's latency figures."""
-    from ...bench import stats
-    from ...model_facts import encoder_macs
-
     vectors, reference = unpack(raw["eval"]["vectors"]), unpack(reference_raw["eval"]["vectors"])
     gold = np.asarray(payload["scores"], dtype=np.float64)
     cos = pair_cosines(vectors, payload["pairs"])
@@ -143,31 +140,7 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
         "cosine_to_reference": cosine_figures(vectors, reference),
         "retrieval": retrieval_agreement(vectors, reference, payload["queries"], settings.bootstrap),
     }
-    latency, samples, per_profile = {}, {}, {}
-    for p in profiles:
-        slot = raw["profiles"][p.name]
-        timed = {k.split("/", 1)[1]: [r["ms"] for r in v] for k, v in slot.items() if k.startswith("latency/")}
-        latency[p.name] = {k: stats.latency_summary(v, settings.bootstrap) for k, v in timed.items()}
-        samples[p.name] = {k: [[round(x, 4) for x in one] for one in v] for k, v in timed.items()}
-        throughput = throughput_figures(slot.get("throughput", []), p.throughput_batch)
-        per_profile[p.name] = {
-            "threads": p.threads,
-            "e2e_ms": stats.latency_summary([r["ms"] for r in slot["e2e"]], settings.bootstrap),
-            "throughput": throughput,
-            "throughput_seq_per_s": throughput["seq_per_s"] if throughput else None,
-            "throughput_batch": p.throughput_batch,
-        }
-    mean_tokens = raw["profiles"][profiles[0].name]["process"]["mean_tokens"]
-    return {
-        "macs": {
-            "real_mean": encoder_macs(candidate.path, mean_tokens),
-            **{f"len{L}": encoder_macs(candidate.path, L) for p in profiles for L in p.seq_lengths if L != "real"},
-        },
-        "metrics": metrics,
-        "latency_ms": latency,
-        "latency_samples_ms": samples,
-        "profiles": per_profile,
-    }
+    return {"metrics": metrics, **encoder_timings(candidate, raw, profiles, settings)}
 
 
 def eval_section(payload: dict, reference_raw: dict, profiles) -> dict:
