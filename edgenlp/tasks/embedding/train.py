@@ -85,11 +85,11 @@ class Trainer:
         yield from self._batches(self.train_a, self.train_b, self.train_y, order, batch_size)
 
     def _pair_cosines(self, model, batch):
+        import torch
+
         out = model(**_encoder_inputs(batch))
         vectors = _pool(out.last_hidden_state, batch["attention_mask"], self.pooling)
         half = vectors.shape[0] // 2
-        import torch
-
         return torch.nn.functional.cosine_similarity(vectors[:half], vectors[half:], dim=-1)
 
     def loss(self, model, batch):
