@@ -46,20 +46,24 @@ from edgenlp.report import markdown  # noqa: E402
 from edgenlp.tasks.classification import EvalSet  # noqa: E402
 
 
-def build_optimum_variant(checkpoint: Path, out: Path) -> Path:
-    """Optimum's documented CPU recipe: ORTModel export, then ORTQuantizer with the avx512_vnni preset."""
-    target = out / "optimum-int8-avx512_vnni"
+def build_optimum_variant(
+    checkpoint: Path, out: Path, model_class: str = "ORTModelForSequenceClassification", isa: str = "avx512_vnni"
+) -> Path:
+    """Optimum's documented CPU recipe: ORTModel export (`model_class`), then ORTQuantizer's dynamic preset for `isa`."""
+    target = out / f"optimum-int8-{isa}"
     if (target / "model_quantized.onnx").exists():
         return target
-    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
+    import optimum.onnxruntime
+    from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     export_dir = out / "optimum-onnx-fp32"
     shutil.rmtree(export_dir, ignore_errors=True)
-    ORTModelForSequenceClassification.from_pretrained(str(checkpoint), export=True).save_pretrained(str(export_dir))
+    exported = getattr(optimum.onnxruntime, model_class).from_pretrained(str(checkpoint), export=True)
+    exported.save_pretrained(str(export_dir))
     copy_support_files(checkpoint, export_dir)
     quantizer = ORTQuantizer.from_pretrained(str(export_dir))
-    config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)
+    config = getattr(AutoQuantizationConfig, isa)(is_static=False, per_channel=False)
     partial = out / ".optimum-int8.partial"
     shutil.rmtree(partial, ignore_errors=True)
     quantizer.quantize(save_dir=str(partial), quantization_config=config)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -30,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
+import compare_optimum  # noqa: E402  (benchmarks/compare_optimum.py)
 import record  # noqa: E402  (benchmarks/record.py)
 
 from edgenlp import pipeline  # noqa: E402
 from edgenlp import recipe as recipe_module
-from edgenlp.artifact import copy_support_files  # noqa: E402
 from edgenlp.bench import stats  # noqa: E402
 from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
 from edgenlp.bench.profiles import Profile  # noqa: E402
@@ -51,26 +50,9 @@ SHAPES = {"one sentence": "edge-1t/real", "batches of 32": "edge-1t-b32/real"}
 
 
 def build_optimum_variant(model: Path, out: Path) -> Path:
-    """Optimum's documented CPU recipe for this CPU: ORTModel export, then ORTQuantizer's dynamic preset."""
+    """Optimum's documented CPU recipe for this CPU: its feature-extraction export, then the dynamic preset."""
     isa = "avx512_vnni" if cpu_info().isa == "avx512_vnni" else "avx2"
-    target = out / f"optimum-int8-{isa}"
-    if (target / "model_quantized.onnx").exists():
-        return target
-    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    export_dir = out / "optimum-onnx-fp32"
-    shutil.rmtree(export_dir, ignore_errors=True)
-    ORTModelForFeatureExtraction.from_pretrained(str(model), export=True).save_pretrained(str(export_dir))
-    copy_support_files(model, export_dir)
-    quantizer = ORTQuantizer.from_pretrained(str(export_dir))
-    preset = getattr(AutoQuantizationConfig, isa)(is_static=False, per_channel=False)
-    partial = out / ".optimum-int8.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    quantizer.quantize(save_dir=str(partial), quantization_config=preset)
-    copy_support_files(model, partial)
-    partial.rename(target)
-    return target
+    return compare_optimum.build_optimum_variant(model, out, "ORTModelForFeatureExtraction", isa)
 
 
 def row(v: dict) -> dict:

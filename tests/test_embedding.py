@@ -393,3 +393,20 @@ def test_hub_pairs_keep_their_splits_and_get_a_validation_split(monkeypatch):
     assert len(pairs.test) == 1 and pairs.test.scores == [4.2]
     assert len(pairs.train) + len(pairs.validation) == 200 and 5 <= len(pairs.validation) <= 40
     assert not set(pairs.train.first) & set(pairs.validation.first)
+
+
+def test_a_bundle_checked_on_another_machine_is_judged_by_the_cosine_of_its_vectors(embedding_run, tmp_path):
+    """`runtime.check`'s probe of an embedding bundle, compared as the target check compares it: the same vectors
+    pass, vectors turned away on one sentence fail."""
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+    from edgenlp.runtime.check import probe
+    from edgenlp.tasks.embedding.bundle import MIN_TARGET_COSINE, compare_target_answers
+
+    bundle = load(build(embedding_run.variants["onnx-int8"].path, tmp_path / "bundle"))
+    here = probe(bundle, ["good fun film", "awful boring plot", "great"])
+    assert len(here["embeddings"]) == 3 and compare_target_answers(here, here)["passed"]
+    turned = {"embeddings": [list(v) for v in here["embeddings"]]}
+    turned["embeddings"][1] = [-x for x in turned["embeddings"][1]]
+    verdict = compare_target_answers(here, turned)
+    assert not verdict["passed"] and verdict["min_cosine"] < MIN_TARGET_COSINE and "3 sentences" in verdict["summary"]

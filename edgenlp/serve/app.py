@@ -222,34 +222,23 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal batcher
-        if classifier:
+        if classifier or embedder:
             model = bundle.model
-            batcher = Batcher(
-                lambda items: model.answer(
-                    items,
-                    batch_size=settings.batching.max_batch_texts,
-                    max_batch_tokens=settings.batching.max_batch_tokens,
-                    raw_scores=True,
-                ),
-                settings.batching,
-                on_batch=metrics.batch,
-            )
-            model.answer(model.prepare(["warm up"]))  # the first run allocates; no client should pay for it
-        elif embedder:  # vectors come back as pooled; each request normalises them or not
-            model = bundle.model
+            # a classifier's answers carry raw scores too; vectors come back as pooled, each request normalises them or not
+            options = {"raw_scores": True} if classifier else {"normalize": False}
             batcher = Batcher(
                 lambda items: list(
                     model.answer(
                         items,
                         batch_size=settings.batching.max_batch_texts,
                         max_batch_tokens=settings.batching.max_batch_tokens,
-                        normalize=False,
+                        **options,
                     )
                 ),
                 settings.batching,
                 on_batch=metrics.batch,
             )
-            model.answer(model.prepare(["warm up"]))
+            model.answer(model.prepare(["warm up"]))  # the first run allocates; no client should pay for it
         yield
         if batcher is not None:
             batcher.close()  # uvicorn has finished the in-flight requests; the queue is empty by now
