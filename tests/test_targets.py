@@ -29,7 +29,8 @@ emulated = pytest.mark.emulated
 
 def answers(labels, ids=None, probabilities=None):
     ids = ids or [[1, 2]] * len(labels)
-    return {"labels": labels, "token_ids": ids, "probabilities": probabilities or [[0.5, 0.5]] * len(labels)}
+    decided = [[0.9, 0.1] if label == "pos" else [0.1, 0.9] for label in labels]
+    return {"labels": labels, "token_ids": ids, "probabilities": probabilities or decided}
 
 
 def test_classifier_verdicts_count_label_agreement_and_both_accuracies():
@@ -41,6 +42,21 @@ def test_classifier_verdicts_count_label_agreement_and_both_accuracies():
     assert one_off["passed"] and one_off["labels_differ"] == 1  # 99% is the floor
     two_off = task.compare_target_answers(here, answers(["pos"] * 98 + ["neg", "pos"]), None)
     assert not two_off["passed"] and "98 of 100" in two_off["summary"]
+
+
+def test_a_classifier_undecided_between_two_labels_may_tip_either_way_on_the_target():
+    """Another CPU's INT8 kernels round otherwise; a tie that tips is reported, not counted as a disagreement."""
+    task = __import__("edgenlp.tasks", fromlist=["get"]).get("text-classification")
+    here = answers(["pos"] * 10, probabilities=[[0.505, 0.495]] * 9 + [[0.9, 0.1]])
+    tipped = answers(["neg"] * 9 + ["pos"], probabilities=[[0.496, 0.504]] * 9 + [[0.9, 0.1]])
+    verdict = task.compare_target_answers(here, tipped)
+    assert verdict["passed"] and verdict["ties_tipped"] == 9 and verdict["labels_differ"] == 0
+    assert "1 of 1 decided texts" in verdict["summary"] and "9 of 10 texts are ties" in verdict["summary"]
+    decided_otherwise = answers(["neg"] * 10, probabilities=[[0.496, 0.504]] * 9 + [[0.1, 0.9]])
+    verdict = task.compare_target_answers(here, decided_otherwise)
+    assert not verdict["passed"] and verdict["labels_differ"] == 1 and verdict["ties_tipped"] == 9
+    one_sided = answers(["neg"] * 10, probabilities=[[0.3, 0.7]] * 10)  # undecided here, decided there
+    assert task.compare_target_answers(here, one_sided)["ties_tipped"] == 0
 
 
 def test_decoder_verdicts_say_where_a_greedy_continuation_parts_and_how_close_the_call_was():

@@ -41,7 +41,14 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     from . import pruned_bert, pruned_gpt2
 
@@ -51,6 +58,8 @@ def register() -> None:
             {
                 AutoModel: pruned_bert.PrunedBertModel,
                 AutoModelForSequenceClassification: pruned_bert.PrunedBertForSequenceClassification,
+                AutoModelForTokenClassification: pruned_bert.PrunedBertForTokenClassification,
+                AutoModelForQuestionAnswering: pruned_bert.PrunedBertForQuestionAnswering,
             },
         ),
         (
@@ -98,7 +107,9 @@ def _register_onnx_configs() -> None:
             super().__init__(task, normalized_config, **kwargs)
             self.normalized_config = normalized_config
 
-    @register("edgenlp-pruned-bert", "feature-extraction", "text-classification")
+    @register(
+        "edgenlp-pruned-bert", "feature-extraction", "text-classification", "token-classification", "question-answering"
+    )
     class PrunedBertOnnxConfig(BertOnnxConfig):
         pass
 

@@ -10,7 +10,13 @@ weights: `from_pretrained(folder, trust_remote_code=True)` then works where edge
 from __future__ import annotations
 
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification, BertModel
+from transformers import (
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
 
 
 class PrunedBertConfig(BertConfig):
@@ -53,6 +59,24 @@ class PrunedBertModel(BertModel):
 
 
 class PrunedBertForSequenceClassification(BertForSequenceClassification):
+    config_class = PrunedBertConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        shape_layers(self.bert.encoder, config)
+        self.post_init()
+
+
+class PrunedBertForTokenClassification(BertForTokenClassification):
+    config_class = PrunedBertConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        shape_layers(self.bert.encoder, config)
+        self.post_init()
+
+
+class PrunedBertForQuestionAnswering(BertForQuestionAnswering):
     config_class = PrunedBertConfig
 
     def __init__(self, config):

@@ -40,16 +40,16 @@ class EngineRunner:
 class PytorchRunner:
     """PyTorch eager FP32: the reference that every other variant is compared with."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, auto_model: str = "AutoModelForSequenceClassification"):
         import torch
         import transformers
-        from transformers import AutoModelForSequenceClassification
 
         transformers.logging.set_verbosity_error()
         torch.set_num_threads(threads)
         self.torch = torch
         architectures.register()  # a pruned checkpoint's classes
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), **pretrained_options(path)).eval()
+        auto = getattr(transformers, auto_model)  # the task's Auto class: one of transformers' own
+        self.model = auto.from_pretrained(str(path), **pretrained_options(path)).eval()
         self.accepted = set(inspect.signature(self.model.forward).parameters)
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

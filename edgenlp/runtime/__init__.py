@@ -25,6 +25,7 @@ _WHERE = {
     "TextClassifier": "classifier",
     "length_batches": "classifier",
     "softmax": "classifier",
+    "TokenTagger": "entities",
     "TextTokenizer": "text",
     "configured_max_length": "text",
     "DEFAULT_MAX_LENGTH": "text",

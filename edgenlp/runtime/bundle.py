@@ -213,13 +213,17 @@ def _extract(z, info, limit: int, work: Path) -> None:
             dst.write(chunk)
 
 
-ENCODERS = {"text-classification": ".classifier:TextClassifier", "feature-extraction": ".embedding:TextEmbedder"}
+ENCODERS = {
+    "text-classification": ".classifier:TextClassifier",
+    "feature-extraction": ".embedding:TextEmbedder",
+    "token-classification": ".entities:TokenTagger",
+}
 """Tasks answered by one encoder pass, and the runtime class that answers each (same constructor)."""
 SERVED_TASKS = (*ENCODERS, "text-generation")
 
 
 class Bundle:
-    """A verified bundle, ready to answer. `task` says which of `classify`, `embed` or `generate` it offers."""
+    """A verified bundle, ready to answer. `task` says which of `classify`, `embed`, `entities` or `generate` it offers."""
 
     def __init__(
         self,
@@ -277,7 +281,8 @@ class Bundle:
 
     @property
     def model(self):
-        """The task's model: a `TextClassifier` (prepare / answer / classify), a `TextEmbedder` or a `CausalLM`."""
+        """The task's model: a `TextClassifier` (prepare / answer / classify), a `TextEmbedder`, a `TokenTagger`
+        or a `CausalLM`."""
         return self._model
 
     @property
@@ -292,6 +297,11 @@ class Bundle:
         """One vector per text, a (texts, dimension) float32 array (see `TextEmbedder.embed`)."""
         self._require("feature-extraction", "embed")
         return self._model.embed(texts, batch_size=batch_size, truncate=truncate, **kwargs)
+
+    def entities(self, texts: str | Sequence[str], batch_size: int = 32, truncate: bool = True, **kwargs):
+        """The named entities of each text, with character offsets (see `TokenTagger.entities`)."""
+        self._require("token-classification", "entities")
+        return self._model.entities(texts, batch_size=batch_size, truncate=truncate, **kwargs)
 
     def classify(self, texts: str | Sequence[str], batch_size: int = 32, truncate: bool = True, **kwargs) -> list[dict]:
         """Labels and probabilities for `texts` (see `TextClassifier.classify`)."""

@@ -82,6 +82,13 @@ def probe(bundle, texts: Sequence[str], prompt_tokens: int = PROMPT_TOKENS, new_
         return {**found, **_classify(bundle.model, texts)}
     if bundle.task == "feature-extraction":  # one text a batch, as the benchmark measured
         return {**found, "embeddings": [bundle.model.embed([t], batch_size=1)[0].round(7).tolist() for t in texts]}
+    if bundle.task == "token-classification":
+        prepared = bundle.model.prepare(list(texts))
+        return {
+            **found,
+            "token_ids": [list(p.ids) for p in prepared],
+            "entities": [bundle.model.entities([t], batch_size=1)[0] for t in texts],
+        }
     return {**found, **_generate(bundle.model, texts, prompt_tokens, new_tokens)}
 
 

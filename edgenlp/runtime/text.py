@@ -43,6 +43,10 @@ class TextTokenizer:
         """One unpadded `tokenizers.Encoding` per text, cut at `max_length` (`.overflowing` holds the rest)."""
         return self._tok.encode_batch(list(texts))
 
+    def tokenize_words(self, sentences: Sequence[Sequence[str]]) -> list:
+        """As `tokenize`, for sentences already split into words: each subword's `word_ids` entry is its word."""
+        return self._tok.encode_batch([list(words) for words in sentences], is_pretokenized=True)
+
     def pad(self, encodings: Sequence, pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Token ids, attention mask and token types for a batch, padded to its longest text (or `pad_to`)."""
         width = pad_to or max(len(e.ids) for e in encodings)

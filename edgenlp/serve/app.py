@@ -96,6 +96,16 @@ class Score(BaseModel):
     score: float
 
 
+class Entity(BaseModel):
+    """One named entity, as the inference API's aggregated token classification gives it."""
+
+    entity_group: str
+    score: float
+    word: str
+    start: int
+    end: int
+
+
 class GenerateDetails(BaseModel):
     finish_reason: str
     generated_tokens: int
@@ -214,6 +224,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     """The service of a loaded (and verified) bundle."""
     classifier = bundle.task == "text-classification"
     embedder = bundle.task == "feature-extraction"
+    tagger = bundle.task == "token-classification"
     batcher: Batcher | None = None
     generating = threading.Semaphore(1)
     waiting = {"generations": 0}
@@ -222,10 +233,10 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal batcher
-        if classifier or embedder:
+        if classifier or embedder or tagger:
             model = bundle.model
             # a classifier's answers carry raw scores too; vectors come back as pooled, each request normalises them or not
-            options = {"raw_scores": True} if classifier else {"normalize": False}
+            options = {"raw_scores": True} if classifier else {"normalize": False} if embedder else {}
             batcher = Batcher(
                 lambda items: list(
                     model.answer(
@@ -274,15 +285,17 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     # both tasks' routes answer and are documented: the other task's with a 400 that says which bundle it needs
     @app.post(
         "/predict",
-        summary="Classify one text or a batch (text-embeddings-inference's request shape)",
-        response_model=Union[list[Score], list[list[Score]]],
+        summary="Classify one text or a batch (text-embeddings-inference's request shape), or find its named "
+        "entities (the inference API's token-classification shape)",
+        response_model=Union[list[Score], list[list[Score]], list[Entity], list[list[Entity]]],
         responses=ERRORS,
     )
     async def predict(body: PredictRequest):
-        need("text-classification", "/predict")
+        if not tagger:
+            need("text-classification", "/predict")
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
         answers, headers, _ = await batched(texts, body.truncate)
-        shaped = [_ranked(a, body.raw_scores) for a in answers]
+        shaped = answers if tagger else [_ranked(a, body.raw_scores) for a in answers]
         return Response(
             json.dumps(shaped[0] if isinstance(body.inputs, str) else shaped),
             media_type="application/json",

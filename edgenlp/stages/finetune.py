@@ -85,8 +85,9 @@ def satisfied_by(parent: Artifact, dataset, config: Config | None = None) -> str
     order), or, with `train: if-needed`, a trained checkpoint already made for the task (a language
     model, an embedding model)."""
     labels = getattr(dataset, "labels", None)
-    if bool(labels) and parent.task == "text-classification" and sorted(parent.labels()) == sorted(labels):
-        return "a classifier already trained on the data's labels"
+    trained_for = getattr(dataset, "task", "text-classification")  # labelled texts, or a task's own data
+    if bool(labels) and parent.task == trained_for and sorted(parent.labels()) == sorted(labels):
+        return "a model already trained on the data's labels"
     trained = (parent.meta.get("source") or {}).get("kind") != "scratch" and parent.meta.get("stage") == "source"
     if config is None or config.train != "if-needed" or not trained:
         return None

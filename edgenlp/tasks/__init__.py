@@ -30,15 +30,17 @@ _PACKAGES = {
     "text-classification": "edgenlp.tasks.classification",
     "text-generation": "edgenlp.tasks.generation",
     "feature-extraction": "edgenlp.tasks.embedding",
+    "token-classification": "edgenlp.tasks.ner",
 }
 TASK_NAMES = tuple(_PACKAGES)
 
 if TYPE_CHECKING:  # a type checker holds every task package against the interface
-    from . import classification, embedding, generation
+    from . import classification, embedding, generation, ner
 
     _classification: Task = classification
     _generation: Task = generation
     _embedding: Task = embedding
+    _ner: Task = ner
 
 
 def get(name: str) -> Task:
@@ -53,6 +55,8 @@ def of_config(config: dict) -> str | None:
     archs = config.get("architectures") or []
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return "text-classification"
+    if any(a.endswith("ForTokenClassification") for a in archs):
+        return "token-classification"
     if any(a.endswith(("LMHeadModel", "ForCausalLM")) for a in archs):
         return "text-generation"
     if config.get("model_type") in ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2") and not archs:
