@@ -43,6 +43,12 @@ class OptimumFeatureExtraction(OptimumRunner):
     MODEL, OUTPUT = "ORTModelForFeatureExtraction", "last_hidden_state"
 
 
+class OptimumTokenClassification(OptimumRunner):
+    """ORTModelForTokenClassification: every token's tag logits, which the harness reads as entities."""
+
+    MODEL = "ORTModelForTokenClassification"
+
+
 class OptimumCausalLM:
     """Optimum's ORTModelForCausalLM as a decoder runner: the same `step` the harness times for every model.
 
