@@ -104,3 +104,51 @@ def test_transformers_js_embeds_like_the_runtime(tiny_bert, tmp_path):
         )
         cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
         assert theirs.shape == ours.shape and cos.min() > 0.9999, (name, cos)
+
+
+def test_transformers_js_tags_tokens_like_the_runtime(tmp_path):
+    """A token-classification bundle: transformers.js's pipeline tags the very tokens the runtime tags, with the
+    same tags (FP32: scores within 1e-4; INT8, the same file: the same tags)."""
+    from test_ner import build_tagger_bert, make_sentences, write_conll
+
+    from edgenlp import pipeline, recipe
+
+    data = tmp_path / "conll"
+    data.mkdir()
+    for name, n, seed in (("train", 120, 0), ("dev", 40, 1), ("test", 20, 2)):
+        write_conll(data / f"{name}.conll", make_sentences(n, seed))
+    model = build_tagger_bert(tmp_path / "bert")
+    run = pipeline.run(
+        recipe.parse(
+            {
+                "name": "tiny-tag-js",
+                "model": str(model),
+                "data": {"source": str(data)},
+                "variants": [
+                    {
+                        "name": "pytorch-fp32",
+                        "stage": "finetune",
+                        "config": {"max_steps": 40, "max_length": 32, "learning_rate": 2e-3},
+                    },
+                    {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+                    {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
+                ],
+                "validation": {"examples": 8, "min_label_agreement": 0.5},
+                "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real"]}]},
+            }
+        ),
+        tmp_path / "run",
+        bench=False,
+    )
+    texts = ["the movie was awful and boring", "a goods film", "great fun and best plot", "the plot"]
+    for name, dtype in (("onnx-fp32", "fp32"), ("onnx-int8", "q8")):
+        bundle = build(run.variants[name].path, tmp_path / "bundles" / name)
+        ours = load(bundle).model.token_tags(texts)
+        theirs = node("tag.mjs", str(tmp_path / "bundles"), name, dtype, json.dumps(texts))
+        assert [[(t["index"], t["entity"]) for t in one] for one in theirs] == [
+            [(t["index"], t["entity"]) for t in one] for one in ours
+        ], name
+        assert any(ours), "the tiny tagger tags something"
+        if dtype == "fp32":
+            flat = [(a["score"], b["score"]) for x, y in zip(ours, theirs) for a, b in zip(x, y)]
+            assert np.allclose([a for a, _ in flat], [b for _, b in flat], atol=1e-4)

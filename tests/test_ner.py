@@ -46,12 +46,11 @@ def write_conll(path, sentences) -> None:
     path.write_text("".join("".join(f"{w}\t{t}\n" for w, t in zip(*s)) + "\n" for s in sentences))
 
 
-@pytest.fixture(scope="module")
-def tagger_bert(tmp_path_factory):
-    """A 2-layer BERT base model whose vocabulary has two WordPiece continuations."""
+def build_tagger_bert(folder):
+    """A 2-layer BERT base model whose vocabulary has two WordPiece continuations, saved in `folder`."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-tagger-bert")
+    folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(VOCAB + SUFFIXES + [str(i) for i in range(10)]) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=64)
@@ -66,6 +65,11 @@ def tagger_bert(tmp_path_factory):
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tagger_bert(tmp_path_factory):
+    return build_tagger_bert(tmp_path_factory.mktemp("tiny-tagger-bert"))
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +297,13 @@ def test_the_bundle_finds_entities_with_offsets_without_torch(ner_run, tmp_path)
     assert json.loads(done.stdout) == json.loads(json.dumps(found))
     with pytest.raises(Exception, match="classify\\(\\) needs a text-classification bundle"):
         load(folder).classify("good")
+    lines = subprocess.run(
+        [sys.executable, "-m", "edgenlp.runtime", str(folder), *texts, "--batch-size", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert [json.loads(line)["entities"] for line in lines] == json.loads(json.dumps(found))
 
 
 def test_the_server_answers_entities_in_the_inference_api_shape(ner_run, tmp_path):

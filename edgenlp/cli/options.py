@@ -29,9 +29,9 @@ PAIR_COLUMN = typer.Option(None, "--pair-column", help="Second sentence column o
 TASK = typer.Option(
     None,
     "--task",
-    help="text-classification, text-generation or feature-extraction (default: the model's own; a bare encoder "
-    "given sentence pairs embeds, else it is a classifier to train; a language model becomes a classifier only when "
-    "asked).",
+    help="text-classification, text-generation, feature-extraction or token-classification (default: the model's own; "
+    "a bare encoder given sentence pairs embeds, given tagged words (CoNLL) tags, else it is a classifier to train; a "
+    "language model becomes a classifier only when asked).",
 )
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show details (library logs and warnings).")
 TRUST_REMOTE_CODE = typer.Option(

@@ -15,7 +15,7 @@ from typing import TextIO
 def answers(
     bundle, texts: list[str], batch_size: int = 32, truncate: bool = True, max_new_tokens: int | None = None
 ) -> Iterable[dict]:
-    """One JSON-ready answer per text: its label and probabilities, its vector, or its continuation."""
+    """One JSON-ready answer per text: its label and probabilities, its vector, its entities, or its continuation."""
     if bundle.task == "text-classification":
         for text, answer in zip(texts, bundle.classify(texts, batch_size=batch_size, truncate=truncate)):
             yield {"text": text, **answer}
@@ -23,6 +23,9 @@ def answers(
         vectors = bundle.embed(texts, batch_size=batch_size, truncate=truncate)
         for text, vector in zip(texts, vectors):
             yield {"text": text, "embedding": [round(float(x), 7) for x in vector]}
+    elif bundle.task == "token-classification":
+        for text, entities in zip(texts, bundle.entities(texts, batch_size=batch_size, truncate=truncate)):
+            yield {"text": text, "entities": entities}
     else:
         for prompt in texts:
             done = bundle.generate(prompt, max_new_tokens=max_new_tokens)
