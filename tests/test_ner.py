@@ -327,3 +327,49 @@ def test_the_server_answers_entities_in_the_inference_api_shape(ner_run, tmp_pat
             assert bad.status_code == status and set(bad.json()) == {"error", "error_type"}
         wrong = client.post("/embed", json={"inputs": "good"})
         assert wrong.status_code == 400 and "needs a feature-extraction bundle" in wrong.json()["error"]
+
+
+@pytest.mark.browser
+def test_the_page_marks_entities_on_the_server_and_in_the_browser(ner_run, tmp_path):
+    """The web page of a tagger bundle: a sentence in, its entities out, from the server and from
+    transformers.js in headless Chromium (its tokens read as words and spans as the runtime reads them)."""
+    import os
+    import subprocess as sp
+    from pathlib import Path
+
+    from test_serve import CHROMIUM, _free_port, _wait_ready
+
+    from edgenlp.bundle import build
+    from edgenlp.serve import default_web_assets
+
+    if (default_web_assets() is None or not Path(CHROMIUM).exists()) and not os.environ.get("CI"):
+        pytest.skip("needs Debian's chromium and transformers.js (`npm ci --ignore-scripts` in web/)")
+    from playwright.sync_api import sync_playwright
+
+    bundle_dir = build(ner_run.variants["onnx-fp32"].path, tmp_path / "bundle")
+    text = "the movie was awful and boring but goods fun"
+    expected = [
+        f"{e['word']} ({e['entity_group']})"
+        for e in __import__("edgenlp.runtime").runtime.load(bundle_dir).entities(text)[0]
+    ]
+    port = _free_port()
+    proc = sp.Popen([sys.executable, "-m", "edgenlp.cli", "serve", str(bundle_dir), "--port", str(port)], text=True)
+    try:
+        _wait_ready(port, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('token-classification')")
+            page.fill("#text", text)
+            page.check("#in-browser")
+            page.click("#run")
+            page.wait_for_function("Number(document.body.dataset.done || 0) >= 1", timeout=90000)
+            found = "els => els.map(e => e.dataset.entity)"
+            server = page.eval_on_selector_all("#server-answer .entity", found)
+            in_browser = page.eval_on_selector_all("#browser-answer .entity", found)
+            assert expected and server == expected and in_browser == expected
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -4,12 +4,14 @@ const $ = (id) => document.getElementById(id);
 const info = await (await fetch("/info")).json();
 const generation = info.task === "text-generation";
 const embedding = info.task === "feature-extraction";
+const tagging = info.task === "token-classification";
 const DTYPES = { "model.onnx": "fp32", "model_fp16.onnx": "fp16", "model_quantized.onnx": "q8", "model_q4.onnx": "q4" };
 const dtype = DTYPES[info.manifest.model.file.split("/").pop()] || "fp32";
 $("model").textContent = `${info.task} · ${info.model} (${info.manifest.model.precision}) · ` +
   `${info.manifest.isa.tuned_for ? "tuned for " + info.manifest.isa.tuned_for : "float"}`;
 $("text").placeholder = generation ? "Type the start of a text"
-  : embedding ? "One sentence per line: the first is compared with the others" : "Type a sentence to classify";
+  : embedding ? "One sentence per line: the first is compared with the others"
+  : tagging ? "Type a sentence: its named entities are marked" : "Type a sentence to classify";
 if (!info.browser) {
   $("in-browser").disabled = true;
   $("browser-note").hidden = false;
@@ -50,6 +52,50 @@ function similarities(sentences, vectors) {
   })).sort((a, b) => b.score - a.score);
 }
 
+// a tagger: the entities as "words (type)" lines, from the server's spans or from transformers.js's tokens
+function entityList(target, entities) {
+  target.replaceChildren();
+  if (!entities.length) {
+    const p = document.createElement("p");
+    p.className = "note";
+    p.textContent = "no entities";
+    target.append(p);
+  }
+  for (const e of entities) {
+    const row = document.createElement("div");
+    row.className = "entity";
+    row.dataset.entity = `${e.word} (${e.type})`;
+    row.innerHTML = `<mark></mark> <span class="name"></span> <span class="pct"></span>`;
+    row.querySelector("mark").textContent = e.word;
+    row.querySelector(".name").textContent = e.type;
+    row.querySelector(".pct").textContent = `${(100 * e.score).toFixed(1)}%`;
+    target.append(row);
+  }
+}
+
+// transformers.js lists every token with its tag (no offsets): a word is tagged by its first subword, and
+// B-/I- words join into one entity, as edgenlp's runtime reads them
+function tokensToEntities(tokens) {
+  const words = [];
+  for (const t of tokens) {
+    if (t.word.startsWith("##") && words.length) words[words.length - 1].word += t.word.slice(2);
+    else words.push({ word: t.word, tag: t.entity, score: t.score });
+  }
+  const entities = [];
+  let open = null;
+  for (const w of words) {
+    const [prefix, type] = w.tag === "O" ? ["O", ""] : w.tag.includes("-") ? [w.tag.slice(0, 1), w.tag.slice(2)] : ["I", w.tag];
+    if (prefix === "I" && open && open.type === type) {
+      open.word += " " + w.word;
+      open.scores.push(w.score);
+      continue;
+    }
+    open = prefix === "O" ? null : { word: w.word, type, scores: [w.score] };
+    if (open) entities.push(open);
+  }
+  return entities.map((e) => ({ word: e.word, type: e.type, score: e.scores.reduce((a, b) => a + b) / e.scores.length }));
+}
+
 async function onServer(text) {
   const out = $("server-answer");
   const t0 = performance.now();
@@ -61,6 +107,16 @@ async function onServer(text) {
     const body = await response.json();
     if (!response.ok) return fail(out, body.error);
     bars(out, similarities(sentences, body));
+    $("server-latency").textContent = `${(performance.now() - t0).toFixed(1)} ms round trip · ` +
+      `${Number(response.headers.get("x-compute-time")).toFixed(1)} ms on the server`;
+    return;
+  }
+  if (tagging) {
+    const response = await fetch("/predict", { method: "POST", headers: { "content-type": "application/json" },
+                                               body: JSON.stringify({ inputs: text }) });
+    const body = await response.json();
+    if (!response.ok) return fail(out, body.error);
+    entityList(out, body.map((e) => ({ word: e.word, type: e.entity_group, score: e.score })));
     $("server-latency").textContent = `${(performance.now() - t0).toFixed(1)} ms round trip · ` +
       `${Number(response.headers.get("x-compute-time")).toFixed(1)} ms on the server`;
     return;
@@ -120,6 +176,8 @@ async function inBrowser(text) {
       const vectors = [];
       for (const s of sentences) vectors.push(Array.from((await browserModel(s, options)).data));
       bars(out, similarities(sentences, vectors));
+    } else if (tagging) {
+      entityList(out, tokensToEntities(await browserModel(text, { ignore_labels: [] })));
     } else if (generation) {
       const [result] = await browserModel(text, { max_new_tokens: 48, do_sample: false, return_full_text: false });
       out.replaceChildren();
