@@ -14,7 +14,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("name", ["bert_sentiment.ipynb", "gpt2_generation.ipynb", "minilm_embeddings.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["bert_sentiment.ipynb", "gpt2_generation.ipynb", "minilm_embeddings.ipynb", "minilm_wnut17_entities.ipynb"]
+)
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
@@ -29,5 +31,9 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     last = book.cells[-1].outputs
     assert last, "the last cell shows the model's answer"
     text = "".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", "")) for o in last)
-    wanted = {"bert_sentiment.ipynb": "label", "minilm_embeddings.ipynb": "similar pair"}.get(name, "")
+    wanted = {
+        "bert_sentiment.ipynb": "label",
+        "minilm_embeddings.ipynb": "similar pair",
+        "minilm_wnut17_entities.ipynb": "spans point into the text: True",
+    }.get(name, "")
     assert wanted in text and text.strip()
