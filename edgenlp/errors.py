@@ -65,7 +65,9 @@ def validation_detail(exc, *, name=key_path, prefix: tuple = (), skip: tuple = (
     its place (`name` spells it: a key path, a dotted path, a command-line option) and the offending
     value when that is small.
     """
-    err = exc.errors()[0]
+    # of a union's alternatives, the one that matched furthest says what is wrong (the first: that it is no str)
+    errors = exc.errors()
+    err = max(errors, key=lambda e: len(e.get("loc", ())))
     loc = tuple(part for part in (*prefix, *err.get("loc", ())) if part not in skip)
     where = name(loc)
     if err.get("type") == "extra_forbidden":
@@ -82,5 +84,6 @@ def validation_detail(exc, *, name=key_path, prefix: tuple = (), skip: tuple = (
 def validation_line(exc, origin: str, *, fix: str = "fix that value", **how) -> str:
     """`origin: <validation_detail>: fix` (unknown and missing keys carry their own fix)."""
     detail = validation_detail(exc, **how)
-    known_fix = exc.errors()[0].get("type") in ("extra_forbidden", "missing")
+    errors = exc.errors()
+    known_fix = max(errors, key=lambda e: len(e.get("loc", ()))).get("type") in ("extra_forbidden", "missing")
     return f"{origin}: {detail}" + ("" if known_fix else f": {fix}")

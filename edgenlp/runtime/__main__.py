@@ -23,6 +23,10 @@ def answers(
         vectors = bundle.embed(texts, batch_size=batch_size, truncate=truncate)
         for text, vector in zip(texts, vectors):
             yield {"text": text, "embedding": [round(float(x), 7) for x in vector]}
+    elif bundle.task == "question-answering":  # each text: {"question": ..., "context": ...} as JSON
+        questions = [question_of(text) for text in texts]
+        for question, answer in zip(questions, bundle.answers(questions, batch_size=batch_size)):
+            yield {**question, **answer}
     elif bundle.task == "token-classification":
         for text, entities in zip(texts, bundle.entities(texts, batch_size=batch_size, truncate=truncate)):
             yield {"text": text, "entities": entities}
@@ -35,6 +39,21 @@ def answers(
                 "new_tokens": len(done.token_ids),
                 "stopped_by": done.stopped_by,
             }
+
+
+def question_of(text: str) -> dict:
+    """A question-answering input given as a JSON object with `question` and `context`."""
+    from .errors import InputError
+
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or not {"question", "context"} <= set(found):
+        raise InputError(
+            'a question-answering bundle reads {"question": ..., "context": ...} as JSON, one per argument or line'
+        )
+    return {"question": found["question"], "context": found["context"]}
 
 
 def read_texts(arguments: list[str], stdin: TextIO) -> list[str]:

@@ -217,13 +217,15 @@ ENCODERS = {
     "text-classification": ".classifier:TextClassifier",
     "feature-extraction": ".embedding:TextEmbedder",
     "token-classification": ".entities:TokenTagger",
+    "question-answering": ".answers:QuestionAnswerer",
 }
 """Tasks answered by one encoder pass, and the runtime class that answers each (same constructor)."""
 SERVED_TASKS = (*ENCODERS, "text-generation")
 
 
 class Bundle:
-    """A verified bundle, ready to answer. `task` says which of `classify`, `embed`, `entities` or `generate` it offers."""
+    """A verified bundle, ready to answer. `task` says which of `classify`, `embed`, `entities`, `answer` or `generate`
+    it offers."""
 
     def __init__(
         self,
@@ -281,8 +283,8 @@ class Bundle:
 
     @property
     def model(self):
-        """The task's model: a `TextClassifier` (prepare / answer / classify), a `TextEmbedder`, a `TokenTagger`
-        or a `CausalLM`."""
+        """The task's model: a `TextClassifier` (prepare / answer / classify), a `TextEmbedder`, a `TokenTagger`,
+        a `QuestionAnswerer` or a `CausalLM`."""
         return self._model
 
     @property
@@ -302,6 +304,16 @@ class Bundle:
         """The named entities of each text, with character offsets (see `TokenTagger.entities`)."""
         self._require("token-classification", "entities")
         return self._model.entities(texts, batch_size=batch_size, truncate=truncate, **kwargs)
+
+    def answer(self, question: str, context: str) -> dict:
+        """The span of `context` that answers `question`: `{"answer", "score", "start", "end"}`."""
+        self._require("question-answering", "answer")
+        return self._model.answers([{"question": question, "context": context}], batch_size=1)[0]
+
+    def answers(self, questions: Sequence[dict], batch_size: int = 32) -> list[dict]:
+        """The answer to each `{"question", "context"}` (see `QuestionAnswerer.answers`)."""
+        self._require("question-answering", "answers")
+        return self._model.answers(questions, batch_size=batch_size)
 
     def classify(self, texts: str | Sequence[str], batch_size: int = 32, truncate: bool = True, **kwargs) -> list[dict]:
         """Labels and probabilities for `texts` (see `TextClassifier.classify`)."""

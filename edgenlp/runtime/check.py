@@ -82,6 +82,13 @@ def probe(bundle, texts: Sequence[str], prompt_tokens: int = PROMPT_TOKENS, new_
         return {**found, **_classify(bundle.model, texts)}
     if bundle.task == "feature-extraction":  # one text a batch, as the benchmark measured
         return {**found, "embeddings": [bundle.model.embed([t], batch_size=1)[0].round(7).tolist() for t in texts]}
+    if bundle.task == "question-answering":  # one question a batch, as the benchmark measured
+        prepared = bundle.model.prepare(list(texts))
+        return {
+            **found,
+            "token_ids": [list(w.ids) for q in prepared for w in q.windows],
+            "answers": bundle.model.answer(prepared, batch_size=1),
+        }
     if bundle.task == "token-classification":
         prepared = bundle.model.prepare(list(texts))
         return {

@@ -47,9 +47,17 @@ class ServeSettings:
     """transformers.js's dist folder (web/node_modules/@huggingface/transformers/dist) for the in-browser switch."""
 
 
+class QuestionInput(BaseModel):
+    """A question and the text its answer is to be found in (the inference API's question-answering input)."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    context: str
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    inputs: Union[str, list[str]]
+    inputs: Union[str, list[str], QuestionInput, list[QuestionInput]]
     raw_scores: bool = False
     truncate: bool = True
 
@@ -102,6 +110,15 @@ class Entity(BaseModel):
     entity_group: str
     score: float
     word: str
+    start: int
+    end: int
+
+
+class Answer(BaseModel):
+    """An answer span, as the inference API's question answering gives it."""
+
+    answer: str
+    score: float
     start: int
     end: int
 
@@ -225,6 +242,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     classifier = bundle.task == "text-classification"
     embedder = bundle.task == "feature-extraction"
     tagger = bundle.task == "token-classification"
+    reader = bundle.task == "question-answering"
     batcher: Batcher | None = None
     generating = threading.Semaphore(1)
     waiting = {"generations": 0}
@@ -233,7 +251,7 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal batcher
-        if classifier or embedder or tagger:
+        if classifier or embedder or tagger or reader:
             model = bundle.model
             # a classifier's answers carry raw scores too; vectors come back as pooled, each request normalises them or not
             options = {"raw_scores": True} if classifier else {"normalize": False} if embedder else {}
@@ -249,7 +267,8 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
                 settings.batching,
                 on_batch=metrics.batch,
             )
-            model.answer(model.prepare(["warm up"]))  # the first run allocates; no client should pay for it
+            warm = [{"question": "warm up?", "context": "warm up"}] if reader else ["warm up"]
+            model.answer(model.prepare(warm))  # the first run allocates; no client should pay for it
         yield
         if batcher is not None:
             batcher.close()  # uvicorn has finished the in-flight requests; the queue is empty by now
@@ -285,19 +304,34 @@ def create_app(bundle: Bundle, settings: ServeSettings = ServeSettings()) -> Fas
     # both tasks' routes answer and are documented: the other task's with a 400 that says which bundle it needs
     @app.post(
         "/predict",
-        summary="Classify one text or a batch (text-embeddings-inference's request shape), or find its named "
-        "entities (the inference API's token-classification shape)",
-        response_model=Union[list[Score], list[list[Score]], list[Entity], list[list[Entity]]],
+        summary="Classify one text or a batch (text-embeddings-inference's request shape), find its named "
+        "entities, or answer a question from a context (the inference API's token-classification and "
+        "question-answering shapes)",
+        response_model=Union[list[Score], list[list[Score]], list[Entity], list[list[Entity]], Answer, list[Answer]],
         responses=ERRORS,
     )
     async def predict(body: PredictRequest):
-        if not tagger:
+        single = isinstance(body.inputs, (str, QuestionInput))
+        items = [body.inputs] if single else list(body.inputs)  # type: ignore[arg-type]
+        asked_questions = all(isinstance(i, QuestionInput) for i in items)
+        if reader != asked_questions:
+            raise ApiError(
+                400,
+                "validation",
+                f"this server runs a {bundle.task} bundle: send "
+                + (
+                    '{"inputs": {"question": ..., "context": ...}}'
+                    if reader
+                    else '{"inputs": "text"} or a list of texts'
+                ),
+            )
+        if not (tagger or reader):
             need("text-classification", "/predict")
-        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        texts = [i.model_dump() for i in items] if reader else items
         answers, headers, _ = await batched(texts, body.truncate)
-        shaped = answers if tagger else [_ranked(a, body.raw_scores) for a in answers]
+        shaped = answers if tagger or reader else [_ranked(a, body.raw_scores) for a in answers]
         return Response(
-            json.dumps(shaped[0] if isinstance(body.inputs, str) else shaped),
+            json.dumps(shaped[0] if single else shaped),
             media_type="application/json",
             headers=headers,
         )

@@ -477,5 +477,12 @@ def _check_reload(pruned, workdir: Path, task, example: dict) -> None:
 
 
 def main_output(out):
-    """What a model computes: its logits, or the hidden states of a bare encoder (an embedding model)."""
-    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+    """What a model computes: its logits, a reader's start and end logits (stacked), or the hidden states of a
+    bare encoder (an embedding model)."""
+    if getattr(out, "logits", None) is not None:
+        return out.logits
+    if getattr(out, "start_logits", None) is not None:
+        import torch
+
+        return torch.stack([out.start_logits, out.end_logits], dim=-1)
+    return out.last_hidden_state

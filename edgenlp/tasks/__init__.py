@@ -31,16 +31,18 @@ _PACKAGES = {
     "text-generation": "edgenlp.tasks.generation",
     "feature-extraction": "edgenlp.tasks.embedding",
     "token-classification": "edgenlp.tasks.ner",
+    "question-answering": "edgenlp.tasks.qa",
 }
 TASK_NAMES = tuple(_PACKAGES)
 
 if TYPE_CHECKING:  # a type checker holds every task package against the interface
-    from . import classification, embedding, generation, ner
+    from . import classification, embedding, generation, ner, qa
 
     _classification: Task = classification
     _generation: Task = generation
     _embedding: Task = embedding
     _ner: Task = ner
+    _qa: Task = qa
 
 
 def get(name: str) -> Task:
@@ -57,6 +59,8 @@ def of_config(config: dict) -> str | None:
         return "text-classification"
     if any(a.endswith("ForTokenClassification") for a in archs):
         return "token-classification"
+    if any(a.endswith("ForQuestionAnswering") for a in archs):
+        return "question-answering"
     if any(a.endswith(("LMHeadModel", "ForCausalLM")) for a in archs):
         return "text-generation"
     if config.get("model_type") in ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2") and not archs:

@@ -1,0 +1,41 @@
+"""What the accuracy-budget search asks of a reader: F1 on the tuning questions, a latency look."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .data import EvalSet
+from .scoring import squad_scores
+
+
+def tuning_quality(model_dir, tuning: EvalSet, threads: int = 1) -> float:
+    """SQuAD F1 x100 of an ONNX variant on the tuning questions, one question at a time as deployed."""
+    from ...runtime.answers import QuestionAnswerer
+
+    reader = QuestionAnswerer(model_dir, threads=threads)
+    found = [reader.answers([{"question": q.question, "context": q.context}])[0]["answer"] for q in tuning.questions]
+    return squad_scores(found, [list(q.answers) for q in tuning.questions])["f1"]
+
+
+def quality_drop(reference: float, value: float) -> float:
+    """F1 points lost against the reference."""
+    return reference - value
+
+
+def screen_latency(model_dir, tuning: EvalSet, threads: int, n: int = 30, repeats: int = 3) -> float:
+    """Batch-1 p50 (ms) of `n` tuning questions' first windows: a first look, to shortlist candidates."""
+    from ...runtime.answers import QuestionAnswerer
+
+    reader = QuestionAnswerer(model_dir, threads=threads)
+    encoded = [reader.tokenizer.pad([reader.pairs.windows(q.question, q.context)[0]]) for q in tuning.questions[:n]]
+    for x in encoded[:3]:
+        reader.model.run(x)
+    times = []
+    for _ in range(repeats):
+        for x in encoded:
+            t0 = time.perf_counter_ns()
+            reader.model.run(x)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+    return float(np.median(times))

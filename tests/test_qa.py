@@ -1,0 +1,262 @@
+"""Extractive question answering (`question-answering`) through the whole path on a tiny BERT: SQuAD-format
+data carved by article, training on windows of the context, pruning + start/end distillation, export, INT8,
+the harness's exact match and F1 against SQuAD's official scoring, the report, the bundle, the torch-free
+runtime's `.answer()` and the server's `/predict`; and the one-line errors of bad answers and long questions."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from conftest import FILLER, FORBID_TORCH, NEGATIVE, POSITIVE
+from fastapi.testclient import TestClient
+
+PLAIN = [w for w in FILLER if w not in ("very", "quite")]
+QUESTIONS = ["what was very good", "what was really very good", "the very good one"]
+
+
+def make_squad(articles: int, seed: int = 0) -> dict:
+    """Paragraphs of filler and negative words with two positive words, one of them after `very`: that one
+    answers every question. Every fourth paragraph is long, so that it is read in several windows."""
+    rng = random.Random(seed)
+    data = []
+    for a in range(articles):
+        paragraphs = []
+        for p in range(4):
+            words = rng.sample(PLAIN, rng.randint(3, 6)) + rng.sample(NEGATIVE, 2)
+            if p == 3:
+                words += [rng.choice(PLAIN) for _ in range(70)]
+            rng.shuffle(words)
+            answer, other = rng.sample(POSITIVE, 2)
+            words.insert(rng.randint(0, len(words)), "quite " + other)
+            at = rng.randint(0, len(words))
+            words.insert(at, "very " + answer)
+            context = " ".join(words)
+            char = context.index("very " + answer) + len("very ")
+            qas = [
+                {"id": f"{a}-{p}-{k}", "question": q, "answers": [{"text": answer, "answer_start": char}]}
+                for k, q in enumerate(rng.sample(QUESTIONS, 2))
+            ]
+            paragraphs.append({"context": context, "qas": qas})
+        data.append({"title": f"article {a}", "paragraphs": paragraphs})
+    return {"version": "1.1", "data": data}
+
+
+@pytest.fixture(scope="module")
+def squad_json(tmp_path_factory):
+    path = tmp_path_factory.mktemp("squad") / "squad.json"
+    path.write_text(json.dumps(make_squad(60)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def qa_recipe(tiny_bert, squad_json) -> dict:
+    train = {"max_steps": 80, "batch_size": 16, "eval_every": 40, "learning_rate": 2e-3, "max_length": 64}
+    return {
+        "name": "tiny-qa",
+        "model": str(tiny_bert),
+        "data": {"source": str(squad_json), "validation_fraction": 0.15, "test_fraction": 0.2},
+        "variants": [
+            {"name": "pytorch-fp32", "stage": "finetune", "config": train},
+            {
+                "name": "pruned",
+                "stage": "prune",
+                "parent": "pytorch-fp32",
+                "config": {"ratio": 0.5, "importance": "taylor", "calibration_batches": 2, "batch_size": 8},
+            },
+            {"name": "distilled", "stage": "distill", "parent": "pruned", "config": {**train, "alpha": 0.7}},
+            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+            {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
+            {
+                "name": "onnx-int8-static",
+                "stage": "quantize-static",
+                "parent": "onnx-fp32",
+                "config": {"calibration_samples": 64, "op_types": ["MatMul"]},
+            },
+            {"name": "onnx-pruned", "stage": "export", "parent": "distilled"},
+            {"name": "onnx-int8-pruned", "stage": "quantize", "parent": "onnx-pruned"},
+        ],
+        "validation": {"examples": 16, "min_label_agreement": 0.5},
+        "bench": {
+            "profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real", 32]}],
+            "iterations": 10,
+            "rounds": 2,
+            "warmup": 1,
+            "throughput_batches": 2,
+            "bootstrap": 100,
+            "reference": "pytorch-fp32",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def qa_run(qa_recipe, tmp_path_factory):
+    from edgenlp import pipeline, recipe
+
+    return pipeline.run(recipe.parse(qa_recipe), tmp_path_factory.mktemp("qa-run"))
+
+
+# -- scoring and data: no model needed ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prediction, truth, em, f1",
+    [
+        ("the Denver Broncos", "Denver Broncos", 1.0, 1.0),  # articles go
+        ("Denver Broncos!", "denver broncos", 1.0, 1.0),  # case and punctuation go
+        ("Broncos", "Denver Broncos", 0.0, 2 / 3),  # precision 1, recall 1/2
+        ("in 1990 and 1991", "1990", 0.0, 0.4),  # precision 1/4, recall 1
+        ("", "Denver", 0.0, 0.0),
+    ],
+)
+def test_exact_match_and_f1_are_squad_s_official_ones(prediction, truth, em, f1):
+    from edgenlp.tasks.qa.scoring import squad_scores
+
+    found = squad_scores([prediction], [[truth, "something else entirely"]])
+    assert found["exact_match"] == pytest.approx(100 * em) and found["f1"] == pytest.approx(100 * f1)
+
+
+def test_squad_files_are_carved_by_article_and_bad_answers_refused(tmp_path, squad_json):
+    from edgenlp.errors import DataError
+    from edgenlp.tasks import get
+
+    task = get("question-answering")
+    data = task.load_data(str(squad_json))
+    articles = {name: {q.article for q in getattr(data, name)} for name in ("train", "validation", "test")}
+    assert not (articles["train"] & articles["test"]) and not (articles["train"] & articles["validation"])
+    assert sum(data.describe()["sizes"].values()) == 60 * 4 * 2 and task.claims_data(str(squad_json))
+    assert task.claims_data("squad11") and not task.claims_data(str(tmp_path / "x.csv"))
+    bad = make_squad(2)
+    bad["data"][0]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] += 1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="is not the context's text at") as caught:
+        task.load_data(str(path))
+    assert "\n" not in str(caught.value) and "article 0 paragraph 0 question 0" in str(caught.value)
+    bad["data"][0]["paragraphs"][0]["qas"][0]["answers"] = []
+    path.write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="no answers"):
+        task.load_data(str(path))
+
+
+def test_the_kit_s_squad_is_carved_by_article_and_says_the_scores_are_not_official(tmp_path):
+    from edgenlp.tasks import get
+    from edgenlp.tasks.qa.measure import eval_section
+
+    try:
+        data = get("question-answering").load_data("squad11")
+    except Exception as exc:  # the kit is optional for unit tests
+        pytest.skip(str(exc))
+    assert data.describe()["articles"] == {"train": 32, "validation": 7, "test": 9}
+    assert "not comparable with official SQuAD dev results" in data.notes[0]
+    payload = {"name": "squad11/test", "questions": [{}]}
+    section = eval_section(
+        payload, {"eval": {"windows": [1]}, "profiles": {"p": {"process": {"mean_tokens": 9}}}}, [_P()]
+    )
+    assert "not comparable" in section["note"]
+
+
+class _P:
+    name = "p"
+
+
+# -- the whole path on the tiny reader ---------------------------------------------------------------
+
+
+def test_training_on_windows_and_start_end_distillation(qa_run):
+    log = json.loads((qa_run.variants["pytorch-fp32"].path / "training_log.json").read_text())
+    assert log["task"] == "question-answering" and log["metric"] == "f1"
+    assert log["best_score"] > 20  # the word after "very" is learnable; chance is far lower
+    distilled = json.loads((qa_run.variants["distilled"].path / "training_log.json").read_text())
+    assert {"soft_loss", "task_loss"} <= set(distilled["steps"][0])
+    agreement = {v["name"]: v["metrics"].get("answer_agreement_with_reference") for v in qa_run.results["variants"]}
+    assert agreement["distilled"] >= 0.5
+
+
+def test_the_harness_scores_answers_against_gold_and_the_reference(qa_run, qa_recipe):
+    from edgenlp.tasks import get
+    from edgenlp.tasks.qa.scoring import squad_scores
+    from edgenlp.tasks.qa.session import open_answerer
+
+    results = qa_run.results
+    assert results["task"] == "question-answering" and results["eval"]["examples"] == 120
+    assert results["eval"]["windows_per_question"] > 1  # the long paragraphs are read in several windows
+    by_name = {v["name"]: v for v in results["variants"]}
+    ref, fp32, int8 = (by_name[n]["metrics"] for n in ("pytorch-fp32", "onnx-fp32", "onnx-int8"))
+    assert ref["f1_ci"][0] <= ref["f1"] <= ref["f1_ci"][1] and ref["exact_match"] <= ref["f1"]
+    assert fp32["f1"] == pytest.approx(ref["f1"]) and fp32["answer_agreement_with_reference"] == 1.0
+    lo, hi = int8["f1_delta_ci"]
+    assert lo <= by_name["onnx-int8"]["ratios"]["f1_delta_points"] <= hi
+    from edgenlp.data import DataSpec
+
+    data = get("question-answering").load_data(DataSpec(**qa_recipe["data"]))
+    reader = open_answerer(qa_run.variants["onnx-fp32"].path, "onnx")
+    found = [reader.answers([{"question": q.question, "context": q.context}])[0]["answer"] for q in data.test]
+    assert squad_scores(found, [list(q.answers) for q in data.test])["f1"] == pytest.approx(fp32["f1"])
+    report = (qa_run.out_dir / "report.md").read_text()
+    assert "## Answers: exact match, F1 and size" in report
+    assert "exact match" in (qa_run.out_dir / "report.html").read_text()
+
+
+def test_the_bundle_answers_with_a_span_of_the_context_without_torch(qa_run, tmp_path):
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+
+    folder = build(qa_run.variants["onnx-int8"].path, tmp_path / "bundle")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["task"] == "question-answering" and manifest["stride"] == 32 and manifest["max_length"] == 64
+    context = "the film was boring but very great and quite bad " + "the plot " * 40 + "and very nice at the end"
+    bundle = load(folder)
+    answer = bundle.answer("what was very good", context)
+    assert (
+        set(answer) == {"answer", "score", "start", "end"}
+        and context[answer["start"] : answer["end"]] == answer["answer"]
+    )
+    assert answer["answer"] and 0 < answer["score"] <= 1
+    script = FORBID_TORCH + (
+        "from edgenlp.runtime import load\n"
+        f"print(__import__('json').dumps(load({str(folder)!r}).answer('what was very good', {context!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == json.loads(json.dumps(answer))
+    line = json.dumps({"question": "what was very good", "context": context})
+    out = subprocess.run(
+        [sys.executable, "-m", "edgenlp.runtime", str(folder), line, "--batch-size", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(out)["answer"] == answer["answer"]
+    with pytest.raises(Exception, match="the question is too long"):
+        bundle.answer("what " * 40, context)
+    with pytest.raises(Exception, match="has no context"):
+        bundle.answers([{"question": "what", "context": " "}])
+    with pytest.raises(Exception, match="entities\\(\\) needs a token-classification bundle"):
+        bundle.entities("good")
+
+
+def test_the_server_answers_in_the_inference_api_shape(qa_run, tmp_path):
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+    from edgenlp.serve import ServeSettings, create_app
+
+    bundle = load(build(qa_run.variants["onnx-fp32"].path, tmp_path / "bundle"))
+    ask = {"question": "what was very good", "context": "the film was very fun and quite bad"}
+    expected = bundle.answer(**ask)
+    with TestClient(create_app(bundle, ServeSettings(max_client_batch_size=4))) as client:
+        one = client.post("/predict", json={"inputs": ask})
+        assert one.status_code == 200 and one.json()["answer"] == expected["answer"]
+        assert one.json()["score"] == pytest.approx(expected["score"], abs=1e-6)
+        many = client.post("/predict", json={"inputs": [ask, ask]}).json()
+        assert [a["answer"] for a in many] == [expected["answer"]] * 2
+        for body, status, says in (
+            ({"inputs": "what was good"}, 400, "question-answering bundle"),
+            ({"inputs": {"question": "what " * 40, "context": "x"}}, 400, "the question is too long"),
+            ({"inputs": [ask] * 5}, 413, "more than the 4"),
+            ({"inputs": {"question": "q"}}, 422, "context"),
+        ):
+            bad = client.post("/predict", json=body)
+            assert bad.status_code == status and says in bad.json()["error"], bad.json()
