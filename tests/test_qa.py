@@ -260,3 +260,48 @@ def test_the_server_answers_in_the_inference_api_shape(qa_run, tmp_path):
         ):
             bad = client.post("/predict", json=body)
             assert bad.status_code == status and says in bad.json()["error"], bad.json()
+
+
+@pytest.mark.browser
+def test_the_page_answers_on_the_server_and_in_the_browser(qa_run, tmp_path):
+    """The web page of a reader bundle: a question and its text in, the answer out, from the server and from
+    transformers.js in headless Chromium (SQuAD-normalised: the browser decodes tokens)."""
+    import os
+    import subprocess as sp
+    from pathlib import Path
+
+    from test_serve import CHROMIUM, _free_port, _wait_ready
+
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+    from edgenlp.serve import default_web_assets
+    from edgenlp.tasks.qa.scoring import normalize
+
+    if (default_web_assets() is None or not Path(CHROMIUM).exists()) and not os.environ.get("CI"):
+        pytest.skip("needs Debian's chromium and transformers.js (`npm ci --ignore-scripts` in web/)")
+    from playwright.sync_api import sync_playwright
+
+    bundle_dir = build(qa_run.variants["onnx-fp32"].path, tmp_path / "bundle")
+    question, context = "what was very good", "the film was very fun a quite bad"
+    expected = load(bundle_dir).answer(question, context)["answer"]
+    port = _free_port()
+    proc = sp.Popen([sys.executable, "-m", "edgenlp.cli", "serve", str(bundle_dir), "--port", str(port)], text=True)
+    try:
+        _wait_ready(port, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('question-answering')")
+            page.fill("#text", f"{question}\n{context}")
+            page.check("#in-browser")
+            page.click("#run")
+            page.wait_for_selector("#server-answer .answer-span", timeout=30000)
+            page.wait_for_selector("#browser-answer .answer-span", timeout=90000)
+            server = page.get_attribute("#server-answer .answer-span", "data-answer")
+            in_browser = page.get_attribute("#browser-answer .answer-span", "data-answer")
+            assert expected and server == expected and normalize(in_browser) == normalize(expected)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -5,13 +5,15 @@ const info = await (await fetch("/info")).json();
 const generation = info.task === "text-generation";
 const embedding = info.task === "feature-extraction";
 const tagging = info.task === "token-classification";
+const reading = info.task === "question-answering";
 const DTYPES = { "model.onnx": "fp32", "model_fp16.onnx": "fp16", "model_quantized.onnx": "q8", "model_q4.onnx": "q4" };
 const dtype = DTYPES[info.manifest.model.file.split("/").pop()] || "fp32";
 $("model").textContent = `${info.task} · ${info.model} (${info.manifest.model.precision}) · ` +
   `${info.manifest.isa.tuned_for ? "tuned for " + info.manifest.isa.tuned_for : "float"}`;
 $("text").placeholder = generation ? "Type the start of a text"
   : embedding ? "One sentence per line: the first is compared with the others"
-  : tagging ? "Type a sentence: its named entities are marked" : "Type a sentence to classify";
+  : tagging ? "Type a sentence: its named entities are marked"
+  : reading ? "First line: a question. The lines after it: the text that answers it" : "Type a sentence to classify";
 if (!info.browser) {
   $("in-browser").disabled = true;
   $("browser-note").hidden = false;
@@ -96,6 +98,23 @@ function tokensToEntities(tokens) {
   return entities.map((e) => ({ word: e.word, type: e.type, score: e.scores.reduce((a, b) => a + b) / e.scores.length }));
 }
 
+// a reader: the first line is the question, the rest the context
+function questionOf(text) {
+  const [question, ...rest] = text.split("\n");
+  return { question: question.trim(), context: rest.join("\n").trim() };
+}
+
+function answerView(target, answer, score) {
+  target.replaceChildren();
+  const p = document.createElement("p");
+  p.className = "answer-span";
+  p.dataset.answer = answer;
+  p.innerHTML = `<mark></mark> <span class="pct"></span>`;
+  p.querySelector("mark").textContent = answer || "(no answer)";
+  p.querySelector(".pct").textContent = `${(100 * score).toFixed(1)}%`;
+  target.append(p);
+}
+
 async function onServer(text) {
   const out = $("server-answer");
   const t0 = performance.now();
@@ -107,6 +126,18 @@ async function onServer(text) {
     const body = await response.json();
     if (!response.ok) return fail(out, body.error);
     bars(out, similarities(sentences, body));
+    $("server-latency").textContent = `${(performance.now() - t0).toFixed(1)} ms round trip · ` +
+      `${Number(response.headers.get("x-compute-time")).toFixed(1)} ms on the server`;
+    return;
+  }
+  if (reading) {
+    const asked = questionOf(text);
+    if (!asked.question || !asked.context) return fail(out, "type a question on the first line and the text below it");
+    const response = await fetch("/predict", { method: "POST", headers: { "content-type": "application/json" },
+                                               body: JSON.stringify({ inputs: asked }) });
+    const body = await response.json();
+    if (!response.ok) return fail(out, body.error);
+    answerView(out, body.answer, body.score);
     $("server-latency").textContent = `${(performance.now() - t0).toFixed(1)} ms round trip · ` +
       `${Number(response.headers.get("x-compute-time")).toFixed(1)} ms on the server`;
     return;
@@ -176,6 +207,10 @@ async function inBrowser(text) {
       const vectors = [];
       for (const s of sentences) vectors.push(Array.from((await browserModel(s, options)).data));
       bars(out, similarities(sentences, vectors));
+    } else if (reading) {
+      const asked = questionOf(text);
+      const found = await browserModel(asked.question, asked.context);
+      answerView(out, found.answer, found.score);
     } else if (tagging) {
       entityList(out, tokensToEntities(await browserModel(text, { ignore_labels: [] })));
     } else if (generation) {
