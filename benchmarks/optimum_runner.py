@@ -49,6 +49,18 @@ class OptimumTokenClassification(OptimumRunner):
     MODEL = "ORTModelForTokenClassification"
 
 
+class OptimumQuestionAnswering(OptimumRunner):
+    """ORTModelForQuestionAnswering: start and end logits, stacked as the harness's reader reads them."""
+
+    MODEL = "ORTModelForQuestionAnswering"
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: self.torch.from_numpy(v) for k, v in inputs.items()}
+        with self.torch.inference_mode():
+            out = self.model(**feed)
+        return np.stack([out.start_logits.numpy(), out.end_logits.numpy()], axis=-1)
+
+
 class OptimumCausalLM:
     """Optimum's ORTModelForCausalLM as a decoder runner: the same `step` the harness times for every model.
 
