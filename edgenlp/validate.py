@@ -41,24 +41,35 @@ def against_parent(
         "max_abs_logit_diff": max_diff,
         "label_agreement": agreement,
     }
+    return judged(result, child, parent.name, max_diff, agreement, tolerance)
+
+
+def judged(
+    result: dict,
+    child: Artifact,
+    parent_name: str,
+    max_diff: float,
+    agreement: float,
+    tolerance: Tolerance,
+    outputs: str = "logits",
+    kept: str = "labels",
+) -> dict:
+    """The verdict every encoder task gives a new variant: an FP32 one must reproduce its parent's `outputs`
+    within `atol`; a quantised one must keep the parent's answer on `min_label_agreement` of its `kept`."""
     if child.precision == "fp32":
         result.update(check="logits", atol=tolerance.atol, passed=max_diff <= tolerance.atol)
         if max_diff > tolerance.atol:
             raise ValidationFailed(
-                f"{child.name}: FP32 logits differ from {parent.name} by {max_diff:.2e} "
+                f"{child.name}: FP32 {outputs} differ from {parent_name} by {max_diff:.2e} "
                 f"(> atol {tolerance.atol}): the conversion is wrong; report it, or raise "
                 "validation.atol in the recipe if the difference is expected"
             )
-    else:
-        result.update(
-            check="label_agreement",
-            min_label_agreement=tolerance.min_label_agreement,
-            passed=agreement >= tolerance.min_label_agreement,
+        return result
+    floor = tolerance.min_label_agreement
+    result.update(check="label_agreement", min_label_agreement=floor, passed=agreement >= floor)
+    if agreement < floor:
+        raise ValidationFailed(
+            f"{child.name}: agrees with {parent_name} on only {agreement:.1%} of {kept} (< {floor:.0%}): "
+            "exclude sensitive nodes, try per_channel: true, or lower validation.min_label_agreement"
         )
-        if agreement < tolerance.min_label_agreement:
-            raise ValidationFailed(
-                f"{child.name}: agrees with {parent.name} on only {agreement:.1%} of labels "
-                f"(< {tolerance.min_label_agreement:.0%}): exclude sensitive nodes, try "
-                "per_channel: true, or lower validation.min_label_agreement"
-            )
     return result

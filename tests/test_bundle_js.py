@@ -38,6 +38,32 @@ def node(script: str, *args: str) -> object:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def fp32_and_int8(model, data: dict, tmp_path, train: dict, **spec) -> dict:
+    """A tiny run's PyTorch model trained briefly, exported, and quantised per channel (no benchmark)."""
+    from edgenlp import pipeline, recipe
+
+    run = pipeline.run(
+        recipe.parse(
+            {
+                "name": "tiny-js",
+                "model": str(model),
+                "data": data,
+                "variants": [
+                    {"name": "pytorch-fp32", "stage": "finetune", "config": train},
+                    {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
+                    {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
+                ],
+                "validation": {"examples": 8, "min_label_agreement": 0.5},
+                "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real"]}]},
+                **spec,
+            }
+        ),
+        tmp_path / "run",
+        bench=False,
+    )
+    return run.variants
+
+
 def test_transformers_js_classifies_like_the_runtime(tiny_run, tmp_path):
     fp32 = build(tiny_run.variants["onnx-fp32"].path, tmp_path / "fp32")
     int8 = build(tiny_run.variants["onnx-int8-dynamic"].path, tmp_path / "int8")
@@ -64,30 +90,12 @@ def test_transformers_js_embeds_like_the_runtime(tiny_bert, tmp_path):
     the runtime's vectors (FP32: cosine > 0.99999; INT8: the same file, cosine > 0.9999)."""
     from test_embedding import make_pairs, write_pairs
 
-    from edgenlp import pipeline, recipe
-
     pairs = write_pairs(tmp_path / "pairs.csv", make_pairs(200))
-    run = pipeline.run(
-        recipe.parse(
-            {
-                "name": "tiny-embed-js",
-                "model": str(tiny_bert),
-                "task": "feature-extraction",
-                "data": {"source": str(pairs)},
-                "variants": [
-                    {"name": "pytorch-fp32", "stage": "finetune", "config": {"max_steps": 5, "max_length": 32}},
-                    {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
-                    {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
-                ],
-                "validation": {"examples": 8},
-                "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real"]}]},
-            }
-        ),
-        tmp_path / "run",
-        bench=False,
+    variants = fp32_and_int8(
+        tiny_bert, {"source": str(pairs)}, tmp_path, {"max_steps": 5, "max_length": 32}, task="feature-extraction"
     )
     for name, dtype in (("onnx-fp32", "fp32"), ("onnx-int8", "q8")):
-        bundle = build(run.variants[name].path, tmp_path / "bundles" / name)
+        bundle = build(variants[name].path, tmp_path / "bundles" / name)
         manifest = json.loads((bundle / "manifest.json").read_text())
         options = manifest["transformers_js"]["options"]
         ours = load(bundle).embed(TEXTS, batch_size=1)
@@ -111,38 +119,18 @@ def test_transformers_js_tags_tokens_like_the_runtime(tmp_path):
     same tags (FP32: scores within 1e-4; INT8, the same file: the same tags)."""
     from test_ner import build_tagger_bert, make_sentences, write_conll
 
-    from edgenlp import pipeline, recipe
-
     data = tmp_path / "conll"
     data.mkdir()
     for name, n, seed in (("train", 120, 0), ("dev", 40, 1), ("test", 20, 2)):
         write_conll(data / f"{name}.conll", make_sentences(n, seed))
     model = build_tagger_bert(tmp_path / "bert")
-    run = pipeline.run(
-        recipe.parse(
-            {
-                "name": "tiny-tag-js",
-                "model": str(model),
-                "data": {"source": str(data)},
-                "variants": [
-                    {
-                        "name": "pytorch-fp32",
-                        "stage": "finetune",
-                        "config": {"max_steps": 40, "max_length": 32, "learning_rate": 2e-3},
-                    },
-                    {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
-                    {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
-                ],
-                "validation": {"examples": 8, "min_label_agreement": 0.5},
-                "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real"]}]},
-            }
-        ),
-        tmp_path / "run",
-        bench=False,
+    variants = fp32_and_int8(
+        model, {"source": str(data)}, tmp_path, {"max_steps": 40, "max_length": 32, "learning_rate": 2e-3}
     )
-    texts = ["the movie was awful and boring", "a goods film", "great fun and best plot", "the plot"]
+    # words of the tiny vocabulary only (see test_transformers_js_answers_like_the_runtime)
+    texts = ["the movie was awful a boring", "a goods film", "great fun a best plot", "the plot"]
     for name, dtype in (("onnx-fp32", "fp32"), ("onnx-int8", "q8")):
-        bundle = build(run.variants[name].path, tmp_path / "bundles" / name)
+        bundle = build(variants[name].path, tmp_path / "bundles" / name)
         ours = load(bundle).model.token_tags(texts)
         theirs = node("tag.mjs", str(tmp_path / "bundles"), name, dtype, json.dumps(texts))
         assert [[(t["index"], t["entity"]) for t in one] for one in theirs] == [
@@ -159,32 +147,15 @@ def test_transformers_js_answers_like_the_runtime(tiny_bert, tmp_path):
     runtime's answers (SQuAD-normalised: it decodes tokens, the runtime cuts the context) and scores."""
     from test_qa import make_squad
 
-    from edgenlp import pipeline, recipe
     from edgenlp.tasks.qa.scoring import normalize
 
     data = tmp_path / "squad.json"
     data.write_text(json.dumps(make_squad(20)))
-    run = pipeline.run(
-        recipe.parse(
-            {
-                "name": "tiny-qa-js",
-                "model": str(tiny_bert),
-                "data": {"source": str(data), "test_fraction": 0.2},
-                "variants": [
-                    {
-                        "name": "pytorch-fp32",
-                        "stage": "finetune",
-                        "config": {"max_steps": 40, "max_length": 64, "learning_rate": 2e-3},
-                    },
-                    {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
-                    {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
-                ],
-                "validation": {"examples": 8, "min_label_agreement": 0.5},
-                "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real"]}]},
-            }
-        ),
-        tmp_path / "run",
-        bench=False,
+    variants = fp32_and_int8(
+        tiny_bert,
+        {"source": str(data), "test_fraction": 0.2},
+        tmp_path,
+        {"max_steps": 40, "max_length": 64, "learning_rate": 2e-3},
     )
     questions = [
         # words of the tiny vocabulary only: on an out-of-vocabulary word transformers.js's WordPiece and
@@ -194,7 +165,7 @@ def test_transformers_js_answers_like_the_runtime(tiny_bert, tmp_path):
         {"question": "what was really very good", "context": "very happy the movie was boring quite best"},
     ]
     for name, dtype in (("onnx-fp32", "fp32"), ("onnx-int8", "q8")):
-        bundle = build(run.variants[name].path, tmp_path / "bundles" / name)
+        bundle = build(variants[name].path, tmp_path / "bundles" / name)
         ours = load(bundle).answers(questions, batch_size=1)
         theirs = node("answer.mjs", str(tmp_path / "bundles"), name, dtype, json.dumps(questions))
         assert [normalize(t["answer"]) for t in theirs] == [normalize(o["answer"]) for o in ours], name

@@ -373,3 +373,23 @@ def test_the_page_marks_entities_on_the_server_and_in_the_browser(ner_run, tmp_p
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_openvino_tags_as_onnx_and_ctranslate2_refuses_a_tagger_in_one_line(ner_run, tmp_path):
+    """OpenVINO converts the tagger's graph (its FP32 IR tags every word as the ONNX graph does); CTranslate2
+    converts classifiers and decoders only, and says so."""
+    from edgenlp import stages
+    from edgenlp.errors import EdgeNLPError
+    from edgenlp.tasks.ner.session import open_tagger
+
+    pytest.importorskip("openvino")
+    onnx = ner_run.variants["onnx-fp32"]
+    work = tmp_path / "openvino"
+    work.mkdir()
+    out = stages.get("openvino").run(onnx, stages.get("openvino").Config(), work)
+    assert out.format == "openvino" and out.task == "token-classification"
+    sentences = [["the", "movie", "was", "awful"], ["very", "goods", "fun", "film"]]
+    assert open_tagger(work, "openvino").tag_words(sentences) == open_tagger(onnx.path, "onnx").tag_words(sentences)
+    with pytest.raises(EdgeNLPError) as refused:
+        stages.get("ctranslate2").run(ner_run.variants["pytorch-fp32"], stages.get("ctranslate2").Config(), tmp_path)
+    assert "ForTokenClassification" in str(refused.value) and "\n" not in str(refused.value)

@@ -45,3 +45,10 @@ def memory_cell(prof: dict) -> str:
 def number_cell(value, fmt: str, missing: str = "-") -> str:
     """`value` formatted by `fmt`, or `missing` when there is none."""
     return missing if value is None else fmt.format(value)
+
+
+def interval_cell(ci: list | None, signed: bool = False) -> str:
+    """` [lo-hi]` (or ` [+lo to +hi]` for a difference) after a figure; nothing without an interval."""
+    if not ci:
+        return ""
+    return f" [{ci[0]:+.2f} to {ci[1]:+.2f}]" if signed else f" [{ci[0]:.2f}-{ci[1]:.2f}]"

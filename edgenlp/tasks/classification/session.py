@@ -7,6 +7,27 @@ import time
 import numpy as np
 
 
+class RunnerModel:
+    """Any runner of the harness (`logits(inputs)`) as the `run(inputs)` the runtime's task classes call."""
+
+    def __init__(self, runner):
+        self.run = runner.logits
+
+
+def open_model(path, runner: str, threads: int, pytorch, on_engine=None):
+    """The model at `path` with `run(inputs)`, run by `runner`: `pytorch(path, threads)` for PyTorch, an
+    engine's encoder (through `on_engine`, if the task reads more than its first output), or module:Class."""
+    from ...bench.runners import open_runner
+    from ...runtime.engines import ENGINES, open_encoder
+
+    if runner == "pytorch":
+        return pytorch(path, threads)
+    if runner in ENGINES:
+        encoder = open_encoder(runner, path, threads=threads)
+        return on_engine(encoder) if on_engine else encoder
+    return RunnerModel(open_runner(path, runner, threads))
+
+
 class Session:
     """One model answering the harness: `eval`, `latency`, `throughput`, `e2e`."""
 

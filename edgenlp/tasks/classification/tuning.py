@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
+from ..screening import median_ms
 from .data import EvalSet
 
 
@@ -32,13 +29,4 @@ def screen_latency(model_dir, tuning: EvalSet, threads: int, n: int = 60, repeat
     from ...runtime import TextClassifier
 
     classifier = TextClassifier(model_dir, threads=threads)
-    encoded = [classifier.tokenizer.encode([t]) for t in tuning.texts[:n]]
-    for x in encoded[:5]:
-        classifier.logits(x)
-    times = []
-    for _ in range(repeats):
-        for x in encoded:
-            t0 = time.perf_counter_ns()
-            classifier.logits(x)
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-    return float(np.median(times))
+    return median_ms(classifier.logits, [classifier.tokenizer.encode([t]) for t in tuning.texts[:n]], repeats)

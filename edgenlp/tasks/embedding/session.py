@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classification.session import Session as EncoderSession
+from ..classification.session import open_model
 
 
 class PytorchEncoder:
@@ -37,31 +38,14 @@ class PytorchEncoder:
             return self.model(**feed).last_hidden_state.numpy()
 
 
-class _Runner:
-    """Any runner of the harness (`logits(inputs)`: for an encoder export, the token vectors)."""
-
-    def __init__(self, runner):
-        self.runner = runner
-
-    def run(self, inputs):
-        return self.runner.logits(inputs)
-
-
 def open_embedder(path: str | Path, runner: str, threads: int = 1):
     """A `TextEmbedder` over the model at `path` run by `runner` (pytorch, an engine, or module:Class)."""
-    from ...bench.runners import open_runner
     from ...runtime.embedding import TextEmbedder
-    from ...runtime.engines import ENGINES, open_encoder
 
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if runner == "pytorch":
-        model = PytorchEncoder(path, threads)
-    elif runner in ENGINES:
-        model = open_encoder(runner, path, threads=threads)
-    else:
-        model = _Runner(open_runner(path, runner, threads))
-    return TextEmbedder.around(model, folder)
+    return TextEmbedder.around(
+        open_model(path, runner, threads, PytorchEncoder), path if path.is_dir() else path.parent
+    )
 
 
 def pack(vectors: np.ndarray) -> dict:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from ..screening import median_ms
 from .data import EvalSet
 from .measure import pair_cosines, spearman
 
@@ -29,13 +28,4 @@ def screen_latency(model_dir, tuning: EvalSet, threads: int, n: int = 60, repeat
     from ...runtime.embedding import TextEmbedder
 
     embedder = TextEmbedder(model_dir, threads=threads)
-    encoded = [embedder.tokenizer.encode([t]) for t in tuning.sentences[:n]]
-    for x in encoded[:5]:
-        embedder.model.run(x)
-    times = []
-    for _ in range(repeats):
-        for x in encoded:
-            t0 = time.perf_counter_ns()
-            embedder.model.run(x)
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-    return float(np.median(times))
+    return median_ms(embedder.model.run, [embedder.tokenizer.encode([t]) for t in tuning.sentences[:n]], repeats)

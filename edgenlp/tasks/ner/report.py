@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from ...report.formatting import MB, MIB, ratio_cell
+from ...report.formatting import MB, MIB, interval_cell, ratio_cell
 from ..classification.report import latency_sections
-
-
-def _interval(ci, signed: bool = False) -> str:
-    if not ci:
-        return ""
-    return f" [{ci[0]:+.2f} to {ci[1]:+.2f}]" if signed else f" [{ci[0]:.2f}-{ci[1]:.2f}]"
 
 
 def report_sections(results: dict) -> list[str]:
@@ -33,8 +27,8 @@ def report_sections(results: dict) -> list[str]:
         lines.append(
             f"| {v['name']}{mark} | {v.get('format', '?')} {v.get('precision', '')} | {v['size_bytes'] / MB:.1f} | "
             f"{ratio_cell(r['size'])} | {m['entity_precision']:.2f} | {m['entity_recall']:.2f} | "
-            f"{m['entity_f1']:.2f}{_interval(m['entity_f1_ci'])} | {r['entity_f1_delta_points']:+.2f}"
-            f"{_interval(m.get('entity_f1_delta_ci'), signed=True)} | "
+            f"{m['entity_f1']:.2f}{interval_cell(m['entity_f1_ci'])} | {r['entity_f1_delta_points']:+.2f}"
+            f"{interval_cell(m.get('entity_f1_delta_ci'), signed=True)} | "
             f"{'-' if agree is None else f'{100 * agree:.2f}%'} | {m.get('sentences_with_changed_entities', '-')} | "
             f"{v['peak_rss_bytes'] / MIB:.0f} |"
         )

@@ -5,32 +5,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..classification.session import RunnerModel, open_model
 from ..classification.session import Session as EncoderSession
 from .spec import AUTO_MODEL
 
 
-class _Logits:
-    """Any runner of the harness (`logits(inputs)`) as the `run(inputs)` the tagger calls."""
+def _pytorch(path, threads: int):
+    from ...bench.runners import PytorchRunner
 
-    def __init__(self, runner):
-        self.run = runner.logits
+    return RunnerModel(PytorchRunner(path, threads, AUTO_MODEL))
 
 
 def open_tagger(path: str | Path, runner: str, threads: int = 1):
     """A `TokenTagger` over the model at `path` run by `runner` (pytorch, an engine, or module:Class)."""
-    from ...bench.runners import PytorchRunner, open_runner
-    from ...runtime.engines import ENGINES, open_encoder
     from ...runtime.entities import TokenTagger
 
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if runner == "pytorch":
-        model = _Logits(PytorchRunner(path, threads, AUTO_MODEL))
-    elif runner in ENGINES:
-        model = open_encoder(runner, path, threads=threads)
-    else:
-        model = _Logits(open_runner(path, runner, threads))
-    return TokenTagger.around(model, folder)
+    return TokenTagger.around(open_model(path, runner, threads, _pytorch), path if path.is_dir() else path.parent)
 
 
 class Session(EncoderSession):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
+from ..screening import median_ms
 from .data import EvalSet
 from .measure import entity_types
 from .scoring import entity_scores
@@ -30,13 +27,4 @@ def screen_latency(model_dir, tuning: EvalSet, threads: int, n: int = 60, repeat
     from ...runtime.entities import TokenTagger
 
     tagger = TokenTagger(model_dir, threads=threads)
-    encoded = [tagger.tokenizer.encode([t]) for t in tuning.texts[:n]]
-    for x in encoded[:5]:
-        tagger.model.run(x)
-    times = []
-    for _ in range(repeats):
-        for x in encoded:
-            t0 = time.perf_counter_ns()
-            tagger.model.run(x)
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-    return float(np.median(times))
+    return median_ms(tagger.model.run, [tagger.tokenizer.encode([t]) for t in tuning.texts[:n]], repeats)

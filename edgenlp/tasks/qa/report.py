@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from ...report.formatting import MB, MIB, ratio_cell
+from ...report.formatting import MB, MIB, interval_cell, ratio_cell
 from ..classification.report import latency_sections
-
-
-def _interval(ci, signed: bool = False) -> str:
-    if not ci:
-        return ""
-    return f" [{ci[0]:+.2f} to {ci[1]:+.2f}]" if signed else f" [{ci[0]:.2f}-{ci[1]:.2f}]"
 
 
 def report_sections(results: dict) -> list[str]:
@@ -33,8 +27,8 @@ def report_sections(results: dict) -> list[str]:
         mark = " (selected)" if sel and v["name"] == sel["selected"] else ""
         lines.append(
             f"| {v['name']}{mark} | {v.get('format', '?')} {v.get('precision', '')} | {v['size_bytes'] / MB:.1f} | "
-            f"{ratio_cell(r['size'])} | {m['exact_match']:.2f}{_interval(m['exact_match_ci'])} | "
-            f"{m['f1']:.2f}{_interval(m['f1_ci'])} | {r['f1_delta_points']:+.2f}{_interval(m.get('f1_delta_ci'), True)} | "
+            f"{ratio_cell(r['size'])} | {m['exact_match']:.2f}{interval_cell(m['exact_match_ci'])} | "
+            f"{m['f1']:.2f}{interval_cell(m['f1_ci'])} | {r['f1_delta_points']:+.2f}{interval_cell(m.get('f1_delta_ci'), True)} | "
             f"{'-' if agree is None else f'{100 * agree:.1f}%'} | {v['peak_rss_bytes'] / MIB:.0f} |"
         )
     changed = [(v["name"], c) for v in results["variants"] for c in v["metrics"].get("changed_vs_reference", [])[:3]]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classification.session import Session as EncoderSession
+from ..classification.session import open_model
 from .spec import AUTO_MODEL
 
 
@@ -27,28 +28,13 @@ class PytorchSpans:
             return torch.stack([out.start_logits, out.end_logits], dim=-1).numpy()
 
 
-class _Logits:
-    """A harness runner (`logits(inputs)`, here (batch, tokens, 2)) as the `run(inputs)` the answerer calls."""
-
-    def __init__(self, runner):
-        self.run = runner.logits
-
-
 def open_answerer(path: str | Path, runner: str, threads: int = 1):
     """A `QuestionAnswerer` over the model at `path` run by `runner` (pytorch, an engine, or module:Class)."""
-    from ...bench.runners import open_runner
     from ...runtime.answers import QuestionAnswerer, SpanModel
-    from ...runtime.engines import ENGINES, open_encoder
 
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if runner == "pytorch":
-        model = PytorchSpans(path, threads)
-    elif runner in ENGINES:
-        model = SpanModel(open_encoder(runner, path, threads=threads))
-    else:
-        model = _Logits(open_runner(path, runner, threads))
-    return QuestionAnswerer.around(model, folder)
+    model = open_model(path, runner, threads, PytorchSpans, on_engine=SpanModel)
+    return QuestionAnswerer.around(model, path if path.is_dir() else path.parent)
 
 
 class Session(EncoderSession):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
+from ..screening import median_ms
 from .data import EvalSet
 from .scoring import squad_scores
 
@@ -29,13 +26,8 @@ def screen_latency(model_dir, tuning: EvalSet, threads: int, n: int = 30, repeat
     from ...runtime.answers import QuestionAnswerer
 
     reader = QuestionAnswerer(model_dir, threads=threads)
-    encoded = [reader.tokenizer.pad([reader.pairs.windows(q.question, q.context)[0]]) for q in tuning.questions[:n]]
-    for x in encoded[:3]:
-        reader.model.run(x)
-    times = []
-    for _ in range(repeats):
-        for x in encoded:
-            t0 = time.perf_counter_ns()
-            reader.model.run(x)
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-    return float(np.median(times))
+    return median_ms(
+        reader.model.run,
+        [reader.tokenizer.pad([reader.pairs.windows(q.question, q.context)[0]]) for q in tuning.questions[:n]],
+        repeats,
+    )

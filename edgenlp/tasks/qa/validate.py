@@ -7,7 +7,7 @@ import numpy as np
 
 
 def check_against_parent(parent, child, texts: list[str], settings, batch_size: int = 8) -> dict:
-    from ...errors import ValidationFailed
+    from ... import validate
     from ...runtime import TextTokenizer
     from .session import open_answerer
 
@@ -25,19 +25,13 @@ def check_against_parent(parent, child, texts: list[str], settings, batch_size: 
         ends += expected.shape[0] * 2
     agreement = same / max(1, ends)
     result = {"examples": len(texts), "parent": parent.name, "max_abs_logit_diff": worst, "label_agreement": agreement}
-    if child.precision == "fp32":
-        result.update(check="logits", atol=settings.atol, passed=worst <= settings.atol)
-        if worst > settings.atol:
-            raise ValidationFailed(
-                f"{child.name}: FP32 start/end logits differ from {parent.name} by {worst:.2e} (> atol {settings.atol}): "
-                "the conversion is wrong; report it, or raise validation.atol in the recipe if the difference is expected"
-            )
-        return result
-    floor = settings.min_label_agreement
-    result.update(check="label_agreement", min_label_agreement=floor, passed=agreement >= floor)
-    if agreement < floor:
-        raise ValidationFailed(
-            f"{child.name}: keeps {parent.name}'s most likely start and end on only {agreement:.1%} of texts (< "
-            f"{floor:.0%}): exclude sensitive nodes, try per_channel: true, or lower validation.min_label_agreement"
-        )
-    return result
+    return validate.judged(
+        result,
+        child,
+        parent.name,
+        worst,
+        agreement,
+        validate.Tolerance(settings.atol, settings.min_label_agreement),
+        outputs="start/end logits",
+        kept="most likely starts and ends",
+    )
