@@ -27,7 +27,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 import compare_optimum  # noqa: E402  (benchmarks/compare_optimum.py)
 import record  # noqa: E402  (benchmarks/record.py)
 
-from edgenlp import pipeline  # noqa: E402
+from edgenlp import pipeline, progress  # noqa: E402
 from edgenlp import recipe as recipe_module
 from edgenlp.bench import stats  # noqa: E402
 from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
@@ -160,6 +160,9 @@ def main(bench: TaskBench) -> int:
     parser.add_argument("--name", default=bench.name)
     args = parser.parse_args()
 
+    from rich.console import Console
+
+    progress.enable(Console(stderr=True))  # an hour of training and timing shows where it is
     recipe = recipe_module.load(args.recipe)
     out = Path(args.out or ROOT / "runs" / recipe.name)
     source, task = pipeline.source_and_task(recipe)
