@@ -18,6 +18,8 @@ import typer
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from ..tasks import TASK_NAMES
+
 MAX_DROP = typer.Option(
     None, "--max-accuracy-drop", help="Selection: accuracy points a variant may lose against the reference."
 )
@@ -29,9 +31,9 @@ PAIR_COLUMN = typer.Option(None, "--pair-column", help="Second sentence column o
 TASK = typer.Option(
     None,
     "--task",
-    help="text-classification, text-generation, feature-extraction or token-classification (default: the model's own; "
-    "a bare encoder given sentence pairs embeds, given tagged words (CoNLL) tags, else it is a classifier to train; a "
-    "language model becomes a classifier only when asked).",
+    help=f"{', '.join(TASK_NAMES)} (default: the model's own; a bare encoder given sentence pairs embeds, given "
+    "tagged words (CoNLL) tags, given SQuAD-format questions answers, else it is a classifier to train; a language "
+    "model becomes a classifier only when asked).",
 )
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show details (library logs and warnings).")
 TRUST_REMOTE_CODE = typer.Option(
