@@ -208,6 +208,29 @@ def test_start_end_distillation_pulls_a_student_to_its_teacher(tiny_bert):
     assert float(soft_loss(student)) < before / 4
 
 
+def test_a_new_reader_is_checked_on_the_answers_it_gives(qa_run, qa_recipe):
+    """Validation reads question and context as a pair, like the runtime: a quantised reader passes on the
+    share of answers it keeps; an FP32 variant that is another model fails on its logits."""
+    from edgenlp.data import DataSpec
+    from edgenlp.errors import ValidationFailed
+    from edgenlp.recipe import ValidationSettings
+    from edgenlp.tasks import get
+    from edgenlp.tasks.qa.session import open_answerer
+
+    task = get("question-answering")
+    texts = task.validation_texts(task.load_data(DataSpec(**qa_recipe["data"])), 16)
+    questions = [json.loads(line) for line in texts]
+    assert len(questions) == 16 and set(questions[0]) == {"question", "context"}
+    parent, child = qa_run.variants["onnx-fp32"], qa_run.variants["onnx-int8"]
+    found = task.check_against_parent(parent, child, texts, ValidationSettings(min_label_agreement=0.5))
+    spans = [
+        [(a["start"], a["end"]) for a in open_answerer(v.path, "onnx").answers(questions)] for v in (parent, child)
+    ]
+    assert found["label_agreement"] == sum(a == b for a, b in zip(*spans)) / 16
+    with pytest.raises(ValidationFailed, match="FP32 start/end logits differ"):
+        task.check_against_parent(parent, qa_run.variants["onnx-pruned"], texts, ValidationSettings())
+
+
 def test_the_harness_scores_answers_against_gold_and_the_reference(qa_run, qa_recipe):
     from edgenlp.tasks import get
     from edgenlp.tasks.qa.scoring import squad_scores

@@ -210,8 +210,9 @@ def fingerprint(spec: DataSpec | str) -> str:
 
 
 def validation_texts(dataset: QAData, n: int) -> list[str]:
-    """Questions with their contexts as single texts: what a new variant's logits are compared on."""
-    return EvalSet(_sample(dataset.validation, n, 0)).texts
+    """Validation questions as the runtime's JSON lines (`{"question", "context"}`): what a new variant's
+    answers are compared on."""
+    return [json.dumps({"question": q.question, "context": q.context}) for q in _sample(dataset.validation, n, 0)]
 
 
 def eval_set(dataset: QAData, model_labels) -> EvalSet:
