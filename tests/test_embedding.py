@@ -78,6 +78,18 @@ def embedding_recipe(tiny_bert, pairs_csv) -> dict:
                 "parent": "onnx-fp32",
                 "config": {"calibration_samples": 64, "op_types": ["MatMul"]},
             },
+            {
+                "name": "onnx-fp32-smooth",
+                "stage": "smooth",
+                "parent": "onnx-fp32",
+                "config": {"calibration_samples": 64},
+            },
+            {
+                "name": "onnx-int8-smooth",
+                "stage": "quantize",
+                "parent": "onnx-fp32-smooth",
+                "config": {"per_channel": True},
+            },
             {"name": "onnx-pruned", "stage": "export", "parent": "distilled"},
             {"name": "onnx-int8-pruned", "stage": "quantize", "parent": "onnx-pruned"},
         ],
@@ -135,6 +147,44 @@ def test_the_harness_measures_spearman_fidelity_and_retrieval(embedding_run):
     assert "## Embedding quality and size" in report and "## Cosine to the reference: distribution" in report
     assert "Spearman" in (embedding_run.out_dir / "report.html").read_text()
     del targets
+
+
+def test_smoothing_moves_activation_outliers_into_the_weights_and_keeps_fp32_exact(embedding_run, embedding_recipe):
+    """SmoothQuant on the exported graph: the same vectors in FP32 (validation held it to its parent), every
+    weight MatMul's input evened out per channel, and an INT8 child built from it like any other."""
+    import onnx
+
+    from edgenlp.data import DataSpec
+    from edgenlp.quantization import smoothing
+    from edgenlp.tasks import get
+    from edgenlp.tasks.embedding.validate import MIN_COSINE_FP32
+
+    parent, smoothed = embedding_run.variants["onnx-fp32"], embedding_run.variants["onnx-fp32-smooth"]
+    facts = smoothed.meta["metadata"]
+    assert facts["smoothed_matmuls"] == 12 and facts["smoothed_inputs"] == 8  # 2 layers: Q/K/V share one input
+    check = smoothed.meta["validation"]
+    assert check["passed"] and check["required_min_cosine"] == MIN_COSINE_FP32 and check["min_cosine"] > 0.99999
+    task = get("feature-extraction")
+    data = task.load_data(DataSpec(**embedding_recipe["data"]))
+
+    def spread(path, tensors):  # largest channel peak over the median one, per MatMul input
+        peaks = smoothing.activation_maxima(path / "model.onnx", tensors, task.calibration_batches(data, path, 64, 16))
+        return {name: float(p.max() / np.median(p)) for name, p in peaks.items()}
+
+    inputs = list(smoothing.weight_matmuls(onnx.load(str(parent.path / "model.onnx"))))
+    before = spread(parent.path, inputs)
+    after = spread(smoothed.path, [name + smoothing.SUFFIX for name in inputs])
+    assert all(after[name + smoothing.SUFFIX] < before[name] for name in inputs)
+    by_name = {v["name"]: v for v in embedding_run.results["variants"]}
+    assert by_name["onnx-int8-smooth"]["metrics"]["cosine_to_reference"]["mean"] > 0.9
+
+
+def test_smoothing_refuses_a_quantised_parent_in_one_line(embedding_run, tmp_path):
+    from edgenlp.errors import ArtifactError
+    from edgenlp.stages import smooth
+
+    with pytest.raises(ArtifactError, match="smooth needs an FP32 ONNX variant"):
+        smooth.run(embedding_run.variants["onnx-int8"], smooth.Config(), tmp_path)
 
 
 def test_the_bundle_embeds_without_torch_as_the_harness_did(embedding_run, tmp_path):

@@ -48,6 +48,7 @@ _MODULES = {
     "export": "edgenlp.stages.export",
     "export-fused": "edgenlp.stages.export_fused",
     "optimize-graph": "edgenlp.stages.optimize_graph",
+    "smooth": "edgenlp.stages.smooth",
     "quantize": "edgenlp.stages.quantize",
     "quantize-static": "edgenlp.stages.quantize_static",
     "quantize-int4": "edgenlp.stages.quantize_int4",
