@@ -32,7 +32,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.g
 import compare_optimum  # noqa: E402  (benchmarks/compare_optimum.py)
 import record  # noqa: E402  (benchmarks/record.py)
 
-from edgenlp import pipeline  # noqa: E402
+from edgenlp import pipeline, progress  # noqa: E402
 from edgenlp import recipe as recipe_module
 from edgenlp.bench import stats  # noqa: E402
 from edgenlp.bench.harness import BenchSettings, Candidate, measure  # noqa: E402
@@ -202,6 +202,9 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated variants of the recipe to leave out of the run")
     args = parser.parse_args()
 
+    from rich.console import Console
+
+    progress.enable(Console(stderr=True))  # building, quality and timing take half an hour: show where it is
     recipe = recipe_module.load(args.recipe)
     out = Path(args.out or ROOT / "runs" / recipe.name)
     source, task = pipeline.source_and_task(recipe)
