@@ -158,7 +158,13 @@ def main(bench: TaskBench) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--max-eval-examples", type=int, default=None, help="a seeded sample of the test set")
     parser.add_argument("--name", default=bench.name)
+    parser.add_argument(
+        "--lengths",
+        default=",".join(map(str, bench.lengths)),
+        help="comma-separated shapes to time: real, or a token count (a reader trained on shorter windows keeps them)",
+    )
     args = parser.parse_args()
+    lengths = [x if x == "real" else int(x) for x in args.lengths.split(",")]
 
     from rich.console import Console
 
@@ -177,7 +183,7 @@ def main(bench: TaskBench) -> int:
         Candidate(PEERS[0], optimum_dir, "onnx"),
         Candidate(PEERS[1], optimum_dir, f"benchmarks.optimum_runner:{bench.optimum_runner}"),
     ]
-    profiles = [Profile(name="edge-1t", threads=1, seq_lengths=bench.lengths, throughput_batch=None)]
+    profiles = [Profile(name="edge-1t", threads=1, seq_lengths=lengths, throughput_batch=None)]
     settings = BenchSettings(
         profiles=profiles,
         iterations=args.iterations,
