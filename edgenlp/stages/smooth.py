@@ -39,7 +39,8 @@ class Config(StageConfig):
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     if parent.format != "onnx" or parent.precision != "fp32":
         raise ArtifactError(
-            f"smooth needs an FP32 ONNX variant, but {parent.path} is {parent.format} {parent.precision}"
+            f"smooth needs an FP32 ONNX variant, but {parent.path} is {parent.format} {parent.precision}: "
+            "give it an export or optimize-graph parent, and quantise after it"
         )
     import onnx
 

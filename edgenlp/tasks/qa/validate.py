@@ -14,6 +14,7 @@ import numpy as np
 
 def check_against_parent(parent, child, texts: list[str], settings) -> dict:
     from ... import validate
+    from ...runtime.answers import best_span
     from .session import open_answerer
 
     questions = [json.loads(line) for line in texts]
@@ -24,8 +25,8 @@ def check_against_parent(parent, child, texts: list[str], settings) -> dict:
     for item in theirs.prepare(questions):
         expected, got = theirs.span_scores([item])[0], mine.span_scores([item])[0]
         worst = max(worst, max(float(np.abs(e - g).max()) for e, g in zip(expected, got)))
-        answers = [reader.answer([item])[0] for reader in (theirs, mine)]
-        same += (answers[0]["start"], answers[0]["end"]) == (answers[1]["start"], answers[1]["end"])
+        theirs_span, my_span = (best_span(scores, item.windows) for scores in (expected, got))
+        same += (theirs_span and theirs_span[:2]) == (my_span and my_span[:2])  # start and end, not the score
     agreement = same / max(1, len(questions))
     result = {"examples": len(texts), "parent": parent.name, "max_abs_logit_diff": worst, "label_agreement": agreement}
     return validate.judged(
