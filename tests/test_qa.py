@@ -223,9 +223,9 @@ def test_a_new_reader_is_checked_on_the_answers_it_gives(qa_run, qa_recipe):
     assert len(questions) == 16 and set(questions[0]) == {"question", "context"}
     parent, child = qa_run.variants["onnx-fp32"], qa_run.variants["onnx-int8"]
     found = task.check_against_parent(parent, child, texts, ValidationSettings(min_label_agreement=0.5))
-    spans = [
-        [(a["start"], a["end"]) for a in open_answerer(v.path, "onnx").answers(questions)] for v in (parent, child)
-    ]
+    # one question at a time, as validation asks: dynamic INT8 scales activations per batch
+    readers = [open_answerer(v.path, "onnx", 2) for v in (parent, child)]
+    spans = [[(a["start"], a["end"]) for q in questions for a in reader.answers([q])] for reader in readers]
     assert found["label_agreement"] == sum(a == b for a, b in zip(*spans)) / 16
     with pytest.raises(ValidationFailed, match="FP32 start/end logits differ"):
         task.check_against_parent(parent, qa_run.variants["onnx-pruned"], texts, ValidationSettings())
