@@ -58,6 +58,82 @@ def test_attention_matmuls_are_quantised_on_request(tiny_run, tmp_path):
     assert "MatMul" not in ops and default.count("MatMul") == 2 * 2
 
 
+def test_four_bit_embedding_tables_halve_their_bytes_and_keep_the_answers(tiny_run, tmp_path):
+    """`embedding_bits: 4` stores every table as 4-bit blocks; the MatMuls stay as INT8 made them."""
+    from onnx import helper, numpy_helper
+
+    from edgenlp.bench.runners import open_runner
+    from edgenlp.bundle import build as build_bundle
+    from edgenlp.runtime import TextTokenizer, load
+
+    parent, int8 = tiny_run.variants["onnx-fp32"], tiny_run.variants["onnx-int8-dynamic"]
+    stage = stages.get("quantize")
+    config = stage.Config(embedding_bits=4, embedding_block_size=16)
+    art, _ = build(tmp_path / "q", parent, stage.NAME, config, run=lambda w: stage.run(parent, config, w))
+    graph = onnx.load(str(art.onnx_path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("GatherBlockQuantized") == 3  # word, position and token-type tables
+    assert art.meta["metadata"]["quantized_nodes"]["GatherBlockQuantized"] == 3
+    assert art.meta["metadata"]["embedding_bits"] == 4
+    int8_ops = [n.op_type for n in onnx.load(str(int8.onnx_path)).graph.node]
+    assert ops.count("MatMulInteger") == int8_ops.count("MatMulInteger")
+
+    # the word table, read back through onnxruntime's own kernel: every value within one step of its
+    # block's scale (the block's largest magnitude over 8: rounding costs half a step, and a positive
+    # extreme, clipped at +7, a whole one)
+    node = next(n for n in graph.node if n.op_type == "GatherBlockQuantized" and "word_embeddings" in n.input[0])
+    inits = {t.name: t for t in graph.initializer}
+    fp32 = next(
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(parent.onnx_path)).graph.initializer
+        if t.name == "bert.embeddings.word_embeddings.weight"
+    )
+    reader = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node(
+                    node.op_type,
+                    list(node.input[:1]) + ["ids"] + list(node.input[2:]),
+                    ["rows"],
+                    domain=node.domain,
+                    **{a.name: helper.get_attribute_value(a) for a in node.attribute},
+                )
+            ],
+            "read",
+            [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
+            [helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, None)],
+            [inits[name] for name in node.input if name in inits],
+        ),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+    import onnxruntime as ort
+
+    rows = ort.InferenceSession(reader.SerializeToString()).run(None, {"ids": np.arange(fp32.shape[0])})[0]
+    blocks = np.abs(fp32).reshape(fp32.shape[0], -1, 16).max(-1, keepdims=True)
+    error = np.abs(rows - fp32).reshape(blocks.shape[0], -1, 16)
+    assert rows.shape == fp32.shape and (error <= blocks / 8 * 1.001 + 1e-7).all() and error.max() > 0
+    table_bytes = {  # as stored: 4-bit values are packed two a byte
+        name: sum(len(t.raw_data) for t in onnx.load(str(a.onnx_path)).graph.initializer if "word_embeddings" in t.name)
+        for name, a in (("int8", int8), ("int4", art))
+    }
+    vocab, hidden = fp32.shape
+    assert table_bytes["int8"] >= vocab * hidden  # a byte a value (and a scale)
+    assert table_bytes["int4"] == vocab * hidden // 2 + vocab * (hidden // 16) * 4  # half a byte, a float per block
+
+    texts = ["good movie", "bad film", "a fine and great day", "boring and bad"] * 4
+    found = validate.against_parent(parent, art, texts, validate.Tolerance(min_label_agreement=0.75))
+    assert found["passed"] and found["label_agreement"] >= 0.75
+    logits = open_runner(art.path, "onnx", threads=1).logits(TextTokenizer(art.path).encode(texts))
+    bundle = load(build_bundle(art.path, tmp_path / "bundle"))
+    labels = art.labels()
+    assert [p["label"] for p in bundle.classify(texts)] == [labels[i] for i in logits.argmax(-1)]
+
+
+def test_four_bit_tables_without_gather_in_op_types_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="embedding_bits 4 quantises the embedding tables: add Gather to op_types"):
+        stages.get("quantize").Config(embedding_bits=4, op_types=["MatMul"])
+
+
 @pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "avx_vnni", "arm64", "arm64-dotprod", "generic"])
 def test_quantize_settings_follow_the_measured_table(isa):
     """`auto` pins the detected ISA; reduce_range follows the measured table unless the recipe sets it."""

@@ -21,7 +21,12 @@ OPSET_MINIMUM_ORT = {
     21: "1.18",
 }
 """The first onnxruntime release that implements each ONNX opset (onnxruntime's version matrix)."""
-CONTRIB_MINIMUM_ORT = {"MatMulNBits": "1.17", "GroupQueryAttention": "1.17", "MultiHeadAttention": "1.16"}
+CONTRIB_MINIMUM_ORT = {
+    "MatMulNBits": "1.17",
+    "GatherBlockQuantized": "1.20",
+    "GroupQueryAttention": "1.17",
+    "MultiHeadAttention": "1.16",
+}
 """onnxruntime's own (com.microsoft) operators that arrived late; older ones predate every listed opset."""
 ONNX_TYPES = {
     1: "float32",

@@ -19,10 +19,12 @@ import logging
 from pathlib import Path
 from typing import Literal
 
+from pydantic import model_validator
+
 from ..artifact import Artifact, StageOutput, copy_support_files
 from ..errors import ArtifactError
 from ..hardware import cpu_info
-from ..quantization import preflight
+from ..quantization import preflight, tables
 from . import StageConfig
 
 NAME = "quantize"
@@ -68,6 +70,18 @@ class Config(StageConfig):
     attention_matmuls: bool = False
     """Also quantise the MatMuls of two activations (attention scores and context; onnxruntime's dynamic
     default leaves them in float): faster on some CPUs, at a quality cost the benchmark measures."""
+    embedding_bits: Literal[8, 4] = 8
+    """Bits of the embedding tables (the `Gather`s of `op_types`): 4 stores them as 4-bit blocks
+    (`GatherBlockQuantized`), half the bytes of INT8, for a bundle under a size budget; rows are only
+    gathered, so the speed does not change."""
+    embedding_block_size: Literal[16, 32, 64, 128] = 32
+    """Values per 4-bit block (one scale each) when `embedding_bits` is 4."""
+
+    @model_validator(mode="after")
+    def _four_bit_tables_need_gather(self) -> Config:
+        if self.embedding_bits == 4 and "Gather" not in self.op_types:
+            raise ValueError("embedding_bits 4 quantises the embedding tables: add Gather to op_types, or drop it")
+        return self
 
 
 def resolve(config: Config) -> Config:
@@ -103,18 +117,22 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     check_excluded(parent, config.op_types, config.nodes_to_exclude)
+    four_bit = config.embedding_bits == 4
+    op_types = [op for op in config.op_types if not (four_bit and op == "Gather")]
     quantize_dynamic(
         str(parent.onnx_path),
         str(out),
         weight_type=QuantType.QInt8,
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
-        op_types_to_quantize=config.op_types,
+        op_types_to_quantize=op_types,
         nodes_to_exclude=config.nodes_to_exclude,
         nodes_to_quantize=only,
         # Fused contrib ops (from optimize-graph) have no ONNX shape inference; FP32 is their type.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": not config.attention_matmuls},
     )
+    if four_bit:
+        tables.four_bit_tables(out, config.embedding_block_size, config.nodes_to_exclude, only)
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
@@ -139,6 +157,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
             "activation_type": "uint8",
             "weight_type": "int8",
             "op_types": config.op_types,
+            "embedding_bits": config.embedding_bits,
             "reason": _REASONS[config.isa]
             + (
                 ""
@@ -161,6 +180,7 @@ QUANTIZED_OPS = (
     "DynamicQuantizeMatMul",
     "MatMulIntegerToFloat",
     "QGemm",
+    "GatherBlockQuantized",
 )
 
 
