@@ -10,7 +10,9 @@ fresh process, interleaved rounds, every profile), and lets edgenlp's selection 
 point below the FP32 reference) pick a variant per profile and input length. For each target it
 prints every engine's best unpruned variant within the same budget and checks the issue's targets:
 the selected variant at least as fast as the fastest engine's best, at no more than 1.0 point lower
-accuracy; with a pruned variant in the run, at least 1.4x faster than it (rounds paired, 95% CI).
+accuracy; with a pruned variant in the run, at least 1.4x faster than it (rounds paired, 95% CI), or
+`--pruned-target`, and the smallest bundle among the variants that reach that factor within the
+budget (issue 27: at most 8 MB).
 The measurements and reports go to `<out>/engines/`; the summary to `benchmarks/results/<name>.json`.
 """
 
@@ -37,6 +39,7 @@ from edgenlp.bench.selection import engine_of  # noqa: E402
 ENGINES = ("onnx", "openvino", "ctranslate2")
 PRUNED_SPEEDUP_TARGET = 1.4
 ACCURACY_SLACK_POINTS = 1.0
+BUNDLE_MB_TARGET = 8.0
 
 
 def shape_of(metric: str) -> str:
@@ -83,6 +86,33 @@ def bundle_mb(variant: Path, folder: Path) -> float | None:
     return round(sum(p.stat().st_size for p in Path(built).rglob("*") if p.is_file()) / 1e6, 2)
 
 
+def smallest_fast_bundle(results: dict, rows: dict, key: str, fastest: str, factor: float) -> dict | None:
+    """Of the variants within the accuracy budget that reach `factor` x the fastest engine's best
+    unpruned variant at `key` (profile/shape), the one with the smallest bundle."""
+    by_name = {v["name"]: v for v in results["variants"]}
+    profile, shape = key.split("/")
+    fast = []
+    for name, row in rows.items():
+        if row.get("bundle_mb") is None or row["accuracy_delta_points"] < -ACCURACY_SLACK_POINTS:
+            continue
+        ratio = stats.speedup(
+            by_name[fastest]["latency_samples_ms"][profile][shape], by_name[name]["latency_samples_ms"][profile][shape]
+        )
+        if ratio["ratio"] >= factor:
+            fast.append((row["bundle_mb"], name, round(ratio["ratio"], 3), [round(c, 3) for c in ratio["ci"]]))
+    if not fast:
+        return None
+    mb, name, ratio, ci = min(fast)
+    return {
+        "variant": name,
+        "bundle_mb": mb,
+        "speedup": [ratio, ci],
+        "accuracy_delta_points": rows[name]["accuracy_delta_points"],
+        "target_mb": BUNDLE_MB_TARGET,
+        "met": mb <= BUNDLE_MB_TARGET,
+    }
+
+
 def target_rows(results: dict, rows: dict, pruned_target: float = PRUNED_SPEEDUP_TARGET) -> list[dict]:
     by_name = {v["name"]: v for v in results["variants"]}
     out = []
@@ -127,6 +157,7 @@ def target_rows(results: dict, rows: dict, pruned_target: float = PRUNED_SPEEDUP
         if any(r["pruned"] for r in rows.values()):
             row["target_pruned_1_4x"] = speedup[0] >= PRUNED_SPEEDUP_TARGET
             row["pruned_target"] = {"factor": pruned_target, "met": speedup[0] >= pruned_target}
+            row["smallest_bundle_at_target"] = smallest_fast_bundle(results, rows, key, fastest, pruned_target)
         out.append(row)
     return out
 
@@ -154,6 +185,13 @@ def print_summary(summary: dict) -> None:
             pruned = f"; pruned {goal['factor']:g}x target {'met' if goal['met'] else 'MISSED'}"
         if t.get("selected_bundle_mb") is not None:
             pruned += f"; bundle {t['selected_bundle_mb']:.1f} MB"
+        small = t.get("smallest_bundle_at_target")
+        if small:
+            pruned += (
+                f"; smallest bundle at the target within the budget: {small['variant']} {small['bundle_mb']:.1f} MB "
+                f"({small['speedup'][0]:.2f}x, {small['accuracy_delta_points']:+.2f} points; {small['target_mb']:g} MB "
+                f"target {'met' if small['met'] else 'MISSED'})"
+            )
         print(
             f"  {t['profile']}/{t['target']}: ship {t['selected']} ({t['selected_engine']}) {t['selected_p50_ms']:.2f} ms, "
             f"{s:.2f}x [{lo:.2f}-{hi:.2f}] the fastest engine's best ({t['fastest_engine']}); best unpruned: {best}; "
