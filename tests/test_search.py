@@ -73,6 +73,43 @@ def test_search_scores_every_setting_on_the_tuning_split_and_measures_the_fastes
     assert json.loads((out / "search" / "trials.json").read_text())
 
 
+def test_four_bit_tables_are_a_setting_of_the_search_that_a_size_limit_selects(tiny_recipe, tmp_path, monkeypatch):
+    """`embedding_bits: [8, 4]`: both widths are tried, shortlisted as distinct graphs and measured; where
+    `max_size_mb` sits between their sizes, selection ships the 4-bit tables."""
+    import onnx
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+    spec = {
+        **tiny_recipe,
+        "selection": {"max_accuracy_drop": 50.0},
+        "search": {
+            "modes": ["dynamic"],
+            "per_channel": [False],
+            "embeddings": [True],
+            "attention_matmuls": [False],
+            "embedding_bits": [8, 4],
+            "tuning_examples": 16,
+            "sensitivity": "needed",
+            "measure_top": 2,
+            "min_tuning_examples": 8,
+        },
+    }
+    outcome = pipeline.run(recipe.parse(spec), tmp_path / "run")
+    found = outcome.results["search"]
+    assert [t["label"] for t in found["trials"]] == ["dynamic", "dynamic-4bit-embeddings"]
+    assert sorted(found["shortlist"]) == ["onnx-fp32.dynamic", "onnx-fp32.dynamic-4bit-embeddings"]
+    four = outcome.variants["onnx-fp32.dynamic-4bit-embeddings"]
+    assert four.meta["stage_config"]["embedding_bits"] == 4
+    assert "GatherBlockQuantized" in {n.op_type for n in onnx.load(str(four.onnx_path)).graph.node}
+    sizes = {v["name"]: v["size_bytes"] for v in outcome.results["variants"]}
+    small, large = sizes["onnx-fp32.dynamic-4bit-embeddings"], sizes["onnx-fp32.dynamic"]
+    assert small < large
+    limit = (small + large) / 2 / selection.MB
+    assert selection.select(outcome.results, max_accuracy_drop=50.0, max_size_mb=limit)["selected"] == (
+        "onnx-fp32.dynamic-4bit-embeddings"
+    )
+
+
 def test_sensitivity_ranks_every_quantisable_node_of_the_reference(searched):
     from edgenlp.quantization.calibration import quantisable_nodes
 

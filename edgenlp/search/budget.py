@@ -3,7 +3,7 @@
 `--max-accuracy-drop B` (recipe `selection.max_accuracy_drop`) no longer only filters finished
 variants. For every FP32 ONNX export the recipe has (the unpruned model and every pruned one) and
 every quantisation setting in the search space (dynamic, static with each calibrator, per-tensor or
-per-channel weights, embeddings quantised or not), the search
+per-channel weights, embeddings quantised or not, and at 8 or 4 bits), the search
 
 1. builds the fully quantised model and scores it on the *tuning* split (carved from the training
    data; the test split is never read here) against the reference's ONNX export;
@@ -212,6 +212,7 @@ class Search:
         embeddings: bool,
         float_nodes: list[str],
         attention: bool = False,
+        embedding_bits: int = 8,
     ):
         stage = stages.get(MODES[mode])
         raw = {
@@ -221,6 +222,8 @@ class Search:
         }
         if attention:  # dynamic only: static quantisation takes the attention MatMuls anyway
             raw["attention_matmuls"] = True
+        if embedding_bits != 8:  # dynamic only, like the attention MatMuls
+            raw["embedding_bits"] = embedding_bits
         if mode == "static":
             raw.update(
                 calibrator=calibrator,
@@ -242,6 +245,7 @@ class Search:
             trial.config["embeddings"],
             trial.float_nodes,
             trial.config.get("attention_matmuls", False),
+            trial.config.get("embedding_bits", 8),
         )
         trial.id = stable_id(base.id, trial.stage, config.model_dump(mode="json"), self.data_id)
         if trial.id not in self.memo:
@@ -357,20 +361,24 @@ class Search:
                 for per_channel in self.settings.per_channel:
                     for embeddings in self.settings.embeddings:
                         for attention in self.settings.attention_matmuls if mode == "dynamic" else [False]:
-                            yield mode, calibrator, per_channel, embeddings, attention
+                            for bits in self.settings.embedding_bits if embeddings and mode == "dynamic" else [8]:
+                                yield mode, calibrator, per_channel, embeddings, attention, bits
 
-    def _trial(self, base, mode, calibrator, per_channel, embeddings, attention, float_nodes) -> Trial:
+    def _trial(self, base, mode, calibrator, per_channel, embeddings, attention, bits, float_nodes) -> Trial:
         label = (
             f"{mode}"
             + (f"-{calibrator}" if calibrator else "")
             + ("-per-channel" if per_channel else "")
             + ("" if embeddings else "-float-embeddings")
             + ("-attention" if attention else "")
+            + ("-4bit-embeddings" if bits == 4 else "")
             + (f"-{len(float_nodes)}-in-float" if float_nodes else "")
         )
         config = {"calibrator": calibrator, "per_channel": per_channel, "embeddings": embeddings}
         if attention:
             config["attention_matmuls"] = True
+        if bits != 8:  # absent at 8, so the trials recorded before this setting keep their ids
+            config["embedding_bits"] = bits
         trial = self.score(Trial(base, mode, MODES[mode], config, list(float_nodes), label))
         self._local.tried.append(trial)
         return trial
@@ -391,6 +399,7 @@ class Search:
             first.config["per_channel"],
             first.config["embeddings"],
             first.config.get("attention_matmuls", False),
+            first.config.get("embedding_bits", 8),
         )
         failed, passed, k = 0, None, 1
         while k <= len(order):
@@ -479,6 +488,7 @@ class Search:
                 t.config["per_channel"],
                 t.config["embeddings"],
                 t.config.get("attention_matmuls", False),
+                t.config.get("embedding_bits", 8),
                 tuple(sorted(t.float_nodes)),
             )
             kept = by_graph.get(graph)
@@ -502,6 +512,7 @@ class Search:
                     t.config["embeddings"],
                     t.float_nodes,
                     t.config.get("attention_matmuls", False),
+                    t.config.get("embedding_bits", 8),
                 )
                 self.outcome.variants.append(
                     {

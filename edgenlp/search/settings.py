@@ -28,6 +28,9 @@ class SearchSettings(BaseModel):
     per_channel: list[bool] = [False, True]
     embeddings: list[bool] = [True, False]
     """Quantise the embedding tables (Gather) too, or keep them in float."""
+    embedding_bits: list[Literal[8, 4]] = [8]
+    """Dynamic mode, tables quantised: their bits. 4 halves their bytes and leaves the speed as it is, so
+    it pays where `selection.max_size_mb` binds; `[8, 4]` tries both."""
     attention_matmuls: list[bool] = [False, True]
     """Dynamic mode: also quantise the MatMuls of two activations (attention scores and context), or not
     (static quantisation takes them anyway); kept where the tuning split and the latency look say so."""
