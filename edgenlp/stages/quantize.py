@@ -72,8 +72,9 @@ class Config(StageConfig):
     default leaves them in float): faster on some CPUs, at a quality cost the benchmark measures."""
     embedding_bits: Literal[8, 4] = 8
     """Bits of the embedding tables (the `Gather`s of `op_types`): 4 stores them as 4-bit blocks
-    (`GatherBlockQuantized`), half the bytes of INT8, for a bundle under a size budget; rows are only
-    gathered, so the speed does not change."""
+    (`GatherBlockQuantized`), 0.625 bytes a value at block 32 against INT8's 1, for a bundle under a
+    size budget. Not free: onnxruntime's CPU kernel for it took 1.5 ms of a 15 ms MiniLM-L3 run at 128
+    tokens where Gather + DequantizeLinear took 0.27 (AVX2 EPYC, 1 thread; `docs/benchmarks.md`)."""
     embedding_block_size: Literal[16, 32, 64, 128] = 32
     """Values per 4-bit block (one scale each) when `embedding_bits` is 4."""
 
