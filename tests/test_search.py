@@ -146,7 +146,7 @@ def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
     monkeypatch.setattr(search.calibration, "quantisable_nodes", lambda path, ops: order)
     tried = []
 
-    def fake_trial(base, mode, calibrator, per_channel, embeddings, attention, float_nodes):
+    def fake_trial(base, mode, calibrator, per_channel, embeddings, attention, bits, float_nodes):
         tried.append(len(float_nodes))
         drop = max(0, 3 - len(float_nodes)) * 1.0  # needs 3 nodes in float to lose at most 0 points
         t = search.Trial(
@@ -162,7 +162,7 @@ def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
         return t
 
     monkeypatch.setattr(s, "_trial", fake_trial, raising=False)
-    first = fake_trial("base", "dynamic", None, False, True, False, [])
+    first = fake_trial("base", "dynamic", None, False, True, False, 8, [])
     best = s._fall_back("base", first)
     assert best.float_nodes == order[:3] and tried == [0, 1, 2, 4, 3]
     assert next(t for t in s.outcome.trials if t.label == "k4").status == "superseded"
@@ -300,6 +300,6 @@ def test_a_setting_the_quantiser_refuses_is_a_failed_trial_not_a_failed_search(m
         raise ValueError("Quantization parameters are not specified for param x")
 
     monkeypatch.setattr(quantize, "quantize_file", refuse)
-    trial = s._trial("base", "dynamic", None, False, True, False, [])
+    trial = s._trial("base", "dynamic", None, False, True, False, 8, [])
     assert trial.status == "failed" and "ValueError: Quantization parameters" in trial.reason
     assert json.loads((tmp_path / "trials.json").read_text())[trial.id]["failed"]
