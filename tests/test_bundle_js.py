@@ -75,6 +75,34 @@ def test_transformers_js_classifies_like_the_runtime(tiny_run, tmp_path):
     assert len(quantised) == len(TEXTS) and {t["label"] for t in quantised} <= set(load(int8).labels)
 
 
+def test_transformers_js_loads_a_pruned_classifier_with_four_bit_tables(tiny_run, tmp_path):
+    """Layers dropped and heads cut (edgenlp's own model type, which transformers.js refuses unless the
+    bundle says BERT) and the tables as 4-bit blocks: transformers.js classifies as the runtime does."""
+    from edgenlp import stages
+    from edgenlp.artifact import build as build_variant
+
+    parent = tiny_run.variants["pytorch-fp32"]
+    variants = {}
+    for name, stage, config, source in (
+        ("pruned", "prune", {"layers": 1, "ratio": 0.5}, parent),
+        ("onnx", "export", {}, None),
+        ("int8-e4", "quantize", {"embedding_bits": 4, "embedding_block_size": 16}, None),
+    ):
+        source = source or variants[list(variants)[-1]]
+        module = stages.get(stage)
+        cfg = module.Config(**config)
+        variants[name], _ = build_variant(
+            tmp_path / name, source, module.NAME, cfg, run=lambda w, m=module, s=source, c=cfg: m.run(s, c, w)
+        )
+    four_bit = variants["int8-e4"]
+    assert json.loads((four_bit.path / "config.json").read_text())["model_type"] == "edgenlp-pruned-bert"
+    folder = build(four_bit.path, tmp_path / "bundles" / "pruned-e4")
+    ours = load(folder).classify(TEXTS, batch_size=1)
+    theirs = node("classify.mjs", str(tmp_path / "bundles"), "pruned-e4", "q8", json.dumps(TEXTS))
+    assert [t["label"] for t in theirs] == [o["label"] for o in ours]
+    assert np.allclose([t["score"] for t in theirs], [o["score"] for o in ours], atol=1e-4)
+
+
 def test_transformers_js_generates_like_the_runtime(tiny_gpt2_run, tmp_path):
     fp32 = build(tiny_gpt2_run.variants["onnx-fp32"].path, tmp_path / "gpt2")
     build(tiny_gpt2_run.variants["onnx-int4"].path, tmp_path / "gpt2-q4")

@@ -305,6 +305,16 @@ def test_sweep_prunes_recovers_exports_and_quantises_each_ratio(tiny_recipe, tmp
     assert table[header].count("|") == table[header + 1].count("|") == table[header + 2].count("|")
     page = (tmp_path / "run" / "report.html").read_text()
     assert "<h2>Pruning</h2>" in page and "Pruning: quality against size" in page
+    # its bundle says BERT, which transformers.js knows (it refuses edgenlp's own model type); the
+    # variant itself keeps the type that reloads its uneven layers
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+
+    pruned = outcome.variants["int8-0.5"]
+    folder = build(pruned.path, tmp_path / "bundle")
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "bert"
+    assert json.loads((pruned.path / "config.json").read_text())["model_type"] == "edgenlp-pruned-bert"
+    assert load(folder).classify(["good movie"], batch_size=1)[0]["label"] in pruned.labels()
 
 
 def test_pruned_gpt2_exports_with_per_block_cache_and_generates_like_pytorch(tiny_gpt2_recipe, tmp_path):

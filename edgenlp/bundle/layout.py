@@ -10,12 +10,14 @@ import zipfile
 from pathlib import Path
 
 from .. import fsio
+from ..architectures import FAMILIES
 from ..artifact import Artifact
 from ..errors import ArtifactError
 
 MODEL_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_quantized.onnx", "int4": "model_q4.onnx"}
 """transformers.js picks `onnx/model{suffix}.onnx` by the dtype an app asks for (fp32, fp16, q8, q4)."""
 REQUIRED = ("config.json", "tokenizer.json")
+PRUNED_ENCODER_TYPE = FAMILIES["bert"].pruned_model_type
 OPTIONAL = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
 
@@ -97,6 +99,10 @@ def copy_support(src: Path, folder: Path) -> None:
             shutil.copy2(src / name, folder / name)
     config = json.loads((folder / "config.json").read_text())
     config["transformers.js_config"] = {**config.get("transformers.js_config", {}), "use_external_data_format": True}
+    if config.get("model_type") == PRUNED_ENCODER_TYPE:
+        # transformers.js picks its model class by model_type and refuses edgenlp's own; an encoder's
+        # graph carries its layers' shapes (no cache to size), so the pruned model loads as BERT
+        config["model_type"] = "bert"
     fsio.write_json_atomic(folder / "config.json", config)
 
 
