@@ -4,8 +4,9 @@ A word-embedding table is only gathered from, a few rows per text, yet after dep
 pruning it is most of what an INT8 MiniLM ships (a 14,261 x 384 table of a trimmed vocabulary is
 5.5 MB of a 9.5 MB bundle). onnxruntime's weight-only quantiser writes 4-bit blocks along the hidden
 size with one scale each; the rest of the graph is left as the INT8 stage made it. The rows cost
-more to read than INT8 ones: onnxruntime's `GatherBlockQuantized` CPU kernel dequantises about
-12 ns a value (measured on an AVX2 EPYC), so a long text pays a millisecond for the smaller file.
+more to read than INT8 ones: onnxruntime's `GatherBlockQuantized` CPU kernel took 1.06 ms a run at
+128 tokens on an AVX2 EPYC (`benchmarks/table_gather_profile.py`), so a long text pays a millisecond
+for the smaller file.
 """
 
 from __future__ import annotations

@@ -73,8 +73,9 @@ class Config(StageConfig):
     embedding_bits: Literal[8, 4] = 8
     """Bits of the embedding tables (the `Gather`s of `op_types`): 4 stores them as 4-bit blocks
     (`GatherBlockQuantized`), 0.625 bytes a value at block 32 against INT8's 1, for a bundle under a
-    size budget. Not free: onnxruntime's CPU kernel for it took 1.5 ms of a 15 ms MiniLM-L3 run at 128
-    tokens where Gather + DequantizeLinear took 0.27 (AVX2 EPYC, 1 thread; `docs/benchmarks.md`)."""
+    size budget. Not free: onnxruntime's CPU kernel for it took 1.06 ms a MiniLM-L3 run at 128 tokens
+    where the INT8 table's DequantizeLinear took 0.04 (AVX2 EPYC, 1 thread;
+    `benchmarks/results/table_gather_profile.json`)."""
     embedding_block_size: Literal[16, 32, 64, 128] = 32
     """Values per 4-bit block (one scale each) when `embedding_bits` is 4."""
 
