@@ -55,6 +55,17 @@ def test_the_choice_keeps_the_most_per_depth_and_an_impossible_target_names_the_
         structure.choose(model, BASE, hidden=128, head_size=32, target_ms=0.5, count=3)
 
 
+def test_macs_count_projections_feed_forward_and_attention_per_layer():
+    # MiniLM-L6 at 128 tokens: 6 x (128 x (4 x 384 x 384 + 2 x 384 x 1536) + 2 x 128^2 x 384), about 1.43 G
+    minilm = structure.Shape(layers=6, heads=12, width=1536)
+    assert minilm.macs(384, 32, 128) == 1_434_451_968
+    halved = structure.Shape(layers=3, heads=12, width=1536)
+    assert halved.macs(384, 32, 128) * 2 == minilm.macs(384, 32, 128)
+    # at one token attention is a rounding error; at 512 it is a large share
+    narrow = structure.Shape(layers=6, heads=6, width=1536)
+    assert minilm.macs(384, 32, 512) - narrow.macs(384, 32, 512) == 6 * 512 * (4 * 384 * 6 * 32 + 2 * 512 * 6 * 32)
+
+
 def test_settings_take_one_target_and_refuse_a_length_the_bench_does_not_measure(mid_bert, tmp_path):
     with pytest.raises(ValueError, match="not both"):
         StructureSearchSettings(target_speedup=2.0, target_ms=1.0)
@@ -130,8 +141,12 @@ def test_a_latency_target_builds_measures_and_keeps_the_most_accurate_candidate(
         assert row["variant"] in outcome.variants and row["measured_ms"] > 0 and row["predicted_ms"] > 0
         pruned = outcome.variants[row["variant"].replace("int8-", "pruned-")].meta["metadata"]
         assert len(pruned["kept_layers"]) == row["shape"]["layers"]
+        assert row["macs"] == structure.Shape(**row["shape"]).macs(128, 32, 64)
+        by_name = {v["name"]: v for v in outcome.results["variants"]}
+        assert row["after_pruning"] == by_name[row["pruned"]]["metrics"]["accuracy"]
+        assert row["after_recovery"] == by_name[row["recovered"]]["metrics"]["accuracy"]
     met = [r for r in found["candidates"] if r["meets"]]
     assert found["chosen"] == max(met, key=lambda r: r["quality"])["variant"]
     assert found["against"] in ("onnx-fp32", "onnx-int8")
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "## Latency-target search" in report and found["chosen"] in report
+    assert "## Latency-target search" in report and found["chosen"] in report and "after recovery" in report

@@ -31,6 +31,9 @@ def summary(results: dict) -> dict | None:
                 "variant": r.get("variant"),
                 "shape": f"{r['shape']['layers']} x {r['shape']['heads']} x {r['shape']['width']}",
                 "parameters": r["parameters"],
+                "gmacs": r["macs"] / 1e9 if r.get("macs") else None,
+                "after_pruning": r.get("after_pruning"),
+                "after_recovery": r.get("after_recovery"),
                 "predicted_ms": r["predicted_ms"],
                 "measured_ms": r.get("measured_ms"),
                 "speedup": r.get("speedup"),
@@ -57,13 +60,14 @@ def markdown_section(results: dict) -> list[str]:
         f"fitted to {s['probes']} structures timed on this CPU: {s['form']} = {s['coefficients']} "
         f"(largest fit error {s['fit_error_pct']:.1f}%). Chosen: {s['chosen'] or 'none met the target'}.",
         "",
-        "| variant | layers x heads x width | non-embedding params | predicted ms | measured ms | speed-up | quality | meets |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | layers x heads x width | non-embedding params | GMACs a pass | predicted ms | measured ms | "
+        "speed-up | quality after pruning | after recovery | quantised | meets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| `{r['variant']}` | {r['shape']} | {r['parameters']:,} | {r['predicted_ms']:.3f} | "
-        f"{_fmt(r['measured_ms'], '.3f')} | {_fmt(r['speedup'], '.2f')} | {_fmt(r['quality'], '.4g')} | "
-        f"{'yes' if r['meets'] else 'no'} |"
+        f"| `{r['variant']}` | {r['shape']} | {r['parameters']:,} | {_fmt(r['gmacs'], '.3f')} | {r['predicted_ms']:.3f} | "
+        f"{_fmt(r['measured_ms'], '.3f')} | {_fmt(r['speedup'], '.2f')} | {_fmt(r['after_pruning'], '.4g')} | "
+        f"{_fmt(r['after_recovery'], '.4g')} | {_fmt(r['quality'], '.4g')} | {'yes' if r['meets'] else 'no'} |"
         for r in s["rows"]
     ]
     return lines + [""]

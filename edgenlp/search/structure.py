@@ -44,6 +44,12 @@ class Shape:
         attention = 4 * hidden * self.heads * head_size + 3 * self.heads * head_size + hidden
         return self.layers * (attention + 2 * hidden * self.width + self.width + hidden + 4 * hidden)
 
+    def macs(self, hidden: int, head_size: int, length: int) -> int:
+        """Multiply-accumulates of one pass of `length` tokens through the layers: the projections and
+        feed-forward per token, and the attention scores and weighted sum, which grow with length squared."""
+        per_token = 4 * hidden * self.heads * head_size + 2 * hidden * self.width
+        return self.layers * (length * per_token + 2 * length * length * self.heads * head_size)
+
 
 def base_shape(config: dict) -> tuple[Shape, int, int]:
     """(the structure, hidden size, head size) of an unpruned BERT-family config."""
@@ -238,6 +244,7 @@ def choose(model: LatencyModel, base: Shape, hidden: int, head_size: int, target
             "head_ratio": head_ratio,
             "width_ratio": width_ratio,
             "parameters": shape.parameters(hidden, head_size),
+            "macs": shape.macs(hidden, head_size, model.length) if isinstance(model.length, int) else None,
             "predicted_ms": round(predicted, 4),
         }
         if predicted <= target_ms:
@@ -308,7 +315,7 @@ def variants(plan: Plan, settings, parent: str | None) -> list[dict]:
             {"name": f"onnx-{tag}", "stage": "export", "parent": f"recovered-{tag}"},
             {"name": f"int8-{tag}", "stage": "quantize", "parent": f"onnx-{tag}", "config": settings.quantize},
         ]
-        row["variant"] = f"int8-{tag}"
+        row.update(variant=f"int8-{tag}", pruned=f"pruned-{tag}", recovered=f"recovered-{tag}")
     return out
 
 
@@ -331,8 +338,18 @@ def verdict(results: dict, planned: dict) -> dict:
         if not v.get("pruned_by") and v["name"] not in candidates and v.get("format") != "pytorch"
     ]
     fastest = min(unpruned, key=p50) if unpruned else None
+
+    def quality(name: str | None) -> float | None:
+        return metric(results, by_name[name], task.QUALITY.metric, profile) if name in by_name else None
+
     rows = []
-    for row in planned["candidates"]:
+    for planned_row in planned["candidates"]:
+        # the task's quality straight after pruning, and after recovery (both in PyTorch, FP32)
+        row = {
+            **planned_row,
+            "after_pruning": quality(planned_row.get("pruned")),
+            "after_recovery": quality(planned_row.get("recovered")),
+        }
         v = by_name.get(row["variant"])
         if v is None:
             rows.append({**row, "measured_ms": None, "speedup": None, "quality": None, "meets": False})
