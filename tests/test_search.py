@@ -9,7 +9,7 @@ import pytest
 
 from edgenlp import pipeline, recipe
 from edgenlp.bench import selection
-from edgenlp.quantization import sensitivity
+from edgenlp.quantization import sensitivity, tables
 from edgenlp.search import budget as search
 
 
@@ -73,7 +73,27 @@ def test_search_scores_every_setting_on_the_tuning_split_and_measures_the_fastes
     assert json.loads((out / "search" / "trials.json").read_text())
 
 
-def test_four_bit_tables_are_a_setting_of_the_search_that_a_size_limit_selects(tiny_recipe, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def wide_vocab_bert(tiny_bert, tmp_path_factory):
+    """The tiny BERT with a 4,096-row word table (rows past its tokenizer's are never read): a table large
+    enough that packing it at 4 bits outweighs the nodes that unpack it."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("wide-vocab-bert")
+    config = BertConfig.from_pretrained(str(tiny_bert))
+    config.vocab_size = 4096
+    BertModel(config).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_bert / name).is_file():
+            shutil.copy2(tiny_bert / name, folder / name)
+    return folder
+
+
+def test_four_bit_tables_are_a_setting_of_the_search_that_a_size_limit_selects(
+    tiny_recipe, wide_vocab_bert, tmp_path, monkeypatch
+):
     """`embedding_bits: [8, 4]`: both widths are tried, shortlisted as distinct graphs and measured; where
     `max_size_mb` sits between their sizes, selection ships the 4-bit tables."""
     import onnx
@@ -81,6 +101,7 @@ def test_four_bit_tables_are_a_setting_of_the_search_that_a_size_limit_selects(t
     monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
     spec = {
         **tiny_recipe,
+        "model": str(wide_vocab_bert),
         "selection": {"max_accuracy_drop": 50.0},
         "search": {
             "modes": ["dynamic"],
@@ -100,7 +121,9 @@ def test_four_bit_tables_are_a_setting_of_the_search_that_a_size_limit_selects(t
     assert sorted(found["shortlist"]) == ["onnx-fp32.dynamic", "onnx-fp32.dynamic-4bit-embeddings"]
     four = outcome.variants["onnx-fp32.dynamic-4bit-embeddings"]
     assert four.meta["stage_config"]["embedding_bits"] == 4
-    assert "GatherBlockQuantized" in {n.op_type for n in onnx.load(str(four.onnx_path)).graph.node}
+    assert four.meta["metadata"]["four_bit_tables"]  # the large tables, packed at 4 bits
+    gathered = {n.input[0] for n in onnx.load(str(four.onnx_path)).graph.node if n.op_type == "Gather"}
+    assert any(name.endswith(tables.SUFFIX) for name in gathered)
     sizes = {v["name"]: v["size_bytes"] for v in outcome.results["variants"]}
     small, large = sizes["onnx-fp32.dynamic-4bit-embeddings"], sizes["onnx-fp32.dynamic"]
     assert small < large

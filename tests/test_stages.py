@@ -12,6 +12,7 @@ from edgenlp import models, stages, validate
 from edgenlp.artifact import Artifact, build
 from edgenlp.errors import ArtifactError, RecipeError, ValidationFailed
 from edgenlp.hardware import cpu_info
+from edgenlp.quantization import tables as tables_module
 
 
 def test_finetune_writes_checkpoint_and_training_log(tiny_run):
@@ -59,7 +60,8 @@ def test_attention_matmuls_are_quantised_on_request(tiny_run, tmp_path):
 
 
 def test_four_bit_embedding_tables_halve_their_bytes_and_keep_the_answers(tiny_run, tmp_path):
-    """`embedding_bits: 4` stores every table as 4-bit blocks; the MatMuls stay as INT8 made them."""
+    """`embedding_bits: 4` stores the tables as 4-bit blocks unpacked by standard operators; the MatMuls
+    stay as INT8 made them, and the graph keeps its opset."""
     from onnx import helper, numpy_helper
 
     from edgenlp.bench.runners import open_runner
@@ -68,57 +70,58 @@ def test_four_bit_embedding_tables_halve_their_bytes_and_keep_the_answers(tiny_r
 
     parent, int8 = tiny_run.variants["onnx-fp32"], tiny_run.variants["onnx-int8-dynamic"]
     stage = stages.get("quantize")
-    config = stage.Config(embedding_bits=4, embedding_block_size=16)
+    config = stage.Config(embedding_bits=4, embedding_block_size=16, embedding_min_rows=1)
     art, _ = build(tmp_path / "q", parent, stage.NAME, config, run=lambda w: stage.run(parent, config, w))
-    graph = onnx.load(str(art.onnx_path)).graph
+    model = onnx.load(str(art.onnx_path))
+    graph = model.graph
     ops = [n.op_type for n in graph.node]
-    assert ops.count("GatherBlockQuantized") == 3  # word, position and token-type tables
-    assert art.meta["metadata"]["quantized_nodes"]["GatherBlockQuantized"] == 3
+    packed = art.meta["metadata"]["four_bit_tables"]
+    assert len(packed) == 3 and any("word_embeddings" in t for t in packed)  # word, position, token type
     assert art.meta["metadata"]["embedding_bits"] == 4
-    int8_ops = [n.op_type for n in onnx.load(str(int8.onnx_path)).graph.node]
-    assert ops.count("MatMulInteger") == int8_ops.count("MatMulInteger")
-
-    # the word table, read back through onnxruntime's own kernel: every value within one step of its
-    # block's scale (the block's largest magnitude over 8: rounding costs half a step, and a positive
-    # extreme, clipped at +7, a whole one)
-    node = next(n for n in graph.node if n.op_type == "GatherBlockQuantized" and "word_embeddings" in n.input[0])
+    int8_model = onnx.load(str(int8.onnx_path))
+    assert ops.count("MatMulInteger") == [n.op_type for n in int8_model.graph.node].count("MatMulInteger")
+    assert "GatherBlockQuantized" not in ops and list(model.opset_import) == list(int8_model.opset_import)
     inits = {t.name: t for t in graph.initializer}
+    assert not any(n.op_type == "Gather" and n.input[0] in packed for n in graph.node)  # no float table left
+    assert not any(name in inits for name in packed)
+
+    # the word table, read back by the graph's own nodes: what `Blocks` says, and every value within half
+    # a step of its block (plus float16's rounding of the minimum and step)
     fp32 = next(
         numpy_helper.to_array(t)
         for t in onnx.load(str(parent.onnx_path)).graph.initializer
         if t.name == "bert.embeddings.word_embeddings.weight"
     )
+    word = next(n for n in graph.node if n.op_type == "Gather" and n.input[0].startswith(packed[0]))
+    unpack = [n for n in graph.node if n.name.startswith(word.name.rsplit("/", 1)[0] + "/")]
     reader = helper.make_model(
         helper.make_graph(
-            [
-                helper.make_node(
-                    node.op_type,
-                    list(node.input[:1]) + ["ids"] + list(node.input[2:]),
-                    ["rows"],
-                    domain=node.domain,
-                    **{a.name: helper.get_attribute_value(a) for a in node.attribute},
-                )
-            ],
+            unpack,
             "read",
-            [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
-            [helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, None)],
-            [inits[name] for name in node.input if name in inits],
+            [helper.make_tensor_value_info(word.input[1], onnx.TensorProto.INT64, [1, None])],
+            [helper.make_tensor_value_info(unpack[-1].output[0], onnx.TensorProto.FLOAT, None)],
+            [inits[name] for n in unpack for name in n.input if name in inits],
         ),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+        opset_imports=model.opset_import,
     )
     import onnxruntime as ort
 
-    rows = ort.InferenceSession(reader.SerializeToString()).run(None, {"ids": np.arange(fp32.shape[0])})[0]
-    blocks = np.abs(fp32).reshape(fp32.shape[0], -1, 16).max(-1, keepdims=True)
-    error = np.abs(rows - fp32).reshape(blocks.shape[0], -1, 16)
-    assert rows.shape == fp32.shape and (error <= blocks / 8 * 1.001 + 1e-7).all() and error.max() > 0
+    ids = np.arange(fp32.shape[0])[None]
+    rows = ort.InferenceSession(reader.SerializeToString()).run(None, {word.input[1]: ids})[0][0]
+    assert np.allclose(rows, tables_module.Blocks.of(fp32, 16).values(), atol=1e-7)
+    blocks = fp32.reshape(fp32.shape[0], -1, 16)
+    step = (blocks.max(-1, keepdims=True) - blocks.min(-1, keepdims=True)) / tables_module.LEVELS
+    slack = 2e-3 * (np.abs(blocks).max(-1, keepdims=True) + step)  # float16 minimum and step
+    error = np.abs(rows.reshape(blocks.shape) - blocks)
+    assert rows.shape == fp32.shape and (error <= step / 2 + slack).all() and error.max() > 0
     table_bytes = {  # as stored: 4-bit values are packed two a byte
         name: sum(len(t.raw_data) for t in onnx.load(str(a.onnx_path)).graph.initializer if "word_embeddings" in t.name)
         for name, a in (("int8", int8), ("int4", art))
     }
     vocab, hidden = fp32.shape
     assert table_bytes["int8"] >= vocab * hidden  # a byte a value (and a scale)
-    assert table_bytes["int4"] == vocab * hidden // 2 + vocab * (hidden // 16) * 4  # half a byte, a float per block
+    # half a byte a value, a float16 minimum and step a block, the width
+    assert table_bytes["int4"] == vocab * hidden // 2 + vocab * (hidden // 16) * 2 * 2 + 8
 
     # the tiny model's own INT8 is held to half the labels (conftest's recipe); so is this one
     texts = ["good movie", "bad film", "a fine and great day", "boring and bad"] * 4
@@ -135,6 +138,26 @@ def test_four_bit_embedding_tables_halve_their_bytes_and_keep_the_answers(tiny_r
 def test_four_bit_tables_without_gather_in_op_types_is_refused_in_one_line():
     with pytest.raises(ValueError, match="embedding_bits 4 quantises the embedding tables: add Gather to op_types"):
         stages.get("quantize").Config(embedding_bits=4, op_types=["MatMul"])
+
+
+def test_four_bit_tables_by_default_are_the_large_ones_and_none_large_enough_is_one_line(tiny_run, tmp_path):
+    parent = tiny_run.variants["onnx-fp32"]
+    stage = stages.get("quantize")
+    model = onnx.load(str(parent.onnx_path))
+    sizes = {
+        n.name: next(t.dims[0] for t in model.graph.initializer if t.name == n.input[0])
+        for n in model.graph.node
+        if n.op_type == "Gather" and any(t.name == n.input[0] for t in model.graph.initializer)
+    }
+    chosen = tables_module.tables_to_pack(model, 16, None, [])
+    assert chosen and all(sizes[n] >= max(sizes.values()) / 8 for n in chosen)
+    assert not any("token_type" in n for n in chosen)  # 2 rows: stays INT8
+    config = stage.Config(embedding_bits=4, embedding_block_size=16, embedding_min_rows=10_000)
+    with pytest.raises(ArtifactError, match="gathers from no float table of at least 10000 rows"):
+        stage.run(parent, config, tmp_path)
+    # the INT8 variants' ids do not see the 4-bit settings
+    assert "embedding_min_rows" not in stage.Config().model_dump()
+    assert "embedding_min_rows" in stage.Config(embedding_bits=4).model_dump()
 
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "avx_vnni", "arm64", "arm64-dotprod", "generic"])

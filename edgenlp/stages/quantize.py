@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from ..artifact import Artifact, StageOutput, copy_support_files
 from ..errors import ArtifactError
@@ -71,13 +71,25 @@ class Config(StageConfig):
     """Also quantise the MatMuls of two activations (attention scores and context; onnxruntime's dynamic
     default leaves them in float): faster on some CPUs, at a quality cost the benchmark measures."""
     embedding_bits: Literal[8, 4] = 8
-    """Bits of the embedding tables (the `Gather`s of `op_types`): 4 stores them as 4-bit blocks
-    (`GatherBlockQuantized`), 0.625 bytes a value at block 32 against INT8's 1, for a bundle under a
-    size budget. Not free: onnxruntime's CPU kernel for it took 1.06 ms a MiniLM-L3 run at 128 tokens
-    where the INT8 table's DequantizeLinear took 0.04 (AVX2 EPYC, 1 thread;
-    `benchmarks/results/table_gather_profile.json`)."""
+    """Bits of the embedding tables (the `Gather`s of `op_types`): 4 stores the large ones as 4-bit blocks
+    (a float16 minimum and step a block), 0.625 bytes a value at block 32 against INT8's 1, for a bundle
+    under a size budget; the rows a text reads are unpacked by standard operators
+    (`quantization/tables.py`), measured against onnxruntime's `GatherBlockQuantized` kernel in
+    `benchmarks/table_gather_profile.py`."""
     embedding_block_size: Literal[16, 32, 64, 128] = 32
-    """Values per 4-bit block (one scale each) when `embedding_bits` is 4."""
+    """Values per 4-bit block when `embedding_bits` is 4."""
+    embedding_min_rows: int | None = Field(None, ge=1)
+    """With `embedding_bits` 4, tables of fewer rows stay INT8. None: those with at least an eighth of the
+    largest table's rows, which in a BERT is the word table alone; its position (512 rows) and
+    token-type (2) tables are read once a token each too, and would save a few hundred kB."""
+
+    @model_serializer(mode="wrap")
+    def _ids_of_int8_tables_unchanged(self, handler):
+        """The 4-bit settings enter the dump (and so the artifact id) only where they apply."""
+        out = handler(self)
+        if self.embedding_bits == 8 and isinstance(out, dict):
+            out.pop("embedding_min_rows", None)
+        return out
 
     @model_validator(mode="after")
     def _four_bit_tables_need_gather(self) -> Config:
@@ -113,28 +125,41 @@ def check_excluded(parent: Artifact, op_types: list[str], names: list[str]) -> N
         )
 
 
-def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None) -> None:
-    """Write the dynamically quantised parent to `out`; `only`: quantise just these nodes."""
+def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] | None = None) -> list[str]:
+    """Write the dynamically quantised parent to `out`; `only`: quantise just these nodes. Returns the
+    tables stored at 4 bits."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     check_excluded(parent, config.op_types, config.nodes_to_exclude)
-    four_bit = config.embedding_bits == 4
-    op_types = [op for op in config.op_types if not (four_bit and op == "Gather")]
+    packed: list[str] = []
+    if config.embedding_bits == 4:  # chosen on the parent, left in float by onnxruntime, then packed
+        packed = tables.tables_to_pack(
+            onnx.load(str(parent.onnx_path)),
+            config.embedding_block_size,
+            config.embedding_min_rows,
+            config.nodes_to_exclude,
+            only,
+        )
+        if not packed and only is None:
+            raise ArtifactError(
+                f"embedding_bits 4, but {parent.onnx_path.name} gathers from no float table of at least "
+                f"{config.embedding_min_rows or 1} rows, {config.embedding_block_size} values wide, outside "
+                "nodes_to_exclude: lower embedding_min_rows or embedding_block_size, or set embedding_bits 8"
+            )
     quantize_dynamic(
         str(parent.onnx_path),
         str(out),
         weight_type=QuantType.QInt8,
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
-        op_types_to_quantize=op_types,
-        nodes_to_exclude=config.nodes_to_exclude,
+        op_types_to_quantize=config.op_types,
+        nodes_to_exclude=[*config.nodes_to_exclude, *packed],
         nodes_to_quantize=only,
         # Fused contrib ops (from optimize-graph) have no ONNX shape inference; FP32 is their type.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": not config.attention_matmuls},
     )
-    if four_bit:
-        tables.four_bit_tables(out, config.embedding_block_size, config.nodes_to_exclude, only)
+    return tables.pack_tables(out, packed, config.embedding_block_size) if packed else []
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
@@ -143,7 +168,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     advice = preflight.advise(config.isa, reduce_range=config.reduce_range, per_channel=config.per_channel)
     for warning in advice["warnings"]:
         log.warning("preflight: %s", warning)
-    quantize_file(parent, config, workdir / "model.onnx")
+    four_bit_tables = quantize_file(parent, config, workdir / "model.onnx")
     copy_support_files(parent.path, workdir)
     return StageOutput(
         format="onnx",
@@ -160,6 +185,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
             "weight_type": "int8",
             "op_types": config.op_types,
             "embedding_bits": config.embedding_bits,
+            "four_bit_tables": four_bit_tables,
             "reason": _REASONS[config.isa]
             + (
                 ""
