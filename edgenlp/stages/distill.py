@@ -66,6 +66,12 @@ def teacher_path(parent: Artifact, config: Config) -> Path:
         )
     path = executors.located(lineage["path"])
     if not (path / "config.json").exists():
+        # the lineage path is as the run named it (relative to where it started): a run folder read from
+        # another directory, or moved, still holds the teacher beside the parent, under its variant name
+        sibling = parent.path.parent / str(lineage.get("name") or "")
+        if lineage.get("name") and (sibling / META_FILE).is_file() and Artifact.load(sibling).id == lineage.get("id"):
+            path = sibling
+    if not (path / "config.json").exists():
         raise ArtifactError(
             f"the teacher {path} (the model {parent.path} was pruned from) is gone: set teacher: to where it is now"
         )
