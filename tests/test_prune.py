@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from edgenlp import architectures, models, pipeline, recipe, tasks
-from edgenlp.artifact import build
+from edgenlp.artifact import Artifact, build
 from edgenlp.data import DataSpec
 from edgenlp.errors import ArtifactError, DataError, RecipeError
 from edgenlp.stages import distill, prune
@@ -267,6 +267,30 @@ def test_recovery_logs_the_score_right_after_pruning(tiny_recipe, bert_classifie
     log = json.loads((recovered.path / "training_log.json").read_text())
     assert [e["step"] for e in log["evals"]] == [0, 5, 10]  # step 0: right after pruning, before recovery
     assert {"soft_loss", "task_loss"} <= set(log["steps"][0])
+
+
+def test_the_teacher_is_found_beside_the_student_when_the_run_is_read_from_elsewhere(
+    bert_classifier, tmp_path, monkeypatch
+):
+    """A run started with a relative `--out` records its lineage paths relative to where it started; a
+    later run of the same folder from another directory finds the teacher by name and id beside the parent."""
+    import shutil
+
+    variants = tmp_path / "run" / "variants"
+    shutil.copytree(bert_classifier, variants / "pytorch-fp32")
+    monkeypatch.chdir(tmp_path)
+    teacher = Artifact.load(Path("run/variants/pytorch-fp32"))  # as the pipeline holds it: under a relative --out
+    cfg = prune.Config(ratio=0.5)
+    build(Path("run/variants/pruned"), teacher, prune.NAME, cfg, run=lambda w: prune.run(teacher, cfg, w))
+    monkeypatch.chdir(variants)  # the recorded relative path no longer leads anywhere
+    pruned = Artifact.load(variants / "pruned")
+    assert not (Path(pruned.meta["parent"]["path"]) / "config.json").exists()
+    assert distill.teacher_path(pruned, distill.Config()) == variants / "pytorch-fp32"
+    # another model under the teacher's name is not taken for it
+    shutil.rmtree(variants / "pytorch-fp32")
+    shutil.copytree(variants / "pruned", variants / "pytorch-fp32")
+    with pytest.raises(ArtifactError, match="is gone: set teacher"):
+        distill.teacher_path(pruned, distill.Config())
 
 
 def test_distill_without_a_teacher_says_what_to_set(bert_classifier, tiny_recipe, tmp_path):
