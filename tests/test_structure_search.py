@@ -143,8 +143,9 @@ def test_a_latency_target_builds_measures_and_keeps_the_most_accurate_candidate(
         assert len(pruned["kept_layers"]) == row["shape"]["layers"]
         assert row["macs"] == structure.Shape(**row["shape"]).macs(128, 32, 64)
         by_name = {v["name"]: v for v in outcome.results["variants"]}
-        assert row["after_pruning"] == by_name[row["pruned"]]["metrics"]["accuracy"]
-        assert row["after_recovery"] == by_name[row["recovered"]]["metrics"]["accuracy"]
+        # the task's quality metric, as `quality` is given: accuracy in percent
+        assert row["after_pruning"] == pytest.approx(100 * by_name[row["pruned"]]["metrics"]["accuracy"])
+        assert row["after_recovery"] == pytest.approx(100 * by_name[row["recovered"]]["metrics"]["accuracy"])
     met = [r for r in found["candidates"] if r["meets"]]
     assert found["chosen"] == max(met, key=lambda r: r["quality"])["variant"]
     assert found["against"] in ("onnx-fp32", "onnx-int8")
