@@ -286,6 +286,12 @@ def test_the_teacher_is_found_beside_the_student_when_the_run_is_read_from_elsew
     pruned = Artifact.load(variants / "pruned")
     assert not (Path(pruned.meta["parent"]["path"]) / "config.json").exists()
     assert distill.teacher_path(pruned, distill.Config()) == variants / "pytorch-fp32"
+    # a lineage name that climbs out of the run folder is not followed
+    climbing = Artifact(
+        pruned.path, {**pruned.meta, "parent": {**pruned.meta["parent"], "name": "../variants/pytorch-fp32"}}
+    )
+    with pytest.raises(ArtifactError, match="is gone: set teacher"):
+        distill.teacher_path(climbing, distill.Config())
     # another model under the teacher's name is not taken for it
     shutil.rmtree(variants / "pytorch-fp32")
     shutil.copytree(variants / "pruned", variants / "pytorch-fp32")

@@ -68,8 +68,10 @@ def teacher_path(parent: Artifact, config: Config) -> Path:
     if not (path / "config.json").exists():
         # the lineage path is as the run named it (relative to where it started): a run folder read from
         # another directory, or moved, still holds the teacher beside the parent, under its variant name
-        sibling = parent.path.parent / str(lineage.get("name") or "")
-        if lineage.get("name") and (sibling / META_FILE).is_file() and Artifact.load(sibling).id == lineage.get("id"):
+        name = str(lineage.get("name") or "")
+        sibling = parent.path.parent / name
+        plain = name not in ("", ".", "..") and Path(name).name == name  # a folder name, never a way out
+        if plain and (sibling / META_FILE).is_file() and Artifact.load(sibling).id == lineage.get("id"):
             path = sibling
     if not (path / "config.json").exists():
         raise ArtifactError(
