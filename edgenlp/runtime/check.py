@@ -26,8 +26,14 @@ TEXT_TOKENS = 128
 """Tokens of each text scored position by position for top-1 agreement."""
 
 AT_HWCAP, AT_HWCAP2 = 16, 26
-ARM_HWCAP = {"asimddp": (AT_HWCAP, 1 << 20), "sve": (AT_HWCAP, 1 << 22), "i8mm": (AT_HWCAP2, 1 << 13)}
-"""Linux's aarch64 hwcap bits: the ones onnxruntime's INT8 kernels choose by (udot/sdot, SVE, smmla)."""
+ARM_HWCAP = {
+    "asimddp": (AT_HWCAP, 1 << 20),
+    "sve": (AT_HWCAP, 1 << 22),
+    "i8mm": (AT_HWCAP2, 1 << 13),
+    "sme": (AT_HWCAP2, 1 << 23),
+    "sme2": (AT_HWCAP2, 1 << 37),
+}
+"""Linux's aarch64 hwcap bits: the ones onnxruntime's INT8 kernels choose by (udot/sdot, SVE, smmla, SME)."""
 
 
 def environment() -> dict:

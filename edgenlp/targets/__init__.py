@@ -51,7 +51,7 @@ def family(name: str) -> Any:
 def require(names: list[str]) -> None:
     """Refuse, before any work, check names that are unknown or machines this one cannot emulate."""
     for name in names:
-        module_of(name).qemu()
+        module_of(name).qemu(name)
 
 
 def runtime_source(name: str) -> str:
@@ -100,6 +100,7 @@ def check(folder: Path, name: str, texts: list[str], references: list | None = N
     found = {
         "target": name,
         "emulated_cpu": f"qemu -cpu {cpu.qemu} ({cpu.like})",
+        "emulator": module.emulator(name),
         "int8_kernels": cpu.kernels,
         "cpu_features": environments[1].get("cpu_features"),
         "host": environments[0],

@@ -15,9 +15,11 @@ Emulated time says nothing about an ARM CPU's speed: nothing here is timed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +51,8 @@ class Cpu:
     kernels: str
     """What onnxruntime's INT8 GEMMs use there."""
     like: str
+    min_qemu: tuple[int, int] = (0, 0)
+    """The oldest qemu whose emulation of this CPU gives onnxruntime's kernels' right answers."""
 
 
 BASE = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
@@ -61,15 +65,31 @@ CPUS = {
         "sdot/udot",
         "AWS Graviton2, Ampere Altra, Cortex-A76 phones",
     ),
+    # qemu's `max` has SME, which Graviton3/4 (Neoverse V1/V2) lack and which switches onnxruntime's
+    # dynamic INT8 MatMuls to KleidiAI's SME kernels: the i8mm family is `max` without it
     "arm64-i8mm": Cpu(
-        "max",
+        "max,sme=off",
         "0xd40",
         BASE + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp ssbs sve i8mm bf16",
         "smmla/ummla (i8mm)",
-        "AWS Graviton3/4, recent phones",
+        "AWS Graviton3/4 (Neoverse V1/V2), i8mm phones",
+    ),
+    # qemu 7.2 (Debian 12's) computes SME wrongly: KleidiAI's dynamic INT8 MatMul came out up to 7.0 off
+    # under it and within 0.05 of FP32 under qemu 10.0 (docs/targets.md); versions between were not tried
+    "arm64-sme": Cpu(
+        "max",
+        "0xd85",
+        BASE + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp ssbs sve sve2 i8mm bf16 sme sme2",
+        "KleidiAI SME (dynamic INT8 MatMul)",
+        "phones with SME2 cores (Cortex-X925, C1)",
+        min_qemu=(10, 0),
     ),
 }
 """The ARM64 CPUs a bundle can be checked on: one per family of onnxruntime's INT8 kernels."""
+
+QEMU_ENV = "EDGENLP_QEMU_AARCH64"
+NEWER_QEMU = ("trixie", "qemu-user")
+"""Where setup gets a qemu new enough for every CPU here: Debian 13's qemu-user (static binaries)."""
 
 
 class TargetUnavailable(EdgeNLPError):
@@ -80,14 +100,89 @@ def root() -> Path:
     return cache_dir() / "targets" / "arm64"
 
 
-def qemu() -> str:
-    found = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+def qemu(cpu: str | None = None) -> str:
+    """The qemu-aarch64 that runs `cpu`: $EDGENLP_QEMU_AARCH64, else the one setup fetched, else the system's."""
+    given = os.environ.get(QEMU_ENV)
+    if given and not os.access(given, os.X_OK):
+        raise TargetUnavailable(f"{QEMU_ENV}={given} is not an executable qemu-aarch64: fix or unset it")
+    found = given or next(
+        (str(p) for p in _fetched_qemu_binaries() if os.access(p, os.X_OK)),
+        shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64"),
+    )
     if not found:
         raise TargetUnavailable(
             "qemu-aarch64-static is not installed: install Debian's qemu-user-static "
             "(apt-get install qemu-user-static), then rerun `edgenlp target setup arm64`"
         )
+    need = CPUS[cpu].min_qemu if cpu else (0, 0)
+    have = qemu_version(found)
+    if have < need:
+        raise TargetUnavailable(
+            f"{cpu} needs qemu-aarch64 {'.'.join(map(str, need))} or later ({found} is "
+            f"{'.'.join(map(str, have))}, whose SME emulation gives wrong answers): run `edgenlp target setup "
+            f"arm64` on a Debian-like machine (it fetches Debian 13's qemu-user), or set {QEMU_ENV} to a newer one"
+        )
     return found
+
+
+@functools.cache
+def qemu_version(binary: str) -> tuple[int, int]:
+    """qemu's (major, minor), from `--version` ((0, 0) when it does not say)."""
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)  # nosec B603
+    found = re.search(r"version (\d+)\.(\d+)", done.stdout)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def emulator(cpu: str) -> str:
+    """The emulator that runs `cpu`, with its version (recorded beside every check's verdict)."""
+    return "qemu-aarch64 " + ".".join(map(str, qemu_version(qemu(cpu))))
+
+
+def _fetched_qemu_binaries() -> list[Path]:
+    return sorted((root() / "qemu").glob("*/usr/bin/qemu-aarch64"), reverse=True)
+
+
+def _fetch_newer_qemu() -> None:
+    """Debian 13's qemu-user unpacked under the cache, when this machine's qemu is too old for some CPU.
+
+    apt fetches it with its own signature checks, from a source list of its own (the machine's apt
+    configuration is not touched); nothing is installed. Where it cannot, those CPUs stay refused
+    (`qemu(cpu)` says why), and the others are unaffected.
+    """
+    need = max(cpu.min_qemu for cpu in CPUS.values())
+    if os.environ.get(QEMU_ENV) or qemu_version(qemu()) >= need or not shutil.which("apt-get"):
+        return
+    suite, package = NEWER_QEMU
+    with tempfile.TemporaryDirectory(prefix="edgenlp-apt-") as tmp:
+        work = Path(tmp)
+        for sub in ("lists/partial", "cache/archives/partial", "download"):
+            (work / sub).mkdir(parents=True)
+        (work / "sources.list").write_text(f"deb {MIRROR} {suite} main\n")
+        options = [
+            *("-o", f"Dir::Etc::SourceList={work / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/dev/null"),
+            *("-o", f"Dir::State::Lists={work / 'lists'}", "-o", f"Dir::Cache={work / 'cache'}"),
+            *("-o", "Dir::Etc::Preferences=/dev/null", "-o", "Dir::Etc::PreferencesParts=/dev/null"),
+            "-qq",
+        ]
+        for args in (["update"], ["download", package]):
+            done = subprocess.run(  # nosec B603 B607: apt-get with our own options, no shell
+                ["apt-get", *options, *args], cwd=work / "download", capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                return
+        deb = next((work / "download").glob("*.deb"))
+        folder = root() / "qemu" / deb.name.split("_")[1].replace("%3a", "-")
+        unpacked = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+        shutil.rmtree(unpacked, ignore_errors=True)
+        unpacked.mkdir(parents=True)
+        done = subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], capture_output=True, check=False)  # nosec B603 B607
+        if done.returncode != 0:
+            shutil.rmtree(unpacked, ignore_errors=True)
+            return
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(unpacked, folder)
+    qemu_version.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -100,7 +195,15 @@ class Environment:
 
     def command(self, cpu: str, args: list[str]) -> list[str]:
         tree = cpu_tree(self.rootfs, cpu)
-        return [qemu(), "-cpu", CPUS[cpu].qemu, "-L", str(tree), str(tree / "usr" / "bin" / f"python{PYTHON}"), *args]
+        return [
+            qemu(cpu),
+            "-cpu",
+            CPUS[cpu].qemu,
+            "-L",
+            str(tree),
+            str(tree / "usr" / "bin" / f"python{PYTHON}"),
+            *args,
+        ]
 
     def run(self, cpu: str, args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory(prefix="edgenlp-arm64-home-") as home:
@@ -118,12 +221,17 @@ class Environment:
             )
 
 
-def setup(refresh: bool = False, runtime_wheel: Path | None = None) -> Environment:
-    """The emulated ARM64, built on first use under EDGENLP_CACHE_DIR and reused after (`refresh` rebuilds)."""
+def setup(refresh: bool = False, runtime_wheel: Path | None = None, fetch_qemu: bool = False) -> Environment:
+    """The emulated ARM64, built on first use under EDGENLP_CACHE_DIR and reused after (`refresh` rebuilds).
+
+    `fetch_qemu`: also fetch Debian 13's qemu when this machine's is too old for some CPU (`target setup`).
+    """
     qemu()
     if refresh:
         shutil.rmtree(root(), ignore_errors=True)
     with fsio.FolderLock(root()):
+        if fetch_qemu:
+            _fetch_newer_qemu()
         rootfs = _rootfs()
         versions = {name: _host_version(dist) for name, dist in LIBRARIES.items()}
         deps = _installed(
