@@ -127,6 +127,24 @@ def test_a_machine_without_qemu_or_debootstrap_is_told_what_to_install(monkeypat
         arm64._rootfs()
 
 
+def test_a_qemu_too_old_for_a_cpu_is_refused_for_that_cpu_alone(monkeypatch, tmp_path):
+    """qemu 7.2 emulates SME wrongly (onnxruntime's SME INT8 MatMul came out 7.0 off): never trust it there."""
+    old = tmp_path / "qemu-aarch64"
+    old.write_text("#!/bin/sh\necho 'qemu-aarch64 version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)'\n")
+    old.chmod(0o755)
+    monkeypatch.setenv(arm64.QEMU_ENV, str(old))
+    arm64.qemu_version.cache_clear()
+    assert arm64.qemu("arm64-i8mm") == str(old) and arm64.emulator("arm64") == "qemu-aarch64 7.2"
+    with pytest.raises(arm64.TargetUnavailable, match=r"^arm64-sme needs qemu-aarch64 10\.0 or later .* is 7\.2"):
+        arm64.qemu("arm64-sme")
+    done = CliRunner().invoke(app, ["optimize", "--check-on", "arm64-sme", "--no-bench"])
+    assert done.exit_code == 2 and "needs qemu-aarch64 10.0" in done.output and "Traceback" not in done.output
+    monkeypatch.setenv(arm64.QEMU_ENV, str(tmp_path / "missing"))
+    with pytest.raises(arm64.TargetUnavailable, match="is not an executable qemu-aarch64"):
+        arm64.qemu("arm64")
+    arm64.qemu_version.cache_clear()
+
+
 def test_the_runtime_measures_latency_with_no_torch(tiny_run, tmp_path):
     """The wheel-only path an ARM machine uses: `python -m edgenlp.runtime.bench`, torch unimportable."""
     bundle = build(tiny_run.variants["onnx-int8-dynamic"].path, tmp_path / "b")
@@ -190,7 +208,7 @@ def test_the_ort_form_is_only_a_listed_file_and_the_check_command_refuses_bad_re
 
 @pytest.fixture(scope="session")
 def arm():
-    return arm64.setup()
+    return arm64.setup(fetch_qemu=True)
 
 
 @pytest.fixture(scope="session")
@@ -271,7 +289,56 @@ def test_bundle_check_on_runs_the_ort_format_model_too(tiny_run, tiny_csv, tmp_p
     assert "checked on arm64-i8mm" in done.output and "passed" in done.output
     verdict = json.loads((out / "manifest.json").read_text())["checked_on"]["arm64-i8mm"]
     assert verdict["texts"] == 12 and verdict["ort_format"]["passed"] and "i8mm" in verdict["cpu_features"]
+    assert "sme" not in verdict["cpu_features"]  # Graviton3/4 have no SME: neither has this CPU
     assert verdict["timing"].startswith("emulated")
+
+
+@emulated
+def test_the_emulated_sme_cpu_computes_onnxruntime_s_int8_matmul_right(arm, tmp_path):
+    """The check is only as true as the emulator: a MiniLM-sized dynamic INT8 MatMul, which onnxruntime
+    runs on KleidiAI's SME kernels there, must come out as close to FP32 as on the CPUs without SME
+    (under Debian 12's qemu 7.2 it was 7.0 off)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((384, 1536)) * 0.05).astype(np.float32)
+    x = rng.standard_normal((1, 24, 384)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 384])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 1536])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, tmp_path / "fp32.onnx")
+    quantize_dynamic(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", per_channel=True, weight_type=QuantType.QInt8)
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, numpy as np, onnxruntime as ort\n"
+        "so = ort.SessionOptions(); so.intra_op_num_threads = 1\n"
+        f"s = ort.InferenceSession({str(tmp_path / 'int8.onnx')!r}, so, providers=['CPUExecutionProvider'])\n"
+        f"np.save(sys.argv[1], s.run(None, {{'x': np.load({str(tmp_path / 'x.npy')!r})}})[0])\n"
+    )
+    errors = {}
+    for cpu in ("arm64-dotprod", "arm64-sme"):
+        done = arm.run(cpu, [str(script), str(tmp_path / f"{cpu}.npy")], timeout_s=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        errors[cpu] = float(np.abs(np.load(tmp_path / f"{cpu}.npy") - x @ weight).max())
+    assert errors["arm64-sme"] < 2 * errors["arm64-dotprod"] < 0.5, errors
+
+
+@emulated
+def test_a_bundle_is_checked_on_the_sme_cpu(tiny_run, tmp_path, arm):
+    folder = build(tiny_run.variants["onnx-int8-dynamic"].path, tmp_path / "b")
+    verdict = targets.check(folder, "arm64-sme", TEXTS)
+    assert verdict["passed"], verdict["summary"]
+    assert {"sme", "i8mm"} <= set(verdict["cpu_features"]) and verdict["emulator"] == arm64.emulator("arm64-sme")
+    assert tuple(int(n) for n in verdict["emulator"].split()[-1].split(".")) >= (10, 0)
 
 
 @emulated
