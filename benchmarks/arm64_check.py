@@ -69,6 +69,14 @@ def classifier(out: Path) -> dict:
     fp32 = by_name["pytorch-fp32"]["metrics"]["accuracy"]
     found = {"seconds": round(time.time() - started), "reused": outcome.reused, "eval": results["eval"]["name"]}
     found["fp32_accuracy_pct_x86"] = round(100 * fp32, 2)
+    found["accuracy_pct_x86_harness"] = {
+        name: {
+            "accuracy": round(100 * v["metrics"]["accuracy"], 2),
+            "delta_points": round(100 * (v["metrics"]["accuracy"] - fp32), 2),
+            "activation": {k: v["metadata"].get(k) for k in ("activation_type", "activation_symmetric")},
+        }
+        for name, v in by_name.items()
+    }
     found["variants"] = {}
     for name, checked in results["target_checks"].items():
         v = by_name[name]

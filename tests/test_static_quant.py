@@ -156,7 +156,7 @@ def test_activation_settings_follow_the_instruction_set():
         arm = stage.resolve(stage.Config(isa=isa))
         assert (arm.activation, arm.activation_symmetric, arm.reduce_range, arm.per_channel) == (
             "int8",
-            True,
+            False,
             False,
             True,
         )

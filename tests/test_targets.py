@@ -96,7 +96,7 @@ def test_the_recipe_target_sets_every_quantiser_s_isa_unless_a_variant_sets_its_
     assert (static.isa, static.activation, static.activation_symmetric, static.per_channel) == (
         "arm64-dotprod",
         "int8",
-        True,
+        False,
         True,
     )
     assert configs["x86"].isa == "avx2" and configs["auto"].isa == "arm64-dotprod"
