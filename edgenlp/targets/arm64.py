@@ -170,7 +170,9 @@ def _fetch_newer_qemu() -> None:
             )
             if done.returncode != 0:
                 return
-        deb = next((work / "download").glob("*.deb"))
+        deb = next((work / "download").glob("*.deb"), None)
+        if deb is None:
+            return
         folder = root() / "qemu" / deb.name.split("_")[1].replace("%3a", "-")
         unpacked = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(unpacked, ignore_errors=True)
