@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -138,6 +139,16 @@ def emulator(cpu: str) -> str:
     return "qemu-aarch64 " + ".".join(map(str, qemu_version(qemu(cpu))))
 
 
+def _cannot_fetch(why: str) -> None:
+    needing = [name for name, cpu in CPUS.items() if qemu_version(qemu()) < cpu.min_qemu]
+    logging.getLogger(__name__).warning(
+        "could not fetch Debian 13's qemu-user (%s): %s stay unavailable; set %s to a newer qemu-aarch64",
+        why,
+        ", ".join(needing),
+        QEMU_ENV,
+    )
+
+
 def _fetched_qemu_binaries() -> list[Path]:
     return sorted((root() / "qemu").glob("*/usr/bin/qemu-aarch64"), reverse=True)
 
@@ -150,8 +161,10 @@ def _fetch_newer_qemu() -> None:
     (`qemu(cpu)` says why), and the others are unaffected.
     """
     need = max(cpu.min_qemu for cpu in CPUS.values())
-    if os.environ.get(QEMU_ENV) or qemu_version(qemu()) >= need or not shutil.which("apt-get"):
+    if os.environ.get(QEMU_ENV) or qemu_version(qemu()) >= need:
         return
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        return _cannot_fetch("apt-get and dpkg-deb are not on this machine")
     suite, package = NEWER_QEMU
     with tempfile.TemporaryDirectory(prefix="edgenlp-apt-") as tmp:
         work = Path(tmp)
@@ -169,10 +182,11 @@ def _fetch_newer_qemu() -> None:
                 ["apt-get", *options, *args], cwd=work / "download", capture_output=True, text=True, check=False
             )
             if done.returncode != 0:
-                return
+                last = next((ln for ln in reversed(done.stderr.splitlines()) if ln.strip()), "no output")
+                return _cannot_fetch(f"apt-get {args[0]} failed: {last.strip()}")
         deb = next((work / "download").glob("*.deb"), None)
         if deb is None:
-            return
+            return _cannot_fetch(f"apt-get download left no {package} package")
         folder = root() / "qemu" / deb.name.split("_")[1].replace("%3a", "-")
         unpacked = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(unpacked, ignore_errors=True)
@@ -180,7 +194,7 @@ def _fetch_newer_qemu() -> None:
         done = subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], capture_output=True, check=False)  # nosec B603 B607
         if done.returncode != 0:
             shutil.rmtree(unpacked, ignore_errors=True)
-            return
+            return _cannot_fetch(f"dpkg-deb could not unpack {deb.name}")
         if folder.exists():
             shutil.rmtree(folder)
         os.rename(unpacked, folder)
