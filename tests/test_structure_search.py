@@ -93,10 +93,10 @@ def test_latencies_measured_here_fit_and_order_the_structures(mid_bert, tmp_path
     measured = structure.measure(config, mid_bert, structure.probe_shapes(BASE), 64, 1, tmp_path, rounds=3)
     assert len(measured) >= 5 and all(m["p50_ms"] > 0 for m in measured)
     model = structure.LatencyModel.fit(measured, 64, 1)
-    full = next(m["p50_ms"] for m in measured if m["shape"] == {"layers": 4, "heads": 4, "width": 512})
-    one = next(m["p50_ms"] for m in measured if m["shape"] == {"layers": 1, "heads": 4, "width": 512})
+    full = next(m["p50_ms"] for m in measured if m["shape"] == {"layers": 4, "heads": 4, "width": 1024})
+    one = next(m["p50_ms"] for m in measured if m["shape"] == {"layers": 1, "heads": 4, "width": 1024})
     assert one < full  # a quarter of the layers takes less time, measured
-    assert model.predict(structure.Shape(1, 4, 512)) < model.predict(BASE)
+    assert model.predict(structure.Shape(1, 4, 1024)) < model.predict(BASE)
     assert model.fit_error() < 0.5
 
 
