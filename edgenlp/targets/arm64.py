@@ -80,9 +80,9 @@ CPUS = {
     "arm64-sme": Cpu(
         "max",
         "0xd85",
-        BASE + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp ssbs sve sve2 i8mm bf16 sme sme2",
+        BASE + " atomics fphp asimdhp asimdrdm lrcpc dcpop asimddp ssbs sve sve2 i8mm bf16 sme",
         "KleidiAI SME (dynamic INT8 MatMul)",
-        "phones with SME2 cores (Cortex-X925, C1)",
+        "cores with SME: Cortex-X925/C1 phones, Apple M4 class",
         min_qemu=(10, 0),
     ),
 }
