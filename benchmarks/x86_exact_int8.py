@@ -28,6 +28,7 @@ import record  # noqa: E402
 
 from edgenlp import data as data_module  # noqa: E402
 from edgenlp.hardware import cpu_info  # noqa: E402
+from edgenlp.runtime.session import session_options  # noqa: E402
 from edgenlp.tasks.classification.bundle import target_check_set  # noqa: E402
 from edgenlp.tasks.classification.data import eval_set  # noqa: E402
 
@@ -35,8 +36,7 @@ from edgenlp.tasks.classification.data import eval_set  # noqa: E402
 def labels(model: Path, tokenizer, texts: list[str], exact: bool, max_length: int) -> np.ndarray:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options = session_options(threads=1)  # the runtime's own, as the check's x86 run opens it
     if exact:
         options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
