@@ -31,6 +31,11 @@ class CpuInfo:
             return "avx2"
         return "generic"
 
+    @property
+    def int8_saturates(self) -> bool:
+        """Whether onnxruntime's u8 x s8 kernels here add pairs of products in 16 bits (x86 without VNNI)."""
+        return self.isa in ("avx2", "avx512")
+
     def summary(self) -> dict:
         d = asdict(self)
         interesting = (

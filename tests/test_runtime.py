@@ -90,3 +90,66 @@ def test_throughput_counts_real_sequences_and_tokens_including_a_short_last_batc
     assert summary["sequences"] == 5
     assert summary["seq_per_s"] == pytest.approx(5000.0 / sum(reply["ms"]))
     assert summary["padding_share"] == pytest.approx(1 - 20 / 24)
+
+
+def _saturating_matmul(path):
+    """x (float, all 1.0: quantised to 255) times s8 weights of 127: every pair of products is 64,770, past
+    the 32,767 that a 16-bit sum holds."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    depth, width = 64, 8
+    weights = np.full((depth, width), 127, dtype=np.int8)
+    weights[:, 1::2] = -127
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "scale", "zero"]),
+        helper.make_node("MatMulInteger", ["xq", "w", "zero", "w_zero"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "saturating",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, depth])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, width])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(0, dtype=np.int8), "w_zero")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return np.ones((1, depth), dtype=np.float32), 255 * weights.astype(np.int32).sum(0, keepdims=True)
+
+
+def test_exact_int8_sums_every_product_in_32_bits_where_the_default_kernel_saturates(tmp_path):
+    import numpy as np
+
+    from edgenlp.hardware import cpu_info
+    from edgenlp.runtime.session import OnnxModel, exact_int8
+
+    x, truth = _saturating_matmul(tmp_path / "m.onnx")
+    with exact_int8():
+        exact = OnnxModel(tmp_path / "m.onnx").run({"x": x})
+    default = OnnxModel(tmp_path / "m.onnx").run({"x": x})  # outside the block: the CPU's default kernels
+    assert np.array_equal(exact, truth), (exact, truth)
+    # x86 without VNNI (vpmaddubsw) clips each pair at 32,767; VNNI and ARM accumulate in 32 bits
+    assert np.array_equal(default, truth) != cpu_info().int8_saturates, (default, truth)
+
+
+def test_a_bundle_loads_with_exact_int8_on_request_and_only_then(tiny_run, tmp_path, monkeypatch):
+    import edgenlp.runtime.session as session
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+
+    folder = build(tiny_run.variants["onnx-int8-dynamic"].path, tmp_path / "bundle")
+    opened, original = [], session.session_options
+
+    def recording(*args, **kwargs):
+        options = original(*args, **kwargs)
+        try:
+            opened.append(options.get_session_config_entry("session.x64quantprecision") == "1")
+        except RuntimeError:  # onnxruntime's answer for a key never set
+            opened.append(False)
+        return options
+
+    monkeypatch.setattr(session, "session_options", recording)
+    exact = load(folder, exact_int8=True).classify(["the movie was great"])
+    plain = load(folder).classify(["the movie was great"])
+    assert opened == [True, False]
+    assert exact[0]["label"] in {"neg", "pos"} and plain[0]["label"] in {"neg", "pos"}

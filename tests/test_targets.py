@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from edgenlp import recipe, stages, targets
 from edgenlp.bundle import build
 from edgenlp.cli import app
+from edgenlp.hardware import cpu_info
 from edgenlp.runtime import load
 from edgenlp.runtime.check import probe
 from edgenlp.targets import arm64
@@ -203,6 +204,34 @@ def test_the_ort_form_is_only_a_listed_file_and_the_check_command_refuses_bad_re
         assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_checks_on_several_cpus_run_side_by_side_after_one_setup_each(monkeypatch, tmp_path):
+    """Each emulated check runs for minutes on one core: two CPUs are checked at once, each set up first, alone."""
+    import threading
+
+    both_running = threading.Barrier(2, timeout=30)  # broken (and the test failed) if the checks ran one by one
+    set_up = []
+
+    class Family:
+        CPUS = {"cpu-a": None, "cpu-b": None}
+
+        @staticmethod
+        def setup():
+            set_up.append(threading.current_thread().name)
+            return "env"
+
+    def check(folder, name, texts, references=None, env=None):
+        assert env == "env" and len(set_up) == 2
+        both_running.wait()
+        return {"target": name, "texts": len(texts)}
+
+    monkeypatch.setattr(targets, "module_of", lambda name: Family)
+    monkeypatch.setattr(targets, "check", check)
+    monkeypatch.setattr(targets.os, "cpu_count", lambda: 2)
+    found = targets.check_all(tmp_path, ["cpu-a", "cpu-b", "cpu-a"], TEXTS)
+    assert found == {"cpu-a": {"target": "cpu-a", "texts": 4}, "cpu-b": {"target": "cpu-b", "texts": 4}}
+    assert set_up == [threading.current_thread().name] * 2
+
+
 # -- on the emulated ARM64 -----------------------------------------------------------------------
 
 
@@ -238,6 +267,8 @@ def test_optimize_builds_for_arm64_and_checks_the_bundle_on_its_kernels(arm_run)
         assert verdict["label_agreement"] >= 0.99 and 0 <= verdict["accuracy_on_target"] <= 1
         assert ("asimddp" in verdict["cpu_features"]) == (name == "arm64-dotprod")
         assert "latency" not in json.dumps(verdict)
+        assert verdict["host"]["int8_arithmetic"] == targets.EXACT_INT8  # ARM sums in 32 bits; so must the reference
+        assert ("against_this_cpus_default_int8" in verdict) == cpu_info().int8_saturates
     manifest = json.loads((arm_run.out_dir / checked["bundle"] / "manifest.json").read_text())
     assert manifest["isa"]["tuned_for"] == "arm64" and manifest["checked_on"]["arm64"]["passed"]
     report = (arm_run.out_dir / "report.md").read_text()

@@ -117,7 +117,7 @@ def checked_on(folder: Path, source: Source, task, names: Sequence[str], setting
     held_out = task.eval_set(task.load_data(spec), labels)
     limit = () if settings.check_texts is None else (settings.check_texts,)
     texts, references = task.target_check_set(held_out, *limit)
-    return {name: machines.check(folder, name, texts, references) for name in dict.fromkeys(names)}
+    return machines.check_all(folder, names, texts, references)
 
 
 def _refuse_foreign(out: Path, source: Source) -> None:

@@ -379,6 +379,7 @@ def load(
     threads: int = 1,
     memory_arena: bool = True,
     model_form: str = "onnx",
+    exact_int8: bool = False,
 ) -> Bundle:
     """Open the bundle at `path` (a folder or a .zip).
 
@@ -389,8 +390,12 @@ def load(
     app image); each loaded file is hashed from the very bytes handed to its loader, the others
     before returning. Whatever the flag, only listed files inside the folder are opened, and links
     are refused. `task` refuses a bundle of another task before its model is loaded.
+
+    `exact_int8=True` runs INT8 products without x86's 16-bit shortcut on CPUs without VNNI
+    (`session.exact_int8`): slower there, and what the graph's arithmetic says.
     """
     from .files import BundleFiles
+    from .session import exact_int8 as exact_int8_sessions
 
     path = Path(path)
     if not path.exists():
@@ -401,7 +406,10 @@ def load(
         raise BundleError(f"{path} is a {manifest.get('task')} bundle, not {task}: pass a {task} bundle")
     check_layout(folder, manifest, sizes=verify_hashes)
     files = BundleFiles(folder, manifest["files"], verify=verify_hashes)
-    bundle = Bundle(folder, manifest, threads=threads, memory_arena=memory_arena, files=files, model_form=model_form)
+    with exact_int8_sessions(exact_int8):
+        bundle = Bundle(
+            folder, manifest, threads=threads, memory_arena=memory_arena, files=files, model_form=model_form
+        )
     if verify_hashes:
         for rel in sorted(set(manifest["files"]) - files.checked):  # what the loaders did not read
             files.check(rel)
