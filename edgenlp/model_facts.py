@@ -176,3 +176,32 @@ def _tensor_bytes(t) -> int:
     if t.data_type in (onnx.TensorProto.UINT4, onnx.TensorProto.INT4):
         return (n + 1) // 2
     return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+
+def cache_bytes_per_position(path) -> int | None:
+    """Bytes the KV cache holds for one position, which a decoding step reads once per cached position.
+
+    From an ONNX graph's cache inputs (their heads, head size and type: a pruned or int8 cache shows
+    there), else from the config (n_layer x 2 x n_embd float32 values)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".onnx" or any(path.glob("*.onnx")):
+            import onnx
+
+            model = onnx.load(str(onnx_file(path)), load_external_data=False)
+            total = 0
+            for value in model.graph.input:
+                if not value.name.startswith("past_key_values."):
+                    continue
+                tensor = value.type.tensor_type
+                dims = [d.dim_value for d in tensor.shape.dim]
+                if len(dims) != 4 or not dims[1] or not dims[3]:
+                    total = 0  # symbolic heads or head size: count it from the config
+                    break
+                total += dims[1] * dims[3] * onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize
+            if total:
+                return total
+        config = config_of(path)
+        return int(config["n_layer"]) * 2 * int(config["n_embd"]) * 4
+    except Exception:  # a bandwidth share is a nicety; the timings stand without it
+        return None

@@ -30,6 +30,8 @@ def fused_run(tiny_gpt2_run, tiny_gpt2_recipe, tmp_path_factory):
                 "parent": "fused-fp32",
                 "config": {"decode": {"stage": "quantize-int4", "config": {"block_size": 16}}},
             },
+            {"name": "fused-int4-kv8", "stage": "quantize-kv", "parent": "fused-int4"},
+            {"name": "fused-split-kv8", "stage": "quantize-kv", "parent": "fused-int4-int8-prefill"},
         ],
         "bench": {**tiny_gpt2_recipe["bench"], "reference": "fused-fp32"},
     }
@@ -178,3 +180,68 @@ def test_a_fused_bundle_says_its_cache_is_in_place_and_generates_like_the_varian
     assert bundle.generate("the movie was", max_new_tokens=6).token_ids == (
         CausalLM(variant.path).generate("the movie was", max_new_tokens=6).token_ids
     )
+
+
+def test_an_int8_kv_cache_holds_a_quarter_of_the_bytes_and_keeps_the_parent_s_tokens(fused_run):
+    from edgenlp.model_facts import cache_bytes_per_position
+    from edgenlp.runtime.generation import CausalLM
+
+    parent, child = fused_run.variants["fused-int4"], fused_run.variants["fused-int4-kv8"]
+    model = CausalLM(child.path)
+    cache = model.new_cache()
+    assert model.in_place and {b.numpy().dtype for b in cache.buffers} == {np.dtype(np.int8)}
+    assert sum(b.numpy().nbytes for b in cache.buffers) * 4 == sum(
+        b.numpy().nbytes for b in CausalLM(parent.path).new_cache().buffers
+    )
+    assert cache_bytes_per_position(child.path) * 4 == cache_bytes_per_position(parent.path)
+    assert child.meta["metadata"]["kv_cache"].startswith("int8") and child.meta["metadata"]["block_size"] == 16
+    validation = child.meta["validation"]
+    assert validation["check"] == "top1_agreement" and validation["top1_agreement"] >= 0.95, validation
+    prompt = "the movie was great and the acting was"
+    assert model.generate(prompt, 12).token_ids == CausalLM(parent.path).generate(prompt, 12).token_ids
+    ids = model.encode(prompt)
+    int8_logits = model.step(np.asarray([ids], dtype=np.int64), None)[0]
+    float_logits = CausalLM(parent.path).step(np.asarray([ids], dtype=np.int64), None)[0]
+    assert 0 < np.abs(int8_logits - float_logits).max() < 0.5  # the cache is int8, and close
+    by_name = {v["name"]: v for v in fused_run.results["variants"]}
+    profile = by_name["fused-int4-kv8"]["profiles"]["gen-1t"]
+    assert profile["decode_bytes_a_token"] == profile["decode_weight_bytes"] + profile["decode_cache_bytes"]
+
+
+def test_an_int8_kv_cache_bundle_says_so_and_generates_like_its_variant(fused_run, tmp_path):
+    from edgenlp.bundle import build
+    from edgenlp.runtime import load
+    from edgenlp.runtime.generation import CausalLM
+
+    variant = fused_run.variants["fused-int4-kv8"]
+    manifest = json.loads((build(variant.path, tmp_path / "kv8") / "manifest.json").read_text())
+    assert manifest["kv_cache"]["dtype"] == "int8" and "INT8 KV cache" in manifest["onnxruntime"]["because"]
+    assert load(tmp_path / "kv8").generate("the movie was", max_new_tokens=6).token_ids == (
+        CausalLM(variant.path).generate("the movie was", max_new_tokens=6).token_ids
+    )
+
+
+def test_an_int8_kv_cache_is_shared_by_the_prefill_and_decode_graphs(fused_run):
+    import onnx
+
+    from edgenlp.runtime.generation import PREFILL_GRAPH, CausalLM
+
+    variant = fused_run.variants["fused-split-kv8"]
+    for graph in ("model.onnx", PREFILL_GRAPH):
+        inputs = onnx.load(str(variant.path / graph), load_external_data=False).graph.input
+        assert {i.type.tensor_type.elem_type for i in inputs if i.name.startswith("past_key_values.")} == {
+            onnx.TensorProto.INT8
+        }
+    model = CausalLM(variant.path)
+    assert model.prefill is not None and len(model.generate("the movie was", 8).token_ids) == 8
+
+
+def test_quantize_kv_refusals(fused_run, tiny_gpt2_run):
+    from edgenlp.stages import quantize_kv
+
+    with pytest.raises(ArtifactError, match="quantise its weights first"):
+        quantize_kv.check_parent(fused_run.variants["fused-fp32"])
+    with pytest.raises(ArtifactError, match="from the stage export-fused"):
+        quantize_kv.check_parent(tiny_gpt2_run.variants["onnx-int8"])
+    with pytest.raises(ArtifactError, match="shrinks a decoder's KV cache"):
+        quantize_kv.check_parent(tiny_gpt2_run.variants["pytorch-fp32"])

@@ -84,6 +84,10 @@ def minimum_onnxruntime(sig: dict) -> dict:
     for domain, op in sig["op_types"]:
         if op in CONTRIB_MINIMUM_ORT and domain == "com.microsoft":
             needs.append((CONTRIB_MINIMUM_ORT[op], f"the {op} operator"))
+    int8_cache = any(i["name"].startswith("past_key_values.") and i["dtype"] == "int8" for i in sig["inputs"])
+    if int8_cache and ("com.microsoft", "GroupQueryAttention") in [tuple(op) for op in sig["op_types"]]:
+        # when the CPU kernel learnt int8 caches is not recorded here: ask for the release it was checked with
+        needs.append((built_with, "GroupQueryAttention with an INT8 KV cache (the release it was checked with)"))
     version, why = max(needs, key=lambda n: _version_key(n[0])) if needs else (built_with, "unknown opset")
     return {"minimum": version, "because": why, "checked_with": built_with}
 

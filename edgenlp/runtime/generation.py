@@ -456,7 +456,8 @@ class CausalLM(TextGenerator):
         specs = self.model.input_specs()
         # (heads, head size) of each cache input: a pruned model keeps different head counts per block
         self._past_shapes = [(int(specs[n][0][1]), int(specs[n][0][3])) for n in self.past_names]
-        self._past_dtype = np.float16 if specs[self.past_names[0]][1] == "float16" else np.float32
+        # float32, float16, or int8 for a quantised cache (`quantize-kv`)
+        self._past_dtype = np.dtype(specs[self.past_names[0]][1]).type
         self._tok = read_tokenizer(folder / "tokenizer.json", files)
         self._tok.no_padding()
         self._tok.no_truncation()

@@ -52,6 +52,7 @@ _MODULES = {
     "quantize": "edgenlp.stages.quantize",
     "quantize-static": "edgenlp.stages.quantize_static",
     "quantize-int4": "edgenlp.stages.quantize_int4",
+    "quantize-kv": "edgenlp.stages.quantize_kv",
     "split-prefill": "edgenlp.stages.split_prefill",
     "openvino": "edgenlp.stages.openvino",
     "ctranslate2": "edgenlp.stages.ctranslate2",

@@ -25,14 +25,18 @@ def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dic
     config = json.loads((folder / "config.json").read_text())
     gen_path = folder / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
+    cache_types: set[str] = set()
     if engine == "ctranslate2":  # CTranslate2's generator keeps its cache inside
         past = [{"name": "internal"}] * (2 * int(config.get("n_layer") or config.get("num_hidden_layers") or 0))
     else:
         from ...runtime.engines import open_graph
 
         graph = open_graph(engine, folder / model_rel) if engine != "onnx" else None
-        names = graph.input_names if graph else [i["name"] for i in signature(folder / model_rel)["inputs"]]
+        inputs = [] if graph else signature(folder / model_rel)["inputs"]
+        names = graph.input_names if graph else [i["name"] for i in inputs]
         past = [{"name": n} for n in names if n.startswith("past_key_values.")]
+        # float32, or int8 after quantize-kv (onnxruntime's GroupQueryAttention then stores it quantised)
+        cache_types = {i["dtype"] for i in inputs if i["name"].startswith("past_key_values.")}
     in_place = engine == "onnx" and IN_PLACE_MARK in names
     if not past:
         from ...errors import ArtifactError
@@ -63,6 +67,7 @@ def bundle_section(variant, folder, model_rel: str, engine: str = "onnx") -> dic
             "layout": layout,
             "layers": len(past) // 2,
             "inputs": [p["name"] for p in past][:2] + (["..."] if len(past) > 2 else []),
+            **({"dtype": cache_types.pop()} if len(cache_types) == 1 else {}),
         },
         "generation": {
             **defaults,

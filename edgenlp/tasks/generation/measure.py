@@ -111,7 +111,7 @@ def memory_bandwidth(threads: int = 1) -> dict:
     return dict(_BANDWIDTH[threads])
 
 
-def _generation_figures(rounds: list[dict], bootstrap: int, weight_bytes: int | None, bandwidth: dict) -> dict:
+def _generation_figures(rounds: list[dict], bootstrap: int, bytes_a_token: float | None, bandwidth: dict) -> dict:
     from ...bench import stats
 
     if not rounds:
@@ -130,10 +130,17 @@ def _generation_figures(rounds: list[dict], bootstrap: int, weight_bytes: int | 
         "tokens_per_s": 1000.0 * generated / total_ms,
         "decode_tokens_per_s": 1000.0 * decode_tokens / decode_ms if decode_ms else None,
     }
-    if weight_bytes and out["decode_tokens_per_s"]:
-        limit = bandwidth["bytes_per_s"] / weight_bytes
+    if bytes_a_token and out["decode_tokens_per_s"]:
+        limit = bandwidth["bytes_per_s"] / bytes_a_token
         out.update(bandwidth_limit_tokens_per_s=limit, bandwidth_share=out["decode_tokens_per_s"] / limit)
     return out
+
+
+def _cache_bytes_a_token(per_position: int | None, profile) -> float | None:
+    """The cache a decoding step reads, averaged over the profile's steps: step i reads prompt + i positions."""
+    if not per_position or not profile.prompt_tokens:
+        return None
+    return per_position * (profile.prompt_tokens + profile.new_tokens / 2)
 
 
 def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles, settings) -> dict:
@@ -168,8 +175,10 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
     for p in profiles:
         slot = raw["profiles"][p.name]
         weight_bytes = slot["process"].get("decode_weight_bytes")
+        cache_bytes = _cache_bytes_a_token(slot["process"].get("cache_bytes_per_position"), p)
+        bytes_a_token = weight_bytes + (cache_bytes or 0) if weight_bytes else None
         bandwidth = memory_bandwidth(p.threads)
-        cached = _generation_figures(slot.get("generate", []), settings.bootstrap, weight_bytes, bandwidth)
+        cached = _generation_figures(slot.get("generate", []), settings.bootstrap, bytes_a_token, bandwidth)
         no_cache = _generation_figures(slot.get("generate_no_cache", []), settings.bootstrap, None, bandwidth)
         latency[p.name] = {"ttft": cached["ttft_ms"], "decode": cached["decode_ms"]}
         samples[p.name] = {
@@ -182,6 +191,8 @@ def summarise(candidate, raw: dict, reference_raw: dict, payload: dict, profiles
             "new_tokens": p.new_tokens,
             **{k: v for k, v in cached.items() if k not in ("ttft_ms", "decode_ms")},
             "decode_weight_bytes": weight_bytes,
+            "decode_cache_bytes": cache_bytes,
+            "decode_bytes_a_token": bytes_a_token,
             "memory_bandwidth": bandwidth,
             "no_cache": no_cache or None,
         }

@@ -56,7 +56,8 @@ def report_sections(results: dict) -> list[str]:
             "Time to first token (prefill + first pick) and per-token decode latency, p50 [95% CI] and p90 ms; "
             "speed-up = reference p50 / variant p50 [95% CI, paired by round]; tokens/s = new tokens / whole "
             "generation; bandwidth share = decode tokens/s against the limit set by reading every weight once per "
-            f"token at the measured {bw.get('bytes_per_s', 0) / 1e9:.1f} GB/s ({bw.get('how', '')}).",
+            "token, and the KV cache of the average step (prompt + half the new tokens), "
+            f"at the measured {bw.get('bytes_per_s', 0) / 1e9:.1f} GB/s ({bw.get('how', '')}).",
             "",
             "| variant | TTFT p50 | TTFT speed-up | decode p50 | decode p90 | decode speed-up | tokens/s | decode tokens/s | bandwidth share | no-cache tokens/s | peak RSS MiB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

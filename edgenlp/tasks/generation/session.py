@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ...model_facts import decode_weight_bytes
+from ...model_facts import cache_bytes_per_position, decode_weight_bytes
 from .scoring import fidelity, greedy, prompt_ids
 
 
@@ -65,7 +65,11 @@ class Session:
         return {"ttft_ms": ttft, "decode_ms": per_token}
 
     def stats(self) -> dict:
-        return {"decode_weight_bytes": decode_weight_bytes(self.path), "context": self.model.context}
+        return {
+            "decode_weight_bytes": decode_weight_bytes(self.path),
+            "cache_bytes_per_position": cache_bytes_per_position(self.path),
+            "context": self.model.context,
+        }
 
     def handle(self, req: dict) -> dict:
         op = req["op"]
