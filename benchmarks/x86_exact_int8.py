@@ -7,8 +7,9 @@ full-range weights can saturate; ARM's kernels (and VNNI's) accumulate in 32 bit
 session option `session.x64quantprecision` makes onnxruntime run such MatMuls as u8 x u8, which does
 not saturate. This runs the bundle's ONNX graph over the first `--texts` held-out texts of its run's
 data (the texts `--check-on` compares) with and without the option, and against the FP32 parent the
-bundle's variant was made from: label flips, and each run's agreement with FP32. Nothing is timed.
-Saves `benchmarks/results/x86_exact_int8.json`.
+bundle's variant was made from: label flips, and each run's agreement with FP32. Then what the option
+costs: batch-1 latency of the bundle's graph with and without it, 1 thread, interleaved, at 24 tokens
+(a tweet) and 128 (the bundle's maximum). Saves `benchmarks/results/x86_exact_int8.json`.
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ import record  # noqa: E402
 
 from edgenlp import data as data_module  # noqa: E402
 from edgenlp.hardware import cpu_info  # noqa: E402
-from edgenlp.runtime.session import session_options  # noqa: E402
+from edgenlp.runtime.session import exact_int8, session_options  # noqa: E402
 from edgenlp.tasks.classification.bundle import target_check_set  # noqa: E402
 from edgenlp.tasks.classification.data import eval_set  # noqa: E402
 
 
-def labels(model: Path, tokenizer, texts: list[str], exact: bool, max_length: int) -> np.ndarray:
+def open_session(model: Path, exact: bool):
     import onnxruntime as ort
 
-    options = session_options(threads=1)  # the runtime's own, as the check's x86 run opens it
-    if exact:
-        options.add_session_config_entry("session.x64quantprecision", "1")
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    with exact_int8(exact):  # the runtime's own options, as the check's x86 run opens them
+        options = session_options(threads=1)
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def labels(model: Path, tokenizer, texts: list[str], exact: bool, max_length: int) -> np.ndarray:
+    session = open_session(model, exact)
     names = {i.name for i in session.get_inputs()}
     found = []
     for text in texts:  # one text a run, as the check runs them
@@ -47,6 +51,34 @@ def labels(model: Path, tokenizer, texts: list[str], exact: bool, max_length: in
         feed = {k: v.astype(np.int64) for k, v in encoded.items() if k in names}
         found.append(int(session.run(None, feed)[0].argmax(-1)[0]))
     return np.array(found)
+
+
+def latency(model: Path, lengths=(24, 128), runs: int = 100) -> dict:
+    """p50 ms of one batch-1 run, default and exact sessions interleaved run by run (1 thread)."""
+    import time
+
+    sessions = {exact: open_session(model, exact) for exact in (False, True)}
+    names = {i.name for i in sessions[False].get_inputs()}
+    rng = np.random.default_rng(0)
+    found = {}
+    for length in lengths:
+        ids = rng.integers(1000, 20000, (1, length)).astype(np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        feed = {k: v for k, v in feed.items() if k in names}
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for i in range(runs + 10):
+            for exact in (False, True) if i % 2 else (True, False):
+                start = time.perf_counter()
+                sessions[exact].run(None, feed)
+                if i >= 10:  # warm-up first
+                    times[exact].append(1000 * (time.perf_counter() - start))
+        default, exact = (float(np.median(times[e])) for e in (False, True))
+        found[f"{length}_tokens"] = {
+            "default_ms_p50": round(default, 3),
+            "exact_ms_p50": round(exact, 3),
+            "exact_vs_default": round(exact / default, 3),
+        }
+    return found
 
 
 def main() -> int:
@@ -73,6 +105,7 @@ def main() -> int:
     saturating = labels(int8, tokenizer, texts, exact=False, max_length=length)
     exact = labels(int8, tokenizer, texts, exact=True, max_length=length)
     cpu = cpu_info()
+    timed = latency(int8)
     summary = {
         "bundle": str(args.bundle),
         "built_for": manifest.get("isa", {}).get("tuned_for"),
@@ -83,6 +116,7 @@ def main() -> int:
             "default (saturating on AVX2)": round(100 * float((saturating == reference).mean()), 2),
             "session.x64quantprecision=1": round(100 * float((exact == reference).mean()), 2),
         },
+        "latency_1_thread": timed,
     }
     print(json.dumps(summary, indent=1))
     record.save(args.name, summary)
