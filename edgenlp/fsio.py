@@ -178,19 +178,22 @@ def recover_folder(dest: Path) -> list[str]:
 class FolderLock:
     """An exclusive lock on a folder for one edgenlp process (flock: released when the process dies).
 
-    A second process gets `FolderInUseError` naming the holder instead of racing on the same files.
+    A second process gets `FolderInUseError` naming the holder instead of racing on the same files;
+    with `wait`, it (or another thread: each `FolderLock` opens its own file description) waits its
+    turn instead, for locks held only as long as a short critical section.
     """
 
-    def __init__(self, folder: Path, lock_name: str = LOCK_FILE):
+    def __init__(self, folder: Path, lock_name: str = LOCK_FILE, wait: bool = False):
         self.folder = Path(folder)
         self.path = self.folder / lock_name
+        self.wait = wait
         self._fd: int | None = None
 
     def __enter__(self) -> FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)

@@ -15,10 +15,9 @@ from edgenlp.search import budget as search
 
 @pytest.fixture(scope="module")
 def searched(tiny_recipe, tmp_path_factory):
-    """A tiny run with a 5-point budget and a small search space."""
-    import os
-
-    os.environ["EDGENLP_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    """A tiny run with a 5-point budget and a small search space (its own cache, for this module only)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("EDGENLP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     spec = {
         **tiny_recipe,
         "selection": {"max_accuracy_drop": 5.0},
@@ -36,7 +35,8 @@ def searched(tiny_recipe, tmp_path_factory):
         },
     }
     out = tmp_path_factory.mktemp("searched")
-    return pipeline.run(recipe.parse(spec), out), out, spec
+    yield pipeline.run(recipe.parse(spec), out), out, spec
+    patch.undo()
 
 
 def test_search_scores_every_setting_on_the_tuning_split_and_measures_the_fastest(searched):

@@ -232,6 +232,23 @@ def test_checks_on_several_cpus_run_side_by_side_after_one_setup_each(monkeypatc
     assert set_up == [threading.current_thread().name] * 2
 
 
+def test_checks_side_by_side_build_their_cpu_trees_in_turn_not_into_a_lock_error(tmp_path):
+    """Two checks of one run, each on a CPU whose tree is not built yet, take the trees' lock in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rootfs = tmp_path / "rootfs"
+    for n in range(200):  # enough files that the first tree is still being linked when the second asks
+        (rootfs / "usr" / "lib" / f"d{n % 10}").mkdir(parents=True, exist_ok=True)
+        (rootfs / "usr" / "lib" / f"d{n % 10}" / f"f{n}").write_text("x")
+    names = ["arm64", "arm64-dotprod", "arm64-i8mm", "arm64-sme"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        trees = list(pool.map(lambda cpu: arm64.cpu_tree(rootfs, cpu), names))
+    for cpu, tree in zip(names, trees):
+        assert tree == tmp_path / "cpus" / cpu and arm64.CPUS[cpu].features in (tree / "proc" / "cpuinfo").read_text()
+        assert (tree / "usr" / "lib" / "d3" / "f3").stat().st_ino == (rootfs / "usr" / "lib" / "d3" / "f3").stat().st_ino
+    assert not [p.name for p in (tmp_path / "cpus").iterdir() if "partial" in p.name]
+
+
 # -- on the emulated ARM64 -----------------------------------------------------------------------
 
 

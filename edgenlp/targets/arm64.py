@@ -268,7 +268,7 @@ def cpu_tree(rootfs: Path, cpu: str) -> Path:
     tree = rootfs.parent / "cpus" / cpu
     if (tree / "proc" / "cpuinfo").is_file():
         return tree
-    with fsio.FolderLock(rootfs.parent, ".cpus.lock"):
+    with fsio.FolderLock(rootfs.parent, ".cpus.lock", wait=True):  # checks on several CPUs run side by side
         if (tree / "proc" / "cpuinfo").is_file():
             return tree
         work = tree.with_name(f".{cpu}.partial-{os.getpid()}")
