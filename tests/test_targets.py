@@ -245,7 +245,9 @@ def test_checks_side_by_side_build_their_cpu_trees_in_turn_not_into_a_lock_error
         trees = list(pool.map(lambda cpu: arm64.cpu_tree(rootfs, cpu), names))
     for cpu, tree in zip(names, trees):
         assert tree == tmp_path / "cpus" / cpu and arm64.CPUS[cpu].features in (tree / "proc" / "cpuinfo").read_text()
-        assert (tree / "usr" / "lib" / "d3" / "f3").stat().st_ino == (rootfs / "usr" / "lib" / "d3" / "f3").stat().st_ino
+        assert (tree / "usr" / "lib" / "d3" / "f3").stat().st_ino == (
+            rootfs / "usr" / "lib" / "d3" / "f3"
+        ).stat().st_ino
     assert not [p.name for p in (tmp_path / "cpus").iterdir() if "partial" in p.name]
 
 
