@@ -55,13 +55,8 @@ def log_probs_through_cache(model: CausalLM, window: list[int]) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def score(folder: Path, texts: dict[str, list[list[int]]]) -> dict[str, np.ndarray]:
-    model = CausalLM(folder, threads=2)
-    return {name: np.concatenate([log_probs_through_cache(model, w) for w in ws]) for name, ws in texts.items()}
-
-
-def perplexity(logp: np.ndarray, targets: np.ndarray) -> float:
-    return float(np.exp(-logp[np.arange(len(targets)), targets].mean()))
+def target_log_probs(logp: np.ndarray, window: list[int]) -> np.ndarray:
+    return logp[np.arange(len(window) - 1), np.asarray(window[1:])]
 
 
 def main() -> None:
@@ -79,40 +74,48 @@ def main() -> None:
     for folder in folders.values():
         if not folder.is_dir():
             raise SystemExit(f"{folder} does not exist: build the run first (see the recipe's header)")
-    reference = CausalLM(folders[args.reference])
-    texts = {name: windows(reference, source, args.windows) for name, source in STREAMS.items()}
-    targets = {name: np.concatenate([np.asarray(w[1:]) for w in ws]) for name, ws in texts.items()}
-    scored = {v: score(folders[v], texts) for v in dict.fromkeys(variants)}
+    models = {v: CausalLM(folders[v], threads=2) for v in dict.fromkeys(variants)}
+    texts = {name: windows(models[args.reference], source, args.windows) for name, source in STREAMS.items()}
+    # a window's (positions x vocabulary) log-probabilities are 100 MB: each is reduced as it comes
+    nll = {v: {name: [] for name in STREAMS} for v in models}
+    pair_stats = {(p, c): {name: {"kl": [], "same_top1": []} for name in STREAMS} for p, c in pairs}
+    for name, ws in texts.items():
+        for window in ws:
+            scored = {v: log_probs_through_cache(m, window) for v, m in models.items()}
+            for v, logp in scored.items():
+                nll[v][name].append(-target_log_probs(logp, window))
+            for (parent, child), by_text in pair_stats.items():
+                p, c = scored[parent], scored[child]
+                by_text[name]["kl"].append((np.exp(p) * (p - c)).sum(axis=1))
+                by_text[name]["same_top1"].append(p.argmax(axis=1) == c.argmax(axis=1))
 
-    rows = {}
-    for v in dict.fromkeys(variants):
-        rows[v] = {
+    def ppl(v: str, name: str) -> float:
+        return float(np.exp(np.concatenate(nll[v][name]).mean()))
+
+    rows = {
+        v: {
             name: {
-                "perplexity": perplexity(scored[v][name], targets[name]),
-                "perplexity_increase_pct_vs_reference": 100
-                * (
-                    perplexity(scored[v][name], targets[name]) / perplexity(scored[args.reference][name], targets[name])
-                    - 1
-                ),
+                "perplexity": ppl(v, name),
+                "perplexity_increase_pct_vs_reference": 100 * (ppl(v, name) / ppl(args.reference, name) - 1),
             }
             for name in STREAMS
         }
-    for parent, child in pairs:
-        for name in STREAMS:
-            p, c = scored[parent][name], scored[child][name]
-            kl = (np.exp(p) * (p - c)).sum(axis=1)
+        for v in models
+    }
+    for (parent, child), by_text in pair_stats.items():
+        for name, got in by_text.items():
+            kl = np.concatenate(got["kl"])
             rows[child][name] |= {
                 "vs_parent": parent,
-                "perplexity_increase_pct_vs_parent": 100
-                * (rows[child][name]["perplexity"] / rows[parent][name]["perplexity"] - 1),
+                "perplexity_increase_pct_vs_parent": 100 * (ppl(child, name) / ppl(parent, name) - 1),
                 "kl_mean_vs_parent": float(kl.mean()),
                 "kl_p99_vs_parent": float(np.quantile(kl, 0.99)),
-                "top1_agreement_vs_parent": float((p.argmax(axis=1) == c.argmax(axis=1)).mean()),
+                "top1_agreement_vs_parent": float(np.concatenate(got["same_top1"]).mean()),
             }
     summary = {
         "run": str(args.run),
-        "context": reference.context,
-        "scored_tokens": {name: int(len(t)) for name, t in targets.items()},
+        "context": models[args.reference].context,
+        "scored_tokens": {name: sum(len(w) - 1 for w in ws) for name, ws in texts.items()},
         "how": "each window fed one token at a time (teacher forcing): every prediction reads the earlier "
         "positions back from the KV cache",
         "reference": args.reference,
