@@ -40,7 +40,8 @@ def windows(model: CausalLM, source: str, count: int) -> list[list[int]]:
         ids.extend(model.encode(doc) + ([model.eos_id] if model.eos_id is not None else []))
         if len(ids) >= count * model.context:
             break
-    return [ids[i : i + model.context] for i in range(0, count * model.context, model.context)]
+    cut = [ids[i : i + model.context] for i in range(0, count * model.context, model.context)]
+    return [w for w in cut if len(w) == model.context]  # a short split gives fewer windows, never short ones
 
 
 def log_probs_through_cache(model: CausalLM, window: list[int]) -> np.ndarray:
