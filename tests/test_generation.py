@@ -565,14 +565,16 @@ def test_a_trained_language_model_is_optimised_as_given_unless_asked_to_train(ti
 
 def test_the_bandwidth_limit_is_the_faster_of_two_readers(monkeypatch):
     """A share of the limit stays a share: the limit is what the faster reader measured, both recorded."""
-    from edgenlp.tasks.generation import measure
+    from edgenlp import hardware
 
-    monkeypatch.setattr(measure, "_BANDWIDTH", {})
-    found = measure.memory_bandwidth(1)
+    monkeypatch.setattr(hardware, "_BANDWIDTH", {})
+    found = hardware.memory_bandwidth(1)
     readers = found["readers_bytes_per_s"]
     assert set(readers) == {"numpy_sum", "onnxruntime_int8_gemv"}
     assert all(v and 1e8 < v < 1e12 for v in readers.values())  # both ran, at a memory's speed
     assert found["bytes_per_s"] == max(readers.values()) and found["threads"] == 1
-    monkeypatch.setattr(measure, "_gemv_read", lambda threads: None)
-    monkeypatch.setattr(measure, "_BANDWIDTH", {})
-    assert measure.memory_bandwidth(1)["bytes_per_s"] == measure.memory_bandwidth(1)["readers_bytes_per_s"]["numpy_sum"]
+    monkeypatch.setattr(hardware, "_gemv_read", lambda threads: None)
+    monkeypatch.setattr(hardware, "_BANDWIDTH", {})
+    assert (
+        hardware.memory_bandwidth(1)["bytes_per_s"] == hardware.memory_bandwidth(1)["readers_bytes_per_s"]["numpy_sum"]
+    )

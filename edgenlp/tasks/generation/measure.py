@@ -8,11 +8,10 @@ to first token, tokens per second and decode speed as a share of this machine's 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ...errors import BenchError
+from ...hardware import memory_bandwidth
 from ...model_facts import config_of
 from ...runtime.generation import CONTEXT_KEYS
 from ..protocol import Workload
@@ -81,85 +80,6 @@ def workloads(profile, settings, round_index: int, candidate: str, reference: st
             )
         )
     return out
-
-
-_BANDWIDTH: dict = {}
-
-
-def memory_bandwidth(threads: int = 1) -> dict:
-    """This machine's memory read bandwidth with `threads` readers: the faster of two readers, each the
-    best of 5 passes over data far beyond any cache.
-
-    numpy's sum reads one stream a thread (numpy releases the GIL, so two threads measure what a
-    two-thread decode can read). onnxruntime's int8 matrix-vector product reads its weights the
-    way a decoding step does, in several streams at once, and on some CPUs faster than one stream
-    can: a share of the slower reader's limit could pass 100%. The limit a profile is held to uses
-    its own thread count.
-    """
-    if threads not in _BANDWIDTH:
-        readers = {"numpy_sum": _numpy_read(threads), "onnxruntime_int8_gemv": _gemv_read(threads)}
-        found = {k: v for k, v in readers.items() if v}
-        _BANDWIDTH[threads] = {
-            "bytes_per_s": max(found.values()),
-            "threads": threads,
-            "readers_bytes_per_s": readers,
-            "how": f"the faster of numpy sums over 512 MiB of float64 and onnxruntime's int8 matrix-vector "
-            f"product over 256 MiB of weights, by {threads} thread(s), best of 5 each (read only)",
-        }
-    return dict(_BANDWIDTH[threads])
-
-
-def _numpy_read(threads: int) -> float:
-    from concurrent.futures import ThreadPoolExecutor
-
-    data = np.ones(64 * 2**20, dtype=np.float64)  # 512 MiB
-    parts = np.array_split(data, threads)
-    best = float("inf")
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in range(5):
-            t0 = time.perf_counter()
-            list(pool.map(np.sum, parts))
-            best = min(best, time.perf_counter() - t0)
-    return data.nbytes / best
-
-
-def _gemv_read(threads: int) -> float | None:
-    """Bytes a second onnxruntime's DynamicQuantizeMatMul reads for one row against 256 MiB of int8 weights."""
-    try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-
-        rows, cols = 8192, 32768
-        weights = np.frombuffer(np.random.default_rng(0).bytes(rows * cols), dtype=np.int8).reshape(rows, cols)
-        node = helper.make_node("DynamicQuantizeMatMul", ["x", "w", "scale", "zero"], ["y"], domain="com.microsoft")
-        graph = helper.make_graph(
-            [node],
-            "bandwidth",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
-            [
-                numpy_helper.from_array(weights, "w"),
-                numpy_helper.from_array(np.full(cols, 0.01, np.float32), "scale"),
-                numpy_helper.from_array(np.zeros(cols, np.int8), "zero"),
-            ],
-        )
-        model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=9
-        )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        del weights, model, graph
-        x = {"x": np.ones((1, rows), dtype=np.float32)}
-        session.run(None, x)
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            session.run(None, x)
-            best = min(best, time.perf_counter() - t0)
-        return rows * cols / best
-    except Exception:  # one reader less: the limit stands on numpy's alone
-        return None
 
 
 def _generation_figures(rounds: list[dict], bootstrap: int, bytes_a_token: float | None, bandwidth: dict) -> dict:
