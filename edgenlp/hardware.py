@@ -83,9 +83,9 @@ def memory_bandwidth(threads: int = 1) -> dict:
 
     numpy's sum reads one stream a thread (numpy releases the GIL, so two threads measure what a
     two-thread decode can read). onnxruntime's int8 matrix-vector product reads its weights the
-    way a decoding step does, in several streams at once, and on some CPUs faster than one stream
-    can: a share of the slower reader's limit could pass 100%. The limit a profile is held to uses
-    its own thread count.
+    way a decoding step does, in several streams at once; on the VNNI EPYC a fused INT8 decoder
+    read at 131% of numpy's figure, so numpy's alone can understate the limit. The limit a profile
+    is held to uses its own thread count.
     """
     if threads not in _BANDWIDTH:
         readers = {"numpy_sum": _numpy_read(threads), "onnxruntime_int8_gemv": _gemv_read(threads)}
