@@ -59,6 +59,59 @@ def test_attention_matmuls_are_quantised_on_request(tiny_run, tmp_path):
     assert "MatMul" not in ops and default.count("MatMul") == 2 * 2
 
 
+def _logits(path, feed):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    accepted = {i.name for i in session.get_inputs()}
+    return session.run(None, {k: v for k, v in feed.items() if k in accepted})[0]
+
+
+def _feed(seed: int, batch: int = 4, length: int = 12) -> dict:
+    from conftest import VOCAB
+
+    ids = np.random.default_rng(seed).integers(5, len(VOCAB), size=(batch, length))
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def test_a_fused_graph_quantises_its_attention_weights_too(tiny_run, tmp_path):
+    """Quantising MatMuls covers the packed Q/K/V weight of a fused Attention (QAttention): a fused parent
+    used to keep those weights in float, so its INT8 child was bigger and slower than the unfused one's."""
+    parent = tiny_run.variants["onnx-fp32-opt"]
+    stage = stages.get("quantize")
+    config = stage.Config(per_channel=True)
+    art, _ = build(tmp_path / "q", parent, stage.NAME, config, run=lambda w: stage.run(parent, config, w))
+    graph = onnx.load(str(art.onnx_path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QAttention") == 2 and "Attention" not in ops
+    float_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2]
+    assert not [t.name for t in float_weights if t.dims[0] * t.dims[1] >= 32 * 32], "every weight matrix is INT8"
+    assert art.meta["metadata"]["quantized_nodes"]["QAttention"] == 2
+    feed = _feed(0)
+    assert np.abs(_logits(art.onnx_path, feed) - _logits(parent.onnx_path, feed)).max() < 0.2
+
+
+def test_smoothing_a_fused_graph_folds_the_attention_output_into_v_and_stays_exact(tiny_run, tmp_path):
+    """On a fused graph each Attention takes its input's scales like a MatMul, and the attention output's
+    scales are absorbed by V's columns and bias instead of a Mul: the same logits with one Mul fewer a layer."""
+    from edgenlp.quantization import smoothing
+
+    path = tiny_run.variants["onnx-fp32-opt"].onnx_path
+    model = onnx.load(str(path))
+    groups = smoothing.weight_matmuls(model)
+    attention_inputs = [x for x, nodes in groups.items() if any(n.op_type == "Attention" for n in nodes)]
+    assert len(attention_inputs) == 2
+    maxima = smoothing.activation_maxima(path, groups, [_feed(seed) for seed in range(3)])
+    muls_before = [n.op_type for n in model.graph.node].count("Mul")
+    done = smoothing.smooth(model, maxima, alpha=0.8)
+    assert done.folded == 2 and done.inputs == len(groups) and done.matmuls == sum(map(len, groups.values()))
+    assert [n.op_type for n in model.graph.node].count("Mul") == muls_before + done.inputs - done.folded
+    assert done.scale_max > 1.01 or done.scale_min < 0.99, "the scales must move something for the test to mean it"
+    onnx.save(model, str(tmp_path / "smoothed.onnx"))
+    feed = _feed(7)
+    np.testing.assert_allclose(_logits(tmp_path / "smoothed.onnx", feed), _logits(path, feed), atol=1e-4, rtol=1e-4)
+
+
 def test_four_bit_embedding_tables_halve_their_bytes_and_keep_the_answers(tiny_run, tmp_path):
     """`embedding_bits: 4` stores the tables as 4-bit blocks unpacked by standard operators; the MatMuls
     stay as INT8 made them, and the graph keeps its opset."""

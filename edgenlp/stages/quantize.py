@@ -153,13 +153,23 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
         weight_type=QuantType.QInt8,
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
-        op_types_to_quantize=config.op_types,
+        op_types_to_quantize=with_fused_ops(config.op_types),
         nodes_to_exclude=[*config.nodes_to_exclude, *packed],
         nodes_to_quantize=only,
         # Fused contrib ops (from optimize-graph) have no ONNX shape inference; FP32 is their type.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": not config.attention_matmuls},
     )
     return tables.pack_tables(out, packed, config.embedding_block_size) if packed else []
+
+
+FUSED_OPS = {"MatMul": ("Attention",), "Gather": ("EmbedLayerNormalization",)}
+"""What `optimize-graph` fuses each operator into: quantising MatMuls quantises a fused attention's packed
+Q/K/V weight too (onnxruntime's QAttention), and quantising Gathers the word table of a fused embedding
+(QEmbedLayerNormalization). Without this a fused graph kept its attention weights in float."""
+
+
+def with_fused_ops(op_types: list[str]) -> list[str]:
+    return [*op_types, *(fused for op in op_types for fused in FUSED_OPS.get(op, ()) if fused not in op_types)]
 
 
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:

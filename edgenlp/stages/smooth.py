@@ -64,6 +64,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
             "alpha": config.alpha,
             "calibration_samples": config.calibration_samples,
             "smoothed_inputs": done.inputs,
+            "folded_into_attention": done.folded,
             "smoothed_matmuls": done.matmuls,
             "scale_range": [round(done.scale_min, 4), round(done.scale_max, 4)],
         },
