@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 import compare_optimum  # noqa: E402  (benchmarks/compare_optimum.py)
+import encoder_task  # noqa: E402  (benchmarks/encoder_task.py)
 import record  # noqa: E402  (benchmarks/record.py)
 
 from edgenlp import pipeline, progress  # noqa: E402
@@ -192,18 +193,6 @@ def print_summary(s: dict) -> None:
         )
 
 
-def without(recipe, skip: set[str]):
-    """The recipe less the variants in `skip` and everything built from them (parents come first in a recipe)."""
-    dropped = set(skip)
-    kept = []
-    for v in recipe.variants:
-        if v.name in dropped or v.parent in dropped:
-            dropped.add(v.name)
-        else:
-            kept.append(v)
-    return recipe.model_copy(update={"variants": kept})
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "minilm-sts.yaml"))
@@ -211,30 +200,20 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--name", default="embeddings_minilm_sts")
-    parser.add_argument(
-        "--skip",
-        default="",
-        help="comma-separated variants of the recipe to leave out of the run; those not built yet, and their "
-        "children, are not built either (the pruned ones take an hour to distil on two AVX2 cores)",
-    )
+    parser.add_argument("--skip", default="", help=encoder_task.SKIP_HELP)
     args = parser.parse_args()
 
     from rich.console import Console
 
     progress.enable(Console(stderr=True))  # building, quality and timing take half an hour: show where it is
-    recipe = recipe_module.load(args.recipe)
+    recipe = encoder_task.without(recipe_module.load(args.recipe), args.skip)
     out = Path(args.out or ROOT / "runs" / recipe.name)
-    skip = set(filter(None, args.skip.split(",")))
-    unknown = skip - {v.name for v in recipe.variants}
-    if unknown:
-        raise SystemExit(f"--skip names {sorted(unknown)[0]!r}, which is not a variant of {args.recipe}")
-    recipe = without(recipe, skip)
     source, task = pipeline.source_and_task(recipe)
     dataset = task.load_data(recipe.data)
     variants, _ = pipeline.build_variants(recipe, out, dataset, source, task)
     optimum_dir = build_optimum_variant(source.path, out / "peers")
 
-    candidates = [c for c in pipeline.candidates_of(variants) if c.name not in skip]
+    candidates = pipeline.candidates_of(variants)
     candidates += [
         Candidate("optimum-int8 (ort session)", optimum_dir, "onnx"),
         Candidate("optimum-int8 (ORTModel)", optimum_dir, "benchmarks.optimum_runner:OptimumFeatureExtraction"),

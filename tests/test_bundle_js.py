@@ -103,6 +103,24 @@ def test_transformers_js_loads_a_pruned_classifier_with_four_bit_tables(tiny_run
     assert np.allclose([t["score"] for t in theirs], [o["score"] for o in ours], atol=1e-4)
 
 
+def test_transformers_js_classifies_with_a_fused_int8_graph_like_the_runtime(tiny_run, tmp_path):
+    """A fused graph quantised (QAttention, QEmbedLayerNormalization, SkipLayerNormalization: onnxruntime's
+    contrib operators, which onnxruntime-web must have too): transformers.js classifies as the runtime does."""
+    from edgenlp import stages
+    from edgenlp.artifact import build as build_variant
+
+    parent = tiny_run.variants["onnx-fp32-opt"]
+    module = stages.get("quantize")
+    cfg = module.Config(per_channel=True)
+    art, _ = build_variant(tmp_path / "q", parent, module.NAME, cfg, run=lambda w: module.run(parent, cfg, w))
+    assert art.meta["metadata"]["quantized_nodes"]["QAttention"] == 2
+    folder = build(art.path, tmp_path / "bundles" / "fused")
+    ours = load(folder).classify(TEXTS, batch_size=1)
+    theirs = node("classify.mjs", str(tmp_path / "bundles"), "fused", "q8", json.dumps(TEXTS))
+    assert [t["label"] for t in theirs] == [o["label"] for o in ours]
+    assert np.allclose([t["score"] for t in theirs], [o["score"] for o in ours], atol=1e-4)
+
+
 def test_transformers_js_generates_like_the_runtime(tiny_gpt2_run, tmp_path):
     fp32 = build(tiny_gpt2_run.variants["onnx-fp32"].path, tmp_path / "gpt2")
     build(tiny_gpt2_run.variants["onnx-int4"].path, tmp_path / "gpt2-q4")
