@@ -89,6 +89,18 @@ def test_a_fused_graph_quantises_its_attention_weights_too(tiny_run, tmp_path):
     assert art.meta["metadata"]["quantized_nodes"]["QAttention"] == 2
     feed = _feed(0)
     assert np.abs(_logits(art.onnx_path, feed) - _logits(parent.onnx_path, feed)).max() < 0.2
+    from edgenlp.quantization.calibration import quantisable_nodes
+
+    nodes = onnx.load(str(parent.onnx_path)).graph.node
+    attentions = [n.name for n in nodes if n.op_type == "Attention"]
+    weight_matmuls = [n.name for n in nodes if n.op_type == "MatMul"]  # the fused graph's are all weight MatMuls
+    # reading the mask does not put a fused Attention, or the MatMul after it, on the mask path
+    assert set(quantisable_nodes(parent.onnx_path, ["MatMul", "Attention"])) == {*weight_matmuls, *attentions}
+    first = attentions[0]
+    kept = stage.Config(per_channel=True, nodes_to_exclude=[first])  # a fused attention can stay float by name
+    art, _ = build(tmp_path / "kept", parent, stage.NAME, kept, run=lambda w: stage.run(parent, kept, w))
+    ops = [n.op_type for n in onnx.load(str(art.onnx_path)).graph.node]
+    assert ops.count("QAttention") == 1 and ops.count("Attention") == 1
 
 
 def test_smoothing_a_fused_graph_folds_the_attention_output_into_v_and_stays_exact(tiny_run, tmp_path):

@@ -66,6 +66,17 @@ def _constant_values(model) -> dict[str, np.ndarray]:
     return out
 
 
+FUSED_MASK_READERS = {
+    "Attention": (),
+    "QAttention": (),
+    "MultiHeadAttention": (),
+    "EmbedLayerNormalization": (1,),
+    "QEmbedLayerNormalization": (1,),
+}
+"""Fused operators (`optimize-graph`) that read the mask as a mask, not as values added to theirs: they are off
+the mask path, and only the outputs listed here (by index: the mask they pass on) carry it further."""
+
+
 def mask_path(model) -> MaskPath:
     """The mask subgraph of an ONNX model (graphs are stored in topological order)."""
     constants = _constant_values(model)
@@ -82,6 +93,9 @@ def mask_path(model) -> MaskPath:
         inputs = [i for i in node.input if i]
         if node.op_type in ("Constant", "Shape", "Size") or not inputs:
             continue  # a shape is not a value: what is computed from it carries no mask values
+        if node.op_type in FUSED_MASK_READERS:
+            derived.update(node.output[i] for i in FUSED_MASK_READERS[node.op_type] if i < len(node.output))
+            continue
         live = [i for i in inputs if i not in static or i in derived]
         touched = [i for i in live if i in derived or i in mixed]
         if not touched:

@@ -117,7 +117,7 @@ def check_excluded(parent: Artifact, op_types: list[str], names: list[str]) -> N
     """Refuse node names that are not nodes the quantiser would touch (a typo would silently do nothing)."""
     from ..quantization.calibration import quantisable_nodes
 
-    unknown = sorted(set(names) - set(quantisable_nodes(parent.onnx_path, op_types))) if names else []
+    unknown = sorted(set(names) - set(quantisable_nodes(parent.onnx_path, with_fused_ops(op_types)))) if names else []
     if unknown:
         raise ArtifactError(
             f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {op_types} "
