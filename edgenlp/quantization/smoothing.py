@@ -55,7 +55,7 @@ def weight_matmuls(model) -> dict[str, list]:
             uses[name] = uses.get(name, 0) + 1
     groups: dict[str, list] = {}
     for node in model.graph.node:
-        if node.op_type not in WEIGHT_OPS or len(node.input) < 2 or (node.op_type == "MatMul" and len(node.input) != 2):
+        if node.op_type not in WEIGHT_OPS or len(node.input) < 2:
             continue
         x, w = node.input[:2]
         if w in weights and x not in weights and uses[w] == 1:
