@@ -137,9 +137,11 @@ def _gemv_read(threads: int) -> float | None:
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=9
         )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        from .runtime.session import session_options
+
+        session = ort.InferenceSession(
+            model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+        )
         del weights, model, graph
         x = {"x": np.ones((1, rows), dtype=np.float32)}
         session.run(None, x)

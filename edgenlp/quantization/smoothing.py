@@ -41,21 +41,27 @@ class Smoothed:
     """Of `inputs`, those divided inside the fused Attention that makes them (no Mul)."""
 
 
-WEIGHT_OPS = ("MatMul", "Attention")
+SMOOTHABLE_OPS = ("MatMul", "Attention")
 """Nodes whose input 0 is multiplied by a weight (input 1) laid out input channels x outputs."""
+
+
+def _readers(model) -> dict[str, int]:
+    """Tensor name -> how many node inputs read it."""
+    count: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            count[name] = count.get(name, 0) + 1
+    return count
 
 
 def weight_matmuls(model) -> dict[str, list]:
     """Activation tensor -> the MatMuls (or fused Attentions) that multiply it by a weight of their own, in
     graph order."""
     weights = {init.name for init in model.graph.initializer}
-    uses: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = _readers(model)
     groups: dict[str, list] = {}
     for node in model.graph.node:
-        if node.op_type not in WEIGHT_OPS or len(node.input) < 2:
+        if node.op_type not in SMOOTHABLE_OPS or len(node.input) < 2:
             continue
         x, w = node.input[:2]
         if w in weights and x not in weights and uses[w] == 1:
@@ -125,10 +131,7 @@ def _attention_outputs_to_fold(model, groups: dict[str, list], weights: dict) ->
     that group and which has no other output (a decoder's `present` cache would carry V divided, for a
     reader outside the graph): output tensor -> the Attention. (A pruned layer's Q/K/V sizes come from
     `qkv_hidden_sizes` when onnxruntime wrote it; otherwise the packed weight is three equal parts.)"""
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = _readers(model)
     graph_outputs = {o.name for o in model.graph.output}
     found = {}
     for node in model.graph.node:
