@@ -166,7 +166,7 @@ def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
     s.outcome = search.Outcome(1.0, "points", {}, 90.0)
     order = [f"n{i}" for i in range(10)]
     monkeypatch.setattr(s, "sensitivity", lambda base, mode: [{"node": n} for n in order], raising=False)
-    monkeypatch.setattr(search.calibration, "quantisable_nodes", lambda path, ops: order)
+    monkeypatch.setattr("edgenlp.stages.quantize.quantisable_nodes", lambda path, ops: order)
     tried = []
 
     def fake_trial(base, mode, calibrator, per_channel, embeddings, attention, bits, float_nodes):
@@ -189,6 +189,53 @@ def test_fallback_returns_the_fewest_nodes_to_float(monkeypatch, tmp_path):
     best = s._fall_back("base", first)
     assert best.float_nodes == order[:3] and tried == [0, 1, 2, 4, 3]
     assert next(t for t in s.outcome.trials if t.label == "k4").status == "superseded"
+
+
+def test_on_a_fused_base_the_search_ranks_a_fused_attention_and_may_keep_it_float(tiny_recipe, tmp_path, monkeypatch):
+    """Dynamic INT8 quantises a fused Attention (QAttention) with the MatMuls, so the per-node sensitivity
+    ranks it and the fall-back can return it to float; it used to list nodes by op type and never offered it."""
+    import onnx
+
+    from edgenlp import stages
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+
+    def ops(folder):
+        return {n.op_type for n in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.node}
+
+    def quality(folder, tuning, threads=1):  # only a graph that keeps some fused attention in float is exact
+        return 90.0 if "Attention" in ops(folder) or "QAttention" not in ops(folder) else 40.0
+
+    monkeypatch.setattr("edgenlp.tasks.classification.tuning_quality", quality)
+    spec = {
+        **tiny_recipe,
+        "selection": {"max_accuracy_drop": 1.0},
+        "search": {
+            "bases": ["onnx-fp32-opt"],
+            "modes": ["dynamic"],
+            "per_channel": [False],
+            "embeddings": [False],
+            "attention_matmuls": [False],
+            "tuning_examples": 8,
+            "sensitivity": "needed",
+            "sensitivity_examples": 4,
+            "probe_samples": 8,
+            "min_tuning_examples": 4,
+            "measure_top": 1,
+        },
+    }
+    outcome = pipeline.run(recipe.parse(spec), tmp_path / "run")
+    base = outcome.variants["onnx-fp32-opt"].onnx_path
+    attentions = {n.name for n in onnx.load(str(base), load_external_data=False).graph.node if n.op_type == "Attention"}
+    assert len(attentions) == 2
+    rows = outcome.results["search"]["sensitivity"]["onnx-fp32-opt"]["dynamic"]["rows"]
+    assert attentions <= {r["node"] for r in rows}  # ranked with the embeddings, fused ones included
+    assert {r["op_type"] for r in rows} == {"MatMul", "Gemm", "Attention", "EmbedLayerNormalization"}
+    kept = [t for t in outcome.results["search"]["trials"] if t["status"] in ("candidate", "shortlisted")]
+    assert kept and all(attentions & set(t["float_nodes"]) for t in kept)
+    assert outcome.results["selection"]["selected"] == outcome.results["search"]["shortlist"][0]
+    # QDQ has no fused attention: the static stage never lists one as quantisable
+    assert not attentions & set(stages.get("quantize-static").quantisable_nodes(base, ["MatMul", "Gemm"]))
 
 
 def test_divergence_is_zero_for_equal_outputs_and_grows_with_error():

@@ -37,7 +37,7 @@ from ..artifact import Artifact, copy_support_files, stable_id
 from ..errors import EdgeNLPError, RecipeError
 from ..executors.transport import unpack
 from ..fsio import write_json_atomic
-from ..quantization import calibration, sensitivity
+from ..quantization import sensitivity
 from .settings import SearchSettings
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ class Search:
         )
         if key not in self.memo:
             log.info("search: sensitivity of every node of %s (%s)", base, mode)
-            nodes = calibration.quantisable_nodes(art.onnx_path, config.op_types)
+            nodes = stage.quantisable_nodes(art.onnx_path, config.op_types)
             import onnx
 
             op_types = {n.name: n.op_type for n in onnx.load(str(art.onnx_path), load_external_data=False).graph.node}
@@ -386,11 +386,9 @@ class Search:
     def _fall_back(self, base: str, first: Trial) -> Trial | None:
         """Return nodes to float, most sensitive first, until the budget holds: the fewest that do."""
         order = [r["node"] for r in self.sensitivity(base, first.mode)]
-        quantised = set(
-            calibration.quantisable_nodes(
-                self.variants[base].onnx_path, WEIGHT_OPS + (EMBEDDING_OPS if first.config["embeddings"] else [])
-            )
-        )
+        stage = stages.get(MODES[first.mode])
+        op_types = WEIGHT_OPS + (EMBEDDING_OPS if first.config["embeddings"] else [])
+        quantised = set(stage.quantisable_nodes(self.variants[base].onnx_path, op_types))
         order = [n for n in order if n in quantised][: self.settings.max_float_nodes or None]
         args = (
             base,

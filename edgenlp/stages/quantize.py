@@ -16,6 +16,7 @@ with every variant, and `reduce_range: true` remains a recipe setting.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -113,11 +114,19 @@ def check_parent(parent: Artifact, stage: str = NAME) -> None:
         raise ArtifactError(f"{parent.path} is already {parent.precision}: quantise an FP32 ONNX variant")
 
 
-def check_excluded(parent: Artifact, op_types: list[str], names: list[str]) -> None:
-    """Refuse node names that are not nodes the quantiser would touch (a typo would silently do nothing)."""
-    from ..quantization.calibration import quantisable_nodes
+def quantisable_nodes(model_path: Path, op_types: list[str]) -> list[str]:
+    """The nodes dynamic quantisation touches for `op_types`, fused attention and embeddings included: what
+    the accuracy-budget search ranks and may return to float."""
+    from ..quantization import calibration
 
-    unknown = sorted(set(names) - set(quantisable_nodes(parent.onnx_path, with_fused_ops(op_types)))) if names else []
+    return calibration.quantisable_nodes(model_path, with_fused_ops(op_types))
+
+
+def check_excluded(
+    parent: Artifact, op_types: list[str], names: list[str], quantisable: Callable = quantisable_nodes
+) -> None:
+    """Refuse node names that are not nodes the quantiser would touch (a typo would silently do nothing)."""
+    unknown = sorted(set(names) - set(quantisable(parent.onnx_path, op_types))) if names else []
     if unknown:
         raise ArtifactError(
             f"nodes_to_exclude names {len(unknown)} node(s) that are not quantisable {op_types} "

@@ -97,6 +97,12 @@ def calibrate(parent: Artifact, config: Config) -> calibration.Calibration:
     )
 
 
+def quantisable_nodes(model_path: Path, op_types: list[str]) -> list[str]:
+    """The nodes QDQ quantisation touches for `op_types`: onnxruntime's QDQ format has no fused attention,
+    so a fused graph's Attention stays float here."""
+    return calibration.quantisable_nodes(model_path, op_types)
+
+
 def quantize_file(
     parent: Artifact,
     config: Config,
@@ -105,7 +111,7 @@ def quantize_file(
     calib: calibration.Calibration | None = None,
 ) -> calibration.Calibration:
     """Write the statically quantised parent to `out`; `only`: quantise just these nodes."""
-    check_excluded(parent, config.op_types, config.nodes_to_exclude)
+    check_excluded(parent, config.op_types, config.nodes_to_exclude, quantisable_nodes)
     calib = calib or calibrate(parent, config)
     calibration.quantize_qdq(
         parent.onnx_path,
