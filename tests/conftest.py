@@ -252,3 +252,34 @@ def tiny_gpt2_run(tiny_gpt2_recipe, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("gpt2-run")
     return pipeline.run(recipe.parse(tiny_gpt2_recipe), out)
+
+
+def latency_target_run(spec: dict, out: Path):
+    """`spec`'s model, fine-tuned, exported and quantised, with one candidate of a latency target added
+    (`structure`): the target is loose, so that the test is of the task's path through the search, not of
+    this machine's speed. Returns the outcome and the candidate's row of the verdict."""
+    from edgenlp import pipeline, recipe
+
+    train = next(v for v in spec["variants"] if v["stage"] == "finetune")
+    spec = {
+        **spec,
+        "variants": [
+            train,
+            {"name": "onnx-fp32", "stage": "export", "parent": train["name"]},
+            {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
+        ],
+        "structure": {
+            "target_ms": 1000.0,
+            "length": next(n for n in spec["bench"]["profiles"][0]["seq_lengths"] if n != "real"),
+            "candidates": 1,
+            "prune": {"importance": "taylor", "calibration_batches": 2, "batch_size": 8},
+            "distill": {**train["config"], "max_steps": 10, "eval_every": 5, "alpha": 0.7},
+        },
+    }
+    outcome = pipeline.run(recipe.parse(spec), out)
+    found = outcome.results["structure_search"]
+    (row,) = found["candidates"]
+    assert found["chosen"] == row["variant"] and row["meets"] and row["measured_ms"] > 0
+    pruned = outcome.variants[row["pruned"]].meta["metadata"]
+    assert len(pruned["kept_layers"]) == row["shape"]["layers"]
+    return outcome, row
