@@ -189,7 +189,7 @@ def print_summary(s: dict) -> None:
         print(
             f"pruned: {name} vs {p['against']}: "
             + ", ".join(f"{k} {x['ratio']:.2f}x [{x['ci'][0]:.2f}-{x['ci'][1]:.2f}]" for k, x in p["speedup"].items())
-            + f"; {p['spearman_below_fp32_points']:.2f} points below FP32 -> {'met' if p['met'] else 'NOT MET'}"
+            + f"; {-p['spearman_below_fp32_points']:+.2f} points against FP32 -> {'met' if p['met'] else 'NOT MET'}"
         )
 
 

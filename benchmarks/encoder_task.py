@@ -145,7 +145,7 @@ def print_summary(s: dict) -> None:
     for name, p in s["pruning"].items():
         times = ", ".join(f"{k} {x['ratio']:.2f}x [{x['ci'][0]:.2f}-{x['ci'][1]:.2f}]" for k, x in p["speedup"].items())
         print(
-            f"pruned: {name} vs {p['against']}: {times}; {p['below_fp32_points']:.2f} points below FP32 -> "
+            f"pruned: {name} vs {p['against']}: {times}; {-p['below_fp32_points']:+.2f} points against FP32 -> "
             f"{'met' if p['met'] else 'NOT MET'}"
         )
 
