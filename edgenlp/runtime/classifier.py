@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -33,7 +34,10 @@ def labels_of(config: dict, where: Path) -> list[str]:
     return [str(id2label[k]) for k in order]
 
 
-class TextClassifier:
+class FolderEncoder:
+    """An encoder graph on an engine, the tokenizer of its folder, and what the task reads there besides
+    (`read_folder`: labels, pooling): how the classifier, the tagger and the embedder start."""
+
     def __init__(
         self,
         folder: str | Path,
@@ -45,8 +49,26 @@ class TextClassifier:
         files: Files = PLAIN,
     ):
         folder = Path(folder)
-        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena, files=files)
-        self.tokenizer = TextTokenizer(folder, max_length=max_length, files=files)
+        model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena, files=files)
+        self._start(model, TextTokenizer(folder, max_length=max_length, files=files), folder, files)
+
+    @classmethod
+    def around(cls, model, folder: str | Path) -> Self:
+        """One over any object with the graph's `run(inputs)` (a PyTorch model, a peer's)."""
+        reader = cls.__new__(cls)
+        reader._start(model, TextTokenizer(folder), Path(folder), PLAIN)
+        return reader
+
+    def _start(self, model, tokenizer: TextTokenizer, folder: Path, files: Files) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.read_folder(folder, files)
+
+    def read_folder(self, folder: Path, files: Files) -> None:
+        """What the task needs from the folder besides the graph and the tokenizer."""
+
+
+class TextClassifier(FolderEncoder):
+    def read_folder(self, folder: Path, files: Files) -> None:
         self.labels = labels_of(files.json(folder / "config.json", default={}), folder / "config.json")
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

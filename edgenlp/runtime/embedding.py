@@ -16,11 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .classifier import length_batches, prepare
-from .engines import open_encoder
+from .classifier import FolderEncoder, length_batches, prepare
 from .errors import BundleError, InputError
 from .files import PLAIN, Files
-from .text import TextTokenizer
 
 POOLING_FILE = "pooling.json"
 MODES = ("mean", "cls", "max")
@@ -116,30 +114,11 @@ def carry_pooling(source: Path, target: Path) -> None:
         write_pooling(target, pooling)
 
 
-class TextEmbedder:
+class TextEmbedder(FolderEncoder):
     """Sentence embeddings from an encoder folder, batched by length like the classifier."""
 
-    def __init__(
-        self,
-        folder: str | Path,
-        threads: int = 1,
-        max_length: int | None = None,
-        model_file: str | Path | None = None,
-        memory_arena: bool = True,
-        engine: str = "onnx",
-        files: Files = PLAIN,
-    ):
-        folder = Path(folder)
-        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena, files=files)
-        self.tokenizer = TextTokenizer(folder, max_length=max_length, files=files)
+    def read_folder(self, folder: Path, files: Files) -> None:
         self.pooling = pooling_of(folder, files)
-
-    @classmethod
-    def around(cls, model, folder: str | Path) -> TextEmbedder:
-        """An embedder over any object with `run(inputs) -> token vectors` (a PyTorch model, a peer's)."""
-        embedder = cls.__new__(cls)
-        embedder.model, embedder.tokenizer, embedder.pooling = model, TextTokenizer(folder), pooling_of(folder)
-        return embedder
 
     def vectors(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Sentence vectors of encoded inputs (one batch)."""

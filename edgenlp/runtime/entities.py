@@ -17,11 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import labels_of, length_batches, prepare, softmax
-from .engines import open_encoder
+from .classifier import FolderEncoder, labels_of, length_batches, prepare, softmax
 from .errors import BundleError, InputError
-from .files import PLAIN, Files
-from .text import TextTokenizer
+from .files import Files
 
 OUTSIDE = "O"
 
@@ -77,33 +75,13 @@ class TaggedWord:
     end: int
 
 
-class TokenTagger:
+class TokenTagger(FolderEncoder):
     """Named entities from a token-classification folder, batched by length like the classifier."""
 
-    def __init__(
-        self,
-        folder: str | Path,
-        threads: int = 1,
-        max_length: int | None = None,
-        model_file: str | Path | None = None,
-        memory_arena: bool = True,
-        engine: str = "onnx",
-        files: Files = PLAIN,
-    ):
-        folder = Path(folder)
-        self.model = open_encoder(engine, model_file or folder, threads=threads, memory_arena=memory_arena, files=files)
-        self.tokenizer = TextTokenizer(folder, max_length=max_length, files=files)
+    def read_folder(self, folder: Path, files: Files) -> None:
         self.labels = labels_of(files.json(folder / "config.json", default={}), folder / "config.json")
         if not self.labels:
             raise BundleError(f"{folder / 'config.json'} names no tags (id2label): a tagger needs its tag names")
-
-    @classmethod
-    def around(cls, model, folder: str | Path) -> TokenTagger:
-        """A tagger over any object with `run(inputs) -> token logits` (a PyTorch model, a peer's)."""
-        tagger = cls.__new__(cls)
-        tagger.model, tagger.tokenizer = model, TextTokenizer(folder)
-        tagger.labels = labels_of(PLAIN.json(Path(folder) / "config.json", default={}), Path(folder) / "config.json")
-        return tagger
 
     def prepare(self, texts: str | Sequence[str], truncate: bool = True) -> list[PreparedText]:
         """Checked and tokenized texts, ready for `answer` (a server tokenises on arrival, batches later)."""
