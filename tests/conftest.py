@@ -254,10 +254,12 @@ def tiny_gpt2_run(tiny_gpt2_recipe, tmp_path_factory):
     return pipeline.run(recipe.parse(tiny_gpt2_recipe), out)
 
 
-def latency_target_run(spec: dict, out: Path):
+def check_latency_target(spec: dict, out: Path, metric: str) -> None:
     """`spec`'s model, fine-tuned, exported and quantised, with one candidate of a latency target added
     (`structure`): the target is loose, so that the test is of the task's path through the search, not of
-    this machine's speed. Returns the outcome and the candidate's row of the verdict."""
+    this machine's speed. The candidate is pruned, recovered by the task's distillation and kept by `metric`."""
+    import json
+
     from edgenlp import pipeline, recipe
 
     train = next(v for v in spec["variants"] if v["stage"] == "finetune")
@@ -282,4 +284,8 @@ def latency_target_run(spec: dict, out: Path):
     assert found["chosen"] == row["variant"] and row["meets"] and row["measured_ms"] > 0
     pruned = outcome.variants[row["pruned"]].meta["metadata"]
     assert len(pruned["kept_layers"]) == row["shape"]["layers"]
-    return outcome, row
+    by_name = {v["name"]: v for v in outcome.results["variants"]}
+    assert row["after_recovery"] == pytest.approx(by_name[row["recovered"]]["metrics"][metric])
+    assert row["quality"] == pytest.approx(by_name[row["variant"]]["metrics"][metric])
+    distilled = json.loads((outcome.variants[row["recovered"]].path / "training_log.json").read_text())
+    assert distilled["metric"] == metric and "soft_loss" in distilled["steps"][0]  # the task's soft loss

@@ -377,14 +377,10 @@ def test_the_page_marks_entities_on_the_server_and_in_the_browser(ner_run, tmp_p
 
 @pytest.mark.slow
 def test_a_latency_target_prunes_a_tagger_and_keeps_it_by_entity_f1(ner_recipe, tmp_path):
-    from conftest import latency_target_run
+    """Recovered by per-token KL."""
+    from conftest import check_latency_target
 
-    outcome, row = latency_target_run(ner_recipe, tmp_path)
-    by_name = {v["name"]: v for v in outcome.results["variants"]}
-    assert row["after_recovery"] == pytest.approx(by_name[row["recovered"]]["metrics"]["entity_f1"])
-    assert row["quality"] == pytest.approx(by_name[row["variant"]]["metrics"]["entity_f1"])
-    distilled = json.loads((outcome.variants[row["recovered"]].path / "training_log.json").read_text())
-    assert distilled["metric"] == "entity_f1" and "soft_loss" in distilled["steps"][0]  # per-token KL
+    check_latency_target(ner_recipe, tmp_path, "entity_f1")
 
 
 def test_openvino_tags_as_onnx_and_ctranslate2_refuses_a_tagger_in_one_line(ner_run, tmp_path):
