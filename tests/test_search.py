@@ -204,7 +204,8 @@ def test_on_a_fused_base_the_search_ranks_a_fused_attention_and_may_keep_it_floa
         return {n.op_type for n in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.node}
 
     def quality(folder, tuning, threads=1):  # only a graph that keeps some fused attention in float is exact
-        return 90.0 if "Attention" in ops(folder) or "QAttention" not in ops(folder) else 40.0
+        found = ops(folder)
+        return 90.0 if "Attention" in found or "QAttention" not in found else 40.0
 
     monkeypatch.setattr("edgenlp.tasks.classification.tuning_quality", quality)
     spec = {
