@@ -32,9 +32,10 @@ class Trainer:
         if self.tokenizer.pad_token is None:
             pad_with(self.tokenizer, self.model.config, parent_path)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        # windows no longer than the training stage allows, the reader's 384, or the model's own limit
-        own = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1_000_000 else MAX_LENGTH
-        self.max_length = min(config.max_length, MAX_LENGTH, own, self.model.config.max_position_embeddings)
+        # windows no longer than the training stage asks, the reader's 384, or the model's positions; not the
+        # tokenizer's model_max_length, which is the window a reader was last trained at (a reader trained at
+        # 256 can be trained on at 384), and is rewritten by `save`
+        self.max_length = min(config.max_length, MAX_LENGTH, self.model.config.max_position_embeddings)
         self.stride = min(STRIDE, self.max_length // 2)
         self.train_rows = self._windows(dataset.train)
         from .data import _sample
