@@ -165,6 +165,9 @@ class StructureSearchSettings(BaseModel):
     """p50 latency to reach, batch 1, at `length` tokens under the primary profile."""
     length: int = Field(128, ge=8)
     """Tokens a pass the latencies are measured and predicted at (the bench must measure it too)."""
+    margin: float = Field(0.05, ge=0, lt=0.5)
+    """Share of the target the candidates are planned under: the harness times them again later, on a machine
+    whose timings drift, and a candidate predicted right at the target misses it about half the time."""
     candidates: int = Field(3, ge=1, le=8)
     """Structures built and measured (the most capacious predicted to meet the target, one per depth)."""
     parent: str | None = None
