@@ -176,6 +176,27 @@ def test_training_on_windows_and_start_end_distillation(qa_run):
     assert all(0 <= s < 1.0 for s in soft)  # start/end KL: the pruned reader stays close to its teacher
 
 
+def test_a_reader_trained_in_short_windows_trains_on_in_longer_ones_up_to_its_positions(qa_run, squad_json, tmp_path):
+    """A reader's tokenizer says the window it was last trained in; training it on asks for longer windows
+    (recipes/minilm-squad-384.yaml: 256 -> 384), capped by the model's positions, and saves the new window."""
+    import shutil
+
+    from edgenlp.stages.finetune import Config
+    from edgenlp.tasks import get
+    from edgenlp.tasks.qa.train import Trainer
+
+    reader = tmp_path / "reader"
+    shutil.copytree(qa_run.variants["pytorch-fp32"].path, reader)
+    settings = json.loads((reader / "tokenizer_config.json").read_text())
+    (reader / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 32}))
+    data = get("question-answering").load_data(str(squad_json))
+    longer = Trainer(reader, data, Config(max_length=48, max_eval_examples=8))
+    assert longer.max_length == 48 and max(len(r["input_ids"]) for r in longer.train_rows) == 48
+    longer.save(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())["model_max_length"] == 48
+    assert Trainer(reader, data, Config(max_length=512, max_eval_examples=8)).max_length == 64  # tiny_bert's positions
+
+
 def test_start_end_distillation_pulls_a_student_to_its_teacher(tiny_bert):
     """The distill stage's soft term for readers: zero against the teacher itself, and descending it moves
     another reader's start and end distributions towards the teacher's on real windows."""
