@@ -7,8 +7,9 @@ pipeline's variants are (stages `export`, `quantize`), and timed at the primary 
 the target length, interleaved. A linear model in the work per pass, latency ~ a + b*layers +
 c*layers*heads + d*layers*width, is fitted to them (its fit is recorded). Every structure of the grid
 is predicted; those predicted to meet the target with a margin to spare (the harness times them again,
-later) are ranked by what they keep (non-embedding parameters) and the best `candidates` of distinct depths become ordinary recipe variants (prune ->
-distill -> export -> quantize), built like any sweep (on the executor). After the harness has
+later) are ranked by what they keep (non-embedding parameters) and the best `candidates` of distinct
+depths become ordinary recipe variants (prune -> distill -> export -> quantize), built like any sweep
+(on the executor). After the harness has
 measured them, `verdict` keeps the most accurate candidate whose measured speed-up meets the target,
 against the fastest unpruned variant measured in the same run, and shows predicted against measured.
 """
