@@ -175,7 +175,8 @@ def test_a_latency_target_builds_measures_and_keeps_the_most_accurate_candidate(
     found = outcome.results["structure_search"]
     table = json.loads((tmp_path / "run" / "structure" / structure.TABLE_FILE).read_text())
     assert len(found["latency_model"]["measured"]) >= 5 and table["key"]["cpu"]["model"]  # timed on this CPU
-    assert len(found["candidates"]) == 2
+    assert len(found["candidates"]) == 2 and found["margin"] == 0.15
+    assert all(row["predicted_ms"] <= 0.85 * found["target_ms"] for row in found["candidates"])  # planned with room
     for row in found["candidates"]:
         assert row["variant"] in outcome.variants and row["measured_ms"] > 0 and row["predicted_ms"] > 0
         pruned = outcome.variants[row["variant"].replace("int8-", "pruned-")].meta["metadata"]
