@@ -54,7 +54,7 @@ def squad_json(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qa_recipe(tiny_bert, squad_json) -> dict:
-    train = {"max_steps": 80, "batch_size": 16, "eval_every": 40, "learning_rate": 2e-3, "max_length": 64}
+    train = {"max_steps": 240, "batch_size": 16, "eval_every": 80, "learning_rate": 2e-3, "max_length": 64}
     return {
         "name": "tiny-qa",
         "model": str(tiny_bert),
