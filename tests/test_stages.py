@@ -225,6 +225,68 @@ def test_four_bit_tables_by_default_are_the_large_ones_and_none_large_enough_is_
     assert "embedding_min_rows" in stage.Config(embedding_bits=4).model_dump()
 
 
+def test_unsigned_weights_are_stored_as_uint8_and_named_in_the_record(tiny_run, tmp_path):
+    parent = tiny_run.variants["onnx-fp32"]
+    stage = stages.get("quantize")
+    config = stage.Config(weight_type="uint8", per_channel=True)
+    art, _ = build(tmp_path / "q", parent, stage.NAME, config, run=lambda w: stage.run(parent, config, w))
+    graph = onnx.load(str(art.onnx_path)).graph
+    weights = {t.name: t.data_type for t in graph.initializer if t.name.endswith("_quantized")}
+    assert (
+        set(weights.values()) == {onnx.TensorProto.UINT8}
+        and "bert.embeddings.word_embeddings.weight_quantized" in weights
+    )
+    assert sum("MatMul" in name for name in weights) >= 2 * 6
+    meta = art.meta["metadata"]
+    assert meta["weight_type"] == "uint8" and "exact" in meta["reason"]
+    texts = ["a good film", "a bad plot, really bad"]
+    assert validate.against_parent(parent, art, texts, validate.Tolerance(min_label_agreement=0.5))["passed"]
+    # signed weights stay out of the dump, so variants built before the setting keep their ids
+    assert (
+        "weight_type" not in stage.Config().model_dump()
+        and stage.Config(weight_type="uint8").model_dump()["weight_type"] == "uint8"
+    )
+
+
+def _matmul_integer(a: np.ndarray, b: np.ndarray, b_zero: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+    from onnx import helper
+
+    from edgenlp.runtime import session_options
+
+    dtype = helper.np_dtype_to_tensor_dtype(b.dtype)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])],
+        "mmi",
+        [helper.make_tensor_value_info("a", onnx.TensorProto.UINT8, list(a.shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.INT32, None)],
+        [
+            helper.make_tensor("b", dtype, b.shape, b.tobytes(), raw=True),
+            helper.make_tensor("a_zero", onnx.TensorProto.UINT8, [], [0]),
+            helper.make_tensor("b_zero", dtype, b_zero.shape, b_zero.tobytes(), raw=True),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
+    return session.run(None, {"a": a})[0]
+
+
+def test_unsigned_weights_multiply_exactly_where_signed_ones_saturate_without_vnni():
+    """Why `weight_type: uint8` exists: u8 x u8 is exact on this CPU whatever it is; u8 x s8 is exact with VNNI
+    and, without it, sums pairs of products in 16 bits, so large activations times large weights saturate."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(200, 256, size=(4, 64), dtype=np.uint8)  # post-GELU activations near the top of the range
+    signed = rng.choice(np.array([-128, -127, 126, 127], dtype=np.int8), size=(64, 16))
+    exact = a.astype(np.int64) @ signed.astype(np.int64)
+    unsigned, zero = (signed.astype(np.int16) + 128).astype(np.uint8), np.full(16, 128, dtype=np.uint8)
+    assert np.array_equal(_matmul_integer(a, unsigned, zero), exact)
+    with_signed = _matmul_integer(a, signed, np.zeros(16, dtype=np.int8))
+    if cpu_info().isa in ("avx2", "avx512"):
+        assert not np.array_equal(with_signed, exact)
+    elif cpu_info().isa in ("avx512_vnni", "avx_vnni"):
+        assert np.array_equal(with_signed, exact)
+
+
 @pytest.mark.parametrize("isa", ["avx2", "avx512", "avx512_vnni", "avx_vnni", "arm64", "arm64-dotprod", "generic"])
 def test_quantize_settings_follow_the_measured_table(isa):
     """`auto` pins the detected ISA; reduce_range follows the measured table unless the recipe sets it."""

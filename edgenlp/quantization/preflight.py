@@ -39,6 +39,7 @@ def advise(
     reduce_range: bool | None = None,
     activation: str | None = None,
     per_channel: bool | None = None,
+    weight_type: str = "int8",
     cpu: CpuInfo | None = None,
 ) -> dict:
     """What suits `isa` (default: this CPU) and warnings about the requested settings."""
@@ -79,6 +80,14 @@ def advise(
         )
     if isa not in VNNI and isa not in ARM and activation == "int8":
         warnings.append("s8s8 without VNNI falls back to slower kernels in onnxruntime")
+    if weight_type == "uint8":
+        if isa in ("avx512", "avx2"):
+            suits.append("uint8 weights: u8xu8 kernels widen to 16 bits and sum in 32, exact where u8xs8 saturates")
+        else:
+            warnings.append(
+                f"uint8 weights on {isa}: its u8xs8 kernels already accumulate in 32 bits, so unsigned weights "
+                "buy no accuracy and may cost speed"
+            )
     if per_channel:
         suits.append(
             "per-channel weights: one scale per output column; onnxruntime runs them at per-tensor speed "

@@ -11,6 +11,11 @@ AVX2 (`benchmarks/quantize_isa.py`, `benchmarks/results/quantize_isa.json`), the
 less than the lost bit: full-range weights kept 97.0% label agreement with FP32 against 92.9% for
 7-bit weights (87.27% against 85.44% accuracy on SST-2), at speeds within each other's intervals. So full range is chosen everywhere; the ISA and the reason are recorded
 with every variant, and `reduce_range: true` remains a recipe setting.
+
+Where the saturation itself matters, `weight_type: uint8` stores unsigned weights: onnxruntime's u8 x u8
+kernels widen both to 16 bits and accumulate in 32 (vpmaddwd), so they are exact on every x86 CPU, and
+slower than u8 x s8 without VNNI. On AVX2 it is what brings smoothed MiniLM embeddings to 95% of FP32's
+nearest neighbours (`benchmarks/embeddings.py`), as u8 x s8 does on a VNNI CPU.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ _REASONS = {
     "(the preflight's ARM setting)",
     "generic": "no SIMD INT8 path detected: onnxruntime's portable kernel accumulates in 32 bits, full 8-bit weights",
 }
+UNSIGNED_WEIGHTS = "uint8 weights set by the recipe: u8 x u8 kernels widen to 16 bits and accumulate in 32, exact"
 REDUCE_RANGE = {isa: False for isa in ISAS}
 """What `reduce_range: null` becomes per instruction set (see the module docstring for why)."""
 
@@ -65,6 +71,9 @@ class Config(StageConfig):
     on x86 (so the variants built before this choice keep their ids)."""
     reduce_range: bool | None = None
     """7-bit weights; None chooses from the instruction set."""
+    weight_type: Literal["int8", "uint8"] = "int8"
+    """`int8`: u8 x s8, onnxruntime's fastest kernels, which saturate without VNNI; `uint8`: u8 x u8, exact on
+    every x86 CPU (asymmetric weights, a zero point per tensor or channel), slower without VNNI."""
     op_types: list[str] = ["MatMul", "Gemm", "Gather"]
     """Operators to quantise; Gemm covers GPT-2's Conv1D projections, Gather the embedding tables."""
     nodes_to_exclude: list[str] = []
@@ -86,10 +95,14 @@ class Config(StageConfig):
 
     @model_serializer(mode="wrap")
     def _ids_of_int8_tables_unchanged(self, handler):
-        """The 4-bit settings enter the dump (and so the artifact id) only where they apply."""
+        """The 4-bit settings and unsigned weights enter the dump (and so the artifact id) only where they
+        apply, so that variants built before them keep their ids."""
         out = handler(self)
-        if self.embedding_bits == 8 and isinstance(out, dict):
-            out.pop("embedding_min_rows", None)
+        if isinstance(out, dict):
+            if self.embedding_bits == 8:
+                out.pop("embedding_min_rows", None)
+            if self.weight_type == "int8":
+                out.pop("weight_type", None)
         return out
 
     @model_validator(mode="after")
@@ -159,7 +172,7 @@ def quantize_file(parent: Artifact, config: Config, out: Path, only: list[str] |
     quantize_dynamic(
         str(parent.onnx_path),
         str(out),
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QUInt8 if config.weight_type == "uint8" else QuantType.QInt8,
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
         op_types_to_quantize=with_fused_ops(config.op_types),
@@ -184,7 +197,9 @@ def with_fused_ops(op_types: list[str]) -> list[str]:
 def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
     check_parent(parent)
     config = resolve(config)
-    advice = preflight.advise(config.isa, reduce_range=config.reduce_range, per_channel=config.per_channel)
+    advice = preflight.advise(
+        config.isa, reduce_range=config.reduce_range, per_channel=config.per_channel, weight_type=config.weight_type
+    )
     for warning in advice["warnings"]:
         log.warning("preflight: %s", warning)
     four_bit_tables = quantize_file(parent, config, workdir / "model.onnx")
@@ -201,7 +216,7 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
             "per_channel": config.per_channel,
             # onnxruntime's DynamicQuantizeLinear emits u8 only; the ARM kernels take u8 x s8 too
             "activation_type": "uint8",
-            "weight_type": "int8",
+            "weight_type": config.weight_type,
             "op_types": config.op_types,
             "embedding_bits": config.embedding_bits,
             "four_bit_tables": four_bit_tables,
@@ -210,7 +225,8 @@ def run(parent: Artifact, config: Config, workdir: Path) -> StageOutput:
                 ""
                 if config.reduce_range == REDUCE_RANGE[config.isa]
                 else f" (reduce_range={config.reduce_range} set by the recipe)"
-            ),
+            )
+            + (f"; {UNSIGNED_WEIGHTS}" if config.weight_type == "uint8" else ""),
             "nodes_in_float": config.nodes_to_exclude,
             "preflight": advice,
             "quantized_nodes": quantized_node_counts(workdir / "model.onnx"),
