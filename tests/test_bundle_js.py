@@ -38,8 +38,9 @@ def node(script: str, *args: str) -> object:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def fp32_and_int8(model, data: dict, tmp_path, train: dict, **spec) -> dict:
-    """A tiny run's PyTorch model trained briefly, exported, and quantised per channel (no benchmark)."""
+def fp32_and_int8(model, data: dict, tmp_path, train: dict, more: tuple = (), **spec) -> dict:
+    """A tiny run's PyTorch model trained briefly, exported, and quantised per channel (no benchmark); `more`:
+    further variants."""
     from edgenlp import pipeline, recipe
 
     run = pipeline.run(
@@ -52,6 +53,7 @@ def fp32_and_int8(model, data: dict, tmp_path, train: dict, **spec) -> dict:
                     {"name": "pytorch-fp32", "stage": "finetune", "config": train},
                     {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
                     {"name": "onnx-int8", "stage": "quantize", "parent": "onnx-fp32", "config": {"per_channel": True}},
+                    *more,
                 ],
                 "validation": {"examples": 8, "min_label_agreement": 0.5},
                 "bench": {"profiles": [{"name": "tiny-1t", "threads": 1, "seq_lengths": ["real"]}]},
@@ -133,14 +135,20 @@ def test_transformers_js_generates_like_the_runtime(tiny_gpt2_run, tmp_path):
 
 def test_transformers_js_embeds_like_the_runtime(tiny_bert, tmp_path):
     """A feature-extraction bundle: transformers.js's pipeline, given the pooling its manifest names, gives
-    the runtime's vectors (FP32: cosine > 0.99999; INT8: the same file, cosine > 0.9999)."""
+    the runtime's vectors (FP32: cosine > 0.99999; INT8, signed or unsigned weights: the same file, > 0.9999)."""
     from test_embedding import make_pairs, write_pairs
 
     pairs = write_pairs(tmp_path / "pairs.csv", make_pairs(200))
+    unsigned = {"per_channel": True, "weight_type": "uint8"}
     variants = fp32_and_int8(
-        tiny_bert, {"source": str(pairs)}, tmp_path, {"max_steps": 5, "max_length": 32}, task="feature-extraction"
+        tiny_bert,
+        {"source": str(pairs)},
+        tmp_path,
+        {"max_steps": 5, "max_length": 32},
+        more=({"name": "onnx-int8-u8", "stage": "quantize", "parent": "onnx-fp32", "config": unsigned},),
+        task="feature-extraction",
     )
-    for name, dtype in (("onnx-fp32", "fp32"), ("onnx-int8", "q8")):
+    for name, dtype in (("onnx-fp32", "fp32"), ("onnx-int8", "q8"), ("onnx-int8-u8", "q8")):
         bundle = build(variants[name].path, tmp_path / "bundles" / name)
         manifest = json.loads((bundle / "manifest.json").read_text())
         options = manifest["transformers_js"]["options"]
