@@ -12,6 +12,7 @@ from edgenlp import models, stages, validate
 from edgenlp.artifact import Artifact, build
 from edgenlp.errors import ArtifactError, RecipeError, ValidationFailed
 from edgenlp.hardware import cpu_info
+from edgenlp.quantization import preflight
 from edgenlp.quantization import tables as tables_module
 
 
@@ -296,6 +297,11 @@ def test_quantize_settings_follow_the_measured_table(isa):
     assert quantize.resolve(quantize.Config()).isa == cpu_info().isa
     if isa in ("avx2", "avx512"):
         assert "measured on AVX2" in quantize._REASONS[isa]
+    # unsigned weights are advised where u8 x s8 saturates, and warned against where nothing saturates
+    unsigned = preflight.advise(isa, weight_type="uint8")
+    saturates = isa in ("avx2", "avx512")
+    assert any("uint8 weights" in line for line in unsigned["suits"]) is saturates
+    assert any("uint8 weights" in line for line in unsigned["warnings"]) is not saturates
     # the preflight's ARM settings: per-channel weights; x86 keeps per tensor (and its variants' ids)
     assert quantize.resolve(quantize.Config(isa=isa)).per_channel is isa.startswith("arm64")
     assert quantize.resolve(quantize.Config(isa=isa, per_channel=False)).per_channel is False

@@ -85,8 +85,8 @@ def advise(
             suits.append("uint8 weights: u8xu8 kernels widen to 16 bits and sum in 32, exact where u8xs8 saturates")
         else:
             warnings.append(
-                f"uint8 weights on {isa}: its u8xs8 kernels already accumulate in 32 bits, so unsigned weights "
-                "buy no accuracy and may cost speed"
+                f"uint8 weights on {isa}: its signed-weight kernels already accumulate in 32 bits, so unsigned "
+                "weights buy no accuracy and may cost speed"
             )
     if per_channel:
         suits.append(

@@ -15,7 +15,7 @@ with every variant, and `reduce_range: true` remains a recipe setting.
 Where the saturation itself matters, `weight_type: uint8` stores unsigned weights: onnxruntime's u8 x u8
 kernels widen both to 16 bits and accumulate in 32 (vpmaddwd), so they are exact on every x86 CPU, and
 slower than u8 x s8 without VNNI. On AVX2 it is what brings smoothed MiniLM embeddings to 95% of FP32's
-nearest neighbours (`benchmarks/embeddings.py`), as u8 x s8 does on a VNNI CPU.
+nearest neighbours (`benchmarks/results/embeddings_minilm_sts_u8_avx2.json`), as u8 x s8 does on a VNNI CPU.
 """
 
 from __future__ import annotations
