@@ -94,7 +94,7 @@ class Config(StageConfig):
     token-type (2) tables are read once a token each too, and would save a few hundred kB."""
 
     @model_serializer(mode="wrap")
-    def _ids_of_int8_tables_unchanged(self, handler):
+    def _ids_unchanged_by_settings_left_default(self, handler):
         """The 4-bit settings and unsigned weights enter the dump (and so the artifact id) only where they
         apply, so that variants built before them keep their ids."""
         out = handler(self)
