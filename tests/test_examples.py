@@ -15,7 +15,14 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.mark.real
 @pytest.mark.parametrize(
-    "name", ["bert_sentiment.ipynb", "gpt2_generation.ipynb", "minilm_embeddings.ipynb", "minilm_wnut17_entities.ipynb"]
+    "name",
+    [
+        "bert_sentiment.ipynb",
+        "gpt2_generation.ipynb",
+        "minilm_embeddings.ipynb",
+        "minilm_wnut17_entities.ipynb",
+        "minilm_squad_answers.ipynb",
+    ],
 )
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     import nbformat
@@ -35,5 +42,6 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
         "bert_sentiment.ipynb": "label",
         "minilm_embeddings.ipynb": "similar pair",
         "minilm_wnut17_entities.ipynb": "spans point into the text: True",
+        "minilm_squad_answers.ipynb": "the span points into the context: True",
     }.get(name, "")
     assert wanted in text and text.strip()
