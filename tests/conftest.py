@@ -254,6 +254,42 @@ def tiny_gpt2_run(tiny_gpt2_recipe, tmp_path_factory):
     return pipeline.run(recipe.parse(tiny_gpt2_recipe), out)
 
 
+def check_budget_search(spec: dict, out: Path) -> None:
+    """`spec`'s model, fine-tuned and exported, searched for INT8 settings within a loose accuracy budget:
+    two settings tried and scored on the tuning split by the task's own metric (a test of the task's path
+    through the search, not of how good INT8 is on a tiny model)."""
+    from edgenlp import pipeline, recipe, tasks
+
+    train = next(v for v in spec["variants"] if v["stage"] == "finetune")
+    spec = {
+        **spec,
+        "variants": [
+            {**train, "config": {**train["config"], "max_eval_examples": 30}},
+            {"name": "onnx-fp32", "stage": "export", "parent": train["name"]},
+        ],
+        "selection": {"max_accuracy_drop": 50.0},
+        "search": {
+            "modes": ["dynamic"],
+            "per_channel": [False, True],
+            "embeddings": [True],
+            "attention_matmuls": [False],
+            "probe_samples": 8,
+            "measure_top": 1,
+            "tuning_examples": 40,
+            "min_tuning_examples": 20,
+        },
+    }
+    outcome = pipeline.run(recipe.parse(spec), out)
+    found = outcome.results["search"]
+    task = tasks.get(outcome.results["task"])
+    assert found["drop_unit"] == task.QUALITY.drop_unit
+    assert {t["label"] for t in found["trials"]} == {"dynamic", "dynamic-per-channel"}
+    for trial in found["trials"]:  # scored on the tuning split and judged by the task's own drop
+        assert trial["tuning_drop"] == pytest.approx(
+            task.quality_drop(found["reference_quality"], trial["tuning_quality"])
+        )
+
+
 def check_latency_target(spec: dict, out: Path, metric: str) -> None:
     """`spec`'s model, fine-tuned, exported and quantised, with one candidate of a latency target added
     (`structure`): the target is loose, so that the test is of the task's path through the search, not of

@@ -395,36 +395,10 @@ def test_pairs_data_make_a_bare_encoder_an_embedding_model(tiny_bert, pairs_csv,
 
 
 def test_the_accuracy_budget_search_works_on_spearman(embedding_recipe, tmp_path, monkeypatch):
-    from edgenlp import pipeline, recipe
+    from conftest import check_budget_search
 
     monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
-    spec = {
-        **embedding_recipe,
-        "variants": [
-            {
-                **embedding_recipe["variants"][0],
-                "config": {**embedding_recipe["variants"][0]["config"], "max_eval_examples": 30},
-            },
-            {"name": "onnx-fp32", "stage": "export", "parent": "pytorch-fp32"},
-        ],
-        "selection": {"max_accuracy_drop": 50.0},
-        "search": {
-            "modes": ["dynamic"],
-            "per_channel": [False, True],
-            "embeddings": [True],
-            "attention_matmuls": [False],
-            "probe_samples": 8,
-            "measure_top": 1,
-            "tuning_examples": 40,
-            "min_tuning_examples": 20,
-        },
-    }
-    found = pipeline.run(recipe.parse(spec), tmp_path / "run").results["search"]
-    assert found["drop_unit"] == "points" and {t["label"] for t in found["trials"]} == {
-        "dynamic",
-        "dynamic-per-channel",
-    }
-    assert all(isinstance(t["tuning_quality"], float) for t in found["trials"])
+    check_budget_search(embedding_recipe, tmp_path / "run")
 
 
 def test_ctranslate2_refuses_an_embedding_model_in_one_line(embedding_run):

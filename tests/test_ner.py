@@ -376,6 +376,13 @@ def test_the_page_marks_entities_on_the_server_and_in_the_browser(ner_run, tmp_p
 
 
 @pytest.mark.slow
+def test_the_accuracy_budget_search_works_on_entity_f1(ner_recipe, tmp_path, monkeypatch):
+    from conftest import check_budget_search
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+    check_budget_search(ner_recipe, tmp_path / "run")
+
+
 def test_a_latency_target_prunes_a_tagger_and_keeps_it_by_entity_f1(ner_recipe, tmp_path):
     """Recovered by per-token KL."""
     from conftest import check_latency_target

@@ -278,6 +278,13 @@ def test_the_harness_scores_answers_against_gold_and_the_reference(qa_run, qa_re
 
 
 @pytest.mark.slow
+def test_the_accuracy_budget_search_works_on_f1(qa_recipe, tmp_path, monkeypatch):
+    from conftest import check_budget_search
+
+    monkeypatch.setenv("EDGENLP_CACHE_DIR", str(tmp_path / "cache"))
+    check_budget_search(qa_recipe, tmp_path / "run")
+
+
 def test_a_latency_target_prunes_a_reader_and_keeps_it_by_f1(qa_recipe, tmp_path):
     """Recovered by start/end KL."""
     from conftest import check_latency_target
