@@ -410,6 +410,25 @@ def test_ctranslate2_refuses_an_embedding_model_in_one_line(embedding_run):
     assert "\n" not in str(caught.value)
 
 
+def test_openvino_embeds_as_onnx_does(embedding_run, tmp_path):
+    """OpenVINO converts the embedder's graph: its FP32 IR gives the ONNX graph's sentence vectors."""
+    from edgenlp import stages
+    from edgenlp.tasks.embedding.session import open_embedder
+
+    pytest.importorskip("openvino")
+    onnx = embedding_run.variants["onnx-fp32"]
+    work = tmp_path / "openvino"
+    work.mkdir()
+    out = stages.get("openvino").run(onnx, stages.get("openvino").Config(), work)
+    assert out.format == "openvino" and out.task == "feature-extraction"
+    texts = ["good fun film", "awful boring plot, really awful"]
+    ours, theirs = (
+        open_embedder(path, runner).embed(texts) for path, runner in ((work, "openvino"), (onnx.path, "onnx"))
+    )
+    cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert ours.shape == theirs.shape and cos.min() > 0.9999
+
+
 def test_hub_pairs_keep_their_splits_and_get_a_validation_split(monkeypatch):
     """A hub dataset's splits are kept (dev is validation); one without validation has it carved from train."""
     from edgenlp.tasks.embedding import data
