@@ -254,6 +254,37 @@ def tiny_gpt2_run(tiny_gpt2_recipe, tmp_path_factory):
     return pipeline.run(recipe.parse(tiny_gpt2_recipe), out)
 
 
+def check_fused_graph(run, spec: dict, out: Path) -> None:
+    """`optimize-graph` on the run's FP32 ONNX variant, then per-channel INT8 of the fused graph, each judged as
+    the pipeline judges a child (the task's own check): the fused FP32 graph gives the parent's outputs, and
+    its INT8 (fused attention as `QAttention`) keeps the parent's answers above the floor."""
+    from edgenlp import stages, tasks
+    from edgenlp.artifact import build
+    from edgenlp.data import DataSpec
+    from edgenlp.recipe import ValidationSettings
+
+    task = tasks.get(run.results["task"])
+    texts = task.validation_texts(task.load_data(DataSpec(**spec["data"])), 16)
+    settings = ValidationSettings(min_label_agreement=0.5)
+
+    def child_of(parent, name: str, config):
+        stage = stages.get(name)
+        art, _ = build(
+            out / name,
+            parent,
+            stage.NAME,
+            config,
+            run=lambda work: stage.run(parent, config, work),
+            check=lambda child: task.check_against_parent(parent, child, texts, settings),
+        )
+        return art
+
+    fused = child_of(run.variants["onnx-fp32"], "optimize-graph", stages.get("optimize-graph").Config())
+    int8 = child_of(fused, "quantize", stages.get("quantize").Config(per_channel=True))
+    assert fused.meta["metadata"]["fusions"].get("Attention", 0) >= 1 and fused.meta["validation"]["passed"]
+    assert int8.meta["validation"]["passed"] and int8.meta["metadata"]["quantized_nodes"].get("QAttention", 0) >= 1
+
+
 def check_budget_search(spec: dict, out: Path) -> None:
     """`spec`'s model, fine-tuned and exported, searched for INT8 settings within a loose accuracy budget:
     two settings tried and scored on the tuning split by the task's own metric (a test of the task's path

@@ -394,6 +394,12 @@ def test_pairs_data_make_a_bare_encoder_an_embedding_model(tiny_bert, pairs_csv,
     assert pipeline.with_task_of_data(spec, source).task is None  # resolved later: a classifier to train
 
 
+def test_the_fused_graph_and_its_int8_pass_the_task_s_own_check(embedding_run, embedding_recipe, tmp_path):
+    from conftest import check_fused_graph
+
+    check_fused_graph(embedding_run, embedding_recipe, tmp_path)
+
+
 def test_the_accuracy_budget_search_works_on_spearman(embedding_recipe, tmp_path, monkeypatch):
     from conftest import check_budget_search
 

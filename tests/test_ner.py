@@ -376,6 +376,12 @@ def test_the_page_marks_entities_on_the_server_and_in_the_browser(ner_run, tmp_p
 
 
 @pytest.mark.slow
+def test_the_fused_graph_and_its_int8_pass_the_task_s_own_check(ner_run, ner_recipe, tmp_path):
+    from conftest import check_fused_graph
+
+    check_fused_graph(ner_run, ner_recipe, tmp_path)
+
+
 def test_the_accuracy_budget_search_works_on_entity_f1(ner_recipe, tmp_path, monkeypatch):
     from conftest import check_budget_search
 

@@ -278,6 +278,12 @@ def test_the_harness_scores_answers_against_gold_and_the_reference(qa_run, qa_re
 
 
 @pytest.mark.slow
+def test_the_fused_graph_and_its_int8_pass_the_task_s_own_check(qa_run, qa_recipe, tmp_path):
+    from conftest import check_fused_graph
+
+    check_fused_graph(qa_run, qa_recipe, tmp_path)
+
+
 def test_the_accuracy_budget_search_works_on_f1(qa_recipe, tmp_path, monkeypatch):
     from conftest import check_budget_search
 
