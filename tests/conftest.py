@@ -254,6 +254,19 @@ def tiny_gpt2_run(tiny_gpt2_recipe, tmp_path_factory):
     return pipeline.run(recipe.parse(tiny_gpt2_recipe), out)
 
 
+def openvino_of(run, tmp_path: Path, task: str) -> tuple:
+    """The run's FP32 ONNX variant and the folder of OpenVINO's FP32 IR of it (skipped without openvino)."""
+    from edgenlp import stages
+
+    pytest.importorskip("openvino")
+    onnx = run.variants["onnx-fp32"]
+    work = tmp_path / "openvino"
+    work.mkdir()
+    out = stages.get("openvino").run(onnx, stages.get("openvino").Config(), work)
+    assert out.format == "openvino" and out.task == task
+    return onnx, work
+
+
 def check_fused_graph(run, spec: dict, out: Path) -> None:
     """`optimize-graph` on the run's FP32 ONNX variant, then per-channel INT8 of the fused graph, each judged as
     the pipeline judges a child (the task's own check): the fused FP32 graph gives the parent's outputs, and

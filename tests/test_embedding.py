@@ -418,15 +418,11 @@ def test_ctranslate2_refuses_an_embedding_model_in_one_line(embedding_run):
 
 def test_openvino_embeds_as_onnx_does(embedding_run, tmp_path):
     """OpenVINO converts the embedder's graph: its FP32 IR gives the ONNX graph's sentence vectors."""
-    from edgenlp import stages
+    from conftest import openvino_of
+
     from edgenlp.tasks.embedding.session import open_embedder
 
-    pytest.importorskip("openvino")
-    onnx = embedding_run.variants["onnx-fp32"]
-    work = tmp_path / "openvino"
-    work.mkdir()
-    out = stages.get("openvino").run(onnx, stages.get("openvino").Config(), work)
-    assert out.format == "openvino" and out.task == "feature-extraction"
+    onnx, work = openvino_of(embedding_run, tmp_path, "feature-extraction")
     texts = ["good fun film", "awful boring plot, really awful"]
     ours, theirs = (
         open_embedder(path, runner).embed(texts) for path, runner in ((work, "openvino"), (onnx.path, "onnx"))

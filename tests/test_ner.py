@@ -399,16 +399,13 @@ def test_a_latency_target_prunes_a_tagger_and_keeps_it_by_entity_f1(ner_recipe, 
 def test_openvino_tags_as_onnx_and_ctranslate2_refuses_a_tagger_in_one_line(ner_run, tmp_path):
     """OpenVINO converts the tagger's graph (its FP32 IR tags every word as the ONNX graph does); CTranslate2
     converts classifiers and decoders only, and says so."""
+    from conftest import openvino_of
+
     from edgenlp import stages
     from edgenlp.errors import EdgeNLPError
     from edgenlp.tasks.ner.session import open_tagger
 
-    pytest.importorskip("openvino")
-    onnx = ner_run.variants["onnx-fp32"]
-    work = tmp_path / "openvino"
-    work.mkdir()
-    out = stages.get("openvino").run(onnx, stages.get("openvino").Config(), work)
-    assert out.format == "openvino" and out.task == "token-classification"
+    onnx, work = openvino_of(ner_run, tmp_path, "token-classification")
     sentences = [["the", "movie", "was", "awful"], ["very", "goods", "fun", "film"]]
     assert open_tagger(work, "openvino").tag_words(sentences) == open_tagger(onnx.path, "onnx").tag_words(sentences)
     with pytest.raises(EdgeNLPError) as refused:

@@ -407,16 +407,13 @@ def test_the_page_answers_on_the_server_and_in_the_browser(qa_run, tmp_path):
 def test_openvino_answers_as_onnx_and_ctranslate2_refuses_a_reader_in_one_line(qa_run, tmp_path):
     """OpenVINO converts the reader's graph (start and end logits both: the same answers as ONNX); CTranslate2
     converts classifiers and decoders only, and says so."""
+    from conftest import openvino_of
+
     from edgenlp import stages
     from edgenlp.errors import EdgeNLPError
     from edgenlp.tasks.qa.session import open_answerer
 
-    pytest.importorskip("openvino")
-    onnx = qa_run.variants["onnx-fp32"]
-    work = tmp_path / "openvino"
-    work.mkdir()
-    out = stages.get("openvino").run(onnx, stages.get("openvino").Config(), work)
-    assert out.format == "openvino" and out.task == "question-answering"
+    onnx, work = openvino_of(qa_run, tmp_path, "question-answering")
     asked = [{"question": "what was very good", "context": "the film was very fun a quite bad " + "plot " * 60}]
     ours, theirs = open_answerer(work, "openvino").answers(asked)[0], open_answerer(onnx.path, "onnx").answers(asked)[0]
     assert (ours["start"], ours["end"]) == (theirs["start"], theirs["end"])
